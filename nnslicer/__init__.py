@@ -1,0 +1,30 @@
+"""nnslicer: dynamic slicing of neural networks (NNSlicer, Zhang et al., ESEC/FSE 2020).
+
+Given a trained Keras model and some inputs, nnslicer answers "which neurons and synapses
+made this output?"::
+
+    slicer = nnslicer.Slicer(model).fit(x_train)        # lift + profile
+    s = slicer.slice(x_test[0])                          # forward + backward analysis
+    print(s.summary())
+
+``import nnslicer`` needs only numpy and networkx; TensorFlow is imported when a model is
+lifted or profiled.
+"""
+
+from .errors import (FileFormatError, InvalidInputError, InvalidParameterError, MissingDependencyError,
+                     NNSlicerError, NotFittedError, UnsupportedLayerError)
+from .graph import DataFlowGraph, Op
+from .lift import lift, register_layer
+from .ops import register_handler
+from .profile import Profile, profile
+from .slice import Slice, aggregate
+from .slicer import Slicer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lift", "Slicer", "Slice", "Profile", "profile", "aggregate", "DataFlowGraph", "Op",
+    "register_layer", "register_handler",
+    "NNSlicerError", "UnsupportedLayerError", "NotFittedError", "InvalidInputError",
+    "InvalidParameterError", "FileFormatError", "MissingDependencyError", "__version__",
+]

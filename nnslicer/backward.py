@@ -1,0 +1,74 @@
+"""Backward analysis (SPEC.md section 3, Algorithm 1), over arrays.
+
+A pure function of the lifted graph, the tape of a batch, the targets and the rule: it never
+touches a Keras model, so Ray workers run it on arrays alone. Ops are visited in reverse
+topological order; an op's output counts are complete when it is visited, since every consumer
+comes later in topological order (fan-out counts add up).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import Step
+from .select import BAR
+
+__all__ = ["backward", "seed"]
+
+
+def seed(graph, targets):
+    """The starting table: ``CONTRIB[logits][b, o] = 1`` for each sample's target outputs."""
+    counts = np.zeros((len(targets), graph.num_outputs), dtype=np.int64)
+    for b, outs in enumerate(targets):
+        counts[b, np.asarray(outs, dtype=np.int64)] = 1
+    return counts.reshape((len(targets),) + graph.neuron_shape(graph.logits))
+
+
+def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code", bar=BAR, reduce=None):
+    """Counts of every neuron and synapse for the samples of ``tape``.
+
+    Parameters
+    ----------
+    graph : DataFlowGraph
+        Its granularity says what a neuron is.
+    tape : Tape
+        Activations and deltas of the batch (see :func:`nnslicer.forward.forward`).
+    targets : sequence of sequences of int
+        For each sample, the flat indices of its output neurons ``O`` on the logits.
+    rule, theta, propagation, bar
+        As in SPEC.md section 3.
+    reduce : None, "sum" or "abs"
+        None keeps one table per sample (arrays with a leading batch axis); "sum" adds signed
+        counts over samples; "abs" adds their absolute values.
+
+    Returns
+    -------
+    neurons, synapses : dict of str to ndarray of int64
+        Counts per tensor and per weighted op.
+    """
+    contrib = {graph.logits: seed(graph, targets)}
+    synapses = {}
+    for op in reversed(graph.ops):
+        counts = contrib.get(op.name)
+        if op.kind == "input" or counts is None or not counts.any():
+            continue
+        step = Step(graph, op, tape, counts, rule, theta, propagation, bar)
+        inputs, syn = op.handler.backward(step)
+        for name, add in zip(op.inputs, inputs):
+            contrib[name] = contrib[name] + add if name in contrib else add
+        if syn is not None:
+            synapses[op.name] = syn
+    batch = len(targets)
+    neurons = {}
+    for op in graph.ops:
+        neurons[op.name] = contrib.get(op.name, np.zeros((batch,) + graph.neuron_shape(op.name), np.int64))
+        if op.synapse_shape is not None and op.name not in synapses:
+            synapses[op.name] = np.zeros((batch,) + op.synapse_shape, np.int64)
+    synapses = {op: synapses[op] for op in graph.weighted_ops}
+    if rule == "effective_path":  # EffectivePath's counts are 0/1 membership per sample
+        neurons = {k: (v != 0).astype(np.int64) for k, v in neurons.items()}
+        synapses = {k: (v != 0).astype(np.int64) for k, v in synapses.items()}
+    if reduce is None:
+        return neurons, synapses
+    fold = (lambda v: v.sum(axis=0)) if reduce == "sum" else (lambda v: np.abs(v).sum(axis=0))
+    return {k: fold(v) for k, v in neurons.items()}, {k: fold(v) for k, v in synapses.items()}

@@ -1,0 +1,95 @@
+"""Forward analysis: run the lifted graph on a batch and take every tensor's delta from the
+profile (SPEC.md section 2). Also the TensorFlow executor that profiling shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidInputError, require
+
+__all__ = ["Tape", "execute", "forward", "as_batch"]
+
+
+@dataclass
+class Tape:
+    """Activations and deltas of every tensor for a batch, element level, ``[B, *shape]``.
+
+    ``predictions`` are the model's predicted classes (argmax of the logits)."""
+
+    acts: dict
+    deltas: dict
+    predictions: np.ndarray
+
+    def __len__(self):
+        return len(self.predictions)
+
+
+def as_batch(graph, x, what="x"):
+    """``x`` as a float32 batch for ``graph``: a single sample gains a batch axis.
+
+    Raises InvalidInputError for a wrong shape, an empty batch, or NaN/inf values."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} is not a numeric array: {exc}") from None
+    shape = tuple(graph.input_shape)
+    if arr.shape == shape:
+        arr = arr[None]
+    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape:
+        raise InvalidInputError(
+            f"{what} has shape {arr.shape}; model {graph.name!r} takes samples of shape {shape} "
+            f"(one sample, or a batch of shape (n, {', '.join(map(str, shape))})).")
+    if arr.shape[0] == 0:
+        raise InvalidInputError(f"{what} is empty: it holds no samples.")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())
+        raise InvalidInputError(f"{what} holds NaN or inf values (in {bad} sample(s)).")
+    return arr
+
+
+def _executor(graph):
+    run = graph.__dict__.get("_executor")
+    if run is not None:
+        return run
+    tf = require("tensorflow", "tf")
+    from dataclasses import replace
+
+    ops = [replace(op, weights={k: tf.constant(v) for k, v in op.weights.items()}) for op in graph.ops]
+
+    @tf.function(reduce_retracing=True)
+    def run(x):
+        values = {ops[0].name: x}
+        for op in ops[1:]:
+            values[op.name] = op.handler.forward(op, [values[name] for name in op.inputs])
+        return values
+
+    graph.__dict__["_executor"] = run
+    return run
+
+
+def execute(graph, x):
+    """All tensors of ``graph`` for the batch ``x`` (already checked), as numpy arrays."""
+    tf = require("tensorflow", "tf")
+    values = _executor(graph)(tf.convert_to_tensor(x))
+    return {name: v.numpy() for name, v in values.items()}
+
+
+def forward(graph, profile, x, baseline="global", batch_size=256):
+    """The :class:`Tape` of ``x``: activations minus the profile's means.
+
+    ``baseline="class"`` takes each sample's deltas from the mean of its predicted class."""
+    x = as_batch(graph, x)
+    parts = [execute(graph, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    acts = {name: np.concatenate([p[name] for p in parts]) if len(parts) > 1 else parts[0][name]
+            for name in parts[0]}
+    logits = acts[graph.logits].reshape(len(x), -1)
+    predictions = logits.argmax(axis=1)
+    deltas = {}
+    for name, value in acts.items():
+        if baseline == "class":
+            deltas[name] = value - profile.class_means[name][predictions]
+        else:
+            deltas[name] = value - profile.means[name]
+    return Tape(acts, deltas, predictions)

@@ -1,0 +1,54 @@
+"""Files that load back: npz archives with a JSON header, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .errors import FileFormatError
+
+__all__ = ["save_archive", "load_archive"]
+
+
+def save_archive(path, kind, meta, arrays):
+    """Write ``arrays`` (name -> ndarray) and ``meta`` to ``path`` as one .npz, atomically:
+    a failure leaves no file behind and an existing file untouched."""
+    path = os.fspath(path)
+    header = {"format": f"nnslicer-{kind}", "version": 1, "meta": meta, "names": list(arrays)}
+    payload = {f"a{i}": np.asarray(v) for i, v in enumerate(arrays.values())}
+    payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".nnslicer-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **payload)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_archive(path, kind):
+    """Read a file written by :func:`save_archive`; returns ``(meta, arrays)``.
+
+    Raises FileFormatError for anything that is not such a file of this ``kind``."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such file: {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            names = header["names"]
+            arrays = {name: data[f"a{i}"] for i, name in enumerate(names)}
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError, json.JSONDecodeError,
+            UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{path!r} is not a readable nnslicer {kind} file ({exc}).") from exc
+    if header.get("format") != f"nnslicer-{kind}":
+        raise FileFormatError(f"{path!r} is a {header.get('format')!r} file, not an nnslicer {kind} file.")
+    return header["meta"], arrays

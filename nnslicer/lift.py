@@ -1,0 +1,354 @@
+"""The one module that reads Keras internals: ``keras.Model -> DataFlowGraph``.
+
+Each supported Keras layer class has a *lifter* that turns one call of the layer into one or
+more :class:`~nnslicer.graph.Op` (a fused activation becomes its own op). The whole model is
+checked before any work: every unsupported layer is named in one
+:class:`~nnslicer.errors.UnsupportedLayerError`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidParameterError, UnsupportedLayerError, require
+from .graph import DataFlowGraph, Op
+
+__all__ = ["lift", "register_layer", "LIFTERS", "ACTIVATIONS"]
+
+#: Activations that lift to an element-wise ``activation`` op (softmax only at the output).
+ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu", "softplus",
+               "softsign", "silu", "swish", "leaky_relu", "hard_sigmoid", "softmax")
+
+LIFTERS = {}
+
+
+class Unsupported(Exception):
+    """Raised by a lifter: this layer (as configured) cannot be lifted; the message says why."""
+
+
+def register_layer(class_name, lifter=None, replace=False):
+    """Register ``lifter(layer, ctx) -> list[Op]`` for Keras layers of class ``class_name``.
+
+    Usable as a decorator. ``ctx`` has ``name``, ``inputs`` (tensor names), ``input_shapes``
+    and ``shape`` (the output shape), all without the batch axis.
+    """
+    def deco(fn):
+        if not replace and class_name in LIFTERS:
+            raise InvalidParameterError(f"A lifter for {class_name!r} is already registered.")
+        LIFTERS[class_name] = fn
+        return fn
+
+    return deco if lifter is None else deco(lifter)
+
+
+class _Call:
+    """What a lifter knows of one call of a layer."""
+
+    def __init__(self, name, inputs, input_shapes, shape):
+        self.name, self.inputs, self.input_shapes, self.shape = name, inputs, input_shapes, shape
+
+    def op(self, kind, params=None, weights=None, layer=None, name=None, inputs=None, input_shapes=None):
+        return Op(name=name or self.name, kind=kind, inputs=tuple(inputs or self.inputs),
+                  shape=tuple(self.shape), input_shapes=tuple(input_shapes or self.input_shapes),
+                  params=params or {}, weights=weights or {},
+                  layer=getattr(layer, "name", ""), layer_class=type(layer).__name__)
+
+
+def _arr(v):
+    return np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float32)
+
+
+def _activation_name(layer_or_fn):
+    import keras
+
+    fn = getattr(layer_or_fn, "activation", layer_or_fn)
+    name = keras.activations.serialize(fn)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise Unsupported(f"activation {name!r}")
+    return name
+
+
+def _with_activation(ctx, layer, op):
+    """The linear op, then its fused activation as its own op (none for 'linear')."""
+    act = _activation_name(layer)
+    if act == "linear":
+        return [op]
+    return [op, ctx.op("activation", {"activation": act}, layer=layer, name=f"{ctx.name}/{act}",
+                       inputs=(ctx.name,), input_shapes=(ctx.shape,))]
+
+
+def _channels_last(layer):
+    fmt = getattr(layer, "data_format", "channels_last")
+    if fmt not in (None, "channels_last"):
+        raise Unsupported(f"data_format={fmt!r} (only channels_last)")
+
+
+def _pair(v):
+    return tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v, v)))
+
+
+@register_layer("InputLayer")
+def _input(layer, ctx):
+    return [ctx.op("input", layer=layer, inputs=(), input_shapes=())]
+
+
+@register_layer("Dense")
+def _dense(layer, ctx):
+    if len(ctx.input_shapes[0]) != 1:
+        raise Unsupported(f"Dense on a rank-{len(ctx.input_shapes[0])} input (Flatten first)")
+    kernel = _arr(layer.kernel)
+    bias = _arr(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1], np.float32)
+    return _with_activation(ctx, layer, ctx.op("dense", weights={"kernel": kernel, "bias": bias}, layer=layer))
+
+
+@register_layer("Conv2D")
+def _conv(layer, ctx):
+    _channels_last(layer)
+    if getattr(layer, "groups", 1) != 1:
+        raise Unsupported("groups > 1")
+    if layer.padding not in ("same", "valid"):
+        raise Unsupported(f"padding={layer.padding!r}")
+    kernel = _arr(layer.kernel)
+    bias = _arr(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
+    params = {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
+              "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
+    return _with_activation(ctx, layer, ctx.op("conv2d", params, {"kernel": kernel, "bias": bias}, layer))
+
+
+@register_layer("DepthwiseConv2D")
+def _depthwise(layer, ctx):
+    _channels_last(layer)
+    if layer.padding not in ("same", "valid"):
+        raise Unsupported(f"padding={layer.padding!r}")
+    kernel = _arr(layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel)
+    n_out = kernel.shape[2] * kernel.shape[3]
+    bias = _arr(layer.bias) if layer.use_bias else np.zeros(n_out, np.float32)
+    params = {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
+              "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
+    return _with_activation(ctx, layer, ctx.op("depthwise_conv2d", params, {"kernel": kernel, "bias": bias}, layer))
+
+
+@register_layer("BatchNormalization")
+def _batch_norm(layer, ctx):
+    rank = len(ctx.input_shapes[0])
+    axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+    if axis not in (-1, rank):
+        raise Unsupported(f"axis={layer.axis!r} (only the last axis)")
+    n = ctx.input_shapes[0][-1]
+    weights = {
+        "gamma": _arr(layer.gamma) if layer.scale else np.ones(n, np.float32),
+        "beta": _arr(layer.beta) if layer.center else np.zeros(n, np.float32),
+        "moving_mean": _arr(layer.moving_mean),
+        "moving_variance": _arr(layer.moving_variance),
+    }
+    return [ctx.op("batch_norm", {"epsilon": float(layer.epsilon)}, weights, layer)]
+
+
+@register_layer("Activation")
+def _activation(layer, ctx):
+    return [ctx.op("activation", {"activation": _activation_name(layer)}, layer=layer)]
+
+
+@register_layer("ReLU")
+def _relu(layer, ctx):
+    params = {"activation": "relu"}
+    for key, default in (("max_value", None), ("negative_slope", 0.0), ("threshold", 0.0)):
+        value = getattr(layer, key, default)
+        value = None if value is None else float(np.asarray(value))
+        if value != default:
+            params[key] = value
+    return [ctx.op("activation", params, layer=layer)]
+
+
+@register_layer("LeakyReLU")
+def _leaky(layer, ctx):
+    return [ctx.op("activation", {"activation": "leaky_relu",
+                                  "negative_slope": float(layer.negative_slope)}, layer=layer)]
+
+
+@register_layer("Softmax")
+def _softmax(layer, ctx):
+    if getattr(layer, "axis", -1) not in (-1, len(ctx.shape)):
+        raise Unsupported("softmax over another axis than the last")
+    return [ctx.op("activation", {"activation": "softmax"}, layer=layer)]
+
+
+def _pool(kind):
+    def lifter(layer, ctx):
+        _channels_last(layer)
+        params = {"kernel_size": _pair(layer.pool_size),
+                  "strides": _pair(layer.strides if layer.strides is not None else layer.pool_size),
+                  "padding": layer.padding}
+        return [ctx.op(kind, params, layer=layer)]
+    return lifter
+
+
+def _global_pool(kind):
+    def lifter(layer, ctx):
+        _channels_last(layer)
+        if getattr(layer, "keepdims", False):
+            raise Unsupported("keepdims=True")
+        return [ctx.op(kind, layer=layer)]
+    return lifter
+
+
+register_layer("MaxPooling2D", _pool("max_pool"))
+register_layer("AveragePooling2D", _pool("avg_pool"))
+register_layer("GlobalAveragePooling2D", _global_pool("global_avg_pool"))
+register_layer("GlobalMaxPooling2D", _global_pool("global_max_pool"))
+
+
+def _reshape(layer, ctx):
+    return [ctx.op("reshape", layer=layer)]
+
+
+def _identity(layer, ctx):
+    return [ctx.op("identity", layer=layer)]
+
+
+register_layer("Flatten", _reshape)
+register_layer("Reshape", _reshape)
+for _name in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+              "ActivityRegularization"):
+    register_layer(_name, _identity)
+
+
+@register_layer("ZeroPadding2D")
+def _zero_padding(layer, ctx):
+    _channels_last(layer)
+    return [ctx.op("zero_padding", {"padding": [list(_pair(p)) for p in layer.padding]}, layer=layer)]
+
+
+@register_layer("Cropping2D")
+def _cropping(layer, ctx):
+    _channels_last(layer)
+    return [ctx.op("cropping", {"cropping": [list(_pair(p)) for p in layer.cropping]}, layer=layer)]
+
+
+@register_layer("Add")
+def _add(layer, ctx):
+    if any(tuple(s) != tuple(ctx.shape) for s in ctx.input_shapes):
+        raise Unsupported("inputs of different shapes (broadcasting)")
+    return [ctx.op("add", layer=layer)]
+
+
+@register_layer("Concatenate")
+def _concatenate(layer, ctx):
+    rank = len(ctx.shape)
+    axis = layer.axis + rank + 1 if layer.axis < 0 else layer.axis
+    if not 1 <= axis <= rank:
+        raise Unsupported("concatenation along the batch axis")
+    return [ctx.op("concatenate", {"axis": axis - 1}, layer=layer)]
+
+
+# --------------------------------------------------------------------------- the model walk
+def _functional(model):
+    keras = require("keras", "tf")
+    if not isinstance(model, keras.Model):
+        raise InvalidParameterError(f"lift() needs a keras.Model. Got {type(model).__name__} instead.")
+    if isinstance(model, keras.Sequential):
+        if not model.built or getattr(model, "_functional", None) is None:
+            raise InvalidParameterError(
+                "The Sequential model is not built with a known input shape: start it with "
+                "keras.Input(shape) or call model.build((None, ...)) first.")
+        return model._functional
+    if not hasattr(model, "_nodes_by_depth"):
+        raise UnsupportedLayerError(
+            f"Model {model.name!r} is a subclassed keras.Model; nnslicer lifts Sequential and "
+            "functional models (their graph is known before they run).")
+    return model
+
+
+def _nodes(fn_model):
+    """The model's nodes from the inputs to the outputs."""
+    by_depth = fn_model._nodes_by_depth
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def lift(model, granularity: str = "element") -> DataFlowGraph:
+    """Lift a Keras 3 Sequential or functional model into a :class:`DataFlowGraph`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model with one input and one output.
+    granularity : {"element", "channel"}
+        What a neuron of a rank-3 feature map is: an element, or a channel (its spatial mean).
+
+    Raises
+    ------
+    UnsupportedLayerError
+        Naming every layer that cannot be lifted, the supported types, and how to add one.
+
+    Examples
+    --------
+    >>> import keras, nnslicer
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="relu")])
+    >>> nnslicer.lift(model).summary().splitlines()[0].split()
+    ['op', 'kind', 'inputs', 'shape', 'neurons', 'synapses']
+    """
+    fn_model = _functional(model)
+    if len(fn_model.inputs) != 1 or len(fn_model.outputs) != 1:
+        raise UnsupportedLayerError(
+            f"Model {model.name!r} has {len(fn_model.inputs)} inputs and {len(fn_model.outputs)} "
+            "outputs; nnslicer slices models with one input and one output.")
+    nodes = _nodes(fn_model)
+    problems = []
+    for node in nodes:
+        layer = node.operation
+        cls = type(layer).__name__
+        if cls not in LIFTERS:
+            problems.append(f"{layer.name!r} ({cls})")
+    if problems:
+        raise _unsupported(model, problems)
+
+    names = {}  # (id(layer), node_index) -> output tensor name
+    calls = {}
+    ops, problems = [], []
+    for node in nodes:
+        layer = node.operation
+        count = calls.get(id(layer), 0)
+        calls[id(layer)] = count + 1
+        name = layer.name if count == 0 else f"{layer.name}#{count}"
+        inputs = tuple(names[(id(t._keras_history[0]), t._keras_history[1])] for t in node.input_tensors)
+        if len(node.outputs) != 1:
+            problems.append(f"{layer.name!r} ({type(layer).__name__}): more than one output")
+            continue
+        ctx = _Call(name, inputs, tuple(tuple(t.shape[1:]) for t in node.input_tensors),
+                    tuple(node.outputs[0].shape[1:]))
+        if type(layer).__name__ == "InputLayer":
+            ctx.shape = tuple(layer.batch_shape[1:]) if hasattr(layer, "batch_shape") else ctx.shape
+        try:
+            lifted = LIFTERS[type(layer).__name__](layer, ctx)
+        except Unsupported as why:
+            problems.append(f"{layer.name!r} ({type(layer).__name__}): {why}")
+            continue
+        if any(d is None for op in lifted for d in op.shape):
+            problems.append(f"{layer.name!r} ({type(layer).__name__}): unknown output shape {ctx.shape}")
+            continue
+        ops.extend(lifted)
+        out_history = node.outputs[0]._keras_history
+        names[(id(out_history[0]), out_history[1])] = lifted[-1].name
+    if not problems:
+        output = names[(id(fn_model.outputs[0]._keras_history[0]), fn_model.outputs[0]._keras_history[1])]
+        for op in ops:
+            if op.kind == "activation" and op.params["activation"] == "softmax" and op.name != output:
+                problems.append(f"{op.layer!r} ({op.layer_class}): softmax before the output")
+    if problems:
+        raise _unsupported(model, problems)
+    graph = DataFlowGraph(ops, output, name=model.name, granularity=granularity)
+    for op in graph.ops:
+        op.handler.check(op, granularity)
+    return graph
+
+
+def _unsupported(model, problems):
+    supported = ", ".join(sorted(LIFTERS))
+    return UnsupportedLayerError(
+        f"Model {model.name!r} has {len(problems)} layer(s) nnslicer cannot lift: "
+        + "; ".join(problems)
+        + f". Supported layers: {supported}. To add one, register a lifter with "
+        "nnslicer.lift.register_layer(class_name, lifter) and, for a new kind of op, a handler "
+        "with nnslicer.ops.register_handler(handler).")

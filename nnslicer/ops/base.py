@@ -1,0 +1,286 @@
+"""What every op handler shares: the backward step's view of the data, and the two rule
+families of SPEC.md's table written once.
+
+* :class:`LinearHandler` -- ops whose output neuron is a weighted sum of input neurons
+  (Dense, Conv2D, DepthwiseConv2D, average pooling, Add). A handler says only how output
+  neurons are *wired* (which input values, which input neurons, which synapses); candidates,
+  the theta rule and the signed counts are computed here for all of them.
+* :class:`RouteHandler` -- ops that hand an output neuron's count on unchanged to the input
+  neuron(s) it comes from (activations, batch norm, reshapes, padding, concatenation).
+  A handler says only where each output neuron comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..select import select
+
+#: Most candidates held in memory at once by one backward step (rows are processed in chunks).
+CHUNK_CANDIDATES = 1 << 22
+
+
+@dataclass
+class Wiring:
+    """How a batch of output neurons reads one input: arrays of shape [n, k].
+
+    ``value``: flat index into :meth:`LinearHandler.values` (what the candidate multiplies);
+    ``dst``: flat index of the input neuron that a kept candidate's count goes to;
+    ``synapse``: flat index into the op's synapse array, or None (weight 1, no synapse);
+    ``valid``: False where the candidate does not exist (a tap that reads padding), or None.
+    """
+
+    value: np.ndarray
+    dst: np.ndarray
+    synapse: np.ndarray | None = None
+    valid: np.ndarray | None = None
+
+
+class Step:
+    """One op's backward step over a batch: its counts, the tape, and the parameters."""
+
+    def __init__(self, graph, op, tape, contrib, rule, theta, propagation, bar):
+        self.graph, self.op, self.tape, self.contrib = graph, op, tape, contrib
+        self.rule, self.theta, self.propagation, self.bar = rule, theta, propagation, bar
+        self.granularity = graph.granularity
+
+    @property
+    def batch(self) -> int:
+        return self.contrib.shape[0]
+
+    def act(self, name):
+        """Raw activations of tensor ``name`` at element level, [B, *shape]."""
+        return self.tape.acts[name]
+
+    def delta(self, name):
+        return self.tape.deltas[name]
+
+    def neuron_act(self, name):
+        """Activations of ``name``'s neurons (channel means at channel granularity)."""
+        return self._view(self.act(name))
+
+    def neuron_delta(self, name):
+        return self._view(self.delta(name))
+
+    def source(self, name):
+        """What candidates multiply: raw activations for EffectivePath, deltas otherwise."""
+        return self.act(name) if self.rule == "effective_path" else self.delta(name)
+
+    def _view(self, arr):
+        if self.granularity == "channel" and arr.ndim == 4:
+            return arr.mean(axis=(1, 2))
+        return arr
+
+
+class Handler:
+    """Base of all op handlers.
+
+    Attributes
+    ----------
+    kind : str
+        Key of the handler in the registry.
+    synapse_weight : str or None
+        Name of the weight array whose elements are the op's synapses.
+    """
+
+    kind = None
+    synapse_weight = None
+
+    def forward(self, op, inputs):
+        """The op's output from its inputs (TensorFlow tensors with a batch axis)."""
+        raise NotImplementedError
+
+    def backward(self, step):
+        """Counts for each input (arrays [B, *input neuron shape]) and the op's synapses
+        ([B, *synapse shape], or None)."""
+        raise NotImplementedError
+
+    def connections(self, op, granularity):
+        """Neuron-level wiring: ``[(input_index, src, dst, synapse)]`` with flat indices."""
+        raise NotImplementedError
+
+    def check(self, op, granularity):
+        """Raise if the op cannot be sliced at this granularity (checked before any work)."""
+
+
+def _sign(x):
+    return np.sign(x).astype(np.int8)
+
+
+class LinearHandler(Handler):
+    """Ops whose output neuron is ``sum_i coef_i * x_i`` (SPEC.md: weighted sum, Add, average)."""
+
+    def wiring(self, op, granularity, out):
+        """One :class:`Wiring` per input for the output neurons ``out`` (flat indices)."""
+        raise NotImplementedError
+
+    def values(self, step, index):
+        """The values that candidates of input ``index`` multiply, flat per sample [B, V]."""
+        return step._view(step.source(step.op.inputs[index])).reshape(step.batch, -1)
+
+    def backward(self, step):
+        op, graph = step.op, step.graph
+        batch = step.batch
+        counts = step.contrib.reshape(batch, -1)
+        b, o = np.nonzero(counts)
+        in_sizes = [int(np.prod(graph.neuron_shape(t))) for t in op.inputs]
+        out_inputs = [np.zeros(batch * n, dtype=np.int64) for n in in_sizes]
+        syn_size = op.n_synapses
+        kernel = op.weights[self.synapse_weight].reshape(-1) if self.synapse_weight else None
+        values = [self.values(step, j) for j in range(len(op.inputs))]
+        ep = step.rule == "effective_path"
+        if not ep:
+            direction = _sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]) * _sign(counts[b, o])
+        y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
+        syn_parts = []
+        k_total = max(1, sum(w.dst.shape[1] for w in self.wiring(op, graph.granularity, o[:1])) if len(o) else 1)
+        rows = max(1, CHUNK_CANDIDATES // k_total)
+        for lo in range(0, len(o), rows):
+            sl = slice(lo, lo + rows)
+            bs, os_ = b[sl], o[sl]
+            wires = self.wiring(op, graph.granularity, os_)
+            cands = []
+            for j, w in enumerate(wires):
+                cand = values[j][bs[:, None], w.value].astype(np.float64)
+                if w.synapse is not None:
+                    cand = cand * kernel[w.synapse]
+                if w.valid is not None:
+                    cand = np.where(w.valid, cand, np.nan)
+                cands.append(cand)
+            cand = np.concatenate(cands, axis=1) if len(cands) > 1 else cands[0]
+            keep = select(cand, step.rule, step.theta, y=None if y is None else y[sl], bar=step.bar)
+            if ep:
+                signed = keep.astype(np.int8)
+            else:
+                signed = np.where(keep, np.sign(np.nan_to_num(cand)), 0).astype(np.int8)
+                signed *= direction[sl, None]
+            col = 0
+            for j, w in enumerate(wires):
+                part = signed[:, col:col + w.dst.shape[1]]
+                col += w.dst.shape[1]
+                nr, nc = np.nonzero(part)
+                if not len(nr):
+                    continue
+                vals = part[nr, nc]
+                dst = np.broadcast_to(w.dst, part.shape)[nr, nc]
+                out_inputs[j] += np.bincount(bs[nr] * in_sizes[j] + dst, weights=vals,
+                                             minlength=batch * in_sizes[j]).astype(np.int64)
+                if w.synapse is not None:
+                    syn = np.broadcast_to(w.synapse, part.shape)[nr, nc]
+                    syn_parts.append((bs[nr] * syn_size + syn, vals))
+        shapes = [graph.neuron_shape(t) for t in op.inputs]
+        inputs = [arr.reshape((batch,) + shape) for arr, shape in zip(out_inputs, shapes)]
+        synapses = None
+        if syn_size:
+            synapses = np.zeros(batch * syn_size, dtype=np.int64)
+            if syn_parts:
+                idx = np.concatenate([p[0] for p in syn_parts])
+                val = np.concatenate([p[1] for p in syn_parts])
+                synapses += np.bincount(idx, weights=val, minlength=batch * syn_size).astype(np.int64)
+            synapses = synapses.reshape((batch,) + op.synapse_shape)
+        return inputs, synapses
+
+    def connections(self, op, granularity):
+        from ..graph import neuron_shape
+
+        out = np.arange(int(np.prod(neuron_shape(op.shape, granularity))))
+        result = []
+        for j, w in enumerate(self.wiring(op, granularity, out)):
+            shape = np.broadcast_shapes(w.dst.shape, (len(out), 1))
+            dst = np.broadcast_to(w.dst, shape)
+            src_out = np.broadcast_to(out[:, None], shape)
+            syn = np.broadcast_to(w.synapse, shape) if w.synapse is not None else np.full(shape, -1)
+            valid = np.ones(shape, bool) if w.valid is None else np.broadcast_to(w.valid, shape)
+            result.append((j, dst[valid], src_out[valid], syn[valid]))
+        return result
+
+
+class RouteHandler(Handler):
+    """Ops that pass an output neuron's count on unchanged to the neuron(s) it comes from."""
+
+    def route(self, op, granularity, out):
+        """For output neurons ``out``: ``[(input_index, rows, dst)]``, meaning output neuron
+        ``out[rows]`` comes from neuron ``dst`` of that input."""
+        raise NotImplementedError
+
+    def paper_factor(self, step, index, rows, dst, b):
+        """``propagation="paper"``: what replaces the count (None keeps it), for the handlers
+        whose paper rule differs from a pass-through."""
+        return None
+
+    def backward(self, step):
+        op, graph = step.op, step.graph
+        batch = step.batch
+        counts = step.contrib.reshape(batch, -1)
+        b, o = np.nonzero(counts)
+        result = []
+        for j, t in enumerate(op.inputs):
+            size = int(np.prod(graph.neuron_shape(t)))
+            result.append(np.zeros(batch * size, dtype=np.int64))
+        for j, rows, dst in self.route(op, graph.granularity, o):
+            vals = counts[b[rows], o[rows]]
+            if step.propagation == "paper":
+                factor = self.paper_factor(step, j, rows, dst, b[rows])
+                if factor is not None:
+                    vals = factor(vals, o[rows])
+            size = result[j].size // batch
+            result[j] += np.bincount(b[rows] * size + dst, weights=vals, minlength=batch * size).astype(np.int64)
+        return [r.reshape((batch,) + graph.neuron_shape(t)) for r, t in zip(result, op.inputs)], None
+
+    def connections(self, op, granularity):
+        from ..graph import neuron_shape
+
+        out = np.arange(int(np.prod(neuron_shape(op.shape, granularity))))
+        return [(j, dst, out[rows], np.full(len(rows), -1)) for j, rows, dst in self.route(op, granularity, out)]
+
+
+# --------------------------------------------------------------------------- windows
+@lru_cache(maxsize=256)
+def window(in_hw, kernel, strides, dilation, padding):
+    """Receptive fields of a 2-D window op, as TensorFlow computes them.
+
+    Returns ``(out_hw, taps, valid)``: ``taps[p, t]`` is the flat input position (``h * W + w``)
+    that output position ``p`` reads through tap ``t`` (0 where it reads padding), ``valid``
+    is False there.
+    """
+    (h, w), (kh, kw), (sh, sw), (dh, dw) = in_hw, kernel, strides, dilation
+    ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if padding == "same":
+        oh, ow = -(-h // sh), -(-w // sw)
+        ph = max((oh - 1) * sh + ekh - h, 0) // 2
+        pw = max((ow - 1) * sw + ekw - w, 0) // 2
+    else:
+        oh, ow = (h - ekh) // sh + 1, (w - ekw) // sw + 1
+        ph = pw = 0
+    rows = (np.arange(oh) * sh - ph)[:, None] + np.arange(kh) * dh  # [oh, kh]
+    cols = (np.arange(ow) * sw - pw)[:, None] + np.arange(kw) * dw  # [ow, kw]
+    r = rows[:, None, :, None]
+    c = cols[None, :, None, :]
+    valid = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    flat = np.where(valid, r * w + c, 0).reshape(oh * ow, kh * kw)
+    valid = np.broadcast_to(valid, (oh, ow, kh, kw)).reshape(oh * ow, kh * kw)
+    flat.setflags(write=False)
+    valid.setflags(write=False)
+    return (oh, ow), flat, valid
+
+
+def window_of(op):
+    """``window(...)`` for a conv or pooling op from its params."""
+    p = op.params
+    h, w = op.input_shapes[0][:2]
+    return window((h, w), tuple(p["kernel_size"]), tuple(p["strides"]),
+                  tuple(p.get("dilation_rate", (1, 1))), p["padding"])
+
+
+def tap_means(step, op, source):
+    """Channel-granularity inputs of a conv: for each tap and input channel, the mean over
+    output positions of what the tap reads (padding reads 0). Returns [B, taps, C_in]."""
+    _, taps, valid = window_of(op)
+    x = source.reshape(source.shape[0], -1, source.shape[-1])  # [B, H*W, C]
+    out = np.empty((x.shape[0], taps.shape[1], x.shape[2]), dtype=np.float64)
+    for t in range(taps.shape[1]):
+        out[:, t] = (x[:, taps[:, t], :] * valid[None, :, t, None]).mean(axis=1)
+    return out

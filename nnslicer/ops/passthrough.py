@@ -1,0 +1,150 @@
+"""Pass-through ops: the count of an output neuron goes unchanged to its source neuron.
+
+Element-wise activations, batch normalization and dropout keep the index; Flatten, Reshape,
+ZeroPadding2D and Cropping2D remap it. With ``propagation="paper"`` (the paper's Table 2),
+ReLU passes only where its input is > 0 and batch norm and other activations send
+``sign(CONTRIB[n] * delta_y_n * delta_x)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UnsupportedLayerError
+from .base import RouteHandler
+
+
+def paper_sign(step, dst, b):
+    """The paper's rule for scale-like ops: ``sign(count * delta_y * delta_x)``."""
+    batch = step.batch
+    dx = step.neuron_delta(step.op.inputs[0]).reshape(batch, -1)[b, dst]
+
+    def factor(vals, out):
+        dy = step.neuron_delta(step.op.name).reshape(batch, -1)[b, out]
+        return np.sign(vals) * np.sign(dy) * np.sign(dx)
+
+    return factor
+
+
+class _SameIndex(RouteHandler):
+    def route(self, op, granularity, out):
+        return [(0, np.arange(len(out)), out)]
+
+
+class Activation(_SameIndex):
+    """Element-wise activations (relu, linear, sigmoid, tanh, elu, selu, gelu, softplus,
+    softsign, swish/silu, leaky_relu, relu6, hard_sigmoid) and softmax at the output."""
+
+    kind = "activation"
+
+    def forward(self, op, inputs):
+        import keras
+
+        params = dict(op.params)
+        name = params.pop("activation")
+        if name == "softmax":
+            return keras.activations.softmax(inputs[0], axis=-1)
+        return keras.activations.get(name)(inputs[0], **params)
+
+    def paper_factor(self, step, index, rows, dst, b):
+        if step.op.params["activation"] == "relu" and len(step.op.params) == 1:
+            x = step.neuron_act(step.op.inputs[0]).reshape(step.batch, -1)[b, dst]
+            return lambda vals, out: vals * (x > 0)
+        return paper_sign(step, dst, b)
+
+
+class BatchNormalization(_SameIndex):
+    """Inference-mode batch normalization over the last axis."""
+
+    kind = "batch_norm"
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        w = op.weights
+        inv = tf.math.rsqrt(w["moving_variance"] + op.params["epsilon"]) * w["gamma"]
+        return inputs[0] * inv + (w["beta"] - w["moving_mean"] * inv)
+
+    def paper_factor(self, step, index, rows, dst, b):
+        return paper_sign(step, dst, b)
+
+
+class Identity(_SameIndex):
+    """Dropout (and other inference-time identities)."""
+
+    kind = "identity"
+
+    def forward(self, op, inputs):
+        return inputs[0]
+
+
+class Reshape(RouteHandler):
+    """Flatten and Reshape (row-major, as Keras). At channel granularity the counts that
+    reach a feature map's elements are summed per channel."""
+
+    kind = "reshape"
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        return tf.reshape(inputs[0], (-1,) + tuple(op.shape))
+
+    def check(self, op, granularity):
+        if granularity == "channel" and len(op.shape) == 3 and tuple(op.shape) != tuple(op.input_shapes[0]):
+            raise UnsupportedLayerError(
+                f"Layer {op.layer!r} ({op.layer_class}) reshapes into a feature map; its counts "
+                "cannot be mapped to channels. Use granularity='element' for this model.")
+
+    def route(self, op, granularity, out):
+        rows = np.arange(len(out))
+        if granularity == "channel" and len(op.input_shapes[0]) == 3 and len(op.shape) != 3:
+            return [(0, rows, out % op.input_shapes[0][-1])]
+        return [(0, rows, out)]
+
+
+class _Offset(RouteHandler):
+    """Shared by ZeroPadding2D and Cropping2D: an output (h, w, c) reads input
+    (h + dh, w + dw, c), where that lies inside the input."""
+
+    def offsets(self, op):
+        raise NotImplementedError
+
+    def route(self, op, granularity, out):
+        if granularity == "channel":
+            return [(0, np.arange(len(out)), out)]
+        h, w, c = op.shape
+        ih, iw, _ = op.input_shapes[0]
+        dh, dw = self.offsets(op)
+        oh, rest = np.divmod(out, w * c)
+        ow, oc = np.divmod(rest, c)
+        r, s = oh + dh, ow + dw
+        inside = (r >= 0) & (r < ih) & (s >= 0) & (s < iw)
+        rows = np.flatnonzero(inside)
+        return [(0, rows, (r[rows] * iw + s[rows]) * c + oc[rows])]
+
+
+class ZeroPadding2D(_Offset):
+    kind = "zero_padding"
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        (t, b), (l, r) = op.params["padding"]
+        return tf.pad(inputs[0], [[0, 0], [t, b], [l, r], [0, 0]])
+
+    def offsets(self, op):
+        (t, _), (l, _) = op.params["padding"]
+        return -t, -l
+
+
+class Cropping2D(_Offset):
+    kind = "cropping"
+
+    def forward(self, op, inputs):
+        (t, _), (l, _) = op.params["cropping"]
+        h, w = op.shape[:2]
+        return inputs[0][:, t:t + h, l:l + w, :]
+
+    def offsets(self, op):
+        (t, _), (l, _) = op.params["cropping"]
+        return t, l

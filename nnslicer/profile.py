@@ -1,0 +1,173 @@
+"""Profiling: the mean activation of every tensor over a data set (SPEC.md section 2).
+
+Means are accumulated batch by batch (float64 sums), so the data set's activations are never
+held in memory at once. With labels, one mean per class is also kept, over the samples the
+model predicts correctly (the authors' code).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .errors import FileFormatError, InvalidInputError
+from .forward import as_batch, execute
+from .io import load_archive, save_archive
+
+__all__ = ["Profile", "profile", "iter_batches"]
+
+log = logging.getLogger(__name__)
+
+
+class Profile:
+    """Mean activations of every tensor of one model.
+
+    Attributes
+    ----------
+    means : dict of str to ndarray
+        Global mean of each tensor (shape without batch).
+    class_means : dict of str to ndarray, or None
+        ``[num_classes, *shape]`` means over correctly predicted samples of each class; a class
+        with no such sample falls back to the global mean.
+    class_counts : ndarray or None
+        How many samples each class mean is over.
+    n_samples : int
+    model, fingerprint : str
+        The model's name and :attr:`DataFlowGraph.fingerprint`.
+    """
+
+    def __init__(self, means, n_samples, model, fingerprint, class_means=None, class_counts=None):
+        self.means = means
+        self.n_samples = int(n_samples)
+        self.model = model
+        self.fingerprint = fingerprint
+        self.class_means = class_means
+        self.class_counts = None if class_counts is None else np.asarray(class_counts, dtype=np.int64)
+
+    def __repr__(self):
+        per_class = "" if self.class_counts is None else f", classes={len(self.class_counts)}"
+        return (f"Profile(model={self.model!r}, samples={self.n_samples:,}, "
+                f"tensors={len(self.means)}{per_class})")
+
+    def check(self, graph):
+        """Raise FileFormatError unless this profile was made for ``graph``'s model."""
+        if self.fingerprint != graph.fingerprint:
+            raise FileFormatError(
+                f"This profile was made for model {self.model!r} (fingerprint {self.fingerprint}), "
+                f"not for {graph.name!r} (fingerprint {graph.fingerprint}): profile this model again.")
+
+    def save(self, path):
+        """Write the profile to ``path`` (.npz); :meth:`load` reads it back exactly."""
+        arrays = {f"mean/{k}": v for k, v in self.means.items()}
+        if self.class_means is not None:
+            arrays.update({f"class_mean/{k}": v for k, v in self.class_means.items()})
+            arrays["class_counts"] = self.class_counts
+        meta = {"model": self.model, "fingerprint": self.fingerprint, "n_samples": self.n_samples}
+        return save_archive(path, "profile", meta, arrays)
+
+    @classmethod
+    def load(cls, path):
+        meta, arrays = load_archive(path, "profile")
+        try:
+            means = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
+            class_means = {k[11:]: v for k, v in arrays.items() if k.startswith("class_mean/")} or None
+            return cls(means, meta["n_samples"], meta["model"], meta["fingerprint"], class_means,
+                       arrays.get("class_counts"))
+        except (KeyError, TypeError) as exc:
+            raise FileFormatError(f"{path!r} is an incomplete profile file ({exc}).") from exc
+
+
+def iter_batches(data, labels=None, batch_size=256):
+    """Yield ``(x, y)`` batches from arrays, or from an iterable of ``x`` or ``(x, y)`` batches
+    (a generator or a ``tf.data.Dataset``), so that a data set larger than memory streams."""
+    if isinstance(data, np.ndarray) or (hasattr(data, "__len__") and hasattr(data, "shape")):
+        data = np.asarray(data)
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (len(data),):
+                raise InvalidInputError(
+                    f"labels have shape {labels.shape}; expected ({len(data)},), one per sample.")
+        for i in range(0, len(data), batch_size):
+            yield data[i:i + batch_size], None if labels is None else labels[i:i + batch_size]
+        return
+    if labels is not None:
+        raise InvalidInputError("Give labels inside the batches ((x, y) tuples) when data is an iterable.")
+    for item in data:
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            x, y = item
+            yield np.asarray(x), np.asarray(y)
+        else:
+            yield np.asarray(item), None
+
+
+def profile(graph, data, labels=None, batch_size=256, progress=None):
+    """Profile ``graph`` over ``data`` (see :func:`iter_batches` for what data can be).
+
+    Parameters
+    ----------
+    graph : DataFlowGraph
+    data : array or iterable of batches
+    labels : array of int, optional
+        Class labels; with them, per-class means are kept too.
+    progress : callable, optional
+        Called with the number of samples done after each batch.
+    """
+    sums, class_sums = None, None
+    class_counts = None
+    n = 0
+    num_classes = graph.num_outputs
+    for x, y in iter_batches(data, labels, batch_size):
+        x = as_batch(graph, x, what="data")
+        acts = execute(graph, x)
+        if sums is None:
+            sums = {k: np.zeros(v.shape[1:], np.float64) for k, v in acts.items()}
+        for k, v in acts.items():
+            sums[k] += v.sum(axis=0, dtype=np.float64)
+        if y is not None:
+            y = _check_labels(y, len(x), num_classes)
+            pred = acts[graph.logits].reshape(len(x), -1).argmax(axis=1)
+            correct = pred == y
+            if class_sums is None:
+                class_sums = {k: np.zeros((num_classes,) + v.shape[1:], np.float64) for k, v in acts.items()}
+                class_counts = np.zeros(num_classes, np.int64)
+            for c in np.unique(y[correct]):
+                members = correct & (y == c)
+                class_counts[c] += members.sum()
+                for k, v in acts.items():
+                    class_sums[k][c] += v[members].sum(axis=0, dtype=np.float64)
+        elif class_sums is not None:
+            raise InvalidInputError("Some batches have labels and some do not.")
+        n += len(x)
+        if progress is not None:
+            progress(n)
+    if n == 0:
+        raise InvalidInputError("data is empty: profiling needs at least one sample.")
+    means = {k: (v / n).astype(np.float32) for k, v in sums.items()}
+    class_means = None
+    if class_sums is not None:
+        class_means = {}
+        empty = class_counts == 0
+        if empty.any():
+            log.warning("No correctly predicted sample for class(es) %s: their class means are the "
+                        "global means.", np.flatnonzero(empty).tolist())
+        for k, v in class_sums.items():
+            cm = v / np.maximum(class_counts, 1).reshape((-1,) + (1,) * (v.ndim - 1))
+            cm[empty] = means[k]
+            class_means[k] = cm.astype(np.float32)
+    return Profile(means, n, graph.name, graph.fingerprint, class_means, class_counts)
+
+
+def _check_labels(y, n, num_classes):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == num_classes:  # one-hot
+        y = y.argmax(axis=1)
+    if y.shape != (n,):
+        raise InvalidInputError(f"labels have shape {y.shape}; expected ({n},), one per sample.")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise InvalidInputError("labels must be integer class indices.")
+        y = y.astype(np.int64)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise InvalidInputError(f"labels must lie in [0, {num_classes}); got values from {y.min()} to {y.max()}.")
+    return y

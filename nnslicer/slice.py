@@ -1,0 +1,238 @@
+"""The slice: signed counts per neuron and per synapse (SPEC.md section 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FileFormatError, InvalidInputError, InvalidParameterError
+from .io import load_archive, save_archive
+
+__all__ = ["Slice", "aggregate"]
+
+#: What a slice records about how it was made; saved and compared with it.
+META_KEYS = ("model", "fingerprint", "granularity", "theta", "rule", "baseline", "propagation",
+             "samples", "aggregate", "targets")
+
+
+class Slice:
+    """The neurons and synapses that made an output, with their counts.
+
+    A neuron or synapse is in the slice when its count is non-zero. Counts are arrays: one per
+    tensor (``neuron_counts``, shaped as the tensor's neurons) and one per weighted op
+    (``synapse_counts``, shaped as its kernel).
+
+    Parameters
+    ----------
+    neuron_counts, synapse_counts : dict of str to ndarray of int
+    **meta
+        ``model``, ``fingerprint``, ``granularity``, ``theta``, ``rule``, ``baseline``,
+        ``propagation``, ``samples``, ``aggregate`` and ``targets`` (the output indices of a
+        single-sample slice, else None).
+
+    Examples
+    --------
+    >>> s = Slice({"x": np.array([0, 2, -1])}, {"d": np.array([[1, 0], [0, 0]])}, model="m")
+    >>> s
+    Slice(model='m', samples=1, neurons=2/3, synapses=1/4)
+    >>> s.neurons()["x"].ravel().tolist()
+    [1, 2]
+    """
+
+    def __init__(self, neuron_counts, synapse_counts, graph=None, **meta):
+        unknown = set(meta) - set(META_KEYS)
+        if unknown:
+            raise InvalidParameterError(f"Unknown slice metadata: {sorted(unknown)}")
+        self.neuron_counts = {k: np.asarray(v) for k, v in neuron_counts.items()}
+        self.synapse_counts = {k: np.asarray(v) for k, v in synapse_counts.items()}
+        self.meta = {k: meta.get(k) for k in META_KEYS}
+        self.meta["samples"] = int(meta.get("samples") or 1)
+        self.graph = graph
+
+    def __getattr__(self, name):
+        meta = self.__dict__.get("meta")
+        if meta is not None and name in META_KEYS:
+            return meta[name]
+        raise AttributeError(name)
+
+    # ------------------------------------------------------------------ membership
+    @property
+    def n_neurons(self) -> int:
+        return int(sum(np.count_nonzero(v) for v in self.neuron_counts.values()))
+
+    @property
+    def n_synapses(self) -> int:
+        return int(sum(np.count_nonzero(v) for v in self.synapse_counts.values()))
+
+    @property
+    def total_neurons(self) -> int:
+        return int(sum(v.size for v in self.neuron_counts.values()))
+
+    @property
+    def total_synapses(self) -> int:
+        return int(sum(v.size for v in self.synapse_counts.values()))
+
+    def neurons(self):
+        """Member neurons: tensor name -> array of their indices (one row per neuron)."""
+        return {k: np.argwhere(v != 0) for k, v in self.neuron_counts.items() if np.any(v)}
+
+    def synapses(self):
+        """Member synapses: op name -> array of their kernel indices (one row per synapse)."""
+        return {k: np.argwhere(v != 0) for k, v in self.synapse_counts.items() if np.any(v)}
+
+    def masks(self):
+        """``{"neurons": {tensor: bool array}, "synapses": {op: bool array}}``."""
+        return {"neurons": {k: v != 0 for k, v in self.neuron_counts.items()},
+                "synapses": {k: v != 0 for k, v in self.synapse_counts.items()}}
+
+    def to_vector(self, layers=None, kind="synapses"):
+        """Counts of ``layers`` (all by default) flattened into one vector, in graph order.
+
+        ``kind`` is "synapses" (weighted ops), "neurons" (tensors) or "both"."""
+        if kind not in ("synapses", "neurons", "both"):
+            raise InvalidParameterError(
+                f"The 'kind' parameter must be 'synapses', 'neurons' or 'both'. Got {kind!r} instead.")
+        tables = {"synapses": [self.synapse_counts], "neurons": [self.neuron_counts],
+                  "both": [self.neuron_counts, self.synapse_counts]}[kind]
+        parts = []
+        for table in tables:
+            names = list(table) if layers is None else list(layers)
+            missing = [n for n in names if n not in table and not any(n in t for t in tables)]
+            if missing:
+                raise InvalidParameterError(f"No {kind} counts for {missing}; known: {list(table)}")
+            parts += [table[n].ravel() for n in names if n in table]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ algebra
+    def _check_compatible(self, other):
+        if not isinstance(other, Slice):
+            raise InvalidParameterError(f"Expected a Slice, got {type(other).__name__}.")
+        for key in ("fingerprint", "granularity"):
+            if self.meta[key] != other.meta[key]:
+                raise InvalidParameterError(
+                    f"The slices differ in {key} ({self.meta[key]!r} vs {other.meta[key]!r}): "
+                    "only slices of the same model at the same granularity combine.")
+        if set(self.neuron_counts) != set(other.neuron_counts) or \
+                set(self.synapse_counts) != set(other.synapse_counts):
+            raise InvalidParameterError("The slices record different tensors or layers.")
+
+    def _combine(self, other, fn, how):
+        self._check_compatible(other)
+        meta = dict(self.meta, samples=self.samples + other.samples, aggregate=how, targets=None)
+        return Slice({k: fn(v, other.neuron_counts[k]) for k, v in self.neuron_counts.items()},
+                     {k: fn(v, other.synapse_counts[k]) for k, v in self.synapse_counts.items()},
+                     graph=self.graph or other.graph, **meta)
+
+    def __or__(self, other):
+        """Union: members of either slice; a member's count is the sum of absolute counts."""
+        return self._combine(other, lambda a, b: np.abs(a) + np.abs(b), "union")
+
+    def __and__(self, other):
+        """Intersection: members of both slices, counted as the sum of absolute counts."""
+        return self._combine(other, lambda a, b: np.where((a != 0) & (b != 0), np.abs(a) + np.abs(b), 0),
+                             "intersection")
+
+    union = __or__
+    intersection = __and__
+
+    def jaccard(self, other, kind="synapses"):
+        """|A ∩ B| / |A ∪ B| of the members (``kind``: "synapses", "neurons" or "both");
+        1.0 when both are empty."""
+        self._check_compatible(other)
+        a, b = self.to_vector(kind=kind) != 0, other.to_vector(kind=kind) != 0
+        union = np.count_nonzero(a | b)
+        return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+    def __eq__(self, other):
+        if not isinstance(other, Slice):
+            return NotImplemented
+        same = lambda x, y: x.keys() == y.keys() and all(
+            x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]) for k in x)
+        return self.meta == other.meta and same(self.neuron_counts, other.neuron_counts) \
+            and same(self.synapse_counts, other.synapse_counts)
+
+    __hash__ = None
+
+    # ------------------------------------------------------------------ views and files
+    def to_networkx(self, graph=None):
+        """The slice as a neuron-level networkx DiGraph: nodes ``(tensor, flat_index)`` with their
+        ``count``; edges through member synapses (or pass-through ops), with ``synapse`` and
+        ``count``. Needs the model's :class:`DataFlowGraph` (kept by slices from a Slicer)."""
+        from .graph import build_neuron_graph
+
+        graph = graph or self.graph
+        if graph is None:
+            raise InvalidParameterError(
+                "to_networkx() needs the model's graph: pass graph=nnslicer.lift(model, granularity=...).")
+        if graph.fingerprint != self.fingerprint and self.fingerprint is not None:
+            raise InvalidParameterError("The graph is of another model than the slice.")
+        graph = graph.with_granularity(self.granularity or graph.granularity)
+        return build_neuron_graph(graph, self.neuron_counts, self.synapse_counts)
+
+    def summary(self):
+        """Per tensor and weighted op: members / total, as a text table."""
+        rows = [("layer", "neurons", "synapses")]
+        names = list(self.neuron_counts) + [k for k in self.synapse_counts if k not in self.neuron_counts]
+        for name in names:
+            n = self.neuron_counts.get(name)
+            s = self.synapse_counts.get(name)
+            rows.append((name, "" if n is None else f"{np.count_nonzero(n):,} / {n.size:,}",
+                         "" if s is None else f"{np.count_nonzero(s):,} / {s.size:,}"))
+        rows.append(("total", f"{self.n_neurons:,} / {self.total_neurons:,}",
+                     f"{self.n_synapses:,} / {self.total_synapses:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        return "\n".join(f"{r[0].ljust(widths[0])}  {r[1].rjust(widths[1])}  {r[2].rjust(widths[2])}" for r in rows)
+
+    def save(self, path):
+        """Write the slice to ``path`` (.npz); :meth:`load` gives back an equal Slice."""
+        arrays = {f"n/{k}": v for k, v in self.neuron_counts.items()}
+        arrays.update({f"s/{k}": v for k, v in self.synapse_counts.items()})
+        return save_archive(path, "slice", self.meta, arrays)
+
+    @classmethod
+    def load(cls, path):
+        meta, arrays = load_archive(path, "slice")
+        if not isinstance(meta, dict) or set(meta) != set(META_KEYS):
+            raise FileFormatError(f"{path!r} is a slice file with incomplete metadata.")
+        neurons = {k[2:]: v for k, v in arrays.items() if k.startswith("n/")}
+        synapses = {k[2:]: v for k, v in arrays.items() if k.startswith("s/")}
+        if any(not np.issubdtype(v.dtype, np.integer) for v in (*neurons.values(), *synapses.values())):
+            raise FileFormatError(f"{path!r} holds non-integer counts.")
+        return cls(neurons, synapses, **meta)
+
+    def __repr__(self):
+        extra = "" if self.theta is None else f", theta={self.theta:g}"
+        return (f"Slice(model={self.model!r}, samples={self.samples}, "
+                f"neurons={self.n_neurons:,}/{self.total_neurons:,}, "
+                f"synapses={self.n_synapses:,}/{self.total_synapses:,}{extra})")
+
+
+def aggregate(slices, how="sum"):
+    """One slice from many: ``how="sum"`` adds signed counts (the paper), ``"abs"`` adds
+    absolute counts (the authors' code, for class-level slices).
+
+    Examples
+    --------
+    >>> a = Slice({"x": np.array([1, -1])}, {}, model="m", fingerprint="f")
+    >>> b = Slice({"x": np.array([1, 1])}, {}, model="m", fingerprint="f")
+    >>> aggregate([a, b]).neuron_counts["x"].tolist(), aggregate([a, b], "abs").neuron_counts["x"].tolist()
+    ([2, 0], [2, 2])
+    """
+    if how not in ("sum", "abs"):
+        raise InvalidParameterError(f"The 'how' parameter must be 'sum' or 'abs'. Got {how!r} instead.")
+    slices = list(slices)
+    if not slices:
+        raise InvalidInputError("aggregate() needs at least one slice.")
+    first = slices[0]
+    fold = (lambda v: v) if how == "sum" else np.abs
+    neurons = {k: fold(v).astype(np.int64) for k, v in first.neuron_counts.items()}
+    synapses = {k: fold(v).astype(np.int64) for k, v in first.synapse_counts.items()}
+    samples = first.samples
+    for s in slices[1:]:
+        first._check_compatible(s)
+        for k in neurons:
+            neurons[k] += fold(s.neuron_counts[k])
+        for k in synapses:
+            synapses[k] += fold(s.synapse_counts[k])
+        samples += s.samples
+    meta = dict(first.meta, samples=samples, aggregate=how, targets=None)
+    return Slice(neurons, synapses, graph=first.graph, **meta)

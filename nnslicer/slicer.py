@@ -1,0 +1,234 @@
+"""The Slicer facade: ``fit`` (lift + profile), ``slice`` and ``slice_many``."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .backward import backward
+from .errors import InvalidInputError, InvalidParameterError, NotFittedError
+from .forward import as_batch, forward
+from .lift import lift
+from .profile import Profile
+from .profile import profile as make_profile
+from .select import check_rule
+from .slice import Slice
+
+__all__ = ["Slicer"]
+
+#: Memory that one chunk of samples may use for its tape and counts during slicing.
+CHUNK_BYTES = 256 << 20
+
+
+def _choice(name, value, options):
+    if value not in options:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of Slicer must be one of {', '.join(map(repr, options))}. "
+            f"Got {value!r} instead.")
+
+
+class Slicer:
+    """Slices a Keras model: which neurons and synapses made an output.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A Sequential or functional model with one input and one output.
+    theta : float in (0, 1), optional
+        Share of a neuron's contribution that may be left out. Default 0.2 (0.5 for
+        ``rule="effective_path"``).
+    rule : {"nnslicer", "paper", "effective_path"}
+        Which candidates are kept (SPEC.md section 3): the authors' code, the paper's text, or
+        EffectivePath (Qiu et al. 2019).
+    granularity : {"element", "channel"}
+        A neuron of a feature map is one element, or one channel.
+    baseline : {"global", "class"}
+        Deltas from the global mean, or from the mean of the sample's predicted class
+        (needs labels at ``fit``).
+    propagation : {"code", "paper"}
+        How ReLU, batch norm and max pooling pass counts back (SPEC.md section 3).
+    batch_size : int
+        Samples per batch when profiling and in forward analysis.
+
+    Attributes
+    ----------
+    graph_ : DataFlowGraph
+    profile_ : Profile
+    theta_ : float
+        The theta in use.
+
+    Examples
+    --------
+    >>> import keras, numpy as np, nnslicer
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+    ...                           keras.layers.Dense(3)])
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> slicer = nnslicer.Slicer(model).fit(x)
+    >>> s = slicer.slice(x[0])
+    >>> s.samples, s.rule
+    (1, 'nnslicer')
+    """
+
+    def __init__(self, model, theta=None, rule="nnslicer", granularity="element", baseline="global",
+                 propagation="code", batch_size=256):
+        self.model = model
+        self.theta = theta
+        self.rule = rule
+        self.granularity = granularity
+        self.baseline = baseline
+        self.propagation = propagation
+        self.batch_size = batch_size
+
+    def __repr__(self):
+        fitted = "fitted" if hasattr(self, "graph_") else "not fitted"
+        name = getattr(self.model, "name", type(self.model).__name__)
+        return (f"Slicer(model={name!r}, theta={self.theta!r}, rule={self.rule!r}, "
+                f"granularity={self.granularity!r}, baseline={self.baseline!r}, {fitted})")
+
+    # ------------------------------------------------------------------ fit
+    def _validate(self):
+        theta = check_rule(self.rule, self.theta)
+        _choice("granularity", self.granularity, ("element", "channel"))
+        _choice("baseline", self.baseline, ("global", "class"))
+        _choice("propagation", self.propagation, ("code", "paper"))
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) \
+                or self.batch_size < 1:
+            raise InvalidParameterError(
+                f"The 'batch_size' parameter of Slicer must be a positive int. Got {self.batch_size!r} instead.")
+        return theta
+
+    def fit(self, x=None, y=None, *, profile=None, progress=None):
+        """Lift the model and profile it on ``x`` (or use a saved ``profile``).
+
+        Parameters
+        ----------
+        x : array or iterable of batches, optional
+            The profiling set (paper: the training data). Not needed with ``profile``.
+        y : array of int, optional
+            Labels; with them, per-class means are kept (``baseline="class"`` needs them).
+        profile : Profile, optional
+            A profile made earlier for this very model (see :meth:`Profile.load`).
+        progress : callable, optional
+            Called with the number of samples profiled so far.
+
+        Returns
+        -------
+        self
+        """
+        theta = self._validate()
+        graph = lift(self.model, self.granularity)
+        if profile is None:
+            if x is None:
+                raise InvalidInputError("fit() needs profiling data x, or a saved profile.")
+            profile = make_profile(graph, x, y, self.batch_size, progress=progress)
+        elif not isinstance(profile, Profile):
+            raise InvalidParameterError(f"profile must be a Profile. Got {type(profile).__name__} instead.")
+        else:
+            profile.check(graph)
+        if self.baseline == "class" and profile.class_means is None:
+            raise InvalidInputError("baseline='class' needs per-class means: fit with labels y.")
+        self.graph_, self.profile_, self.theta_ = graph, profile, theta
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "graph_"):
+            raise NotFittedError("This Slicer is not fitted yet: call fit(x) (or fit(profile=...)) first.")
+
+    # ------------------------------------------------------------------ slicing
+    def _target(self, target):
+        """One target as an array of flat output indices; None stays None (predicted class)."""
+        if target is None:
+            return None
+        n = self.graph_.num_outputs
+        items = [target] if np.ndim(target) == 0 else list(np.asarray(target).ravel())
+        out = []
+        for t in items:
+            if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
+                raise InvalidInputError(f"A target must be an output index (int). Got {t!r}.")
+            if not 0 <= int(t) < n:
+                raise InvalidInputError(f"Target {int(t)} is out of range: the model has {n} outputs (0..{n - 1}).")
+            out.append(int(t))
+        if not out:
+            raise InvalidInputError("A target list is empty.")
+        return np.unique(out)
+
+    def _targets(self, targets, n):
+        """Per-sample targets (None entries: the predicted class)."""
+        if targets is None or np.ndim(targets) == 0:
+            return [self._target(targets)] * n
+        targets = list(targets)
+        if len(targets) != n:
+            raise InvalidInputError(f"targets has {len(targets)} entries for {n} samples.")
+        return [self._target(t) for t in targets]
+
+    def _chunk(self):
+        graph = self.graph_
+        per_sample = 16 * sum(int(np.prod(op.shape)) for op in graph.ops)
+        return int(max(1, min(self.batch_size, CHUNK_BYTES // max(per_sample, 1))))
+
+    def _run(self, x, targets, reduce):
+        """Forward + backward chunk by chunk; yields ``(neurons, synapses, targets)``."""
+        for lo in range(0, len(x), self._chunk()):
+            xs = x[lo:lo + self._chunk()]
+            tape = forward(self.graph_, self.profile_, xs, self.baseline, self.batch_size)
+            chunk_targets = [t if t is not None else np.array([p]) for t, p in
+                             zip(targets[lo:lo + len(xs)], tape.predictions)]
+            neurons, synapses = backward(self.graph_, tape, chunk_targets, self.rule, self.theta_,
+                                         self.propagation, reduce=reduce)
+            yield neurons, synapses, chunk_targets
+
+    def _meta(self, samples, aggregate, targets):
+        return dict(model=self.graph_.name, fingerprint=self.graph_.fingerprint,
+                    granularity=self.granularity, theta=self.theta_, rule=self.rule,
+                    baseline=self.baseline, propagation=self.propagation, samples=samples,
+                    aggregate=aggregate, targets=targets)
+
+    def slice(self, x, target=None, aggregate="sum"):
+        """One :class:`Slice` for a sample or a batch.
+
+        Parameters
+        ----------
+        x : array
+            One sample (the model's input shape) or a batch of them.
+        target : int, list of int, or None
+            Output neurons of the criterion; None: each sample's predicted class.
+        aggregate : {"sum", "abs"}
+            How a batch's per-sample counts add up: signed (the paper) or absolute (the
+            authors' code, used for class-level slices).
+        """
+        self._check_fitted()
+        _choice("aggregate", aggregate, ("sum", "abs"))
+        x = as_batch(self.graph_, x)
+        targets = self._targets(None if target is None else [target] * len(x), len(x))
+        neurons = synapses = None
+        seen = []
+        for n, s, t in self._run(x, targets, aggregate):
+            seen += t
+            if neurons is None:
+                neurons, synapses = n, s
+            else:
+                for k in neurons:
+                    neurons[k] += n[k]
+                for k in synapses:
+                    synapses[k] += s[k]
+        single = [int(v) for v in seen[0]] if len(x) == 1 else None
+        return Slice(neurons, synapses, graph=self.graph_,
+                     **self._meta(len(x), aggregate if len(x) > 1 else None, single))
+
+    def slice_many(self, x, targets=None):
+        """One :class:`Slice` per sample of ``x``.
+
+        Parameters
+        ----------
+        targets : None, int, or a sequence with one entry (int, list of int or None) per sample
+        """
+        self._check_fitted()
+        x = as_batch(self.graph_, x)
+        per_sample = self._targets(targets, len(x))
+        out = []
+        for neurons, synapses, chunk_targets in self._run(x, per_sample, None):
+            for b, t in enumerate(chunk_targets):
+                out.append(Slice({k: v[b].copy() for k, v in neurons.items()}, {k: v[b].copy() for k, v in synapses.items()},
+                                 graph=self.graph_, **self._meta(1, None, [int(i) for i in t])))
+        return out
