@@ -1,0 +1,228 @@
+"""The ``nnslicer`` command line: ``main(argv) -> exit code``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from .errors import FileFormatError, InvalidInputError, NNSlicerError
+
+log = logging.getLogger("nnslicer")
+
+EPILOG = """examples:
+  nnslicer demo                                   train, profile and slice on bundled digits
+  nnslicer info model.keras                       the lifted graph, op by op
+  nnslicer profile model.keras --data x_train.npy --labels y_train.npy -o profile.npz
+  nnslicer slice model.keras --profile profile.npz --input x.npy --target 3 -o slice.npz
+
+Models are .keras or .h5 files; data are .npy or .npz files (an .npz's array named 'x' or
+'y', else its first array)."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def load_model(path):
+    """A Keras model from a .keras or .h5 file, with a clear error for anything else."""
+    _quiet_tensorflow()
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such model file: {path!r}")
+    if not path.endswith((".keras", ".h5")):
+        raise FileFormatError(f"{path!r}: models are read from .keras or .h5 files.")
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many kinds for a bad file
+        raise FileFormatError(f"{path!r} is not a loadable Keras model ({type(exc).__name__}: {exc}).") from exc
+
+
+def load_array(path, key="x"):
+    """An array from .npy, or from .npz (the array named ``key``, else the first one)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such data file: {path!r}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"{path!r} is not a .npy or .npz array file ({exc}).") from exc
+    if isinstance(data, np.ndarray):
+        return data
+    with data:
+        if not data.files:
+            raise InvalidInputError(f"{path!r} holds no arrays.")
+        return data[key] if key in data.files else data[data.files[0]]
+
+
+def _progress(total, what):
+    """A progress callback: a tqdm bar when tqdm is installed, else log lines."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return lambda n: log.info("%s: %d/%s samples", what, n, total), lambda: None
+    bar = tqdm(total=total, desc=what, unit="sample", file=sys.stderr, disable=None)
+    state = {"n": 0}
+
+    def update(n):
+        bar.update(n - state["n"])
+        state["n"] = n
+
+    return update, bar.close
+
+
+def _parse_target(text):
+    if text is None:
+        return None
+    try:
+        items = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise InvalidInputError(f"--target takes an output index or a comma-separated list; got {text!r}.") from None
+    return items[0] if len(items) == 1 else items
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_info(args):
+    from .lift import lift
+
+    model = load_model(args.model)
+    graph = lift(model, args.granularity)
+    print(f"{graph!r}\nfingerprint {graph.fingerprint}; criteria live on {graph.logits!r} "
+          f"({graph.num_outputs} outputs)\n")
+    print(graph.summary())
+    return 0
+
+
+def cmd_profile(args):
+    from .lift import lift
+    from .profile import profile
+
+    model = load_model(args.model)
+    x = load_array(args.data, "x")
+    y = load_array(args.labels, "y") if args.labels else None
+    graph = lift(model)
+    update, close = _progress(len(x), "profiling")
+    try:
+        prof = profile(graph, x, y, batch_size=args.batch_size, progress=update)
+    finally:
+        close()
+    prof.save(args.output)
+    print(f"{prof!r} -> {args.output}")
+    return 0
+
+
+def cmd_slice(args):
+    from .profile import Profile
+    from .slicer import Slicer
+
+    model = load_model(args.model)
+    prof = Profile.load(args.profile)
+    x = load_array(args.input, "x")
+    slicer = Slicer(model, theta=args.theta, rule=args.rule, granularity=args.granularity,
+                    baseline=args.baseline, propagation=args.propagation, batch_size=args.batch_size)
+    slicer.fit(profile=prof)
+    start = time.perf_counter()
+    result = slicer.slice(x, target=_parse_target(args.target), aggregate=args.aggregate)
+    elapsed = time.perf_counter() - start
+    result.save(args.output)
+    print(result.summary())
+    print(f"\n{result!r} in {elapsed:.2f} s -> {args.output}")
+    return 0
+
+
+def cmd_demo(args):
+    from . import demo
+
+    return demo.run(args.out, samples=args.samples)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nnslicer", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Slice neural networks the way a debugger slices programs: which neurons and "
+                    "synapses of a Keras model made this output (NNSlicer, ESEC/FSE 2020).")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"nnslicer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def slicing_options(p):
+        p.add_argument("--theta", type=float, default=None,
+                       help="share of a neuron's contribution that may be left out, in (0, 1) "
+                            "(default 0.2; 0.5 for effective_path)")
+        p.add_argument("--rule", default="nnslicer", choices=("nnslicer", "paper", "effective_path"),
+                       help="which candidates are kept (default: nnslicer, the authors' code)")
+        p.add_argument("--granularity", default="element", choices=("element", "channel"),
+                       help="a neuron of a feature map is an element or a channel (default: element)")
+        p.add_argument("--baseline", default="global", choices=("global", "class"),
+                       help="deltas from the global mean or the predicted class's mean "
+                            "(class needs a profile made with --labels)")
+        p.add_argument("--propagation", default="code", choices=("code", "paper"),
+                       help="how ReLU, batch norm and max pooling pass counts back (default: code)")
+
+    p = sub.add_parser("info", help="show the lifted graph of a model",
+                       description="Lift a model and print its ops, shapes, neurons and synapses.")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--granularity", default="element", choices=("element", "channel"))
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("profile", help="record every neuron's mean activation over a data set",
+                       description="Profile a model: the mean of every tensor over --data "
+                                   "(and per class with --labels), saved for later slicing.")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help="profiling inputs (.npy/.npz), e.g. the training set")
+    p.add_argument("--labels", help="class labels (.npy/.npz) for per-class means")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("-o", "--output", required=True, help="where to write the profile (.npz)")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("slice", help="slice a model for some inputs",
+                       description="Forward and backward analysis of --input against a saved "
+                                   "profile; writes one slice (summed over the inputs).")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--profile", required=True, help="a profile written by 'nnslicer profile'")
+    p.add_argument("--input", required=True, help="one sample or a batch (.npy/.npz)")
+    p.add_argument("--target", help="output index, or comma-separated indices "
+                                    "(default: each input's predicted class)")
+    slicing_options(p)
+    p.add_argument("--aggregate", default="sum", choices=("sum", "abs"),
+                   help="add a batch's counts signed (sum) or absolute (abs)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("-o", "--output", required=True, help="where to write the slice (.npz)")
+    p.set_defaults(func=cmd_slice)
+
+    p = sub.add_parser("demo", help="train, profile and slice a small CNN on bundled digits",
+                       description="Train a small CNN on scikit-learn's 8x8 digits (cached in "
+                                   "--out), profile it, slice test digits, print a per-layer "
+                                   "summary and write OUT/slice.npz.")
+    p.add_argument("--out", default="nnslicer-demo", help="output folder (default ./nnslicer-demo)")
+    p.add_argument("--samples", type=int, default=50, help="test digits to slice (default 50)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _quiet_tensorflow()
+    try:
+        return args.func(args)
+    except (NNSlicerError, FileNotFoundError) as exc:
+        print(f"nnslicer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
