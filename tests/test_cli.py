@@ -1,0 +1,154 @@
+"""The command line: every subcommand on real files, and its error paths (exit code 2, a
+message on stderr, nothing written)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import nnslicer
+from nnslicer.cli import main
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+                              keras.layers.Flatten(name="flat"),
+                              keras.layers.Dense(4, activation="softmax", name="out")], name="tiny")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6, 6, 1)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(axis=1)
+    paths = {"model": str(d / "m.keras"), "x": str(d / "x.npy"), "y": str(d / "y.npy"),
+             "xz": str(d / "xy.npz"), "dir": d}
+    model.save(paths["model"])
+    np.save(paths["x"], x)
+    np.save(paths["y"], y)
+    np.savez(paths["xz"], x=x, y=y)
+    return paths, model, x, y
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("info", "profile", "slice", "demo"):
+        assert cmd in out
+    assert "examples:" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_info(files, capsys):
+    paths, *_ = files
+    assert main(["info", paths["model"]]) == 0
+    out = capsys.readouterr().out
+    assert "conv/relu" in out and "fingerprint" in out and "'out'" in out
+
+
+def test_profile_then_slice_matches_the_api(files, capsys, tmp_path):
+    paths, model, x, y = files
+    prof = str(tmp_path / "p.npz")
+    assert main(["profile", paths["model"], "--data", paths["x"], "--labels", paths["y"], "-o", prof]) == 0
+    loaded = nnslicer.Profile.load(prof)
+    assert loaded.n_samples == 40 and loaded.class_means is not None
+    np.save(tmp_path / "one.npy", x[3])
+    out = str(tmp_path / "s.npz")
+    assert main(["slice", paths["model"], "--profile", prof, "--input", str(tmp_path / "one.npy"),
+                 "--target", "2", "--theta", "0.3", "-o", out]) == 0
+    assert "total" in capsys.readouterr().out
+    got = nnslicer.Slice.load(out)
+    want = nnslicer.Slicer(keras.models.load_model(paths["model"]), theta=0.3).fit(x, y).slice(x[3], target=2)
+    assert got == want
+
+
+def test_slice_a_batch_from_npz_with_options(files, tmp_path):
+    paths, model, x, y = files
+    prof = str(tmp_path / "p.npz")
+    assert main(["profile", paths["model"], "--data", paths["xz"], "--labels", paths["xz"], "-o", prof]) == 0
+    out = str(tmp_path / "s.npz")
+    assert main(["slice", paths["model"], "--profile", prof, "--input", paths["xz"], "--rule", "effective_path",
+                 "--granularity", "channel", "--aggregate", "abs", "--baseline", "class", "-o", out]) == 0
+    s = nnslicer.Slice.load(out)
+    assert (s.samples, s.rule, s.granularity, s.aggregate, s.baseline, s.theta) == \
+        (40, "effective_path", "channel", "abs", "class", 0.5)
+    assert s.neuron_counts["conv"].shape == (3,)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_model", "No such model file"),
+    ("bad_extension", ".keras or .h5"),
+    ("corrupt_model", "not a loadable Keras model"),
+    ("missing_data", "No such data file"),
+    ("wrong_shape", "shape"),
+    ("nan", "NaN"),
+    ("bad_target", "out of range"),
+    ("target_text", "--target"),
+    ("theta", "theta"),
+    ("other_profile", "profile"),
+])
+def test_errors_exit_2_and_write_nothing(files, tmp_path, capsys, case, message):
+    paths, model, x, y = files
+    prof = str(tmp_path / "p.npz")
+    assert main(["profile", paths["model"], "--data", paths["x"], "-o", prof]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out.npz"
+    model_path, inp = paths["model"], paths["x"]
+    extra = []
+    if case == "missing_model":
+        model_path = str(tmp_path / "nope.keras")
+    elif case == "bad_extension":
+        model_path = paths["x"]
+    elif case == "corrupt_model":
+        model_path = str(tmp_path / "bad.keras")
+        open(model_path, "wb").write(b"not a zip")
+    elif case == "missing_data":
+        inp = str(tmp_path / "nope.npy")
+    elif case == "wrong_shape":
+        np.save(tmp_path / "w.npy", np.zeros((2, 5, 5, 1), np.float32))
+        inp = str(tmp_path / "w.npy")
+    elif case == "nan":
+        bad = x[:2].copy()
+        bad[0, 0, 0, 0] = np.nan
+        np.save(tmp_path / "n.npy", bad)
+        inp = str(tmp_path / "n.npy")
+    elif case == "bad_target":
+        extra = ["--target", "7"]
+    elif case == "target_text":
+        extra = ["--target", "two"]
+    elif case == "theta":
+        extra = ["--theta", "1.5"]
+    elif case == "other_profile":
+        keras.utils.set_random_seed(2)
+        other = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+                                  keras.layers.Flatten(name="flat"),
+                                  keras.layers.Dense(4, activation="softmax", name="out")], name="tiny")
+        other_path = str(tmp_path / "other.keras")
+        other.save(other_path)
+        model_path = other_path
+    code = main(["slice", model_path, "--profile", prof, "--input", inp, "-o", str(out)] + extra)
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".nnslicer-")]
+
+
+def test_demo_trains_once_then_reuses_its_cache(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--samples", "12"]) == 0
+    first = capsys.readouterr().out
+    assert "trained" in first and "test accuracy" in first and "conv1" in first
+    accuracy = float(first.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 90
+    s = nnslicer.Slice.load(out / "slice.npz")
+    assert s.model == "small_cnn" and s.n_synapses > 0
+    assert main(["demo", "--out", str(out), "--samples", "12"]) == 0
+    second = capsys.readouterr().out
+    assert "cached" in second
+    assert nnslicer.Slice.load(out / "slice.npz") == s
