@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -46,8 +45,7 @@ def load_archive(path, kind):
             header = json.loads(bytes(data["header"]).decode())
             names = header["names"]
             arrays = {name: data[f"a{i}"] for i, name in enumerate(names)}
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError, json.JSONDecodeError,
-            UnicodeDecodeError) as exc:
+    except Exception as exc:  # zlib, zipfile, npy-header and JSON errors of a damaged file
         raise FileFormatError(f"{path!r} is not a readable nnslicer {kind} file ({exc}).") from exc
     if header.get("format") != f"nnslicer-{kind}":
         raise FileFormatError(f"{path!r} is a {header.get('format')!r} file, not an nnslicer {kind} file.")

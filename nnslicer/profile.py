@@ -85,9 +85,10 @@ def iter_batches(data, labels=None, batch_size=256):
         data = np.asarray(data)
         if labels is not None:
             labels = np.asarray(labels)
-            if labels.shape != (len(data),):
+            if labels.ndim not in (1, 2) or len(labels) != len(data):
                 raise InvalidInputError(
-                    f"labels have shape {labels.shape}; expected ({len(data)},), one per sample.")
+                    f"labels have shape {labels.shape}; expected ({len(data)},), one per sample "
+                    "(or one-hot rows).")
         for i in range(0, len(data), batch_size):
             yield data[i:i + batch_size], None if labels is None else labels[i:i + batch_size]
         return
@@ -116,8 +117,13 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
     sums, class_sums = None, None
     class_counts = None
     n = 0
+    labelled = None
     num_classes = graph.num_outputs
     for x, y in iter_batches(data, labels, batch_size):
+        if labelled is None:
+            labelled = y is not None
+        elif labelled != (y is not None):
+            raise InvalidInputError("Some batches have labels and some do not.")
         x = as_batch(graph, x, what="data")
         acts = execute(graph, x)
         if sums is None:
@@ -136,8 +142,6 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
                 class_counts[c] += members.sum()
                 for k, v in acts.items():
                     class_sums[k][c] += v[members].sum(axis=0, dtype=np.float64)
-        elif class_sums is not None:
-            raise InvalidInputError("Some batches have labels and some do not.")
         n += len(x)
         if progress is not None:
             progress(n)

@@ -20,17 +20,17 @@ DEFAULT_THETA = {"nnslicer": 0.2, "paper": 0.2, "effective_path": 0.5}
 BAR = 0.01
 
 
-def check_rule(rule, theta):
+def check_rule(rule, theta, owner="Slicer"):
     """Validate ``rule`` and ``theta``; return theta (the rule's default when None)."""
     if rule not in RULES:
         raise InvalidParameterError(
-            f"The 'rule' parameter must be one of {', '.join(map(repr, RULES))}. Got {rule!r} instead.")
+            f"The 'rule' parameter of {owner} must be one of {', '.join(map(repr, RULES))}. Got {rule!r} instead.")
     if theta is None:
         return DEFAULT_THETA[rule]
     if isinstance(theta, bool) or not isinstance(theta, (int, float, np.floating)) \
             or not np.isfinite(theta) or not 0 < theta < 1:
         raise InvalidParameterError(
-            f"The 'theta' parameter must be a float in (0, 1). Got {theta!r} instead.")
+            f"The 'theta' parameter of {owner} must be a float in (0, 1). Got {theta!r} instead.")
     return float(theta)
 
 

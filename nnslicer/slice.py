@@ -85,7 +85,8 @@ class Slice:
                 "synapses": {k: v != 0 for k, v in self.synapse_counts.items()}}
 
     def to_vector(self, layers=None, kind="synapses"):
-        """Counts of ``layers`` (all by default) flattened into one vector, in graph order.
+        """Counts of ``layers`` flattened into one vector, in the order given (by default every
+        layer, in graph order).
 
         ``kind`` is "synapses" (weighted ops), "neurons" (tensors) or "both"."""
         if kind not in ("synapses", "neurons", "both"):

@@ -155,9 +155,14 @@ class Slicer:
 
     def _targets(self, targets, n):
         """Per-sample targets (None entries: the predicted class)."""
-        if targets is None or np.ndim(targets) == 0:
+        if targets is None or isinstance(targets, (numbers.Integral, np.integer)):
             return [self._target(targets)] * n
-        targets = list(targets)
+        if isinstance(targets, np.ndarray) and targets.ndim == 1:
+            targets = targets.tolist()
+        try:
+            targets = list(targets)
+        except TypeError:
+            raise InvalidInputError(f"targets must be None, an int, or one entry per sample. Got {targets!r}.") from None
         if len(targets) != n:
             raise InvalidInputError(f"targets has {len(targets)} entries for {n} samples.")
         return [self._target(t) for t in targets]

@@ -1,0 +1,291 @@
+"""Reference Keras 3 architectures: the shapes NNSlicer's paper measured, plus a demo CNN.
+
+Every model is built with the functional API, channels-last, from layer types that the slicing
+engine lifts (Conv2D, Dense, BatchNormalization, ReLU, pooling, Flatten, Add, ...), and every
+layer has a readable name (``block2_conv1``, ``fc1``, ...). The models are returned untrained
+and uncompiled.
+
+============  ======================  ============  =============================================
+builder       default input           parameters    what
+============  ======================  ============  =============================================
+small_cnn     (8, 8, 1), 10 classes   9,802         demo CNN for scikit-learn's 8x8 digits
+lenet         (28, 28, 1), 10 classes 42,784        LeNet-5 layout, the paper's parameter count
+resnet10      (32, 32, 3), 10 classes 309,626       pre-activation CIFAR ResNet, 1 block a stage
+resnet18      (32, 32, 3), 10 classes 11,183,562    CIFAR ResNet18 (BasicBlock [2, 2, 2, 2])
+============  ======================  ============  =============================================
+
+Parameter counts are Keras' ``model.count_params()``, which includes the two non-trainable
+statistics (moving mean and variance) of each BatchNormalization channel.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from .errors import InvalidParameterError
+
+__all__ = ["small_cnn", "lenet", "resnet10", "resnet18"]
+
+
+def _check_shape(input_shape, num_classes, builder):
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise InvalidParameterError(
+            f"The 'input_shape' parameter of {builder} must be three positive ints "
+            f"(height, width, channels). Got {input_shape!r} instead."
+        )
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise InvalidParameterError(
+            f"The 'num_classes' parameter of {builder} must be an int >= 2. "
+            f"Got {num_classes!r} instead."
+        )
+    return shape
+
+
+def small_cnn(input_shape=(8, 8, 1), num_classes=10):
+    """A small CNN for the demo on scikit-learn's 8x8 digits.
+
+    ``conv1`` (8 filters 3x3, same, ReLU) - ``pool1`` (2x2 max) - ``conv2`` (16 filters 3x3,
+    same, ReLU) - ``flatten`` - ``fc1`` (32, ReLU) - ``predictions`` (softmax).
+    With the defaults it has 9,802 parameters and reaches about 97% test accuracy on the digits
+    after a few seconds of training on two CPU cores.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default (8, 8, 1)
+        Height, width, channels of one input.
+    num_classes : int, default 10
+        Number of output classes.
+
+    Returns
+    -------
+    keras.Model
+        An untrained, uncompiled model named ``"small_cnn"``.
+
+    Examples
+    --------
+    >>> from nnslicer.models import small_cnn
+    >>> small_cnn().count_params()
+    9802
+    """
+    shape = _check_shape(input_shape, num_classes, "small_cnn")
+    inputs = keras.Input(shape=shape, name="input")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(32, activation="relu", name="fc1")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def lenet(input_shape=(28, 28, 1), num_classes=10, variant="paper"):
+    """LeNet-5 for 28x28 grey images, in the variant whose size matches NNSlicer's paper.
+
+    NNSlicer's paper reports 42,784 parameters for its MNIST LeNet without giving the layers.
+    ``variant="paper"`` is the LeNet-5 layout that has exactly that count on 28x28x1 inputs and
+    10 classes:
+
+    ``conv1`` 6 filters 5x5, same padding (the 2-pixel padding that turns MNIST's 28x28 into
+    LeNet-5's 32x32), ReLU - ``pool1`` 2x2 max - ``conv2`` 10 filters 5x5, valid, ReLU -
+    ``pool2`` 2x2 max - ``flatten`` (5x5x10 = 250) - ``fc1`` 120 ReLU - ``fc2`` 84 ReLU -
+    ``predictions`` softmax; the two convolutions have no bias.
+
+    Counting: conv1 150 + conv2 1,500 + fc1 30,120 + fc2 10,164 + predictions 850 = 42,784.
+    It differs from the textbook LeNet-5 in two places only: 10 instead of 16 maps in conv2
+    (LeNet-5's own C3 was sparsely connected, 1,516 parameters against 1,500 here) and no
+    convolution biases. Among the LeNet-shaped networks searched (filter counts, kernel sizes,
+    paddings, dense widths, biases) it is the one closest to LeNet-5 with that exact count.
+
+    ``variant="lenet5"`` is the textbook LeNet-5 on 28x28 inputs (valid padding, 6 and 16
+    maps, biases everywhere, dense 120-84): 44,426 parameters.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default (28, 28, 1)
+        Height, width, channels of one input (at least 16x16 for ``"paper"``, 20x20 for
+        ``"lenet5"``).
+    num_classes : int, default 10
+        Number of output classes.
+    variant : {"paper", "lenet5"}, default "paper"
+        Which LeNet, as above.
+
+    Returns
+    -------
+    keras.Model
+        An untrained, uncompiled model named ``"lenet"``.
+
+    Examples
+    --------
+    >>> from nnslicer.models import lenet
+    >>> lenet().count_params()
+    42784
+    >>> lenet(variant="lenet5").count_params()
+    44426
+    """
+    shape = _check_shape(input_shape, num_classes, "lenet")
+    if variant == "paper":
+        conv1 = dict(filters=6, padding="same", use_bias=False)
+        conv2 = dict(filters=10, padding="valid", use_bias=False)
+        min_side = 16
+    elif variant == "lenet5":
+        conv1 = dict(filters=6, padding="valid", use_bias=True)
+        conv2 = dict(filters=16, padding="valid", use_bias=True)
+        min_side = 20
+    else:
+        raise InvalidParameterError(
+            "The 'variant' parameter of lenet must be a str among {'paper', 'lenet5'}. "
+            f"Got {variant!r} instead."
+        )
+    if min(shape[:2]) < min_side:
+        raise InvalidParameterError(
+            f"The 'input_shape' parameter of lenet must be at least {min_side}x{min_side} "
+            f"for variant {variant!r}. Got {input_shape!r} instead."
+        )
+    inputs = keras.Input(shape=shape, name="input")
+    x = layers.Conv2D(kernel_size=5, activation="relu", name="conv1", **conv1)(inputs)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(kernel_size=5, activation="relu", name="conv2", **conv2)(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(120, activation="relu", name="fc1")(x)
+    x = layers.Dense(84, activation="relu", name="fc2")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="lenet")
+
+
+def _bn(name):
+    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)
+
+
+def _conv(filters, kernel_size, strides, name):
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )
+
+
+def resnet10(input_shape=(32, 32, 3), num_classes=10):
+    """Pre-activation CIFAR ResNet10, the ResNet10 of NNSlicer's paper (about 300K parameters).
+
+    One pre-activation residual block per stage, stage widths 16/32/64/128 and strides
+    1/2/2/2, a 1x1 projection shortcut in every block: 13 convolutions in all.
+
+    - ``stem_conv``: 3x3, 16 filters.
+    - ``block{i}``, i = 1..4: ``block{i}_bn1`` - ``block{i}_relu1`` (the pre-activation) -
+      ``block{i}_conv1`` (3x3, stride s) - ``block{i}_bn2`` - ``block{i}_relu2`` -
+      ``block{i}_conv2`` (3x3); shortcut ``block{i}_shortcut`` (1x1, stride s) applied to the
+      pre-activated input (the output of ``block{i}_relu1``); ``block{i}_add``.
+    - ``final_bn`` - ``final_relu`` - ``gap`` (global average pooling) - ``predictions``
+      (Dense 128 -> ``num_classes``, softmax).
+
+    Convolutions have no bias (each feeds a BatchNormalization, directly or after the Add).
+    With the defaults: 309,626 parameters (308,634 trainable; the rest are the batch-norm
+    moving statistics). ``block4_conv2`` alone has 147,456 weights, the ~147K features of the
+    paper's adversarial-input detector.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default (32, 32, 3)
+        Height, width, channels of one input.
+    num_classes : int, default 10
+        Number of output classes.
+
+    Returns
+    -------
+    keras.Model
+        An untrained, uncompiled model named ``"resnet10"``.
+
+    Examples
+    --------
+    >>> from nnslicer.models import resnet10
+    >>> resnet10().count_params()
+    309626
+    """
+    shape = _check_shape(input_shape, num_classes, "resnet10")
+    inputs = keras.Input(shape=shape, name="input")
+    x = _conv(16, 3, 1, "stem_conv")(inputs)
+    for i, (width, stride) in enumerate(zip((16, 32, 64, 128), (1, 2, 2, 2)), start=1):
+        p = f"block{i}"
+        pre = _bn(f"{p}_bn1")(x)
+        pre = layers.ReLU(name=f"{p}_relu1")(pre)
+        shortcut = _conv(width, 1, stride, f"{p}_shortcut")(pre)
+        y = _conv(width, 3, stride, f"{p}_conv1")(pre)
+        y = _bn(f"{p}_bn2")(y)
+        y = layers.ReLU(name=f"{p}_relu2")(y)
+        y = _conv(width, 3, 1, f"{p}_conv2")(y)
+        x = layers.Add(name=f"{p}_add")([y, shortcut])
+    x = _bn("final_bn")(x)
+    x = layers.ReLU(name="final_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="resnet10")
+
+
+def resnet18(input_shape=(32, 32, 3), num_classes=10):
+    """CIFAR ResNet18: BasicBlocks [2, 2, 2, 2], widths 64/128/256/512 (about 11.2M parameters).
+
+    Post-activation (the original ResNet), with the CIFAR stem: a 3x3 stride-1 convolution and
+    no max pooling.
+
+    - ``stem_conv`` (3x3, 64) - ``stem_bn`` - ``stem_relu``.
+    - Stages 1-4 (strides 1, 2, 2, 2), two BasicBlocks each, named ``stage{s}_block{b}``:
+      ``_conv1`` (3x3, stride) - ``_bn1`` - ``_relu1`` - ``_conv2`` (3x3) - ``_bn2``; shortcut:
+      identity, or ``_shortcut_conv`` (1x1, stride) - ``_shortcut_bn`` where the shape
+      changes; ``_add`` - ``_relu2``.
+    - ``gap`` (global average pooling) - ``predictions`` (Dense 512 -> ``num_classes``,
+      softmax).
+
+    Convolutions have no bias. With the defaults: 11,183,562 parameters, of which 11,173,962
+    are trainable (the count usually quoted for CIFAR ResNet18); the other 9,600 are the
+    batch-norm moving statistics.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default (32, 32, 3)
+        Height, width, channels of one input.
+    num_classes : int, default 10
+        Number of output classes.
+
+    Returns
+    -------
+    keras.Model
+        An untrained, uncompiled model named ``"resnet18"``.
+
+    Examples
+    --------
+    >>> from nnslicer.models import resnet18
+    >>> resnet18().count_params()
+    11183562
+    """
+    shape = _check_shape(input_shape, num_classes, "resnet18")
+    inputs = keras.Input(shape=shape, name="input")
+    x = _conv(64, 3, 1, "stem_conv")(inputs)
+    x = _bn("stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    in_width = 64
+    for s, (width, first_stride) in enumerate(zip((64, 128, 256, 512), (1, 2, 2, 2)), start=1):
+        for b, stride in enumerate((first_stride, 1), start=1):
+            p = f"stage{s}_block{b}"
+            y = _conv(width, 3, stride, f"{p}_conv1")(x)
+            y = _bn(f"{p}_bn1")(y)
+            y = layers.ReLU(name=f"{p}_relu1")(y)
+            y = _conv(width, 3, 1, f"{p}_conv2")(y)
+            y = _bn(f"{p}_bn2")(y)
+            if stride != 1 or in_width != width:
+                shortcut = _conv(width, 1, stride, f"{p}_shortcut_conv")(x)
+                shortcut = _bn(f"{p}_shortcut_bn")(shortcut)
+            else:
+                shortcut = x
+            x = layers.Add(name=f"{p}_add")([y, shortcut])
+            x = layers.ReLU(name=f"{p}_relu2")(x)
+            in_width = width
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="resnet18")
