@@ -295,41 +295,35 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
             f"Model {model.name!r} has {len(fn_model.inputs)} inputs and {len(fn_model.outputs)} "
             "outputs; nnslicer slices models with one input and one output.")
     nodes = _nodes(fn_model)
-    problems = []
-    for node in nodes:
-        layer = node.operation
-        cls = type(layer).__name__
-        if cls not in LIFTERS:
-            problems.append(f"{layer.name!r} ({cls})")
-    if problems:
-        raise _unsupported(model, problems)
-
     names = {}  # (id(layer), node_index) -> output tensor name
     calls = {}
     ops, problems = [], []
     for node in nodes:
         layer = node.operation
+        cls = type(layer).__name__
         count = calls.get(id(layer), 0)
         calls[id(layer)] = count + 1
         name = layer.name if count == 0 else f"{layer.name}#{count}"
-        inputs = tuple(names[(id(t._keras_history[0]), t._keras_history[1])] for t in node.input_tensors)
-        if len(node.outputs) != 1:
-            problems.append(f"{layer.name!r} ({type(layer).__name__}): more than one output")
+        out_history = node.outputs[0]._keras_history
+        names[(id(out_history[0]), out_history[1])] = name  # also when refused: later layers read it
+        if cls not in LIFTERS:
+            problems.append(f"{layer.name!r} ({cls})")
             continue
+        if len(node.outputs) != 1:
+            problems.append(f"{layer.name!r} ({cls}): more than one output")
+            continue
+        inputs = tuple(names[(id(t._keras_history[0]), t._keras_history[1])] for t in node.input_tensors)
         ctx = _Call(name, inputs, tuple(tuple(t.shape[1:]) for t in node.input_tensors),
                     tuple(node.outputs[0].shape[1:]))
-        if type(layer).__name__ == "InputLayer":
-            ctx.shape = tuple(layer.batch_shape[1:]) if hasattr(layer, "batch_shape") else ctx.shape
         try:
-            lifted = LIFTERS[type(layer).__name__](layer, ctx)
+            lifted = LIFTERS[cls](layer, ctx)
         except Unsupported as why:
-            problems.append(f"{layer.name!r} ({type(layer).__name__}): {why}")
+            problems.append(f"{layer.name!r} ({cls}): {why}")
             continue
         if any(d is None for op in lifted for d in op.shape):
-            problems.append(f"{layer.name!r} ({type(layer).__name__}): unknown output shape {ctx.shape}")
+            problems.append(f"{layer.name!r} ({cls}): unknown output shape {ctx.shape}")
             continue
         ops.extend(lifted)
-        out_history = node.outputs[0]._keras_history
         names[(id(out_history[0]), out_history[1])] = lifted[-1].name
     if not problems:
         output = names[(id(fn_model.outputs[0]._keras_history[0]), fn_model.outputs[0]._keras_history[1])]
