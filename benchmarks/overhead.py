@@ -131,7 +131,7 @@ def run_one(name, granularity):
     forward(graph, profile, x_slice[:8])
     _, t_predict = timed(model.predict, x_slice, batch_size=256, verbose=0)
     tape, t_forward = timed(forward, graph, profile, x_slice)
-    chunk = slicer._chunk()
+    chunk = slicer._chunk(len(x_slice), None)
     t_backward = 0.0
     total_synapses = 0
     for lo in range(0, len(x_slice), chunk):

@@ -19,6 +19,7 @@ EPILOG = """examples:
   nnslicer info model.keras                       the lifted graph, op by op
   nnslicer profile model.keras --data x_train.npy --labels y_train.npy -o profile.npz
   nnslicer slice model.keras --profile profile.npz --input x.npy --target 3 -o slice.npz
+  nnslicer slice model.keras --profile profile.npz --input x_test.npy --workers 2 -o all.npz
 
 Models are .keras or .h5 files; data are .npy or .npz files (an .npz's array named 'x' or
 'y', else its first array)."""
@@ -127,7 +128,12 @@ def cmd_slice(args):
                     baseline=args.baseline, propagation=args.propagation, batch_size=args.batch_size)
     slicer.fit(profile=prof)
     start = time.perf_counter()
-    result = slicer.slice(x, target=_parse_target(args.target), aggregate=args.aggregate)
+    update, close = _progress(len(x) if np.ndim(x) > len(slicer.graph_.input_shape) else 1, "slicing")
+    try:
+        result = slicer.slice(x, target=_parse_target(args.target), aggregate=args.aggregate,
+                              n_jobs=args.workers, address=args.ray_address, progress=update)
+    finally:
+        close()
     elapsed = time.perf_counter() - start
     result.save(args.output)
     print(result.summary())
@@ -195,6 +201,10 @@ def build_parser():
     p.add_argument("--aggregate", default="sum", choices=("sum", "abs"),
                    help="add a batch's counts signed (sum) or absolute (abs)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run the backward analysis on K Ray workers (default: serially)")
+    p.add_argument("--ray-address", default=None,
+                   help="a running Ray cluster to use (from 'ray start --head'; RAY_ADDRESS works too)")
     p.add_argument("-o", "--output", required=True, help="where to write the slice (.npz)")
     p.set_defaults(func=cmd_slice)
 

@@ -10,6 +10,7 @@ from .backward import backward
 from .errors import InvalidInputError, InvalidParameterError, NotFittedError
 from .forward import as_batch, forward
 from .lift import lift
+from .parallel import map_backward, use_ray
 from .profile import Profile
 from .profile import profile as make_profile
 from .select import check_rule
@@ -167,21 +168,28 @@ class Slicer:
             raise InvalidInputError(f"targets has {len(targets)} entries for {n} samples.")
         return [self._target(t) for t in targets]
 
-    def _chunk(self):
-        graph = self.graph_
-        per_sample = 16 * sum(int(np.prod(op.shape)) for op in graph.ops)
-        return int(max(1, min(self.batch_size, CHUNK_BYTES // max(per_sample, 1))))
+    def _chunk(self, n, n_jobs):
+        """Samples per backward chunk: bounded by memory, and small enough to feed every worker."""
+        per_sample = 16 * sum(int(np.prod(op.shape)) for op in self.graph_.ops)
+        chunk = int(max(1, min(self.batch_size, CHUNK_BYTES // max(per_sample, 1))))
+        if n_jobs and n_jobs > 1:
+            chunk = min(chunk, max(1, -(-n // (2 * n_jobs))))
+        return chunk
 
-    def _run(self, x, targets, reduce):
-        """Forward + backward chunk by chunk; yields ``(neurons, synapses, targets)``."""
-        for lo in range(0, len(x), self._chunk()):
-            xs = x[lo:lo + self._chunk()]
-            tape = forward(self.graph_, self.profile_, xs, self.baseline, self.batch_size)
-            chunk_targets = [t if t is not None else np.array([p]) for t, p in
-                             zip(targets[lo:lo + len(xs)], tape.predictions)]
-            neurons, synapses = backward(self.graph_, tape, chunk_targets, self.rule, self.theta_,
-                                         self.propagation, reduce=reduce)
-            yield neurons, synapses, chunk_targets
+    def _run(self, x, targets, reduce, n_jobs=None, address=None, progress=None):
+        """Forward (here, batched) + backward (here or on Ray workers), chunk by chunk;
+        yields ``(neurons, synapses, targets)`` in sample order."""
+        use_ray(n_jobs, address)  # checks n_jobs before any work
+        chunk = self._chunk(len(x), n_jobs)
+
+        def chunks():
+            for lo in range(0, len(x), chunk):
+                tape = forward(self.graph_, self.profile_, x[lo:lo + chunk], self.baseline, self.batch_size)
+                yield tape, [t if t is not None else np.array([p])
+                             for t, p in zip(targets[lo:lo + chunk], tape.predictions)]
+
+        params = {"rule": self.rule, "theta": self.theta_, "propagation": self.propagation}
+        yield from map_backward(self.graph_, chunks(), params, reduce, n_jobs, address, progress)
 
     def _meta(self, samples, aggregate, targets):
         return dict(model=self.graph_.name, fingerprint=self.graph_.fingerprint,
@@ -189,7 +197,7 @@ class Slicer:
                     baseline=self.baseline, propagation=self.propagation, samples=samples,
                     aggregate=aggregate, targets=targets)
 
-    def slice(self, x, target=None, aggregate="sum"):
+    def slice(self, x, target=None, aggregate="sum", n_jobs=None, address=None, progress=None):
         """One :class:`Slice` for a sample or a batch.
 
         Parameters
@@ -201,6 +209,8 @@ class Slicer:
         aggregate : {"sum", "abs"}
             How a batch's per-sample counts add up: signed (the paper) or absolute (the
             authors' code, used for class-level slices).
+        n_jobs, address, progress
+            As in :meth:`slice_many`.
         """
         self._check_fitted()
         _choice("aggregate", aggregate, ("sum", "abs"))
@@ -208,10 +218,10 @@ class Slicer:
         targets = self._targets(None if target is None else [target] * len(x), len(x))
         neurons = synapses = None
         seen = []
-        for n, s, t in self._run(x, targets, aggregate):
+        for n, s, t in self._run(x, targets, aggregate, n_jobs, address, progress):
             seen += t
-            if neurons is None:
-                neurons, synapses = n, s
+            if neurons is None:  # copies: arrays from Ray's object store are read-only
+                neurons, synapses = {k: v.copy() for k, v in n.items()}, {k: v.copy() for k, v in s.items()}
             else:
                 for k in neurons:
                     neurons[k] += n[k]
@@ -221,18 +231,25 @@ class Slicer:
         return Slice(neurons, synapses, graph=self.graph_,
                      **self._meta(len(x), aggregate if len(x) > 1 else None, single))
 
-    def slice_many(self, x, targets=None):
+    def slice_many(self, x, targets=None, n_jobs=None, address=None, progress=None):
         """One :class:`Slice` per sample of ``x``.
 
         Parameters
         ----------
         targets : None, int, or a sequence with one entry (int, list of int or None) per sample
+        n_jobs : int, optional
+            Ray workers for the backward analysis (None or 1: serially, here). Results equal
+            the serial run exactly.
+        address : str, optional
+            A running Ray cluster (``ray start --head`` prints it; ``RAY_ADDRESS`` works too).
+        progress : callable, optional
+            Called with the number of samples done after each chunk.
         """
         self._check_fitted()
         x = as_batch(self.graph_, x)
         per_sample = self._targets(targets, len(x))
         out = []
-        for neurons, synapses, chunk_targets in self._run(x, per_sample, None):
+        for neurons, synapses, chunk_targets in self._run(x, per_sample, None, n_jobs, address, progress):
             for b, t in enumerate(chunk_targets):
                 out.append(Slice({k: v[b].copy() for k, v in neurons.items()}, {k: v[b].copy() for k, v in synapses.items()},
                                  graph=self.graph_, **self._meta(1, None, [int(i) for i in t])))

@@ -152,3 +152,14 @@ def test_demo_trains_once_then_reuses_its_cache(tmp_path, capsys):
     second = capsys.readouterr().out
     assert "cached" in second
     assert nnslicer.Slice.load(out / "slice.npz") == s
+
+
+def test_slice_on_ray_workers_equals_serial(files, tmp_path):
+    paths, model, x, y = files
+    prof = str(tmp_path / "p.npz")
+    assert main(["profile", paths["model"], "--data", paths["x"], "-o", prof]) == 0
+    serial, parallel = str(tmp_path / "s.npz"), str(tmp_path / "r.npz")
+    assert main(["slice", paths["model"], "--profile", prof, "--input", paths["x"], "-o", serial]) == 0
+    assert main(["slice", paths["model"], "--profile", prof, "--input", paths["x"], "--workers", "2",
+                 "-o", parallel]) == 0
+    assert nnslicer.Slice.load(serial) == nnslicer.Slice.load(parallel)

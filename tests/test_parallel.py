@@ -1,0 +1,87 @@
+"""Serial equals parallel: the backward analysis on Ray workers gives exactly the serial
+slices, in order, also when a worker dies mid-run."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import nnslicer
+from nnslicer.errors import InvalidParameterError
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    b = keras.layers.Conv2D(4, 1, name="c2")(a)
+    h = keras.layers.Add(name="add")([a, b])
+    h = keras.layers.MaxPooling2D(name="pool")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    out = keras.layers.Dense(5, activation="softmax", name="out")(h)
+    model = keras.Model(inp, out, name="resnetish")
+    x = np.random.default_rng(0).normal(size=(60, 8, 8, 1)).astype("float32")
+    slicer = nnslicer.Slicer(model, batch_size=16).fit(x)
+    serial = slicer.slice_many(x)
+    yield slicer, x, serial
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_slice_many_on_ray_equals_serial(setup):
+    slicer, x, serial = setup
+    seen = []
+    parallel = slicer.slice_many(x, n_jobs=2, progress=seen.append)
+    assert len(parallel) == len(serial) == 60
+    assert all(p == s for p, s in zip(parallel, serial))
+    assert seen[-1] == 60 and seen == sorted(seen)
+    assert sum(s.n_synapses for s in parallel) > 0
+
+
+@pytest.mark.parametrize("how", ["sum", "abs"])
+def test_aggregated_slice_on_ray_equals_serial(setup, how):
+    slicer, x, serial = setup
+    assert slicer.slice(x, aggregate=how, n_jobs=2) == slicer.slice(x, aggregate=how)
+    assert slicer.slice(x, aggregate=how, n_jobs=2) == nnslicer.aggregate(serial, how)
+
+
+def test_a_dead_worker_is_retried_and_no_sample_is_lost_or_doubled(setup, tmp_path):
+    slicer, x, serial = setup
+    marker = tmp_path / "died"
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"NNSLICER_FAULT_ONCE": str(marker)}})
+    try:
+        parallel = slicer.slice_many(x, n_jobs=2)
+        total = slicer.slice(x, aggregate="abs", n_jobs=2)
+    finally:
+        ray.shutdown()
+    assert marker.exists()  # a worker really died
+    assert len(parallel) == 60 and all(p == s for p, s in zip(parallel, serial))
+    assert total == nnslicer.aggregate(serial, "abs")
+    assert total.samples == 60
+
+
+@pytest.mark.parametrize("n_jobs", [0, -1, 1.5, True, "2"])
+def test_bad_n_jobs(setup, n_jobs):
+    slicer, x, _ = setup
+    with pytest.raises(InvalidParameterError, match="n_jobs"):
+        slicer.slice_many(x[:2], n_jobs=n_jobs)
+
+
+def test_ray_is_not_started_for_serial_work(setup):
+    slicer, x, serial = setup
+    if ray.is_initialized():
+        ray.shutdown()
+    env = os.environ.pop("RAY_ADDRESS", None)
+    try:
+        assert slicer.slice_many(x[:3], n_jobs=1)[0] == serial[0]
+        assert not ray.is_initialized()
+    finally:
+        if env is not None:
+            os.environ["RAY_ADDRESS"] = env
