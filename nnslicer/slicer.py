@@ -176,17 +176,34 @@ class Slicer:
             chunk = min(chunk, max(1, -(-n // (2 * n_jobs))))
         return chunk
 
-    def _run(self, x, targets, reduce, n_jobs=None, address=None, progress=None):
+    def _samples(self, x, targets, shared):
+        """``(batch, per-sample targets)`` pairs from an array, or from a stream of batches
+        (a generator or a ``tf.data.Dataset`` of ``x`` or ``(x, y)``), so that data larger
+        than memory can be sliced. ``shared``: ``targets`` is one target for every sample."""
+        if isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__") or not hasattr(x, "__iter__"):
+            xs = as_batch(self.graph_, x)
+            yield xs, self._targets([targets] * len(xs) if shared and targets is not None else targets, len(xs))
+            return
+        if not shared and targets is not None and not isinstance(targets, (numbers.Integral, np.integer)):
+            raise InvalidInputError("With a stream of batches, targets must be None or one int for every sample.")
+        target = self._target(targets)
+        for item in x:
+            xs = item[0] if isinstance(item, (tuple, list)) and len(item) == 2 else item
+            xs = as_batch(self.graph_, xs)
+            yield xs, [target] * len(xs)
+
+    def _run(self, pairs, reduce, n_jobs=None, address=None, progress=None):
         """Forward (here, batched) + backward (here or on Ray workers), chunk by chunk;
         yields ``(neurons, synapses, targets)`` in sample order."""
         use_ray(n_jobs, address)  # checks n_jobs before any work
-        chunk = self._chunk(len(x), n_jobs)
 
         def chunks():
-            for lo in range(0, len(x), chunk):
-                tape = forward(self.graph_, self.profile_, x[lo:lo + chunk], self.baseline, self.batch_size)
-                yield tape, [t if t is not None else np.array([p])
-                             for t, p in zip(targets[lo:lo + chunk], tape.predictions)]
+            for x, targets in pairs:
+                chunk = self._chunk(len(x), n_jobs)
+                for lo in range(0, len(x), chunk):
+                    tape = forward(self.graph_, self.profile_, x[lo:lo + chunk], self.baseline, self.batch_size)
+                    yield tape, [t if t is not None else np.array([p])
+                                 for t, p in zip(targets[lo:lo + chunk], tape.predictions)]
 
         params = {"rule": self.rule, "theta": self.theta_, "propagation": self.propagation}
         yield from map_backward(self.graph_, chunks(), params, reduce, n_jobs, address, progress)
@@ -202,8 +219,9 @@ class Slicer:
 
         Parameters
         ----------
-        x : array
-            One sample (the model's input shape) or a batch of them.
+        x : array, or iterable of batches
+            One sample (the model's input shape), a batch of them, or a stream of batches
+            (a generator or ``tf.data.Dataset`` of ``x`` or ``(x, y)``).
         target : int, list of int, or None
             Output neurons of the criterion; None: each sample's predicted class.
         aggregate : {"sum", "abs"}
@@ -214,11 +232,9 @@ class Slicer:
         """
         self._check_fitted()
         _choice("aggregate", aggregate, ("sum", "abs"))
-        x = as_batch(self.graph_, x)
-        targets = self._targets(None if target is None else [target] * len(x), len(x))
         neurons = synapses = None
         seen = []
-        for n, s, t in self._run(x, targets, aggregate, n_jobs, address, progress):
+        for n, s, t in self._run(self._samples(x, target, True), aggregate, n_jobs, address, progress):
             seen += t
             if neurons is None:  # copies: arrays from Ray's object store are read-only
                 neurons, synapses = {k: v.copy() for k, v in n.items()}, {k: v.copy() for k, v in s.items()}
@@ -227,16 +243,21 @@ class Slicer:
                     neurons[k] += n[k]
                 for k in synapses:
                     synapses[k] += s[k]
-        single = [int(v) for v in seen[0]] if len(x) == 1 else None
+        if not seen:
+            raise InvalidInputError("x is empty: it holds no samples.")
+        single = [int(v) for v in seen[0]] if len(seen) == 1 else None
         return Slice(neurons, synapses, graph=self.graph_,
-                     **self._meta(len(x), aggregate if len(x) > 1 else None, single))
+                     **self._meta(len(seen), aggregate if len(seen) > 1 else None, single))
 
     def slice_many(self, x, targets=None, n_jobs=None, address=None, progress=None):
         """One :class:`Slice` per sample of ``x``.
 
         Parameters
         ----------
+        x : array, or iterable of batches
+            As in :meth:`slice`.
         targets : None, int, or a sequence with one entry (int, list of int or None) per sample
+            (None or an int for a stream of batches)
         n_jobs : int, optional
             Ray workers for the backward analysis (None or 1: serially, here). Results equal
             the serial run exactly.
@@ -246,10 +267,9 @@ class Slicer:
             Called with the number of samples done after each chunk.
         """
         self._check_fitted()
-        x = as_batch(self.graph_, x)
-        per_sample = self._targets(targets, len(x))
         out = []
-        for neurons, synapses, chunk_targets in self._run(x, per_sample, None, n_jobs, address, progress):
+        pairs = self._samples(x, targets, False)
+        for neurons, synapses, chunk_targets in self._run(pairs, None, n_jobs, address, progress):
             for b, t in enumerate(chunk_targets):
                 out.append(Slice({k: v[b].copy() for k, v in neurons.items()}, {k: v[b].copy() for k, v in synapses.items()},
                                  graph=self.graph_, **self._meta(1, None, [int(i) for i in t])))
