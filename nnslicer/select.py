@@ -51,8 +51,10 @@ def select(cand, rule="nnslicer", theta=0.2, y=None, bar=BAR):
 
     Examples
     --------
-    >>> select(np.array([[3.0, -1.0, 0.5]]), theta=0.2)
+    >>> select(np.array([[3.0, -1.0, 0.5]]), theta=0.3)
     array([[ True, False, False]])
+    >>> select(np.array([[3.0, -1.0, 0.5]]), theta=0.2)  # |3 - 2.5| is not < 0.2 * 2.5
+    array([[ True,  True,  True]])
     """
     cand = np.asarray(cand, dtype=np.float64)
     if cand.ndim != 2:

@@ -71,7 +71,7 @@ class Step:
 
     def _view(self, arr):
         if self.granularity == "channel" and arr.ndim == 4:
-            return arr.mean(axis=(1, 2))
+            return arr.mean(axis=(1, 2), dtype=np.float64)
         return arr
 
 
@@ -282,5 +282,5 @@ def tap_means(step, op, source):
     x = source.reshape(source.shape[0], -1, source.shape[-1])  # [B, H*W, C]
     out = np.empty((x.shape[0], taps.shape[1], x.shape[2]), dtype=np.float64)
     for t in range(taps.shape[1]):
-        out[:, t] = (x[:, taps[:, t], :] * valid[None, :, t, None]).mean(axis=1)
+        out[:, t] = (x[:, taps[:, t], :] * valid[None, :, t, None]).mean(axis=1, dtype=np.float64)
     return out

@@ -1,0 +1,16 @@
+"""The examples in the docstrings run and say what they print."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.lift", "nnslicer.slicer",
+           "nnslicer.models"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
