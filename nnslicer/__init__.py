@@ -12,19 +12,20 @@ lifted or profiled.
 """
 
 from .errors import (FileFormatError, InvalidInputError, InvalidParameterError, MissingDependencyError,
-                     NNSlicerError, NotFittedError, UnsupportedLayerError)
+                     NNSlicerError, NotFittedError, RenderError, UnsupportedLayerError)
 from .graph import DataFlowGraph, Op
 from .lift import lift, register_layer
 from .ops import register_handler
 from .profile import Profile, profile
+from .render import render
 from .slice import Slice, aggregate
 from .slicer import Slicer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "lift", "Slicer", "Slice", "Profile", "profile", "aggregate", "DataFlowGraph", "Op",
+    "lift", "Slicer", "Slice", "Profile", "profile", "aggregate", "render", "DataFlowGraph", "Op",
     "register_layer", "register_handler",
     "NNSlicerError", "UnsupportedLayerError", "NotFittedError", "InvalidInputError",
-    "InvalidParameterError", "FileFormatError", "MissingDependencyError", "__version__",
+    "InvalidParameterError", "FileFormatError", "MissingDependencyError", "RenderError", "__version__",
 ]

@@ -20,6 +20,7 @@ EPILOG = """examples:
   nnslicer profile model.keras --data x_train.npy --labels y_train.npy -o profile.npz
   nnslicer slice model.keras --profile profile.npz --input x.npy --target 3 -o slice.npz
   nnslicer slice model.keras --profile profile.npz --input x_test.npy --workers 2 -o all.npz
+  nnslicer render slice.npz --model model.keras -o slice.svg
 
 Models are .keras or .h5 files; data are .npy or .npz files (an .npz's array named 'x' or
 'y', else its first array)."""
@@ -147,6 +148,35 @@ def cmd_demo(args):
     return demo.run(args.out, samples=args.samples)
 
 
+def cmd_render(args):
+    from .errors import InvalidParameterError
+    from .render import render
+    from .slice import Slice
+
+    if args.top_k < 0:
+        raise InvalidParameterError(f"--top-k must be 0 or more. Got {args.top_k} instead.")
+    if args.file.endswith((".keras", ".h5")):  # a model on its own: its op graph
+        if args.model or args.other:
+            raise InvalidParameterError("--model and --other go with a slice file, not a model.")
+        path = render(load_model(args.file), args.output, args.format, view=args.view or "model",
+                      top_k=args.top_k)
+        print(f"wrote {path}")
+        return 0
+    first = Slice.load(args.file)
+    other = Slice.load(args.other) if args.other else None
+    model = load_model(args.model) if args.model else None
+    names = tuple(args.names) if args.names else None
+    if names is None and other is not None:
+        stems = [os.path.splitext(os.path.basename(p))[0] for p in (args.file, args.other)]
+        names = tuple(stems) if stems[0] != stems[1] else ("A", "B")
+    extra = {"names": names} if names else {}
+    start = time.perf_counter()
+    path = render(first, args.output, args.format, view=args.view, other=other, model=model,
+                  top_k=args.top_k, **extra)
+    print(f"wrote {path} ({os.path.getsize(path):,} bytes, {time.perf_counter() - start:.2f} s)")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -211,10 +241,46 @@ def build_parser():
     p = sub.add_parser("demo", help="train, profile and slice a small CNN on bundled digits",
                        description="Train a small CNN on scikit-learn's 8x8 digits (cached in "
                                    "--out), profile it, slice test digits, print a per-layer "
-                                   "summary and write OUT/slice.npz.")
+                                   "summary and write OUT/slice.npz and its picture OUT/slice.svg.")
     p.add_argument("--out", default="nnslicer-demo", help="output folder (default ./nnslicer-demo)")
     p.add_argument("--samples", type=int, default=50, help="test digits to slice (default 50)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "render", help="draw a slice, two slices' difference, or a model as SVG/PNG/PDF/DOT",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw a slice (or a model's op graph) with Graphviz. Views:\n"
+                    "  neuron     one node per member neuron (small slices and models only)\n"
+                    "  collapsed  one box per op: its top-k neurons or channels by |count|, \"+N more\";\n"
+                    "             arrows into weighted ops sized by the sum of |count| of their\n"
+                    "             synapses, blue/red by its sign\n"
+                    "  model      the whole op graph, ops with members filled\n"
+                    "  diff       two slices (--other): members only in one, only in the other, in both\n"
+                    "Default: neuron for a slice of at most a few hundred neurons, else collapsed;\n"
+                    "diff with --other; model for a .keras/.h5 file. SVG, PNG and PDF need Graphviz's\n"
+                    "'dot' (Debian/Ubuntu: apt-get install graphviz); without it the DOT text is\n"
+                    "written next to OUT and the command fails with exit code 2.",
+        epilog="examples:\n"
+               "  nnslicer render slice.npz --model model.keras -o slice.svg\n"
+               "  nnslicer render slice.npz --model model.keras --view model -o model.png\n"
+               "  nnslicer render clean.npz --other adversarial.npz --model model.keras -o diff.svg\n"
+               "  nnslicer render model.keras -o graph.pdf")
+    p.add_argument("file", metavar="SLICE", help="a slice file (.npz) from 'nnslicer slice', or a "
+                                                 ".keras/.h5 model to draw its op graph")
+    p.add_argument("--model", help="the slice's model (.keras/.h5); needed for a slice file, which "
+                                   "holds counts but not the model's wiring")
+    p.add_argument("--view", choices=("neuron", "collapsed", "model", "diff"),
+                   help="what to draw (default: see above)")
+    p.add_argument("--other", metavar="SLICE2", help="a second slice of the same model, for --view diff")
+    p.add_argument("--names", nargs=2, metavar=("A", "B"),
+                   help="what to call the two slices of a diff (default: the file names)")
+    p.add_argument("--top-k", type=int, default=5,
+                   help="neurons or channels shown per op in the collapsed and diff views (default 5)")
+    p.add_argument("--format", choices=("svg", "png", "pdf", "dot"),
+                   help="output format (default: from OUT's extension)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="where to write the picture (.svg, .png, .pdf or .dot)")
+    p.set_defaults(func=cmd_render)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 Trains a small CNN (cached in the output folder and reused), profiles it on the training
 digits, slices test digits, prints a per-layer summary of one digit's slice and how similar
-slices of the same and of different classes are, and writes ``OUT/slice.npz``.
+slices of the same and of different classes are, and writes ``OUT/slice.npz`` and a picture
+of it, ``OUT/slice.svg`` (when Graphviz is installed).
 """
 
 from __future__ import annotations
@@ -100,4 +101,12 @@ def run(out_dir="nnslicer-demo", samples=50, stream=None):
     say(f"sizes: {np.mean([s.n_synapses for s in slices]):.0f} of {first.total_synapses:,} synapses "
         f"and {np.mean([s.n_neurons for s in slices]):.0f} of {first.total_neurons:,} neurons per digit")
     say(f"\nwrote {path} (load it with nnslicer.Slice.load)")
+    from .errors import MissingDependencyError
+    from .render import render
+
+    try:
+        picture = render(first, os.path.join(out_dir, "slice.svg"), view="collapsed")
+        say(f"wrote {picture} (that slice, op by op: open it in a browser)")
+    except MissingDependencyError as exc:
+        say(f"no picture: {exc}")
     return 0

@@ -12,6 +12,7 @@ __all__ = [
     "InvalidParameterError",
     "FileFormatError",
     "MissingDependencyError",
+    "RenderError",
 ]
 
 
@@ -37,6 +38,10 @@ class InvalidParameterError(NNSlicerError, ValueError):
 
 class FileFormatError(NNSlicerError, ValueError):
     """A file is corrupt, of the wrong kind, or belongs to another model."""
+
+
+class RenderError(NNSlicerError, RuntimeError):
+    """Graphviz failed to draw a picture."""
 
 
 class MissingDependencyError(NNSlicerError, ImportError):

@@ -5,31 +5,48 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 
 from .errors import FileFormatError
 
-__all__ = ["save_archive", "load_archive"]
+__all__ = ["save_archive", "load_archive", "atomic_path"]
+
+
+def _umask_mode():
+    """The mode a new file gets from open(): 0o666 less the umask (mkstemp's files are 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path, suffix=""):
+    """A temporary path beside ``path`` that replaces ``path`` when the block ends without
+    error; on an error nothing is left behind and an existing file stays untouched."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"No such directory: {directory!r}")
+    fd, tmp = tempfile.mkstemp(prefix=".nnslicer-", suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def save_archive(path, kind, meta, arrays):
-    """Write ``arrays`` (name -> ndarray) and ``meta`` to ``path`` as one .npz, atomically:
-    a failure leaves no file behind and an existing file untouched."""
+    """Write ``arrays`` (name -> ndarray) and ``meta`` to ``path`` as one .npz, atomically."""
     path = os.fspath(path)
     header = {"format": f"nnslicer-{kind}", "version": 1, "meta": meta, "names": list(arrays)}
     payload = {f"a{i}": np.asarray(v) for i, v in enumerate(arrays.values())}
     payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".nnslicer-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **payload)
     return path
 
 

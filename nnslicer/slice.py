@@ -169,6 +169,16 @@ class Slice:
         graph = graph.with_granularity(self.granularity or graph.granularity)
         return build_neuron_graph(graph, self.neuron_counts, self.synapse_counts)
 
+    def to_dot(self, graph=None, view=None, **kw):
+        """DOT text of a picture of the slice, built without Graphviz (render it with ``dot`` or
+        :func:`nnslicer.render`). ``view``: "neuron", "collapsed", "model", or "diff" with
+        ``other=`` a second slice; by default "neuron" for small slices, else "collapsed".
+        A loaded slice needs ``graph=`` or ``model=``. Other options: ``nnslicer.render.to_dot``
+        (``from nnslicer.render import to_dot``)."""
+        from .render import to_dot
+
+        return to_dot(self, view=view, graph=graph, **kw)
+
     def summary(self):
         """Per tensor and weighted op: members / total, as a text table."""
         rows = [("layer", "neurons", "synapses")]

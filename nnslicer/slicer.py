@@ -6,7 +6,6 @@ import numbers
 
 import numpy as np
 
-from .backward import backward
 from .errors import InvalidInputError, InvalidParameterError, NotFittedError
 from .forward import as_batch, forward
 from .lift import lift

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.lift", "nnslicer.slicer",
-           "nnslicer.models"]
+           "nnslicer.models", "nnslicer.render"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,1142 @@
+"""Pictures of slices and graphs: DOT text built with no dependency, rendered by Graphviz.
+
+Four views, each first built as a networkx DiGraph (:func:`view_graph`, handy on its own), then
+written as DOT text (:func:`to_dot`) and, for SVG, PNG or PDF, laid out by Graphviz's ``dot``
+program (:func:`render`):
+
+``"neuron"``
+    One node per neuron (member neurons of a slice, or every neuron of a small graph), one
+    cluster per op, one edge per connection (aggregated over the synapses that join the same
+    two neurons). Refused above ``max_nodes`` neurons or ``max_edges`` edges.
+``"collapsed"``
+    One cluster per op: its name, kind, shape and members/total, then its top-k neurons (or,
+    for an element-granularity feature map, channels) by |count| and a "+N more" node. Edges
+    join clusters: into a weighted op, the sum of |count| of its synapses (width, log scale) and
+    the sign of their sum (blue positive, red negative); through other ops, plain grey edges.
+``"model"``
+    The whole op graph, one node per op; ops with members are filled (darker: a larger share of
+    their neurons in the slice) and show members/total.
+``"diff"``
+    Two slices of one model (e.g. a clean input and its adversarial twin), collapsed: members
+    only in A (orange), only in B (purple), in both (grey).
+
+To keep big models readable (a ResNet18's 69 ops become 31 boxes), an op that only passes
+its producer's neurons on, one to one (an activation, batch norm, dropout, flatten), is drawn
+inside its producer's box when it is the producer's only consumer (``merge=True``); the box
+reads ``conv2d 4×4×16 → relu → flatten 256``. Long graphs are laid out in columns, cut where a
+single tensor crosses (a ResNet's block outputs) and joined by "continued in column k" and
+"from <op>" markers; the number of columns is the fewest that give the largest scale. Graph
+attributes ``size`` and ``ratio`` keep the picture within ``size`` inches (default 16 x 10).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import textwrap
+
+import networkx as nx
+import numpy as np
+
+from .errors import InvalidParameterError, MissingDependencyError, RenderError
+from .io import atomic_path
+
+__all__ = ["render", "to_dot", "view_graph", "VIEWS", "FORMATS"]
+
+VIEWS = ("neuron", "collapsed", "model", "diff")
+FORMATS = ("svg", "png", "pdf", "dot")
+
+#: A slice is drawn at neuron level by default when it has at most this many (merged) neurons
+#: and edges; past that, a column of neurons no longer fits a screen at a readable size.
+AUTO_NEURON_NODES = 100
+AUTO_NEURON_EDGES = 500
+#: Limits of the neuron view (a bigger picture is neither readable nor quick to lay out).
+MAX_NODES = 300
+MAX_EDGES = 2000
+#: Ops whose neurons are their single input's neurons, one to one: drawn inside the producer.
+FOLLOWER_KINDS = ("activation", "batch_norm", "identity", "reshape")
+
+POSITIVE, NEGATIVE, NEUTRAL = "#2166ac", "#b2182b", "#8c8c8c"
+BLUES = ("#eff3ff", "#bdd7e7", "#6baed6", "#2171b5")
+REDS = ("#fee5d9", "#fcae91", "#fb6a4a", "#cb181d")
+HIGHLIGHT = ("#fff7bc", "#fee391", "#fec44f", "#fe9929")
+ONLY_A, ONLY_B, BOTH = "#e66101", "#5e3c99", "#969696"
+ONLY_A_FILL, ONLY_B_FILL, BOTH_FILL = "#fdb863", "#b2abd2", "#eeeeee"
+LEAN_A, LEAN_B = "#fee0b6", "#d8daeb"
+FONT = "Helvetica"
+
+
+# =========================================================================== inputs
+def _is_slice(obj):
+    from .slice import Slice
+
+    return isinstance(obj, Slice)
+
+
+def _lift(model, granularity="element"):
+    from .lift import lift
+
+    return lift(model, granularity)
+
+
+def _graph_of(s, graph, model):
+    """The DataFlowGraph that slice ``s`` belongs to, at its granularity."""
+    from .graph import DataFlowGraph
+
+    if graph is None and model is not None:
+        graph = _lift(model, s.granularity or "element")
+    graph = graph if graph is not None else s.graph
+    if graph is None:
+        raise InvalidParameterError(
+            "Rendering a slice needs its model's graph, and this slice has none (it was loaded from "
+            "a file): pass model=the Keras model (or graph=nnslicer.lift(model)); on the command "
+            "line, --model MODEL.keras.")
+    if not isinstance(graph, DataFlowGraph):
+        raise InvalidParameterError(f"graph must be a DataFlowGraph. Got {type(graph).__name__} instead.")
+    if s.fingerprint is not None and graph.fingerprint != s.fingerprint:
+        raise InvalidParameterError(
+            f"The slice is of another model (fingerprint {s.fingerprint}) than the graph "
+            f"{graph.name!r} (fingerprint {graph.fingerprint}).")
+    if s.granularity and s.granularity != graph.granularity:
+        graph = graph.with_granularity(s.granularity)
+    missing = [op.name for op in graph.ops if op.name not in s.neuron_counts]
+    if missing:
+        raise InvalidParameterError(f"The slice has no counts for {missing[:5]}: it is not of graph {graph.name!r}.")
+    for name in graph._order:
+        if tuple(np.shape(s.neuron_counts[name])) != tuple(graph.neuron_shape(name)):
+            raise InvalidParameterError(
+                f"The slice's counts of {name!r} are shaped {np.shape(s.neuron_counts[name])}, "
+                f"not {graph.neuron_shape(name)} as in graph {graph.name!r}.")
+    return graph
+
+
+def _resolve(obj, other, graph, model):
+    """(graph, slice A or None, slice B or None) from what the caller passed."""
+    from .graph import DataFlowGraph
+
+    if isinstance(obj, (tuple, list)):
+        if len(obj) != 2 or not all(_is_slice(o) for o in obj) or other is not None:
+            raise InvalidParameterError(
+                "To compare slices, pass two Slices: render((a, b), path) or render(a, path, other=b).")
+        obj, other = obj
+    if _is_slice(obj):
+        g = _graph_of(obj, graph, model)
+        if other is not None:
+            if not _is_slice(other):
+                raise InvalidParameterError(f"other must be a Slice. Got {type(other).__name__} instead.")
+            try:
+                obj._check_compatible(other)
+            except InvalidParameterError as exc:
+                raise InvalidParameterError(f"Cannot compare these slices: {exc}") from None
+            _graph_of(other, g, None)
+        return g, obj, other
+    if other is not None:
+        raise InvalidParameterError("other= compares two slices: the first object must be a Slice too.")
+    if isinstance(obj, DataFlowGraph):
+        return obj, None, None
+    if hasattr(obj, "layers") and hasattr(obj, "inputs"):  # a Keras model
+        return _lift(obj), None, None
+    raise InvalidParameterError(
+        "render() takes a Slice, a pair of Slices, a DataFlowGraph or a Keras model. "
+        f"Got {type(obj).__name__} instead.")
+
+
+# =========================================================================== grouping
+class _Group:
+    """Ops drawn as one: a head op and the followers that pass its neurons on one to one."""
+
+    def __init__(self, head):
+        self.head = head          # Op
+        self.ops = [head.name]    # head first
+        self.maps = {head.name: None}  # op -> its neuron index -> head neuron index (None: same)
+
+    @property
+    def id(self):
+        return self.head.name
+
+    @property
+    def out(self):
+        return self.ops[-1]
+
+    @property
+    def to_head(self):
+        return self.maps[self.out]
+
+
+def _one_to_one(graph, follower):
+    """Flat map from the follower's neurons to its input's, or None if it is not a bijection."""
+    op = graph[follower]
+    n = graph.n_neurons(follower)
+    if graph.n_neurons(op.inputs[0]) != n:
+        return None
+    if op.kind in ("activation", "batch_norm", "identity"):
+        return np.arange(n)
+    (j, src, dst, _), = graph.connections(follower)
+    if len(dst) != n:
+        return None
+    mapping = np.full(n, -1, np.int64)
+    mapping[dst] = src
+    if (mapping < 0).any() or len(np.unique(mapping)) != n:
+        return None
+    return mapping
+
+
+def _groups(graph, merge):
+    """Ops grouped for drawing (in topological order) and op name -> group."""
+    groups, of = [], {}
+    for op in graph.ops:
+        if merge and op.kind in FOLLOWER_KINDS and len(op.inputs) == 1 and op.inputs[0] in of:
+            g = of[op.inputs[0]]
+            if g.out == op.inputs[0] and len(graph.consumers(g.out)) == 1:
+                mapping = _one_to_one(graph, op.name)
+                if mapping is not None:
+                    prev = g.maps[g.out]
+                    if np.array_equal(mapping, np.arange(len(mapping))):
+                        g.maps[op.name] = prev
+                    else:
+                        g.maps[op.name] = mapping if prev is None else prev[mapping]
+                    g.ops.append(op.name)
+                    of[op.name] = g
+                    continue
+        g = _Group(op)
+        groups.append(g)
+        of[op.name] = g
+    return groups, of
+
+
+def _cross_edges(graph, groups, of):
+    """Edges between groups: (source group, target group, input index of the target's head)."""
+    return [(of[src], g, j) for g in groups for j, src in enumerate(g.head.inputs)]
+
+
+def _group_counts(graph, g, s):
+    """Counts of group ``g`` in slice ``s``, flat, in the head's neuron order: the head's count
+    and, where that is zero, the count a follower received (they differ only with
+    ``propagation="paper"``)."""
+    c = np.asarray(s.neuron_counts[g.head.name]).reshape(-1).astype(np.int64)
+    if len(g.ops) > 1:
+        c = c.copy()
+        for name in g.ops[1:]:
+            f = np.asarray(s.neuron_counts[name]).reshape(-1)
+            m = g.maps[name]
+            m = np.arange(f.size) if m is None else m
+            fill = (c[m] == 0) & (f != 0)
+            c[m[fill]] = f[fill]
+    return c
+
+
+# =========================================================================== labels
+def _fmt_shape(shape):
+    return "×".join(str(int(v)) for v in shape) if len(shape) else "scalar"
+
+
+def _kind(graph, name):
+    op = graph[name]
+    if op.kind == "activation":
+        return str(op.params.get("activation") or "activation")
+    if op.kind in ("reshape", "identity") and op.layer_class:
+        return op.layer_class.lower()
+    return op.kind
+
+
+def _kinds(graph, g):
+    """``conv2d 4×4×16 → relu → flatten 256``: kinds, with the shape where it changes."""
+    parts, shape = [], None
+    for name in g.ops:
+        op = graph[name]
+        part = _kind(graph, name)
+        if tuple(op.shape) != shape:
+            part += f" {_fmt_shape(op.shape)}"
+            shape = tuple(op.shape)
+        parts.append(part)
+    return " → ".join(parts)
+
+
+def _ratio(m, t):
+    return f"{m:,}/{t:,}"
+
+
+def _level(value, vmax, palette):
+    if vmax <= 0 or value <= 0:
+        return palette[0]
+    share = value / vmax
+    return palette[min(len(palette) - 1, int(share * (len(palette) - 1) + 0.999))]
+
+
+def _fill(net, absval, vmax):
+    palette = BLUES if net > 0 else REDS if net < 0 else ("#f0f0f0",) * 4
+    return _level(absval, vmax, palette)
+
+
+def _fontcolor(fill):
+    return "white" if fill in (BLUES[-1], REDS[-1]) else "black"
+
+
+def _penwidth(value, vmax, lo=1.0, hi=6.0):
+    if vmax <= 0 or value <= 0:
+        return lo
+    return round(lo + (hi - lo) * math.log1p(value) / math.log1p(vmax), 2)
+
+
+def _index_text(graph, name, flat):
+    shape = graph.neuron_shape(name)
+    if graph.granularity == "channel" and len(graph[name].shape) == 3:
+        return f"ch {flat}"
+    if len(shape) == 1:
+        return f"[{flat}]"
+    return "[" + ",".join(str(int(v)) for v in np.unravel_index(flat, shape)) + "]"
+
+
+def _units(graph, g, counts, channels):
+    """(kind, abs, net, members, size) per unit of group ``g``: channels of an element-
+    granularity feature map with more than one channel (when ``channels``), else neurons."""
+    name = g.head.name
+    shape = graph.neuron_shape(name)
+    c = counts.reshape(shape) if counts.size else counts
+    if channels and graph.granularity == "element" and len(shape) == 3 and shape[-1] > 1:
+        flat = c.reshape(-1, shape[-1])
+        return "channel", np.abs(flat).sum(0), flat.sum(0), np.count_nonzero(flat, axis=0), flat.shape[0]
+    flat = counts.reshape(-1)
+    return "neuron", np.abs(flat), flat, (flat != 0).astype(np.int64), 1
+
+
+def _top(score, k):
+    """Indices of the k largest positive scores (ties: lower index first) and how many more."""
+    nz = np.flatnonzero(score > 0)
+    order = nz[np.lexsort((nz, -score[nz]))]
+    return order[:k], max(0, len(nz) - k)
+
+
+def _unit_text(graph, g, kind, i):
+    return f"ch {int(i)}" if kind == "channel" else _index_text(graph, g.head.name, int(i))
+
+
+LEGENDS = {
+    "collapsed": "boxes: each op's top neurons by |count|, with their count (channels: the sum of |count| "
+                 "over their positions, and the net count); blue: net count > 0, red: < 0\n"
+                 "arrows into weighted ops: their synapses in the slice; width: sum of |count| (log), "
+                 "blue/red: sign of the sum; grey: no synapses (pooling, add, ...)",
+    "model": "filled: ops with members (darker: a larger share of their neurons); arrows into weighted "
+             "ops: width by the sum of |count| of their synapses in the slice (log), blue/red: its sign",
+    "neuron": "blue: count > 0, red: count < 0 (darker: larger |count|); arrows: blue/red by the sign of "
+              "the synapses' count, wider for larger |count|; grey: ops without synapses",
+}
+
+
+def _title(graph, view, a, b=None, names=("A", "B")):
+    def one(s):
+        what = f"{s.samples} sample{'s' if s.samples != 1 else ''}"
+        if s.targets:
+            what += f", output {','.join(map(str, s.targets))}"
+        params = ", ".join(p for p in (
+            s.rule and f"rule {s.rule}", s.theta is not None and f"theta {s.theta:g}",
+            f"{graph.granularity} granularity") if p)
+        return what, params, (f"neurons {_ratio(s.n_neurons, s.total_neurons)} · "
+                              f"synapses {_ratio(s.n_synapses, s.total_synapses)}")
+    if a is None:
+        return (f"{graph.name}: {len(graph)} ops, {graph.n_neurons():,} neurons, "
+                f"{graph.n_synapses():,} synapses ({graph.granularity} granularity)")
+    if b is None:
+        what, params, sizes = one(a)
+        return f"{graph.name}: slice of {what} ({params})\n{sizes}\n{LEGENDS[view]}"
+    lines = [f"{graph.name}: {names[0]} vs {names[1]}"]
+    for name, s in ((names[0], a), (names[1], b)):
+        what, params, sizes = one(s)
+        lines.append(f"{name}: {what} ({params}): {sizes}")
+    lines.append(f"boxes: each op's neurons (channels) that differ most, with |count| in {names[0]} | in "
+                 f"{names[1]}; orange: only in {names[0]}, purple: only in {names[1]}, grey: in both "
+                 f"(pale orange/purple: larger in {names[0]}/{names[1]})")
+    lines.append(f"arrows into weighted ops: orange/purple when more of their synapses are only in "
+                 f"{names[0]}/{names[1]}; width: how many synapses differ (log)")
+    return "\n".join(lines)
+
+
+# =========================================================================== layout
+def _wrap_cuts(order, edges, columns):
+    """Groups after which a new column starts: at most ``columns - 1`` bottlenecks (groups that
+    no edge passes over), chosen so that the deepest column is as shallow as can be."""
+    if columns <= 1 or len(order) < 4:
+        return set()
+    pos = {g: i for i, g in enumerate(order)}
+    cover = np.zeros(len(order) + 1, np.int64)
+    for u, v in edges:
+        if pos[v] > pos[u] + 1:
+            cover[pos[u] + 1] += 1
+            cover[pos[v]] -= 1
+    over = np.cumsum(cover)
+    rank = {}
+    for g in order:
+        rank[g] = 1 + max((rank[u] for u, v in edges if v == g), default=-1)
+    depth = max(rank.values()) + 1
+    candidates = sorted((g for g in order[1:-2] if over[pos[g]] == 0 and
+                         all(pos[v] > pos[g] for u, v in edges if u == g)), key=lambda g: rank[g])
+
+    def greedy(limit):
+        """Cuts as late as possible with every column at most ``limit`` ranks deep (a column
+        after a cut has one more rank: its connector)."""
+        cuts, start = [], 0
+        while depth - start + (1 if cuts else 0) > limit:
+            fits = [g for g in candidates if rank[g] >= start and
+                    rank[g] - start + 1 + (1 if cuts else 0) <= limit]
+            if not fits:
+                return None
+            cuts.append(fits[-1])
+            start = rank[fits[-1]] + 1
+        return cuts
+
+    for limit in range(1, depth + 1):
+        cuts = greedy(limit)
+        if cuts is not None and len(cuts) <= columns - 1:
+            return set(cuts)
+    return set()  # pragma: no cover - limit=depth always succeeds
+
+
+def _columns(order, edges, cluster_w, rank_h, size, wrap, title_h=0.0):
+    """How many columns to lay ``order`` out in: the fewest that give (nearly) the largest scale
+    at which the picture fits in ``size``."""
+    if wrap is not None:
+        return max(1, int(wrap))
+    rank, width = {}, {}
+    for g in order:
+        rank[g] = 1 + max((rank[u] for u, v in edges if v == g), default=-1)
+        width[rank[g]] = width.get(rank[g], 0) + cluster_w[g]
+    depth = max(rank.values()) + 1
+    col_w = max(width.values())
+    scales = []
+    for c in range(1, 7):
+        per = math.ceil(depth / c)
+        if c > 1 and per < 3:
+            break
+        height = title_h + (per + (c > 1)) * rank_h  # a column after a cut starts with a connector
+        scales.append(min(size[0] / (c * col_w), size[1] / height, 1.0))
+    best = max(scales)
+    return next(c for c, sc in enumerate(scales, 1) if sc >= 0.9 * best)
+
+
+# =========================================================================== views
+def _wrap_text(text, width=100):
+    """Lines of ``text`` wrapped at ``width`` characters (a long title would widen the picture)."""
+    out = []
+    for line in str(text).split("\n"):
+        out += textwrap.wrap(line, width, break_on_hyphens=False) or [""]
+    return "\n".join(out)
+
+
+def _graph_attrs(title, size, rankdir="TB", **extra):
+    title = _wrap_text(title)
+    # the margin (0.1 in) and Graphviz's pad (4 pt) go around ``size``: keep the whole within it
+    inner = f"{max(size[0] - 0.35, 0.5):g},{max(size[1] - 0.35, 0.5):g}"
+    attrs = {"rankdir": rankdir, "label": title, "labelloc": "t", "labeljust": "l",
+             "fontname": FONT, "fontsize": "14", "size": inner,
+             "ratio": "compress", "compound": "true", "newrank": "true", "nodesep": "0.15",
+             "ranksep": "0.35", "margin": "0.1", "tooltip": title.split("\n")[0]}
+    attrs.update(extra)
+    return attrs
+
+
+def _new_view(kind, graph, title, size, rankdir="TB", **extra):
+    v = nx.DiGraph(name=graph.name, view=kind)
+    v.graph["attrs"] = _graph_attrs(title, size, rankdir, **extra)
+    v.graph["node_attrs"] = {"fontname": FONT, "fontsize": "11", "shape": "box",
+                             "style": "rounded,filled", "fillcolor": "white", "color": "#555555",
+                             "margin": "0.05,0.02", "height": "0.3", "width": "0.3"}
+    v.graph["edge_attrs"] = {"fontname": FONT, "fontsize": "10", "color": NEUTRAL, "arrowsize": "0.6"}
+    v.graph["clusters"] = {}
+    v.graph["order"] = []  # flat edges that order columns left to right
+    v.graph["invisible"] = []  # edges that only keep layers in order
+    return v
+
+
+def _group_label(graph, g, lines):
+    head = g.head
+    return "\n".join([head.name, _kinds(graph, g), *lines])
+
+
+def _label_width(text):
+    """Estimated width in inches of an 11-point label."""
+    return 0.075 * max(len(line) for line in text.split("\n")) + 0.2
+
+
+def _synapse_stats(s, op):
+    if s is None or op.synapse_shape is None:
+        return None
+    c = np.asarray(s.synapse_counts.get(op.name, np.zeros(op.synapse_shape, np.int64)))
+    return int(np.abs(c).sum()), int(c.sum()), int(np.count_nonzero(c)), int(c.size)
+
+
+def _apply_wrap(v, graph, groups, edges, cluster_w, rank_h, size, wrap, anchor):
+    """Lay a long graph out in columns. At each cut, the edges leaving the cut group are replaced
+    by a pair of connectors: "continued in column k" under the group, and "from <group>" at the
+    top of the next column, whence the edges go on with their attributes."""
+    order = [g.id for g in groups]
+    pairs = [(u.id, w.id) for u, w, _ in edges]
+    title_h = 0.25 * (v.graph["attrs"]["label"].count("\n") + 1)
+    columns = _columns(order, pairs, cluster_w, rank_h, size, wrap, title_h)
+    cuts = [g for g in order if g in _wrap_cuts(order, pairs, columns)]
+    if not cuts:
+        return 1
+    column, k = {}, 1
+    for gid in order:
+        column[gid] = k
+        k += gid in cuts
+    for k in range(1, len(cuts) + 2):
+        v.graph["clusters"][f"cluster_column_{k}"] = {"style": "invis", "label": "", "margin": "4",
+                                                      "_column": k}
+    for cid, cattrs in list(v.graph["clusters"].items()):
+        if "_group" in cattrs:
+            cattrs["_parent"] = f"cluster_column_{column[cattrs['_group']]}"
+    for n, data in v.nodes(data=True):
+        if data.get("cluster") is None and n in column:
+            data["cluster"] = f"cluster_column_{column[n]}"
+    tops = [anchor[order[0]]]
+    for k, gid in enumerate(cuts, 2):
+        leaving = [(a, b, dict(d)) for a, b, d in v.edges(data=True) if d.get("_src_group") == gid]
+        to_node, from_node = f"{gid}:continued", f"{gid}:from"
+        targets = sorted({d.get("_dst_group", b) for a, b, d in leaving}, key=order.index)
+        v.add_node(to_node, label=f"continued in column {k} ↗", shape="plaintext", style="",
+                   fontcolor="#555555", fontsize="10", connector="to", column=k,
+                   cluster=f"cluster_column_{k - 1}")
+        v.add_node(from_node, label=f"from {gid} (column {k - 1})", shape="box",
+                   cluster=f"cluster_column_{k}",
+                   style="rounded,dashed", fontcolor="#555555", color="#999999", fontsize="10",
+                   connector="from", column=k, tooltip=f"{gid} → {', '.join(targets)}")
+        tail = anchor[gid]
+        link = {"color": "#999999", "style": "dashed", "arrowhead": "none"}
+        if f"cluster_{gid}" in v.graph["clusters"]:
+            link["ltail"] = f"cluster_{gid}"
+        v.add_edge(tail, to_node, **link, connector=True)
+        for a, b, d in leaving:
+            v.remove_edge(a, b)
+            d.pop("ltail", None)
+            d["_src_group"] = from_node
+            v.add_edge(from_node, b, **d)
+        tops.append(from_node)
+    v.graph["order"] = list(zip(tops, tops[1:]))
+    return len(cuts) + 1
+
+
+def _edge_between(v, anchor, src, dst, cluster, **attrs):
+    tail, head = anchor[src.id], anchor[dst.id]
+    if cluster:
+        attrs.update(ltail=f"cluster_{src.id}", lhead=f"cluster_{dst.id}")
+    attrs["_src_group"], attrs["_dst_group"] = src.id, dst.id
+    if v.has_edge(tail, head):  # the same tensor into two inputs (x + x): one edge, noted
+        v.edges[tail, head]["label"] = (v.edges[tail, head].get("label", "") + " ×2").strip()
+        return
+    v.add_edge(tail, head, **attrs)
+
+
+def _collapsed(graph, s, top_k, merge, size, wrap, channels, title):
+    groups, of = _groups(graph, merge)
+    edges = _cross_edges(graph, groups, of)
+    v = _new_view("collapsed", graph, title or _title(graph, "collapsed", s), size, ranksep="1.0")
+    counts = {g.id: _group_counts(graph, g, s) for g in groups}
+    syn = {g.id: _synapse_stats(s, g.head) for g in groups}
+    max_syn = max([st[0] for st in syn.values() if st] or [0])
+    anchor, cluster_w = {}, {}
+    for g in groups:
+        c = counts[g.id]
+        members = int(np.count_nonzero(c))
+        lines = [f"neurons {_ratio(members, c.size)}"]
+        if syn[g.id]:
+            lines[0] += f" · synapses {_ratio(syn[g.id][2], syn[g.id][3])} (net {syn[g.id][1]:+,})"
+        kind, absval, net, mem, per = _units(graph, g, c, channels)
+        picked, more = _top(absval, top_k)
+        cid = f"cluster_{g.id}"
+        v.graph["clusters"][cid] = {
+            "label": _group_label(graph, g, lines), "style": "rounded,filled",
+            "fillcolor": "#f7f7f7" if members else "white", "color": "#777777" if members else "#cccccc",
+            "fontcolor": "black" if members else "#999999", "fontname": FONT, "fontsize": "11",
+            "labeljust": "l", "margin": "6", "tooltip": " → ".join(g.ops),
+            "_group": g.id, "_members": members, "_total": int(c.size), "_row": True}
+        header = _label_width(v.graph["clusters"][cid]["label"])
+        vmax = float(np.abs(net[picked]).max()) if len(picked) else 0.0
+        row = []
+        for i in picked:
+            nid = f"{g.id}:{kind[0]}{int(i)}"
+            text = _unit_text(graph, g, kind, i)
+            if kind == "neuron":
+                label = f"{text}\n{int(net[i]):+,}"
+            else:
+                label = f"{text}\n{int(absval[i]):,} ({int(net[i]):+,})"
+            fill = _fill(int(net[i]), abs(float(net[i])), vmax)
+            v.add_node(nid, cluster=cid, label=label, fillcolor=fill,
+                       fontcolor=_fontcolor(fill), fontsize="10", unit=kind, index=int(i),
+                       count=int(net[i]), abs=int(absval[i]), members=int(mem[i]),
+                       tooltip=f"{g.head.name} {text}: net count {int(net[i]):+,}, |count| {int(absval[i]):,}"
+                               + ("" if kind == "neuron" else f", {int(mem[i])} of {per} positions in the slice"))
+            row.append(nid)
+        if more or not len(picked):
+            nid = f"{g.id}:more"
+            text = f"+{more:,} more" if more else ("no members" if c.size else "empty")
+            unit_name = "channels" if kind == "channel" else "neurons"
+            v.add_node(nid, cluster=cid, label=text, shape="plaintext", style="", fontsize="10",
+                       fontcolor="#555555" if more else "#999999", more=more,
+                       tooltip=f"{more:,} more member {unit_name}" if more else text)
+            row.append(nid)
+        anchor[g.id] = row[(len(row) - 1) // 2]  # edges meet the middle of the neurons' row
+        cluster_w[g.id] = max(0.8 * len(row), header)
+    for src, dst, j in edges:
+        st = syn[dst.id]
+        if st is not None:
+            absum, net, m, total = st
+            color = POSITIVE if net > 0 else NEGATIVE if net < 0 else NEUTRAL
+            attrs = dict(color=color, penwidth=str(_penwidth(absum, max_syn)),
+                         synapses=m, abs=absum, count=net,
+                         tooltip=f"{dst.head.name}: {m:,}/{total:,} synapses in the slice, "
+                                 f"sum of |count| {absum:,}, sum {net:+,}")
+            if not m:
+                attrs["style"] = "dashed"
+        else:
+            live = counts[src.id].any() and counts[dst.id].any()
+            attrs = dict(color="#555555" if live else "#bbbbbb", style="solid" if live else "dashed",
+                         tooltip=f"{src.out} → {dst.head.name} ({_kind(graph, dst.head.name)})")
+        _edge_between(v, anchor, src, dst, True, **attrs)
+    _apply_wrap(v, graph, groups, edges, cluster_w, 1.4, size, wrap, anchor)
+    return v
+
+
+def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names):
+    groups, of = _groups(graph, merge)
+    edges = _cross_edges(graph, groups, of)
+    v = _new_view("diff", graph, title or _title(graph, "diff", a, b, names), size, ranksep="1.2")
+    anchor, cluster_w = {}, {}
+    syn = {}
+    for g in groups:
+        ca, cb = _group_counts(graph, g, a), _group_counts(graph, g, b)
+        ma, mb = ca != 0, cb != 0
+        only_a, only_b, both = int((ma & ~mb).sum()), int((mb & ~ma).sum()), int((ma & mb).sum())
+        lines = [f"neurons of {ca.size:,}: only {names[0]} {only_a:,} · only {names[1]} {only_b:,} · both {both:,}"]
+        if g.head.synapse_shape is not None:
+            sa = np.asarray(a.synapse_counts[g.head.name]) != 0
+            sb = np.asarray(b.synapse_counts[g.head.name]) != 0
+            syn[g.id] = (int((sa & ~sb).sum()), int((sb & ~sa).sum()), int((sa & sb).sum()), int(sa.size))
+            lines.append(f"synapses of {sa.size:,}: only {names[0]} {syn[g.id][0]:,} · "
+                         f"only {names[1]} {syn[g.id][1]:,} · both {syn[g.id][2]:,}")
+        kind, abs_a, _, mem_a, per = _units(graph, g, ca, channels)
+        _, abs_b, _, mem_b, _ = _units(graph, g, cb, channels)
+        in_a, in_b = abs_a > 0, abs_b > 0
+        union = in_a | in_b
+        score = np.abs(abs_a - abs_b).astype(np.float64) + 1e-9 * (abs_a + abs_b) + (in_a != in_b) * 1e12
+        score = np.where(union, score + 1e-12, 0)
+        picked, more = _top(score, top_k)
+        cid = f"cluster_{g.id}"
+        changed = only_a + only_b
+        v.graph["clusters"][cid] = {
+            "label": _group_label(graph, g, lines), "style": "rounded,filled",
+            "fillcolor": "#f7f7f7" if union.any() else "white",
+            "color": (ONLY_A if only_a > only_b else ONLY_B if only_b > only_a else "#777777")
+                     if changed else "#aaaaaa",
+            "penwidth": "2" if changed else "1", "fontname": FONT, "fontsize": "11", "labeljust": "l",
+            "margin": "6", "tooltip": " → ".join(g.ops), "_group": g.id,
+            "_only_a": only_a, "_only_b": only_b, "_both": both, "_row": True}
+        header = _label_width(v.graph["clusters"][cid]["label"])
+        row = []
+        for i in picked:
+            cat = "both" if in_a[i] and in_b[i] else "a" if in_a[i] else "b"
+            if cat == "both":  # leaning towards the side with the larger |count|
+                lean = (float(abs_a[i]) - float(abs_b[i])) / max(1.0, float(abs_a[i] + abs_b[i]))
+                fill = LEAN_A if lean > 0.2 else LEAN_B if lean < -0.2 else BOTH_FILL
+            else:
+                fill = ONLY_A_FILL if cat == "a" else ONLY_B_FILL
+            text = _unit_text(graph, g, kind, i)
+            nid = f"{g.id}:{kind[0]}{int(i)}"
+            v.add_node(nid, cluster=cid, label=f"{text}\n{int(abs_a[i]):,} | {int(abs_b[i]):,}",
+                       fillcolor=fill, color={"a": ONLY_A, "b": ONLY_B, "both": "#777777"}[cat],
+                       penwidth="1" if cat == "both" else "2",
+                       fontsize="10", category=cat, index=int(i), unit=kind,
+                       tooltip=f"{g.head.name} {text}: |count| {int(abs_a[i]):,} in {names[0]}, "
+                               f"{int(abs_b[i]):,} in {names[1]}")
+            row.append(nid)
+        if more or not len(picked):
+            nid = f"{g.id}:more"
+            v.add_node(nid, cluster=cid, label=f"+{more:,} more" if more else "no members",
+                       shape="plaintext", style="", fontsize="10", fontcolor="#555555", more=more)
+            row.append(nid)
+        anchor[g.id] = row[(len(row) - 1) // 2]  # edges meet the middle of the neurons' row
+        cluster_w[g.id] = max(0.8 * len(row), header)
+    max_changed = max([sa + sb for sa, sb, _, _ in syn.values()] or [0])
+    for src, dst, j in edges:
+        if dst.id in syn:
+            sa, sb, both, total = syn[dst.id]
+            color = ONLY_A if sa > sb else ONLY_B if sb > sa else BOTH
+            attrs = dict(color=color, penwidth=str(_penwidth(sa + sb, max_changed)),
+                         only_a=sa, only_b=sb, both=both,
+                         tooltip=f"{dst.head.name} synapses: {sa:,} only in {names[0]}, {sb:,} only in "
+                                 f"{names[1]}, {both:,} in both (of {total:,})")
+        else:
+            attrs = dict(color="#555555")
+        _edge_between(v, anchor, src, dst, True, **attrs)
+    _apply_wrap(v, graph, groups, edges, cluster_w, 1.6, size, wrap, anchor)
+    return v
+
+
+def _model(graph, s, merge, size, wrap, title):
+    groups, of = _groups(graph, merge)
+    edges = _cross_edges(graph, groups, of)
+    v = _new_view("model", graph, title or _title(graph, "model", s), size)
+    anchor, cluster_w = {}, {}
+    syn = {g.id: _synapse_stats(s, g.head) for g in groups}
+    max_syn = max([st[0] for st in syn.values() if st] or [0])
+    for g in groups:
+        n_total = graph.n_neurons(g.head.name)
+        lines = []
+        if s is None:
+            members = 0
+            lines.append(f"{n_total:,} neurons")
+            if g.head.n_synapses:
+                lines.append(f"{g.head.n_synapses:,} synapses")
+            fill, share = "white", 0.0
+        else:
+            c = _group_counts(graph, g, s)
+            members = int(np.count_nonzero(c))
+            share = members / max(1, c.size)
+            lines.append(f"neurons {_ratio(members, c.size)}")
+            if syn[g.id]:
+                lines.append(f"synapses {_ratio(syn[g.id][2], syn[g.id][3])}")
+            fill = _level(share, 1.0, HIGHLIGHT) if members else "white"
+        v.add_node(g.id, label=_group_label(graph, g, lines), fillcolor=fill,
+                   color="#333333" if members else "#aaaaaa", penwidth="1.5" if members else "1",
+                   fontcolor="black" if (members or s is None) else "#888888",
+                   members=members, total=n_total, share=round(share, 4), ops=list(g.ops),
+                   tooltip=" → ".join(g.ops))
+        anchor[g.id] = g.id
+        cluster_w[g.id] = 0.075 * max(len(x) for x in v.nodes[g.id]["label"].split("\n")) + 0.3
+    for src, dst, j in edges:
+        st = syn[dst.id]
+        if st is not None and st[2]:
+            absum, net, m, total = st
+            color = POSITIVE if net > 0 else NEGATIVE if net < 0 else NEUTRAL
+            attrs = dict(color=color, penwidth=str(_penwidth(absum, max_syn)), synapses=m, count=net,
+                         tooltip=f"{dst.head.name}: {m:,}/{total:,} synapses in the slice, sum {net:+,}")
+        else:
+            attrs = dict(color="#555555" if s is None else "#aaaaaa")
+        _edge_between(v, anchor, src, dst, False, **attrs)
+    _apply_wrap(v, graph, groups, edges, cluster_w, 1.15, size, wrap, anchor)
+    return v
+
+
+def _neuron_nodes(graph, groups, s):
+    """{group id: (flat head indices, counts)} of the neurons the neuron view shows."""
+    out = {}
+    for g in groups:
+        if s is None:
+            n = graph.n_neurons(g.head.name)
+            out[g.id] = (np.arange(n), np.zeros(n, np.int64))
+        else:
+            c = _group_counts(graph, g, s)
+            idx = np.flatnonzero(c)
+            out[g.id] = (idx, c[idx])
+    return out
+
+
+def _too_big(graph, what, n, limit):
+    return InvalidParameterError(
+        f"The neuron view of {graph.name!r} would have {n:,} {what}, over the limit of {limit:,}: "
+        "use view='collapsed' (top neurons per op) or view='model' (the op graph), "
+        "or raise max_nodes/max_edges.")
+
+
+def _connections_into(graph, op, out):
+    """Neuron-level wiring of ``op`` into its output neurons ``out`` only, as
+    ``[(input index, input neurons, output neurons, synapses)]``: through the handler's wiring or
+    route for the built-in families (so the cost follows a slice's members, not the model),
+    else its full :meth:`connections`, filtered."""
+    from .ops.base import LinearHandler, RouteHandler
+    from .ops.pooling import _Pool
+
+    handler, gran = op.handler, graph.granularity
+    method = type(handler).connections
+    if method is _Pool.connections:
+        method = RouteHandler.connections if gran == "channel" else LinearHandler.connections
+    if not len(out):
+        return []
+    if method is LinearHandler.connections:
+        result = []
+        for j, w in enumerate(handler.wiring(op, gran, out)):
+            shape = np.broadcast_shapes(np.shape(w.dst), (len(out), 1))
+            src = np.broadcast_to(w.dst, shape)
+            dst = np.broadcast_to(out[:, None], shape)
+            syn = np.broadcast_to(w.synapse, shape) if w.synapse is not None else np.full(shape, -1)
+            valid = np.ones(shape, bool) if w.valid is None else np.broadcast_to(w.valid, shape)
+            result.append((j, src[valid], dst[valid], syn[valid]))
+        return result
+    if method is RouteHandler.connections:
+        return [(j, src, out[rows], np.full(len(rows), -1)) for j, rows, src in handler.route(op, gran, out)]
+    keep = lambda dst: np.isin(dst, out)  # noqa: E731
+    return [(j, src[keep(dst)], dst[keep(dst)], syn[keep(dst)]) for j, src, dst, syn in graph.connections(op.name)]
+
+
+def _neuron_edges(graph, groups, of, s, nodes, max_edges):
+    """Per cross-group edge: (src group, dst group, src idx, dst idx, abs, net) arrays."""
+    result, total = [], 0
+    member = {}
+    for g in groups:
+        mask = np.zeros(graph.n_neurons(g.head.name), bool)
+        mask[nodes[g.id][0]] = True
+        member[g.id] = mask
+    for g in groups:
+        op = g.head
+        if op.kind == "input":
+            continue
+        syn = None
+        if s is not None and op.synapse_shape is not None:
+            syn = np.asarray(s.synapse_counts[op.name]).reshape(-1)
+        for j, src, dst, w in _connections_into(graph, op, nodes[g.id][0]):
+            sg = of[op.inputs[j]]
+            if sg.to_head is not None:
+                src = sg.to_head[src]
+            keep = member[sg.id][src] & member[g.id][dst]
+            if syn is not None:
+                keep &= (w < 0) | (syn[np.maximum(w, 0)] != 0)
+            src, dst, w = src[keep], dst[keep], w[keep]
+            c = syn[np.maximum(w, 0)] * (w >= 0) if syn is not None else np.zeros(len(w), np.int64)
+            width = int(dst.max(initial=0)) + 1
+            uniq, inv = np.unique(src.astype(np.int64) * width + dst, return_inverse=True)
+            total += len(uniq)
+            if total > max_edges:
+                raise _too_big(graph, "edges", total, max_edges)
+            absum = np.zeros(len(uniq), np.int64)
+            net = np.zeros(len(uniq), np.int64)
+            np.add.at(absum, inv, np.abs(c))
+            np.add.at(net, inv, c)
+            result.append((sg, g, uniq // width, uniq % width, absum, net, op.synapse_shape is not None))
+    return result
+
+
+def _neuron(graph, s, merge, size, title, max_nodes, max_edges):
+    groups, of = _groups(graph, merge)
+    if s is None:
+        n = graph.n_neurons()
+        if n > max_nodes:
+            raise _too_big(graph, "neurons", n, max_nodes)
+    nodes = _neuron_nodes(graph, groups, s)
+    n = sum(len(idx) for idx, _ in nodes.values())
+    if n > max_nodes:
+        raise _too_big(graph, "neurons", n, max_nodes)
+    edges = _neuron_edges(graph, groups, of, s, nodes, max_edges)
+    v = _new_view("neuron", graph, title or _title(graph, "neuron", s), size, rankdir="LR",
+                  nodesep="0.06", ranksep="0.9", compound="false")
+    vmax = max([int(np.abs(c).max()) for idx, c in nodes.values() if len(c)] or [0])
+    for g in groups:
+        idx, c = nodes[g.id]
+        if not len(idx):
+            continue
+        cid = f"cluster_{g.id}"
+        n_total = graph.n_neurons(g.head.name)
+        v.graph["clusters"][cid] = {
+            "label": _group_label(graph, g, [f"neurons {_ratio(len(idx), n_total)}" if s is not None
+                                             else f"{n_total:,} neurons"]),
+            "style": "rounded", "color": "#aaaaaa", "fontname": FONT, "fontsize": "10",
+            "labeljust": "l", "tooltip": " → ".join(g.ops), "_group": g.id, "_rank": True}
+        for i, count in zip(idx.tolist(), c.tolist()):
+            text = _index_text(graph, g.head.name, i)
+            fill = _fill(count, abs(count), vmax) if s is not None else "white"
+            v.add_node(f"{g.id}{text}", cluster=cid, fontsize="9", fillcolor=fill, fontcolor=_fontcolor(fill),
+                       label=text if s is None else f"{text} {count:+d}", index=i, count=count,
+                       tooltip=f"{g.head.name}{text}" + ("" if s is None else f": count {count:+d}"))
+    # layers stay in order even where no member of one reaches the next (a sparse slice)
+    depth, shown = {}, []
+    for g in groups:
+        depth[g.id] = 1 + max((depth[of[t].id] for t in g.head.inputs), default=-1)
+        if len(nodes[g.id][0]):
+            shown.append(g)
+    first = lambda g: f"{g.id}{_index_text(graph, g.head.name, int(nodes[g.id][0][0]))}"  # noqa: E731
+    for i, nxt in enumerate(shown):
+        prev = next((p for p in reversed(shown[:i]) if depth[p.id] < depth[nxt.id]), None)
+        if prev is not None:
+            v.graph["invisible"].append((first(prev), first(nxt)))
+    for sg, g, src, dst, absum, net, weighted in edges:
+        for a, b, av, nv in zip(src.tolist(), dst.tolist(), absum.tolist(), net.tolist()):
+            tail = f"{sg.id}{_index_text(graph, sg.head.name, a)}"
+            head = f"{g.id}{_index_text(graph, g.head.name, b)}"
+            if weighted and s is not None:
+                color = POSITIVE if nv > 0 else NEGATIVE if nv < 0 else NEUTRAL
+                width = round(min(4.0, 0.8 + 0.8 * math.log2(1 + av)), 2)  # 1.6 for |count| 1, 4 from 15
+                attrs = dict(color=color, penwidth=str(width), count=nv,
+                             tooltip=f"{g.head.name} synapses {tail} → {head}: count {nv:+d}")
+            else:
+                attrs = dict(color="#777777", penwidth="0.8")
+            v.add_edge(tail, head, **attrs)
+    return v
+
+
+# =========================================================================== public API
+def _check_choice(name, value, options):
+    if value not in options:
+        raise InvalidParameterError(
+            f"The {name!r} parameter must be one of {', '.join(map(repr, options))}. Got {value!r} instead.")
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise InvalidParameterError(f"The {name!r} parameter must be an int in [{lo}, {hi}]. Got {value!r} instead.")
+
+
+def _auto_view(graph, s, other, max_nodes, max_edges):
+    if other is not None:
+        return "diff"
+    if s is None:
+        return "model"
+    groups, of = _groups(graph, True)
+    nodes = _neuron_nodes(graph, groups, s)
+    if sum(len(idx) for idx, _ in nodes.values()) > min(AUTO_NEURON_NODES, max_nodes):
+        return "collapsed"
+    try:
+        _neuron_edges(graph, groups, of, s, nodes, min(AUTO_NEURON_EDGES, max_edges))
+    except InvalidParameterError:
+        return "collapsed"
+    return "neuron"
+
+
+def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, merge=True, wrap=None,
+               channels=True, size=(16, 10), title=None, names=("A", "B"), max_nodes=MAX_NODES,
+               max_edges=MAX_EDGES):
+    """The picture of ``obj`` as a networkx DiGraph, before it is written as DOT.
+
+    Nodes and edges carry the DOT attributes (``label``, ``fillcolor``, ``penwidth``, ...) and
+    the data behind them (``count``, ``members``, ``synapses``, ...); a node's ``cluster`` names
+    its cluster, whose attributes are in ``G.graph["clusters"]``. Parameters: see :func:`to_dot`.
+    """
+    g, a, b = _resolve(obj, other, graph, model)
+    if view is None:
+        view = _auto_view(g, a, b, max_nodes, max_edges)
+    _check_choice("view", view, VIEWS)
+    _check_int("top_k", top_k, 0, 50)
+    _check_int("max_nodes", max_nodes, 1, 10**6)
+    _check_int("max_edges", max_edges, 1, 10**7)
+    if wrap is not None:
+        _check_int("wrap", wrap, 1, 20)
+    try:
+        size = (float(size[0]), float(size[1]))
+        if not (size[0] > 0 and size[1] > 0):
+            raise ValueError
+    except (TypeError, ValueError, IndexError):
+        raise InvalidParameterError(
+            f"The 'size' parameter must be (width, height) in inches. Got {size!r} instead.") from None
+    if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(n, str) and n for n in names)):
+        raise InvalidParameterError(f"The 'names' parameter must be two non-empty strings. Got {names!r} instead.")
+    if view == "diff":
+        if b is None:
+            raise InvalidParameterError("view='diff' compares two slices: pass other=the second Slice "
+                                        "(on the command line, --other SLICE2.npz).")
+        return _diff(g, a, b, top_k, merge, size, wrap, channels, title, tuple(names))
+    if b is not None:
+        raise InvalidParameterError(f"Two slices are shown with view='diff', not {view!r}.")
+    if view == "collapsed":
+        if a is None:
+            raise InvalidParameterError("view='collapsed' shows a slice's top neurons: pass a Slice "
+                                        "(for a model or graph, use view='model' or 'neuron').")
+        return _collapsed(g, a, top_k, merge, size, wrap, channels, title)
+    if view == "model":
+        return _model(g, a, merge, size, wrap, title)
+    return _neuron(g, a, merge, size, title, max_nodes, max_edges)
+
+
+# =========================================================================== DOT text
+def quote(value, newline="\\n") -> str:
+    """A DOT double-quoted string: backslashes and quotes escaped, line breaks as ``\\n``
+    (centred lines) or, with ``newline="\\l"``, left-justified lines."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if newline == "\\l":
+        text = text.replace("\n", "\\l") + "\\l"
+    else:
+        text = text.replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _attrs(attrs, skip=(), left=False):
+    """``k="v", ...`` of the DOT attributes (data keys and ``_private`` ones left out); with
+    ``left``, the label's lines are left-justified."""
+    items = [(k, v) for k, v in attrs.items() if not k.startswith("_") and k not in skip
+             and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    return ", ".join(f"{k}={quote(v, chr(92) + 'l' if left and k == 'label' else chr(92) + 'n')}"
+                     for k, v in items)
+
+
+#: Node/edge attributes that are data, not DOT.
+DATA_KEYS = ("cluster", "count", "abs", "members", "total", "share", "ops", "index", "unit", "more",
+             "synapses", "category", "only_a", "only_b", "both", "connector", "column", "header")
+
+
+def dot_text(v: nx.DiGraph) -> str:
+    """DOT text of a view graph made by :func:`view_graph`.
+
+    A node's ``cluster`` attribute puts it in that cluster; a cluster's ``_parent`` nests it in
+    another (the columns of a wrapped layout); ``_row`` keeps a cluster's nodes on one row, in
+    the order they were added, ``_rank`` on one rank in any order."""
+    lines = [f"digraph {quote(v.graph.get('name') or v.name or 'nnslicer')} {{"]
+    lines.append(f"  graph [{_attrs(v.graph['attrs'], left=True)}];")
+    lines.append(f"  node [{_attrs(v.graph['node_attrs'])}];")
+    lines.append(f"  edge [{_attrs(v.graph['edge_attrs'])}];")
+    clusters = v.graph["clusters"]
+    members, children = {}, {}
+    for n, data in v.nodes(data=True):
+        members.setdefault(data.get("cluster"), []).append(n)
+    for cid, cattrs in clusters.items():
+        children.setdefault(cattrs.get("_parent"), []).append(cid)
+
+    def nonempty(cid):
+        return bool(members.get(cid)) or any(nonempty(c) for c in children.get(cid, ()))
+
+    def write(cid, indent):
+        pad = "  " * indent
+        if cid is not None:
+            lines.append(f"{pad}subgraph {quote(cid)} {{")
+            lines.append(f"{pad}  graph [{_attrs(clusters[cid], left=True)}];")
+            pad += "  "
+        for n in members.get(cid, []):
+            lines.append(f"{pad}{quote(n)} [{_attrs(v.nodes[n], DATA_KEYS, v.nodes[n].get('_left', False))}];")
+        row = members.get(cid, [])
+        if cid is not None and (clusters[cid].get("_row") or clusters[cid].get("_rank")) and len(row) > 1:
+            lines.append(f"{pad}{{ rank=same; " + " ".join(f"{quote(n)};" for n in row) + " }")
+            if clusters[cid].get("_row"):  # one row, in the order given
+                for a, b in zip(row, row[1:]):
+                    lines.append(f"{pad}{quote(a)} -> {quote(b)} [style=\"invis\"];")
+        for child in children.get(cid, []):
+            if nonempty(child):
+                write(child, indent + 1 if cid is not None else 1)
+        if cid is not None:
+            lines.append(f"{pad[:-2]}}}")
+
+    write(None, 1)
+    for a, b, data in v.edges(data=True):
+        lines.append(f"  {quote(a)} -> {quote(b)} [{_attrs(data, DATA_KEYS)}];")
+    for a, b in v.graph.get("invisible", ()):
+        lines.append(f"  {quote(a)} -> {quote(b)} [style=\"invis\"];")
+    if v.graph.get("order"):
+        tops = [v.graph["order"][0][0]] + [b for _, b in v.graph["order"]]
+        lines.append("  { rank=same; " + " ".join(f"{quote(t)};" for t in tops) + " }")
+        for a, b in v.graph["order"]:
+            lines.append(f"  {quote(a)} -> {quote(b)} [style=\"invis\"];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(obj, view=None, **kw) -> str:
+    """DOT text of a picture of a slice, two slices, a graph or a Keras model (no dependency).
+
+    Parameters
+    ----------
+    obj : Slice, (Slice, Slice), DataFlowGraph or keras.Model
+    view : {"neuron", "collapsed", "model", "diff"}, optional
+        Default: "diff" for two slices; for a slice, "neuron" when it has at most
+        ``AUTO_NEURON_NODES`` (100) neurons and ``AUTO_NEURON_EDGES`` (500) edges, else
+        "collapsed"; for a graph or model, "model".
+    other : Slice, optional
+        The second slice of a diff (``obj`` is the first).
+    graph : DataFlowGraph, optional
+        The slice's model graph, if the slice does not carry one (a loaded slice).
+    model : keras.Model, optional
+        The slice's model, lifted when no graph is at hand.
+    top_k : int
+        Neurons (or channels) shown per op in the collapsed and diff views (default 5).
+    merge : bool
+        Draw an activation, batch norm, dropout or flatten inside its producer's node when it is
+        the producer's only consumer (default True).
+    wrap : int, optional
+        Columns to lay a long graph out in (default: chosen so that the picture's aspect is
+        near ``size``'s).
+    channels : bool
+        In collapsed views, summarise an element-granularity feature map per channel (default
+        True); False lists single elements.
+    size : (float, float)
+        Largest picture, in inches (default (16, 10)); bigger layouts are scaled down.
+    title : str, optional
+    names : (str, str)
+        What to call the two slices of a diff (default ("A", "B")).
+    max_nodes, max_edges : int
+        Limits of the neuron view (default 300 and 2,000): past them it is refused, pointing to
+        the collapsed view.
+
+    Examples
+    --------
+    >>> import keras, nnslicer
+    >>> from nnslicer.render import to_dot, view_graph
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="relu", name="h"),
+    ...                           keras.layers.Dense(1, name="out")], name="tiny")
+    >>> to_dot(nnslicer.lift(model), view="neuron").splitlines()[0]
+    'digraph "tiny" {'
+    >>> v = view_graph(nnslicer.lift(model), view="neuron")  # h/relu is drawn inside h
+    >>> v.number_of_nodes(), v.number_of_edges()
+    (6, 8)
+    """
+    return dot_text(view_graph(obj, view, **kw))
+
+
+def _format_of(path, fmt):
+    if fmt is None:
+        ext = os.path.splitext(str(path))[1].lower().lstrip(".")
+        fmt = {"gv": "dot"}.get(ext, ext)
+        if fmt not in FORMATS:
+            raise InvalidParameterError(
+                f"Cannot tell the format from {os.fspath(path)!r}: name it .svg, .png, .pdf or .dot, "
+                "or give the format (format=..., --format).")
+    _check_choice("format", fmt, FORMATS)
+    return fmt
+
+
+def _write_atomic(path, data: bytes):
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return path
+
+
+def render(obj, path, format=None, *, view=None, dpi=None, timeout=300, **kw) -> str:
+    """Draw a slice, two slices, a graph or a Keras model to ``path``; returns the path.
+
+    Parameters
+    ----------
+    obj : Slice, (Slice, Slice), DataFlowGraph or keras.Model
+    path : str or path-like
+    format : {"svg", "png", "pdf", "dot"}, optional
+        Default: from ``path``'s extension. "dot" writes the DOT text and needs nothing else; the
+        others run Graphviz's ``dot`` program.
+    view : {"neuron", "collapsed", "model", "diff"}, optional
+        See :func:`to_dot`, which also lists the other keyword arguments.
+    dpi : float, optional
+        Resolution of a PNG (Graphviz's default: 96).
+
+    Raises
+    ------
+    MissingDependencyError
+        When ``dot`` is not installed; the DOT text is then written next to ``path``
+        (``picture.svg`` -> ``picture.dot``), to render later or elsewhere.
+
+    Examples
+    --------
+    >>> nnslicer.render(slice_, "slice.svg")                       # doctest: +SKIP
+    >>> nnslicer.render((clean, adversarial), "diff.png", names=("clean", "adversarial"))  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    fmt = _format_of(path, format)
+    text = to_dot(obj, view=view, **kw)
+    if dpi is not None:
+        if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 10 <= dpi <= 1200:
+            raise InvalidParameterError(f"The 'dpi' parameter must be a number in [10, 1200]. Got {dpi!r} instead.")
+        text = text.replace("  graph [", f"  graph [dpi={quote(dpi)}, ", 1)
+    if fmt == "dot":
+        return _write_atomic(path, text.encode("utf-8"))
+    exe = shutil.which("dot")
+    if exe is None:
+        base, ext = os.path.splitext(path)
+        dot_path = (base if ext.lower() != ".dot" else path) + ".dot"
+        _write_atomic(dot_path, text.encode("utf-8"))
+        raise MissingDependencyError(
+            f"Writing {fmt.upper()} needs Graphviz's 'dot' program, which is not on PATH. The DOT text "
+            f"is in {dot_path!r}. Install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: "
+            f"brew install graphviz), then render it with: dot -T{fmt} {dot_path} -o {path}")
+    with atomic_path(path, "." + fmt) as tmp:
+        try:
+            done = subprocess.run([exe, f"-T{fmt}", "-o", tmp], input=text.encode("utf-8"),
+                                  capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RenderError(f"Graphviz's dot did not finish within {timeout} s; try view='collapsed' "
+                              "or a smaller top_k, or format='dot'.") from None
+        if done.returncode != 0 or not os.path.getsize(tmp):
+            raise RenderError(f"Graphviz's dot failed (exit {done.returncode}): "
+                              f"{done.stderr.decode('utf-8', 'replace').strip()[:2000]}")
+    return path
