@@ -56,7 +56,7 @@ def select(cand, rule="nnslicer", theta=0.2, y=None, bar=BAR):
     >>> select(np.array([[3.0, -1.0, 0.5]]), theta=0.2)  # |3 - 2.5| is not < 0.2 * 2.5
     array([[ True,  True,  True]])
     """
-    cand = np.asarray(cand, dtype=np.float64)
+    cand = np.ascontiguousarray(cand, dtype=np.float64)  # row sums in numpy's pairwise order
     if cand.ndim != 2:
         raise InvalidParameterError("cand must be a 2-D array [neurons, candidates].")
     if cand.shape[0] == 0 or cand.shape[1] == 0:

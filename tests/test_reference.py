@@ -23,7 +23,11 @@ from nnslicer.backward import backward  # noqa: E402
 from nnslicer.forward import forward  # noqa: E402
 
 from reference import (receptive_field, output_hw, reference_backward, select_effective_path,  # noqa: E402
+
                        select_nnslicer, select_paper)
+
+# Every test here runs with the fused numba kernels and with the numpy path.
+pytestmark = pytest.mark.usefixtures("each_kernel")
 
 L = keras.layers
 NUM_CLASSES = 5

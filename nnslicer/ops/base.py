@@ -17,7 +17,32 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..select import select
+from ..select import select as numpy_select
+
+
+#: Which kernels run the backward analysis: "numba" (fused, the default when numba is
+#: installed) or "numpy" (vectorised arrays); both give the same counts. Set it to compare.
+KERNELS = None
+
+
+def kernels():
+    global KERNELS
+    if KERNELS is None:
+        try:
+            import numba  # noqa: F401  (only whether it is there)
+
+            KERNELS = "numba"
+        except ImportError:  # pragma: no cover - numba is a dependency, but keep working without
+            KERNELS = "numpy"
+    return KERNELS
+
+
+def _select():
+    """The theta rules' implementation for the numpy path: numba's batched one when allowed."""
+    if kernels() == "numba":
+        from .._kernels import select
+        return select
+    return numpy_select
 
 #: Most candidates held in memory at once by one backward step (rows are processed in chunks).
 CHUNK_CANDIDATES = 1 << 22
@@ -121,20 +146,43 @@ class LinearHandler(Handler):
         """The values that candidates of input ``index`` multiply, flat per sample [B, V]."""
         return step._view(step.source(step.op.inputs[index])).reshape(step.batch, -1)
 
+    def fused_window(self, op, granularity):
+        """The op as a window op for the fused kernel (see :mod:`nnslicer._fused`):
+        ``dict(taps, valid, weights, mode, channels, n_q, mult, to_channel)``, or None to take
+        the numpy path."""
+        return None
+
     def backward(self, step):
         op, graph = step.op, step.graph
         batch = step.batch
         counts = step.contrib.reshape(batch, -1)
         b, o = np.nonzero(counts)
         in_sizes = [int(np.prod(graph.neuron_shape(t))) for t in op.inputs]
+        direction = None
+        if step.rule != "effective_path":
+            direction = _sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]) * _sign(counts[b, o])
+        y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
+        spec = self.fused_window(op, step.granularity) if kernels() == "numba" else None
+        if spec is not None:
+            from .._fused import window_backward
+
+            values = self.values(step, 0).reshape(batch, -1, spec["channels"])
+            ins, syn = window_backward(
+                values, spec["weights"], spec["taps"], spec["valid"], spec["mode"], b, o, spec["n_q"],
+                np.zeros(len(b), np.int8) if direction is None else direction, y, step.rule, step.theta,
+                step.bar, in_sizes[0], op.n_synapses, spec["mult"], spec["to_channel"])
+            inputs = [ins.reshape((batch,) + graph.neuron_shape(op.inputs[0]))]
+            return inputs, syn.reshape((batch,) + op.synapse_shape) if op.n_synapses else None
+        return self._numpy_backward(step, b, o, in_sizes, direction, y)
+
+    def _numpy_backward(self, step, b, o, in_sizes, direction, y):
+        op, graph = step.op, step.graph
+        batch = step.batch
         out_inputs = [np.zeros(batch * n, dtype=np.int64) for n in in_sizes]
         syn_size = op.n_synapses
         kernel = op.weights[self.synapse_weight].reshape(-1) if self.synapse_weight else None
         values = [self.values(step, j) for j in range(len(op.inputs))]
         ep = step.rule == "effective_path"
-        if not ep:
-            direction = _sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]) * _sign(counts[b, o])
-        y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
         syn_parts = []
         k_total = max(1, sum(w.dst.shape[1] for w in self.wiring(op, graph.granularity, o[:1])) if len(o) else 1)
         rows = max(1, CHUNK_CANDIDATES // k_total)
@@ -151,7 +199,7 @@ class LinearHandler(Handler):
                     cand = np.where(w.valid, cand, np.nan)
                 cands.append(cand)
             cand = np.concatenate(cands, axis=1) if len(cands) > 1 else cands[0]
-            keep = select(cand, step.rule, step.theta, y=None if y is None else y[sl], bar=step.bar)
+            keep = _select()(cand, step.rule, step.theta, y=None if y is None else y[sl], bar=step.bar)
             if ep:
                 signed = keep.astype(np.int8)
             else:
@@ -273,6 +321,17 @@ def window_of(op):
     h, w = op.input_shapes[0][:2]
     return window((h, w), tuple(p["kernel_size"]), tuple(p["strides"]),
                   tuple(p.get("dilation_rate", (1, 1))), p["padding"])
+
+
+def fused_spec(mode, taps, valid, channels, n_q, weights=None, mult=1, to_channel=False):
+    """The arguments of :func:`nnslicer._fused.window_backward` that depend on the op only."""
+    return {"mode": mode, "taps": taps, "valid": valid, "channels": channels, "n_q": n_q,
+            "weights": weights, "mult": mult, "to_channel": to_channel}
+
+
+def all_taps(n):
+    """One output position reading source positions ``0..n-1`` (a global window)."""
+    return np.arange(n)[None, :], np.ones((1, n), dtype=bool)
 
 
 def tap_means(step, op, source):

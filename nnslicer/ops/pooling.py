@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LinearHandler, RouteHandler, Wiring, window_of
+from .base import LinearHandler, RouteHandler, Wiring, all_taps, fused_spec, window_of
 from .passthrough import paper_sign
 
 
@@ -42,6 +42,14 @@ class _Pool(LinearHandler, RouteHandler):
         _, taps, valid = window_of(op)
         p = out // c
         return taps[p] * c + (out % c)[:, None], valid[p]
+
+    def fused_window(self, op, granularity):
+        from .._fused import POOL
+
+        c = op.shape[-1]
+        h, w = op.input_shapes[0][:2]
+        taps, valid = all_taps(h * w) if self.is_global else window_of(op)[1:]
+        return fused_spec(POOL, taps, valid, c, c)
 
     def wiring(self, op, granularity, out):
         idx, valid = self.window(op, out)

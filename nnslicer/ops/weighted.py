@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LinearHandler, Wiring, tap_means, window_of
+from .base import LinearHandler, Wiring, all_taps, fused_spec, tap_means, window_of
 
 
 class Dense(LinearHandler):
@@ -23,6 +23,12 @@ class Dense(LinearHandler):
         import tensorflow as tf
 
         return tf.matmul(inputs[0], op.weights["kernel"]) + op.weights["bias"]
+
+    def fused_window(self, op, granularity):
+        from .._fused import CONV
+
+        n_in, n_out = op.weights["kernel"].shape
+        return fused_spec(CONV, *all_taps(1), n_in, n_out, op.weights["kernel"].reshape(1, n_in, n_out))
 
     def wiring(self, op, granularity, out):
         n_in, n_out = op.weights["kernel"].shape
@@ -50,6 +56,14 @@ class Conv2D(LinearHandler):
             means = tap_means(step, step.op, step.source(step.op.inputs[0]))
             return means.reshape(step.batch, -1)
         return LinearHandler.values(self, step, index)
+
+    def fused_window(self, op, granularity):
+        from .._fused import CONV
+
+        kh, kw, c_in, c_out = op.weights["kernel"].shape
+        taps, valid = all_taps(kh * kw) if granularity == "channel" else window_of(op)[1:]
+        return fused_spec(CONV, taps, valid, c_in, c_out, op.weights["kernel"].reshape(kh * kw, c_in, c_out),
+                          to_channel=granularity == "channel")
 
     def wiring(self, op, granularity, out):
         kh, kw, c_in, c_out = op.weights["kernel"].shape
@@ -83,6 +97,14 @@ class DepthwiseConv2D(LinearHandler):
         return y + op.weights["bias"]
 
     values = Conv2D.values
+
+    def fused_window(self, op, granularity):
+        from .._fused import DEPTHWISE
+
+        kh, kw, c_in, mult = op.weights["kernel"].shape
+        taps, valid = all_taps(kh * kw) if granularity == "channel" else window_of(op)[1:]
+        return fused_spec(DEPTHWISE, taps, valid, c_in, c_in * mult, op.weights["kernel"].reshape(kh * kw, c_in, mult),
+                          mult=mult, to_channel=granularity == "channel")
 
     def wiring(self, op, granularity, out):
         kh, kw, c_in, mult = op.weights["kernel"].shape

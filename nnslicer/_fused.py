@@ -1,0 +1,124 @@
+"""One numba pass per linear op: candidates, the theta rule and the signed counts together.
+
+The numpy path of :class:`nnslicer.ops.base.LinearHandler` builds index arrays of shape
+``[neurons, candidates]``, gathers, multiplies, selects and scatters in a dozen passes over
+memory; here each active neuron's candidate row is built in a small buffer, the rule of
+:mod:`nnslicer._kernels` picks the kept ones, and their signs are added where they go, in one
+pass. The results are the same integers (candidates are the same float64 products, and the
+rules are bit-for-bit those of :mod:`nnslicer.select`).
+
+Every op it serves is a *window* op over a source ``X[B, S, C]``: output neuron ``(p, q)``
+(position ``p``, channel ``q``) reads, through tap ``t``, source position ``taps[p, t]``
+(``valid[p, t]`` False: padding). ``mode`` says how channels and weights combine:
+
+* ``CONV``: candidates over ``(t, c)``: ``X[b, taps[p, t], c] * W[t, c, q]``; synapse
+  ``(t * C + c) * Q + q``. Dense is a conv with one position and one tap.
+* ``DEPTHWISE``: ``q = c * M + m``; candidates over ``t``: ``X[b, taps[p, t], c] * W[t, c, m]``.
+* ``POOL``: candidates over ``t``: ``X[b, taps[p, t], q]`` (weight 1, no synapse).
+
+A kept candidate's count goes to input neuron ``taps[p, t] * C + c``, or to channel ``c`` when
+``to_channel`` (channel granularity, where ``X`` holds tap means).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+from ._kernels import (keep_effective_path_into, keep_nnslicer_into, keep_paper_into, row_positive_total_into,
+                       row_total_into, scratch)
+
+__all__ = ["window_backward", "CONV", "DEPTHWISE", "POOL", "RULE_CODES"]
+
+CONV, DEPTHWISE, POOL = 0, 1, 2
+RULE_CODES = {"nnslicer": 0, "paper": 1, "effective_path": 2}
+
+
+@nb.njit(cache=True)
+def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, code, theta, one_minus_bar,
+          lo, hi, inputs, synapses):
+    n_taps = taps.shape[1]
+    n_c = X.shape[2]
+    k = n_taps * n_c if mode == CONV else n_taps
+    row = np.empty(k, np.float64)
+    keep = np.empty(k, np.bool_)
+    ws = scratch(k)
+    for n in range(lo, hi):
+        bn = b[n]
+        p = o[n] // n_q
+        q = o[n] % n_q
+        if mode == DEPTHWISE:
+            ch = q // mult
+            wq = q % mult
+        else:
+            ch = q
+            wq = q
+        for t in range(n_taps):
+            pos = taps[p, t]
+            ok = valid[p, t]
+            if mode == CONV:
+                for c in range(n_c):
+                    row[t * n_c + c] = np.float64(X[bn, pos, c]) * np.float64(W[t, c, q]) if ok else np.nan
+            elif mode == DEPTHWISE:
+                row[t] = np.float64(X[bn, pos, ch]) * np.float64(W[t, ch, wq]) if ok else np.nan
+            else:
+                row[t] = np.float64(X[bn, pos, ch]) if ok else np.nan
+        if code == 0:
+            keep_nnslicer_into(row, theta, one_minus_bar, row_total_into(row, ws), keep, ws)
+        elif code == 1:
+            keep_paper_into(row, theta, y[n], keep, ws)
+        else:
+            keep_effective_path_into(row, theta, row_positive_total_into(row, ws), keep, ws)
+        for i in range(k):
+            if not keep[i]:
+                continue
+            x = row[i]
+            if code == 2:
+                s = 1
+            else:
+                s = (1 if x > 0 else (-1 if x < 0 else 0)) * direction[n]
+                if s == 0:
+                    continue
+            if mode == CONV:
+                t = i // n_c
+                c = i % n_c
+                syn = i * n_q + q
+            else:
+                t = i
+                c = ch
+                syn = (t * n_c + ch) * mult + wq
+            inputs[bn, c if to_channel else taps[p, t] * n_c + c] += s
+            if mode != POOL:
+                synapses[bn, syn] += s
+
+
+@nb.njit(cache=True, parallel=True)
+def _by_sample(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, code, theta, one_minus_bar,
+               starts, inputs, synapses):
+    # Neurons come sorted by sample; each sample's rows write only that sample's counts.
+    for s in prange(starts.shape[0] - 1):
+        _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, code, theta, one_minus_bar,
+              starts[s], starts[s + 1], inputs, synapses)
+
+
+def window_backward(X, W, taps, valid, mode, b, o, n_q, direction, y, rule, theta, bar, n_in, n_syn,
+                    mult=1, to_channel=False):
+    """Counts ``(inputs [B, n_in], synapses [B, n_syn])`` from the active neurons ``(b, o)``
+    (``b`` sorted), as :class:`~nnslicer.ops.base.LinearHandler` defines them.
+
+    ``direction[n] = sign(delta_y_n) * sign(count_n)``; ``y[n]`` the activation (rule "paper").
+    """
+    batch = X.shape[0]
+    inputs = np.zeros((batch, n_in), np.int64)
+    synapses = np.zeros((batch, max(n_syn, 1)), np.int64)
+    if W is None:
+        W = np.zeros((1, 1, 1), np.float32)
+    if y is None:
+        y = np.zeros(len(b), np.float64)
+    starts = np.searchsorted(b, np.arange(batch + 1))
+    _by_sample(np.ascontiguousarray(X), np.ascontiguousarray(W), np.ascontiguousarray(taps, dtype=np.int64),
+               np.ascontiguousarray(valid, dtype=np.bool_), mode, to_channel, mult, b.astype(np.int64),
+               o.astype(np.int64), n_q, direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
+               float(theta), 1.0 - float(bar), starts.astype(np.int64), inputs, synapses)
+    return inputs, synapses[:, :n_syn]
