@@ -11,8 +11,7 @@ Design
   with numpy's pairwise algorithm (``numpy/_core/src/umath/loops_utils.h.src``: below 8 elements
   a sequential sum from -0.0; up to 128, 8 interleaved accumulators combined as
   ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))``, then the tail; above, split at
-  ``n2 = n//2 - (n//2) % 8`` and recurse).  numpy sums other layouts (Fortran order, ...) in
-  another order, so :func:`select` then takes the totals from numpy itself.
+  ``n2 = n//2 - (n//2) % 8`` and recurse).  Both selects make their input C-contiguous first.
 * The candidates are visited in the rule's order (numpy's stable argsort: ``|c|`` descending or
   ascending, ties by position) only as far as the rule needs (``m*`` for nnslicer): a stable
   counting sort into log-scale buckets of ``|c|`` (bit patterns of non-negative floats are

@@ -29,7 +29,7 @@ def kernels():
     global KERNELS
     if KERNELS is None:
         try:
-            import numba  # noqa: F401  (only whether it is there)
+            import numba  # noqa: F401 -- only whether it is there
 
             KERNELS = "numba"
         except ImportError:  # pragma: no cover - numba is a dependency, but keep working without
