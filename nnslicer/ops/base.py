@@ -12,6 +12,7 @@ families of SPEC.md's table written once.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,12 +29,7 @@ KERNELS = None
 def kernels():
     global KERNELS
     if KERNELS is None:
-        try:
-            import numba  # noqa: F401 -- only whether it is there
-
-            KERNELS = "numba"
-        except ImportError:  # pragma: no cover - numba is a dependency, but keep working without
-            KERNELS = "numpy"
+        KERNELS = "numba" if importlib.util.find_spec("numba") is not None else "numpy"
     return KERNELS
 
 
