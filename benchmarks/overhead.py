@@ -46,7 +46,7 @@ PAPER = {
                  "backward_batch": 40.4},
 }
 #: Samples used per model: (profiling set, batch-mode samples, single-mode samples).
-SIZES = {"lenet": (2000, 256, 32), "resnet10": (2000, 64, 8), "resnet18": (1000, 8, 2)}
+SIZES = {"lenet": (2000, 512, 32), "resnet10": (2000, 128, 8), "resnet18": (1000, 16, 2)}
 
 
 def machine():
@@ -115,7 +115,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def run_one(name, granularity):
+def run_one(name, granularity, workers=2):
     """Measure one (model, granularity) in this process; returns a dict of figures."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from nnslicer import Slicer
@@ -127,25 +127,28 @@ def run_one(name, granularity):
     slicer = Slicer(model, granularity=granularity)
     _, t_profile = timed(slicer.fit, x_prof)
     graph, profile = slicer.graph_, slicer.profile_
-    model.predict(x_slice[:8], verbose=0)  # warm up both paths before timing
+    model.predict(x_slice[:8], verbose=0)  # warm up every path before timing
     forward(graph, profile, x_slice[:8])
+    one = forward(graph, profile, x_slice[:1])
+    backward(graph, one, [[int(one.predictions[0])]])
     _, t_predict = timed(model.predict, x_slice, batch_size=256, verbose=0)
     tape, t_forward = timed(forward, graph, profile, x_slice)
     chunk = slicer._chunk(len(x_slice), None)
     t_backward = 0.0
-    total_synapses = 0
     for lo in range(0, len(x_slice), chunk):
         part = forward(graph, profile, x_slice[lo:lo + chunk])
         targets = [[int(p)] for p in part.predictions]
-        (neurons, synapses), t = timed(backward, graph, part, targets, "nnslicer", 0.2, reduce=None)
+        _, t = timed(backward, graph, part, targets, "nnslicer", 0.2, reduce=None)
         t_backward += t
-        total_synapses += sum(int(np.count_nonzero(v)) for v in synapses.values())
     t_fwd_single = t_bwd_single = 0.0
     for i in range(n_single):
         one, t = timed(forward, graph, profile, x_slice[i:i + 1])
         t_fwd_single += t
         _, t = timed(backward, graph, one, [[int(one.predictions[0])]], "nnslicer", 0.2)
         t_bwd_single += t
+    serial, t_serial = timed(slicer.slice_many, x_slice)
+    slicer.slice_many(x_slice[:2 * workers], n_jobs=workers)  # starts Ray and warms the workers
+    parallel, t_ray = timed(slicer.slice_many, x_slice, n_jobs=workers)
     n = len(x_slice)
     return {
         "model": name, "granularity": granularity, "params": int(model.count_params()),
@@ -154,75 +157,125 @@ def run_one(name, granularity):
         "profile_s": t_profile / len(x_prof), "predict_s": t_predict / n,
         "forward_batch_s": t_forward / n, "forward_single_s": t_fwd_single / n_single,
         "backward_batch_s": t_backward / n, "backward_single_s": t_bwd_single / n_single,
-        "slice_synapses_mean": total_synapses / n, "chunk": chunk,
+        "slice_many_serial_s": t_serial / n, "slice_many_ray_s": t_ray / n, "ray_workers": workers,
+        "ray_backward_batch_s": max(t_ray - t_forward, 0.0) / n,
+        "ray_equals_serial": all(a == b for a, b in zip(parallel, serial)) and len(parallel) == len(serial),
+        "slice_synapses_mean": float(np.mean([s.n_synapses for s in serial])), "chunk": chunk,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
+def run_memory(n=10_000):
+    """Peak memory of aggregating the abs-slices of ``n`` ResNet10 samples (serially, so that
+    the whole run is this one process)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from nnslicer import Slicer
+
+    model, x_prof, _, note = build("resnet10")
+    try:
+        from nnslicer import datasets
+
+        (_, _), (x_test, _) = datasets.load_fashion_mnist()
+        x = cifar_shaped(x_test[:n])
+        data = f"{len(x):,} Fashion-MNIST test images padded to 32x32x3"
+    except (FileNotFoundError, OSError):
+        x = np.random.default_rng(1).random((n, 32, 32, 3), dtype=np.float32)
+        data = f"{n:,} uniform random 32x32x3 inputs"
+    slicer = Slicer(model).fit(x_prof)
+    start = time.perf_counter()
+    total = slicer.slice(x, aggregate="abs")
+    elapsed = time.perf_counter() - start
+    return {"model": "resnet10", "granularity": "element", "samples": total.samples, "data": data,
+            "weights": note, "seconds": elapsed, "seconds_per_sample": elapsed / total.samples,
+            "slice_synapses": total.n_synapses, "total_synapses": total.total_synapses,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def table(rows):
     """The markdown table: ours beside the paper's, seconds per sample."""
-    head = ("| model | params | granularity | profile+forward batch (ours / paper) | forward single "
-            "(ours / paper) | backward single (ours / paper) | backward batch (ours / paper) | "
-            "predict | peak RSS |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
+    lines = ["| model | params | granularity | profile+forward batch (ours / paper) | predict | "
+             "forward single | backward single (ours / paper) | backward batch serial (ours / paper) | "
+             "backward batch Ray | peak RSS |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = PAPER[r["model"]]
         lines.append(
             f"| {r['model']} | {r['params']:,} | {r['granularity']} | "
-            f"{r['profile_s'] + r['forward_batch_s']:.4f} / {p['profile_batch']} | "
-            f"{r['forward_single_s']:.4f} / {p['profile_single']} | "
-            f"{r['backward_single_s']:.4f} / {p['backward_single']} | "
-            f"{r['backward_batch_s']:.4f} / {p['backward_batch']} | {r['predict_s']:.4f} | "
-            f"{r['peak_rss_mb']:.0f} MB |")
+            f"{r['profile_s'] + r['forward_batch_s']:.4f} / {p['profile_batch']} | {r['predict_s']:.4f} | "
+            f"{r['forward_single_s']:.4f} | {r['backward_single_s']:.4f} / {p['backward_single']} | "
+            f"{r['backward_batch_s']:.4f} / {p['backward_batch']} | "
+            f"{r['ray_backward_batch_s']:.4f} ({r['ray_workers']} workers) | {r['peak_rss_mb']:.0f} MB |")
     return "\n".join(lines)
 
 
-def summarise(rows):
-    best = {}
-    for r in rows:
-        if r["granularity"] == "element":
-            best[r["model"]] = r["backward_batch_s"]
+def summarise(rows, memory=None):
+    def best(r):
+        return min(r["backward_batch_s"], r["ray_backward_batch_s"])
+
+    per = {(r["model"], r["granularity"]): r for r in rows}
     speedup = None
-    el = [r for r in rows if r["model"] == "resnet18" and r["granularity"] == "element"]
-    ch = [r for r in rows if r["model"] == "resnet18" and r["granularity"] == "channel"]
-    if el and ch:
-        speedup = el[0]["backward_batch_s"] / ch[0]["backward_batch_s"]
-    return {
-        "lenet_backward_s": best.get("lenet"), "resnet10_backward_s": best.get("resnet10"),
-        "resnet18_backward_s": best.get("resnet18"), "channel_speedup": speedup,
-        "ray_equals_serial": None, "machine": machine(),
+    if ("resnet18", "element") in per and ("resnet18", "channel") in per:
+        speedup = best(per["resnet18", "element"]) / best(per["resnet18", "channel"])
+    get = lambda m: best(per[m, "element"]) if (m, "element") in per else None  # noqa: E731
+    summary = {
+        "lenet_backward_s": get("lenet"), "resnet10_backward_s": get("resnet10"),
+        "resnet18_backward_s": get("resnet18"), "channel_speedup": speedup,
+        "ray_equals_serial": all(r["ray_equals_serial"] for r in rows), "machine": machine(),
+        "profile_forward_over_predict": {f"{r['model']}/{r['granularity']}":
+                                         (r["profile_s"] + r["forward_batch_s"]) / r["predict_s"] for r in rows},
     }
+    if memory:
+        summary["resnet10_10k_abs_aggregate_peak_rss_mb"] = memory["peak_rss_mb"]
+    return summary
+
+
+def _child(*args):
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if proc.returncode:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"benchmark {' '.join(args)} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="lenet,resnet10,resnet18")
     parser.add_argument("--granularities", default="element,channel")
+    parser.add_argument("--memory", type=int, default=10_000,
+                        help="ResNet10 samples whose abs-slices are aggregated for the memory figure (0: skip)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "GRANULARITY"), help=argparse.SUPPRESS)
+    parser.add_argument("--one-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(*args.one)))
         return 0
+    if args.one_memory:
+        print(json.dumps(run_memory(args.one_memory)))
+        return 0
     rows = []
     for name in args.models.split(","):
         for gran in args.granularities.split(","):
             print(f"[overhead] {name} {gran} ...", file=sys.stderr, flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--one", name, gran], capture_output=True,
-                                  text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-            if proc.returncode:
-                print(proc.stderr[-3000:], file=sys.stderr)
-                raise SystemExit(f"benchmark of {name} {gran} failed")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(_child("--one", name, gran))
             print(f"[overhead]   backward {rows[-1]['backward_batch_s']:.4f} s/sample (batch)", file=sys.stderr)
+    memory = None
+    if args.memory:
+        print(f"[overhead] aggregating {args.memory:,} ResNet10 abs-slices ...", file=sys.stderr, flush=True)
+        memory = _child("--one-memory", str(args.memory))
     os.makedirs(args.out, exist_ok=True)
-    result = {"summary": summarise(rows), "paper": PAPER, "rows": rows}
+    result = {"summary": summarise(rows, memory), "paper": PAPER, "rows": rows, "memory": memory}
     with open(os.path.join(args.out, "overhead.json"), "w") as f:
         json.dump(result, f, indent=2)
     md = (f"# Slicing overhead, seconds per sample\n\nMachine: {result['summary']['machine']}.\n"
           "Paper: 2x GTX 1080Ti + 16 Xeon cores. Command: `python benchmarks/overhead.py`.\n\n"
           + table(rows) + "\n\nWeights: " + "; ".join(sorted({f"{r['model']}: {r['weights']}" for r in rows}))
-          + "\n")
+          + f".\n\nRay figures: wall time of `slice_many(x, n_jobs=...)` less the forward analysis; "
+          f"Ray results equal serial: {result['summary']['ray_equals_serial']}.\n")
+    if memory:
+        md += (f"\nMemory: aggregating the abs-slices of {memory['data']} through ResNet10 (element, "
+               f"serial) took {memory['seconds']:.0f} s ({memory['seconds_per_sample']:.3f} s/sample) "
+               f"with a peak RSS of {memory['peak_rss_mb']:.0f} MB.\n")
     with open(os.path.join(args.out, "overhead.md"), "w") as f:
         f.write(md)
     print(md)
