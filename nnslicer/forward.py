@@ -76,6 +76,43 @@ def execute(graph, x):
     return {name: v.numpy() for name, v in values.items()}
 
 
+def _summer(graph):
+    run = graph.__dict__.get("_summer")
+    if run is not None:
+        return run
+    tf = require("tensorflow", "tf")
+    executor = _executor(graph)
+    k = graph.num_outputs
+
+    @tf.function(reduce_retracing=True)
+    def run(x, y, labelled):
+        values = executor(x)
+        sums = {name: tf.reduce_sum(tf.cast(v, tf.float64), axis=0) for name, v in values.items()}
+        if not labelled:
+            return sums, {}, tf.zeros([k], tf.int64)
+        pred = tf.argmax(tf.reshape(values[graph.logits], [tf.shape(x)[0], -1]), axis=1, output_type=tf.int64)
+        segment = tf.where(pred == y, y, k)  # wrongly predicted samples go to an extra, dropped segment
+        per_class = {name: tf.math.unsorted_segment_sum(tf.cast(v, tf.float64), segment, k + 1)[:k]
+                     for name, v in values.items()}
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(y), segment, k + 1)[:k]
+        return sums, per_class, counts
+
+    graph.__dict__["_summer"] = run
+    return run
+
+
+def batch_sums(graph, x, y=None):
+    """Sums over the batch ``x`` of every tensor, computed where TensorFlow runs (the GPU when
+    there is one), so only the sums travel back: ``(sums, class_sums, class_counts)``; with
+    labels ``y``, per-class sums over the correctly predicted samples too."""
+    tf = require("tensorflow", "tf")
+    labels = np.zeros(len(x), np.int64) if y is None else np.asarray(y, np.int64)
+    sums, per_class, counts = _summer(graph)(tf.convert_to_tensor(x), tf.convert_to_tensor(labels),
+                                            y is not None)
+    return ({k: v.numpy() for k, v in sums.items()}, {k: v.numpy() for k, v in per_class.items()},
+            counts.numpy())
+
+
 def forward(graph, profile, x, baseline="global", batch_size=256):
     """The :class:`Tape` of ``x``: activations minus the profile's means.
 

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from .errors import FileFormatError, InvalidInputError
-from .forward import as_batch, execute
+from .forward import as_batch, batch_sums
 from .io import load_archive, save_archive
 
 __all__ = ["Profile", "profile", "iter_batches"]
@@ -125,23 +125,21 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
         elif labelled != (y is not None):
             raise InvalidInputError("Some batches have labels and some do not.")
         x = as_batch(graph, x, what="data")
-        acts = execute(graph, x)
-        if sums is None:
-            sums = {k: np.zeros(v.shape[1:], np.float64) for k, v in acts.items()}
-        for k, v in acts.items():
-            sums[k] += v.sum(axis=0, dtype=np.float64)
         if y is not None:
             y = _check_labels(y, len(x), num_classes)
-            pred = acts[graph.logits].reshape(len(x), -1).argmax(axis=1)
-            correct = pred == y
+        batch, batch_class, batch_counts = batch_sums(graph, x, y)
+        if sums is None:
+            sums = batch
+        else:
+            for k, v in batch.items():
+                sums[k] += v
+        if y is not None:
             if class_sums is None:
-                class_sums = {k: np.zeros((num_classes,) + v.shape[1:], np.float64) for k, v in acts.items()}
-                class_counts = np.zeros(num_classes, np.int64)
-            for c in np.unique(y[correct]):
-                members = correct & (y == c)
-                class_counts[c] += members.sum()
-                for k, v in acts.items():
-                    class_sums[k][c] += v[members].sum(axis=0, dtype=np.float64)
+                class_sums, class_counts = batch_class, batch_counts
+            else:
+                for k, v in batch_class.items():
+                    class_sums[k] += v
+                class_counts += batch_counts
         n += len(x)
         if progress is not None:
             progress(n)

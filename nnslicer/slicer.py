@@ -18,7 +18,7 @@ from .slice import Slice
 __all__ = ["Slicer"]
 
 #: Memory that one chunk of samples may use for its tape and counts during slicing.
-CHUNK_BYTES = 256 << 20
+CHUNK_BYTES = 128 << 20
 
 
 def _choice(name, value, options):

@@ -85,3 +85,32 @@ def test_ray_is_not_started_for_serial_work(setup):
     finally:
         if env is not None:
             os.environ["RAY_ADDRESS"] = env
+
+
+@pytest.mark.slow
+def test_an_existing_cluster_by_address(setup, tmp_path):
+    """`ray start --head`, then address=...: the slices equal the serial ones."""
+    import shutil
+    import socket
+    import subprocess
+
+    slicer, x, serial = setup
+    if ray.is_initialized():
+        ray.shutdown()
+    exe = shutil.which("ray")
+    if exe is None:
+        pytest.skip("the ray command is not on PATH")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, RAY_ADDRESS="")
+    subprocess.run([exe, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                    "--node-ip-address=127.0.0.1", f"--temp-dir={tmp_path}"], check=True, env=env,
+                   capture_output=True, timeout=120)
+    try:
+        got = slicer.slice_many(x, address=f"127.0.0.1:{port}")
+        assert ray.is_initialized()
+        assert all(a == b for a, b in zip(got, serial)) and len(got) == len(serial)
+    finally:
+        ray.shutdown()
+        subprocess.run([exe, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -4,7 +4,9 @@ families of SPEC.md's table written once.
 * :class:`LinearHandler` -- ops whose output neuron is a weighted sum of input neurons
   (Dense, Conv2D, DepthwiseConv2D, average pooling, Add). A handler says only how output
   neurons are *wired* (which input values, which input neurons, which synapses); candidates,
-  the theta rule and the signed counts are computed here for all of them.
+  the theta rule and the signed counts are computed here for all of them, by the fused numba
+  kernel of :mod:`nnslicer._fused` for the window ops (those with ``fused_window``) and by
+  vectorised numpy otherwise (and everywhere with ``KERNELS = "numpy"``).
 * :class:`RouteHandler` -- ops that hand an output neuron's count on unchanged to the input
   neuron(s) it comes from (activations, batch norm, reshapes, padding, concatenation).
   A handler says only where each output neuron comes from.
@@ -39,6 +41,7 @@ def _select():
         from .._kernels import select
         return select
     return numpy_select
+
 
 #: Most candidates held in memory at once by one backward step (rows are processed in chunks).
 CHUNK_CANDIDATES = 1 << 22
