@@ -50,7 +50,7 @@ def as_batch(graph, x, what="x"):
 
 
 def _executor(graph):
-    run = graph.__dict__.get("_executor")
+    run = graph.__dict__.setdefault("_tf", {}).get("executor")
     if run is not None:
         return run
     tf = require("tensorflow", "tf")
@@ -65,7 +65,7 @@ def _executor(graph):
             values[op.name] = op.handler.forward(op, [values[name] for name in op.inputs])
         return values
 
-    graph.__dict__["_executor"] = run
+    graph.__dict__["_tf"]["executor"] = run
     return run
 
 
@@ -77,7 +77,7 @@ def execute(graph, x):
 
 
 def _summer(graph):
-    run = graph.__dict__.get("_summer")
+    run = graph.__dict__.setdefault("_tf", {}).get("summer")
     if run is not None:
         return run
     tf = require("tensorflow", "tf")
@@ -97,7 +97,7 @@ def _summer(graph):
         counts = tf.math.unsorted_segment_sum(tf.ones_like(y), segment, k + 1)[:k]
         return sums, per_class, counts
 
-    graph.__dict__["_summer"] = run
+    graph.__dict__["_tf"]["summer"] = run
     return run
 
 

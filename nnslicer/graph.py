@@ -133,9 +133,9 @@ class DataFlowGraph:
         if not nx.is_directed_acyclic_graph(self.nx):  # pragma: no cover - Keras forbids cycles
             raise InvalidParameterError("The model's graph has a cycle.")
 
-    def __getstate__(self):  # the TensorFlow executor stays behind (Ray workers need arrays only)
+    def __getstate__(self):  # TensorFlow functions stay behind (Ray workers need arrays only)
         state = self.__dict__.copy()
-        state.pop("_executor", None)
+        state.pop("_tf", None)
         return state
 
     # ------------------------------------------------------------------ structure

@@ -163,3 +163,11 @@ def test_slice_on_ray_workers_equals_serial(files, tmp_path):
     assert main(["slice", paths["model"], "--profile", prof, "--input", paths["x"], "--workers", "2",
                  "-o", parallel]) == 0
     assert nnslicer.Slice.load(serial) == nnslicer.Slice.load(parallel)
+
+
+def test_h5_models_load_too(files, tmp_path, capsys):
+    paths, model, x, y = files
+    h5 = str(tmp_path / "m.h5")
+    model.save(h5)
+    assert main(["info", h5]) == 0
+    assert "conv/relu" in capsys.readouterr().out
