@@ -88,11 +88,12 @@ def test_ray_is_not_started_for_serial_work(setup):
 
 
 @pytest.mark.slow
-def test_an_existing_cluster_by_address(setup, tmp_path):
+def test_an_existing_cluster_by_address(setup):
     """`ray start --head`, then address=...: the slices equal the serial ones."""
     import shutil
     import socket
     import subprocess
+    import tempfile
 
     slicer, x, serial = setup
     if ray.is_initialized():
@@ -103,9 +104,10 @@ def test_an_existing_cluster_by_address(setup, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = dict(os.environ, RAY_ADDRESS="")
+    env = dict(os.environ, RAY_ADDRESS="", RAY_AUTH_MODE="disabled")
+    short = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # unix socket paths must stay short
     subprocess.run([exe, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--node-ip-address=127.0.0.1", f"--temp-dir={tmp_path}"], check=True, env=env,
+                    "--node-ip-address=127.0.0.1", f"--temp-dir={short}"], check=True, env=env,
                    capture_output=True, timeout=120)
     try:
         got = slicer.slice_many(x, address=f"127.0.0.1:{port}")
@@ -114,3 +116,4 @@ def test_an_existing_cluster_by_address(setup, tmp_path):
     finally:
         ray.shutdown()
         subprocess.run([exe, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(short, ignore_errors=True)
