@@ -225,14 +225,15 @@ class DataFlowGraph:
                 f"neurons={self.n_neurons():,}, synapses={self.n_synapses():,})")
 
     # ------------------------------------------------------------------ neuron level
-    def connections(self, name: str):
+    def connections(self, name: str, out=None):
         """Neuron-level wiring of op ``name``: one ``(input_index, src, dst, synapse)`` per input.
 
         ``src`` are flat neuron indices of the input tensor, ``dst`` flat neuron indices of the
-        output, ``synapse`` flat indices into the op's synapse array (-1 where none).
+        output, ``synapse`` flat indices into the op's synapse array (-1 where none). With
+        ``out`` (flat output neuron indices), only the wiring into those neurons.
         """
         op = self[name]
-        return op.handler.connections(op, self.granularity)
+        return op.handler.connections(op, self.granularity, out)
 
     def to_networkx(self, level: str = "op", limit: int = NEURON_GRAPH_LIMIT) -> nx.DiGraph:
         """The graph as networkx: ``level="op"`` (a copy of the op graph) or ``"neuron"``.

@@ -739,36 +739,6 @@ def _too_big(graph, what, n, limit):
         "or raise max_nodes/max_edges.")
 
 
-def _connections_into(graph, op, out):
-    """Neuron-level wiring of ``op`` into its output neurons ``out`` only, as
-    ``[(input index, input neurons, output neurons, synapses)]``: through the handler's wiring or
-    route for the built-in families (so the cost follows a slice's members, not the model),
-    else its full :meth:`connections`, filtered."""
-    from .ops.base import LinearHandler, RouteHandler
-    from .ops.pooling import _Pool
-
-    handler, gran = op.handler, graph.granularity
-    method = type(handler).connections
-    if method is _Pool.connections:
-        method = RouteHandler.connections if gran == "channel" else LinearHandler.connections
-    if not len(out):
-        return []
-    if method is LinearHandler.connections:
-        result = []
-        for j, w in enumerate(handler.wiring(op, gran, out)):
-            shape = np.broadcast_shapes(np.shape(w.dst), (len(out), 1))
-            src = np.broadcast_to(w.dst, shape)
-            dst = np.broadcast_to(out[:, None], shape)
-            syn = np.broadcast_to(w.synapse, shape) if w.synapse is not None else np.full(shape, -1)
-            valid = np.ones(shape, bool) if w.valid is None else np.broadcast_to(w.valid, shape)
-            result.append((j, src[valid], dst[valid], syn[valid]))
-        return result
-    if method is RouteHandler.connections:
-        return [(j, src, out[rows], np.full(len(rows), -1)) for j, rows, src in handler.route(op, gran, out)]
-    keep = lambda dst: np.isin(dst, out)  # noqa: E731
-    return [(j, src[keep(dst)], dst[keep(dst)], syn[keep(dst)]) for j, src, dst, syn in graph.connections(op.name)]
-
-
 def _neuron_edges(graph, groups, of, s, nodes, max_edges):
     """Per cross-group edge: (src group, dst group, src idx, dst idx, abs, net) arrays."""
     result, total = [], 0
@@ -784,7 +754,7 @@ def _neuron_edges(graph, groups, of, s, nodes, max_edges):
         syn = None
         if s is not None and op.synapse_shape is not None:
             syn = np.asarray(s.synapse_counts[op.name]).reshape(-1)
-        for j, src, dst, w in _connections_into(graph, op, nodes[g.id][0]):
+        for j, src, dst, w in graph.connections(op.name, nodes[g.id][0]):
             sg = of[op.inputs[j]]
             if sg.to_head is not None:
                 src = sg.to_head[src]

@@ -220,8 +220,6 @@ def _zoo(granularity):
 
 @pytest.mark.parametrize("granularity", ["element", "channel"])
 def test_wiring_into_some_neurons_equals_the_filtered_full_wiring(granularity):
-    from nnslicer.render import _connections_into
-
     g = _zoo(granularity)
     rng = np.random.default_rng(0)
     for op in g.ops[1:]:
@@ -229,7 +227,7 @@ def test_wiring_into_some_neurons_equals_the_filtered_full_wiring(granularity):
         for out in (np.arange(n), np.sort(rng.choice(n, size=max(1, n // 3), replace=False))):
             want = {(j, int(a), int(b), int(w)) for j, src, dst, syn in g.connections(op.name)
                     for a, b, w in zip(src, dst, syn) if b in set(out.tolist())}
-            got = {(j, int(a), int(b), int(w)) for j, src, dst, syn in _connections_into(g, op, out)
+            got = {(j, int(a), int(b), int(w)) for j, src, dst, syn in g.connections(op.name, out)
                    for a, b, w in zip(src, dst, syn)}
             assert got == want, op.name
 

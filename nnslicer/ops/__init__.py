@@ -24,7 +24,7 @@ class Input(Handler):
     def forward(self, op, inputs):  # pragma: no cover - the input is fed, never computed
         return inputs[0]
 
-    def connections(self, op, granularity):
+    def connections(self, op, granularity, out=None):
         return []
 
 

@@ -122,12 +122,19 @@ class Handler:
         ([B, *synapse shape], or None)."""
         raise NotImplementedError
 
-    def connections(self, op, granularity):
-        """Neuron-level wiring: ``[(input_index, src, dst, synapse)]`` with flat indices."""
+    def connections(self, op, granularity, out=None):
+        """Neuron-level wiring into output neurons ``out`` (default: all), as
+        ``[(input_index, src, dst, synapse)]`` with flat indices (synapse -1: none)."""
         raise NotImplementedError
 
     def check(self, op, granularity):
         """Raise if the op cannot be sliced at this granularity (checked before any work)."""
+
+
+def _all_outputs(op, granularity):
+    from ..graph import neuron_shape
+
+    return np.arange(int(np.prod(neuron_shape(op.shape, granularity))))
 
 
 def _sign(x):
@@ -230,11 +237,11 @@ class LinearHandler(Handler):
             synapses = synapses.reshape((batch,) + op.synapse_shape)
         return inputs, synapses
 
-    def connections(self, op, granularity):
-        from ..graph import neuron_shape
-
-        out = np.arange(int(np.prod(neuron_shape(op.shape, granularity))))
+    def connections(self, op, granularity, out=None):
+        out = _all_outputs(op, granularity) if out is None else np.asarray(out, dtype=np.int64)
         result = []
+        if not len(out):
+            return result
         for j, w in enumerate(self.wiring(op, granularity, out)):
             shape = np.broadcast_shapes(w.dst.shape, (len(out), 1))
             dst = np.broadcast_to(w.dst, shape)
@@ -277,10 +284,8 @@ class RouteHandler(Handler):
             result[j] += np.bincount(b[rows] * size + dst, weights=vals, minlength=batch * size).astype(np.int64)
         return [r.reshape((batch,) + graph.neuron_shape(t)) for r, t in zip(result, op.inputs)], None
 
-    def connections(self, op, granularity):
-        from ..graph import neuron_shape
-
-        out = np.arange(int(np.prod(neuron_shape(op.shape, granularity))))
+    def connections(self, op, granularity, out=None):
+        out = _all_outputs(op, granularity) if out is None else np.asarray(out, dtype=np.int64)
         return [(j, dst, out[rows], np.full(len(rows), -1)) for j, rows, dst in self.route(op, granularity, out)]
 
 

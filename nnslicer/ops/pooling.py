@@ -24,10 +24,10 @@ class _Pool(LinearHandler, RouteHandler):
     def element_backward(self, step):
         return LinearHandler.backward(self, step)
 
-    def connections(self, op, granularity):
+    def connections(self, op, granularity, out=None):
         if granularity == "channel":
-            return RouteHandler.connections(self, op, granularity)
-        return LinearHandler.connections(self, op, granularity)
+            return RouteHandler.connections(self, op, granularity, out)
+        return LinearHandler.connections(self, op, granularity, out)
 
     def route(self, op, granularity, out):
         return [(0, np.arange(len(out)), out)]
