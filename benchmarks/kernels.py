@@ -12,7 +12,6 @@ far as it needs), checks that both give the same counts, and writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overhead import RESULTS, build, machine  # noqa: E402
+from overhead import RESULTS, build, machine, write_results  # noqa: E402
 
 #: Samples timed per model (ResNet18 on the numpy path takes about a minute a sample).
 SAMPLES = {"lenet": 256, "resnet10": 16, "resnet18": 1}
@@ -58,18 +57,12 @@ def main(argv=None):
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     rows = [measure(name, "element") for name in args.models.split(",")]
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "kernels.json"), "w") as f:
-        json.dump({"machine": machine(), "rows": rows}, f, indent=2)
     md = [f"# Backward kernels, seconds per sample (batch mode, element granularity)\n\nMachine: {machine()}. "
           "Command: `python benchmarks/kernels.py`.\n",
           "| model | samples | numpy path | fused numba | speed-up | same counts |", "|---|---|---|---|---|---|"]
     md += [f"| {r['model']} | {r['samples']} | {r['numpy_s']:.4f} | {r['numba_s']:.4f} | {r['speedup']:.0f}x | "
            f"{r['equal']} |" for r in rows]
-    text = "\n".join(md) + "\n"
-    with open(os.path.join(args.out, "kernels.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_results(args.out, "kernels", {"machine": machine(), "rows": rows}, "\n".join(md) + "\n")
     return 0
 
 

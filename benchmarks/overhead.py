@@ -243,6 +243,16 @@ def summarise(rows, memory=None):
     return summary
 
 
+def write_results(out, stem, data, markdown):
+    """Write ``out/stem.json`` and ``out/stem.md`` and print the table."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
+
+
 def _child(*args):
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -278,10 +288,7 @@ def main(argv=None):
     if args.memory:
         print(f"[overhead] aggregating {args.memory:,} ResNet10 abs-slices ...", file=sys.stderr, flush=True)
         memory = _child("--one-memory", str(args.memory))
-    os.makedirs(args.out, exist_ok=True)
     result = {"summary": summarise(rows, memory), "paper": PAPER, "rows": rows, "memory": memory}
-    with open(os.path.join(args.out, "overhead.json"), "w") as f:
-        json.dump(result, f, indent=2)
     md = (f"# Slicing overhead, seconds per sample\n\nMachine: {result['summary']['machine']}.\n"
           "Paper: 2x GTX 1080Ti + 16 Xeon cores. Command: `python benchmarks/overhead.py`.\n\n"
           + table(rows) + "\n\nWeights: " + "; ".join(sorted({f"{r['model']}: {r['weights']}" for r in rows}))
@@ -291,9 +298,7 @@ def main(argv=None):
         md += (f"\nMemory: aggregating the abs-slices of {memory['data']} through ResNet10 (element, "
                f"serial) took {memory['seconds']:.0f} s ({memory['seconds_per_sample']:.3f} s/sample) "
                f"with a peak RSS of {memory['peak_rss_mb']:.0f} MB.\n")
-    with open(os.path.join(args.out, "overhead.md"), "w") as f:
-        f.write(md)
-    print(md)
+    write_results(args.out, "overhead", result, md)
     return 0
 
 
