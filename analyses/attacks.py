@@ -1,0 +1,373 @@
+"""Adversarial attacks that return only successful adversarial examples.
+
+FGSM, BIM and PGD are written here with ``tf.GradientTape``; CW-L2, DeepFool and JSMA go
+through the Adversarial Robustness Toolbox (``pip install 'nnslicer[analyses]'``).
+
+Every attack returns an :class:`AdversarialSet` holding only the *successful* examples: the
+clean source was classified correctly (prediction == label) and the adversarial example is
+classified differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnslicer.errors import InvalidInputError, InvalidParameterError, require
+
+__all__ = ["AdversarialSet", "fgsm", "bim", "pgd", "cw_l2", "deepfool", "jsma"]
+
+
+@dataclass
+class AdversarialSet:
+    """Successful adversarial examples paired with their clean sources.
+
+    Attributes
+    ----------
+    x_adv : ndarray
+        Adversarial inputs (only successful ones).
+    x_clean : ndarray
+        The clean inputs they came from.
+    y_clean : ndarray of int
+        True (given) labels of the clean inputs.
+    source_index : ndarray of int
+        Indices of the clean inputs in the ``x`` given to the attack.
+    pred_adv : ndarray of int
+        The model's class on ``x_adv`` (always != ``y_clean``).
+    attack : dict
+        ``{"name": ..., **params}``.
+    n_inputs : int
+        Number of inputs given to the attack.
+    n_correct : int
+        Number of those the model classified correctly (the attackable ones).
+    """
+
+    x_adv: np.ndarray
+    x_clean: np.ndarray
+    y_clean: np.ndarray
+    source_index: np.ndarray
+    pred_adv: np.ndarray
+    attack: dict = field(default_factory=dict)
+    n_inputs: int = 0
+    n_correct: int = 0
+
+    def __len__(self) -> int:
+        return int(len(self.source_index))
+
+    @property
+    def success_rate(self) -> float:
+        """Successes / correctly classified inputs (0.0 when none was correct)."""
+        return len(self) / self.n_correct if self.n_correct else 0.0
+
+    @property
+    def perturbation(self) -> np.ndarray:
+        """``x_adv - x_clean``."""
+        return self.x_adv - self.x_clean
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.attack.items() if k != "name")
+        return (
+            f"AdversarialSet(attack={self.attack.get('name', '?')}({params}), "
+            f"successes={len(self)}/{self.n_correct} correctly classified "
+            f"of {self.n_inputs} inputs, success_rate={self.success_rate:.3f})"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_inputs(model, x, y, batch_size):
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise InvalidInputError("x is empty: give at least one input")
+    if not np.issubdtype(x.dtype, np.number):
+        raise InvalidInputError(f"x must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError("x holds NaN or infinite values")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InvalidParameterError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    pred = _predict(model, x, batch_size)
+    if y is None:
+        y = pred.copy()
+    else:
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[0] == x.shape[0] and y.shape[1] > 1:
+            y = y.argmax(axis=1)  # one-hot
+        y = y.reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise InvalidInputError(f"y has {y.shape[0]} labels for {x.shape[0]} inputs")
+        if not np.issubdtype(y.dtype, np.integer):
+            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+                raise InvalidInputError("y must hold integer class labels")
+        y = y.astype(np.int64)
+        n_classes = _n_classes(model)
+        if np.any(y < 0) or np.any(y >= n_classes):
+            raise InvalidInputError(f"y labels must lie in [0, {n_classes - 1}]")
+    return x, y, pred
+
+
+def _check_clip(clip):
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(clip[0]), float(clip[1]))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InvalidParameterError(f"clip must be (min, max) or None, got {clip!r}") from exc
+    if len(clip) != 2 or not (np.isfinite(lo) and np.isfinite(hi)) or lo >= hi:
+        raise InvalidParameterError(f"clip must be (min, max) with min < max, got {clip!r}")
+    return (lo, hi)
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise InvalidParameterError(f"{name} must be a number > 0, got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise InvalidParameterError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidParameterError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _n_classes(model) -> int:
+    return int(model.output_shape[-1])
+
+
+def _predict(model, x, batch_size) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(np.asarray(model(x[i : i + batch_size], training=False)).argmax(axis=1))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _outputs_softmax(model) -> bool:
+    """Whether the model's outputs are probabilities (last layer softmax)."""
+    last = model.layers[-1]
+    if type(last).__name__.lower() == "softmax":
+        return True
+    act = getattr(last, "activation", None)
+    name = getattr(act, "__name__", None) or type(act).__name__
+    return name is not None and "softmax" in name.lower()
+
+
+def _loss_fn(model):
+    import keras
+
+    from_logits = not _outputs_softmax(model)
+
+    def loss(y, out):
+        return keras.losses.sparse_categorical_crossentropy(y, out, from_logits=from_logits)
+
+    return loss
+
+
+def _gradient_sign(model, loss, x, y):
+    import tensorflow as tf
+
+    xt = tf.convert_to_tensor(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        l = loss(tf.convert_to_tensor(y), model(xt, training=False))
+    return np.sign(tape.gradient(l, xt).numpy())
+
+
+def _finish(model, x, y, pred_clean, x_adv, batch_size, attack) -> AdversarialSet:
+    pred_adv = _predict(model, x_adv, batch_size)
+    correct = pred_clean == y
+    ok = correct & (pred_adv != y)
+    idx = np.flatnonzero(ok)
+    return AdversarialSet(
+        x_adv=x_adv[idx],
+        x_clean=x[idx],
+        y_clean=y[idx],
+        source_index=idx,
+        pred_adv=pred_adv[idx],
+        attack=attack,
+        n_inputs=int(len(x)),
+        n_correct=int(correct.sum()),
+    )
+
+
+def _iterative(model, x, y, eps, step, steps, clip, batch_size, x_start):
+    loss = _loss_fn(model)
+    out = np.empty_like(x)
+    for i in range(0, len(x), batch_size):
+        x0 = x[i : i + batch_size]
+        yb = y[i : i + batch_size]
+        xa = x_start[i : i + batch_size].copy()
+        for _ in range(steps):
+            xa = xa + step * _gradient_sign(model, loss, xa, yb)
+            xa = np.clip(xa, x0 - eps, x0 + eps)
+            if clip is not None:
+                xa = np.clip(xa, clip[0], clip[1])
+        out[i : i + batch_size] = xa
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- gradient attacks
+
+
+def fgsm(model, x, y=None, eps=0.1, clip=(0.0, 1.0), batch_size=256) -> AdversarialSet:
+    """Fast Gradient Sign Method: ``x + eps * sign(grad_x loss)``, clipped to ``clip``.
+
+    ``y`` defaults to the model's predictions (then every input counts as correct).
+    """
+    eps = _positive("eps", eps)
+    clip = _check_clip(clip)
+    x, y, pred = _check_inputs(model, x, y, batch_size)
+    loss = _loss_fn(model)
+    x_adv = np.empty_like(x)
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size]
+        xa = xb + eps * _gradient_sign(model, loss, xb, y[i : i + batch_size])
+        if clip is not None:
+            xa = np.clip(xa, clip[0], clip[1])
+        x_adv[i : i + batch_size] = xa
+    return _finish(model, x, y, pred, x_adv, batch_size, {"name": "fgsm", "eps": eps, "clip": clip})
+
+
+def bim(model, x, y=None, eps=0.1, step=0.01, steps=10, clip=(0.0, 1.0), batch_size=256) -> AdversarialSet:
+    """Basic Iterative Method: ``steps`` FGSM steps of size ``step``, projected on the L-inf ball."""
+    eps = _positive("eps", eps)
+    step = _positive("step", step)
+    steps = _positive_int("steps", steps)
+    clip = _check_clip(clip)
+    x, y, pred = _check_inputs(model, x, y, batch_size)
+    x_adv = _iterative(model, x, y, eps, step, steps, clip, batch_size, x)
+    attack = {"name": "bim", "eps": eps, "step": step, "steps": steps, "clip": clip}
+    return _finish(model, x, y, pred, x_adv, batch_size, attack)
+
+
+def pgd(
+    model, x, y=None, eps=0.1, step=0.01, steps=20, random_start=True, seed=0, clip=(0.0, 1.0),
+    batch_size=256,
+) -> AdversarialSet:
+    """Projected Gradient Descent (L-inf): BIM from a uniform random start in the eps-ball."""
+    eps = _positive("eps", eps)
+    step = _positive("step", step)
+    steps = _positive_int("steps", steps)
+    clip = _check_clip(clip)
+    x, y, pred = _check_inputs(model, x, y, batch_size)
+    start = x
+    if random_start:
+        rng = np.random.default_rng(seed)
+        start = x + rng.uniform(-eps, eps, size=x.shape).astype(np.float32)
+        if clip is not None:
+            start = np.clip(start, clip[0], clip[1])
+    x_adv = _iterative(model, x, y, eps, step, steps, clip, batch_size, start)
+    attack = {
+        "name": "pgd", "eps": eps, "step": step, "steps": steps,
+        "random_start": bool(random_start), "seed": seed, "clip": clip,
+    }
+    return _finish(model, x, y, pred, x_adv, batch_size, attack)
+
+
+# --------------------------------------------------------------------------- ART attacks
+
+
+def _art_classifier(model, clip):
+    require("art", "analyses")
+    from art.estimators.classification import TensorFlowV2Classifier
+    import keras
+
+    from_logits = not _outputs_softmax(model)
+    return TensorFlowV2Classifier(
+        model=model,
+        nb_classes=_n_classes(model),
+        input_shape=tuple(model.input_shape[1:]),
+        clip_values=clip,
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+    )
+
+
+def _run_art(model, x, y, clip, batch_size, make_attack, attack):
+    clip = _check_clip(clip)
+    x, y, pred = _check_inputs(model, x, y, batch_size)
+    classifier = _art_classifier(model, clip)
+    art_attack = make_attack(classifier)
+    x_adv = np.asarray(art_attack.generate(x=x), dtype=np.float32)
+    if clip is not None:
+        x_adv = np.clip(x_adv, clip[0], clip[1])
+    return _finish(model, x, y, pred, x_adv, batch_size, attack)
+
+
+def cw_l2(
+    model, x, y=None, confidence=0.0, learning_rate=0.1, max_iter=10, binary_search_steps=3,
+    initial_const=1.0, clip=(0.0, 1.0), batch_size=256,
+) -> AdversarialSet:
+    """Carlini & Wagner L2 through ART's ``CarliniL2Method`` (untargeted)."""
+    max_iter = _positive_int("max_iter", max_iter)
+    binary_search_steps = _positive_int("binary_search_steps", binary_search_steps)
+    learning_rate = _positive("learning_rate", learning_rate)
+    initial_const = _positive("initial_const", initial_const)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or confidence < 0:
+        raise InvalidParameterError(f"confidence must be a number >= 0, got {confidence!r}")
+
+    def make(classifier):
+        from art.attacks.evasion import CarliniL2Method
+
+        return CarliniL2Method(
+            classifier, confidence=float(confidence), learning_rate=learning_rate,
+            max_iter=max_iter, binary_search_steps=binary_search_steps,
+            initial_const=initial_const, batch_size=batch_size, verbose=False,
+        )
+
+    attack = {
+        "name": "cw_l2", "confidence": confidence, "learning_rate": learning_rate,
+        "max_iter": max_iter, "binary_search_steps": binary_search_steps,
+        "initial_const": initial_const, "clip": _check_clip(clip),
+    }
+    return _run_art(model, x, y, clip, batch_size, make, attack)
+
+
+def deepfool(
+    model, x, y=None, max_iter=20, epsilon=1e-6, nb_grads=10, clip=(0.0, 1.0), batch_size=256,
+) -> AdversarialSet:
+    """DeepFool through ART's ``DeepFool`` (``nb_grads`` most likely classes considered)."""
+    max_iter = _positive_int("max_iter", max_iter)
+    nb_grads = _positive_int("nb_grads", nb_grads)
+    epsilon = _positive("epsilon", epsilon)
+
+    def make(classifier):
+        from art.attacks.evasion import DeepFool
+
+        return DeepFool(
+            classifier, max_iter=max_iter, epsilon=epsilon, nb_grads=nb_grads,
+            batch_size=batch_size, verbose=False,
+        )
+
+    attack = {
+        "name": "deepfool", "max_iter": max_iter, "epsilon": epsilon, "nb_grads": nb_grads,
+        "clip": _check_clip(clip),
+    }
+    return _run_art(model, x, y, clip, batch_size, make, attack)
+
+
+def jsma(
+    model, x, y=None, theta=0.1, gamma=0.1, clip=(0.0, 1.0), batch_size=256,
+) -> AdversarialSet:
+    """Jacobian-based Saliency Map Attack through ART's ``SaliencyMapMethod``.
+
+    ART's JSMA is targeted; with no target it picks a random class other than the prediction.
+    ``gamma`` is the largest share of features it may change.
+    """
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta == 0 or not np.isfinite(theta):
+        raise InvalidParameterError(f"theta must be a non-zero number, got {theta!r}")
+    gamma = _positive("gamma", gamma)
+    if gamma > 1:
+        raise InvalidParameterError(f"gamma must lie in (0, 1], got {gamma!r}")
+
+    def make(classifier):
+        from art.attacks.evasion import SaliencyMapMethod
+
+        return SaliencyMapMethod(
+            classifier, theta=float(theta), gamma=gamma, batch_size=batch_size, verbose=False,
+        )
+
+    attack = {"name": "jsma", "theta": theta, "gamma": gamma, "clip": _check_clip(clip)}
+    return _run_art(model, x, y, clip, batch_size, make, attack)
