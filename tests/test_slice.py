@@ -16,22 +16,13 @@ from nnslicer import FileFormatError, InvalidInputError, InvalidParameterError, 
 
 keras = pytest.importorskip("keras")
 
+from tiny import tiny_cnn  # noqa: E402
+
 
 # ---------------------------------------------------------------------------------- fixtures
-def _cnn(seed, name="tiny"):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((6, 6, 1), name="image"),
-        keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
-        keras.layers.MaxPooling2D(2, name="pool"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(10, activation="softmax", name="dense"),
-    ], name=name)
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _cnn(0)
+    return tiny_cnn(0)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def many(slicer, data):
 @pytest.fixture(scope="module")
 def other_slicer(data):
     """Same architecture, other weights: another model as far as slices go."""
-    return nnslicer.Slicer(_cnn(1)).fit(data)
+    return nnslicer.Slicer(tiny_cnn(1)).fit(data)
 
 
 @pytest.fixture(scope="module")

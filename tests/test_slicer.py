@@ -21,31 +21,22 @@ from nnslicer import (FileFormatError, InvalidInputError, InvalidParameterError,
 
 keras = pytest.importorskip("keras")
 
+from tiny import tiny_cnn  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES = 10
 
 
 # ---------------------------------------------------------------------------------- fixtures
-def _cnn(seed, name="tiny"):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((6, 6, 1), name="image"),
-        keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
-        keras.layers.MaxPooling2D(2, name="pool"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(N_CLASSES, activation="softmax", name="dense"),
-    ], name=name)
-
-
 @pytest.fixture(scope="module")
 def model():
-    return _cnn(0)
+    return tiny_cnn(0, n_classes=N_CLASSES)
 
 
 @pytest.fixture(scope="module")
 def twin():
     """The same architecture and name as ``model``, other weights."""
-    return _cnn(1)
+    return tiny_cnn(1, n_classes=N_CLASSES)
 
 
 @pytest.fixture(scope="module")
