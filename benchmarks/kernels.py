@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overhead import RESULTS, build, machine, write_results  # noqa: E402
+from common import RESULTS, machine, write_results  # noqa: E402
+from overhead import build  # noqa: E402
 
 #: Samples timed per model (ResNet18 on the numpy path takes about a minute a sample).
 SAMPLES = {"lenet": 256, "resnet10": 16, "resnet18": 1}

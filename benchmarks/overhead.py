@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,8 +32,7 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+from common import RESULTS, machine, write_results  # noqa: E402  (benchmarks/ is on sys.path)
 
 #: The paper's table (2x GTX 1080Ti + 16 Xeon cores), seconds per sample.
 PAPER = {
@@ -48,25 +46,6 @@ PAPER = {
 #: Samples used per model: (profiling set, batch-mode samples, single-mode samples).
 SIZES = {"lenet": (2000, 512, 32), "resnet10": (2000, 128, 8), "resnet18": (1000, 16, 2)}
 
-
-def machine():
-    """A one-line description of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    gpus = []
-    try:
-        import tensorflow as tf
-
-        gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    except ImportError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, GPU: {', '.join(gpus) or 'none'}"
 
 
 def cifar_shaped(x):
@@ -242,15 +221,6 @@ def summarise(rows, memory=None):
         summary["resnet10_10k_abs_aggregate_peak_rss_mb"] = memory["peak_rss_mb"]
     return summary
 
-
-def write_results(out, stem, data, markdown):
-    """Write ``out/stem.json`` and ``out/stem.md`` and print the table."""
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, f"{stem}.json"), "w") as f:
-        json.dump(data, f, indent=2)
-    with open(os.path.join(out, f"{stem}.md"), "w") as f:
-        f.write(markdown)
-    print(markdown)
 
 
 def _child(*args):

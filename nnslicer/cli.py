@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -13,6 +14,12 @@ import numpy as np
 from .errors import FileFormatError, InvalidInputError, NNSlicerError
 
 log = logging.getLogger("nnslicer")
+
+#: Modules of the ``analyses`` package that add subcommands: each has
+#: ``add_commands(subparsers)`` and may use this module's helpers (``load_model``,
+#: ``load_array``, ``add_slicing_options``, ``make_slicer``, ``progress_bar``). They must import
+#: nothing heavy (TensorFlow, scikit-learn) at module level.
+ANALYSIS_COMMANDS = ()
 
 EPILOG = """examples:
   nnslicer demo                                   train, profile and slice on bundled digits
@@ -62,7 +69,7 @@ def load_array(path, key="x"):
         return data[key] if key in data.files else data[data.files[0]]
 
 
-def _progress(total, what):
+def progress_bar(total, what):
     """A progress callback: a tqdm bar when tqdm is installed, else log lines."""
     try:
         from tqdm import tqdm
@@ -76,6 +83,31 @@ def _progress(total, what):
         state["n"] = n
 
     return update, bar.close
+
+
+def add_slicing_options(p):
+    """Add the Slicer's options to a subcommand's parser (read back by :func:`make_slicer`)."""
+    p.add_argument("--theta", type=float, default=None,
+                   help="share of a neuron's contribution that may be left out, in (0, 1) "
+                        "(default 0.2; 0.5 for effective_path)")
+    p.add_argument("--rule", default="nnslicer", choices=("nnslicer", "paper", "effective_path"),
+                   help="which candidates are kept (default: nnslicer, the authors' code)")
+    p.add_argument("--granularity", default="element", choices=("element", "channel"),
+                   help="a neuron of a feature map is an element or a channel (default: element)")
+    p.add_argument("--baseline", default="global", choices=("global", "class"),
+                   help="deltas from the global mean or the predicted class's mean "
+                        "(class needs a profile made with --labels)")
+    p.add_argument("--propagation", default="code", choices=("code", "paper"),
+                   help="how ReLU, batch norm and max pooling pass counts back (default: code)")
+
+
+def make_slicer(model, args):
+    """An unfitted Slicer of ``model`` from the options of :func:`add_slicing_options`."""
+    from .slicer import Slicer
+
+    return Slicer(model, theta=args.theta, rule=args.rule, granularity=args.granularity,
+                  baseline=args.baseline, propagation=args.propagation,
+                  batch_size=getattr(args, "batch_size", 256))
 
 
 def _parse_target(text):
@@ -108,7 +140,7 @@ def cmd_profile(args):
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None
     graph = lift(model)
-    update, close = _progress(len(x), "profiling")
+    update, close = progress_bar(len(x), "profiling")
     try:
         prof = profile(graph, x, y, batch_size=args.batch_size, progress=update)
     finally:
@@ -120,16 +152,13 @@ def cmd_profile(args):
 
 def cmd_slice(args):
     from .profile import Profile
-    from .slicer import Slicer
 
     model = load_model(args.model)
     prof = Profile.load(args.profile)
     x = load_array(args.input, "x")
-    slicer = Slicer(model, theta=args.theta, rule=args.rule, granularity=args.granularity,
-                    baseline=args.baseline, propagation=args.propagation, batch_size=args.batch_size)
-    slicer.fit(profile=prof)
+    slicer = make_slicer(model, args).fit(profile=prof)
     start = time.perf_counter()
-    update, close = _progress(len(x) if np.ndim(x) > len(slicer.graph_.input_shape) else 1, "slicing")
+    update, close = progress_bar(len(x) if np.ndim(x) > len(slicer.graph_.input_shape) else 1, "slicing")
     try:
         result = slicer.slice(x, target=_parse_target(args.target), aggregate=args.aggregate,
                               n_jobs=args.workers, address=args.ray_address, progress=update)
@@ -189,20 +218,6 @@ def build_parser():
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def slicing_options(p):
-        p.add_argument("--theta", type=float, default=None,
-                       help="share of a neuron's contribution that may be left out, in (0, 1) "
-                            "(default 0.2; 0.5 for effective_path)")
-        p.add_argument("--rule", default="nnslicer", choices=("nnslicer", "paper", "effective_path"),
-                       help="which candidates are kept (default: nnslicer, the authors' code)")
-        p.add_argument("--granularity", default="element", choices=("element", "channel"),
-                       help="a neuron of a feature map is an element or a channel (default: element)")
-        p.add_argument("--baseline", default="global", choices=("global", "class"),
-                       help="deltas from the global mean or the predicted class's mean "
-                            "(class needs a profile made with --labels)")
-        p.add_argument("--propagation", default="code", choices=("code", "paper"),
-                       help="how ReLU, batch norm and max pooling pass counts back (default: code)")
-
     p = sub.add_parser("info", help="show the lifted graph of a model",
                        description="Lift a model and print its ops, shapes, neurons and synapses.")
     p.add_argument("model", help="a .keras or .h5 model")
@@ -227,7 +242,7 @@ def build_parser():
     p.add_argument("--input", required=True, help="one sample or a batch (.npy/.npz)")
     p.add_argument("--target", help="output index, or comma-separated indices "
                                     "(default: each input's predicted class)")
-    slicing_options(p)
+    add_slicing_options(p)
     p.add_argument("--aggregate", default="sum", choices=("sum", "abs"),
                    help="add a batch's counts signed (sum) or absolute (abs)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
@@ -281,6 +296,9 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="where to write the picture (.svg, .png, .pdf or .dot)")
     p.set_defaults(func=cmd_render)
+
+    for module in ANALYSIS_COMMANDS:  # the analyses add their own subcommands
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 
