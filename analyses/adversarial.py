@@ -1,0 +1,698 @@
+"""Adversarial input detection from slices (NNSlicer, SPEC.md section 5), with its baselines.
+
+An input is slice-checked against its predicted class: a classifier fit on the slices of
+*clean* samples labelled by class (no adversarial example is needed to fit) reads the slice of a
+new input and names a class; when that class differs from the model's prediction, the input is
+flagged adversarial. Every detector follows scikit-learn's outlier contract: ``fit`` returns
+self, ``predict`` gives +1 (clean) or -1 (adversarial), ``decision_function`` is
+``score_samples - offset_`` and is negative exactly where ``predict`` is -1; higher scores are
+more normal.
+
+Detectors
+---------
+:class:`SliceDetector`
+    NNSlicer's detector: per-synapse slice counts of one layer (``rule="effective_path"`` in the
+    Slicer gives the EffectivePath baseline of Qiu et al. 2019).
+:class:`FeatureMapDetector`
+    The paper's FeatureMap baseline: the raw activations of the same layer, same classifier.
+:class:`MahalanobisDetector`
+    Lee et al. (2018), a modern reference: class-conditional Gaussians with a tied covariance
+    on a layer's (pooled) features; the score is minus the distance to the closest class mean.
+
+Detector files (``.nnsd``) hold plain arrays, a JSON header and the classifier in skops'
+format: loading one runs no code and is refused for any other model (:func:`load_detector`).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, NotFittedError, require
+from nnslicer.io import load_archive, save_archive
+
+__all__ = ["SliceDetector", "FeatureMapDetector", "MahalanobisDetector", "Detection", "Features", "load_detector",
+           "default_layer", "add_commands"]
+
+log = logging.getLogger(__name__)
+
+#: Classifiers a slice or feature-map detector can use.
+CLASSIFIERS = ("tree", "forest")
+#: scikit-learn types a detector file may hold (anything else is refused when loading).
+_TRUSTED = [
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._tree.Tree",
+]
+
+
+@dataclass
+class Detection:
+    """What a detector says about a batch (one feature pass serves every view of it).
+
+    Attributes
+    ----------
+    predicted : ndarray of int
+        The model's class of each input.
+    scores : ndarray of float
+        ``score_samples``: higher is more normal.
+    flags : ndarray of int
+        ``predict``: +1 clean, -1 adversarial.
+    """
+
+    predicted: np.ndarray
+    scores: np.ndarray
+    flags: np.ndarray
+
+    @property
+    def adversarial(self) -> np.ndarray:
+        """Boolean mask of the inputs flagged adversarial."""
+        return self.flags == -1
+
+    def __repr__(self):
+        return f"Detection(inputs={len(self.flags)}, flagged={int(self.adversarial.sum())})"
+
+
+@dataclass
+class Features:
+    """What a detector reads of a batch, kept to fit or score again without another pass.
+
+    Attributes
+    ----------
+    values : ndarray or scipy.sparse matrix
+        One row per input.
+    predicted : ndarray of int
+        The model's class of each input.
+    """
+
+    values: object
+    predicted: np.ndarray
+
+    def __len__(self):
+        return len(self.predicted)
+
+    def __getitem__(self, index):
+        """The rows ``index`` (an int array or a boolean mask)."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
+        return Features(self.values[index], self.predicted[index])
+
+    def __repr__(self):
+        return f"Features(inputs={len(self)}, dims={self.values.shape[1]:,})"
+
+
+# --------------------------------------------------------------------------- layers and features
+def default_layer(graph) -> str:
+    """The detector's default layer: the last convolution before the output, as the paper's
+    code (ResNet10's last 3x3 conv, ~147K synapses); a model without convolutions uses its
+    last weighted op before the logits (or the logits op itself when it has no other)."""
+    weighted = [graph[name] for name in graph.weighted_ops if name != graph.logits]
+    convs = [op for op in weighted if op.kind in ("conv2d", "depthwise_conv2d")]
+    chosen = (convs or weighted or [graph[graph.logits]])[-1]
+    return chosen.name
+
+
+def _check_layer(graph, layer):
+    if layer is None:
+        return default_layer(graph)
+    if layer not in graph or graph[layer].n_synapses == 0:
+        options = ", ".join(graph.weighted_ops)
+        raise InvalidParameterError(f"The 'layer' parameter must name a weighted op of {graph.name!r} "
+                                    f"({options}). Got {layer!r} instead.")
+    return layer
+
+
+def _check_x(x, input_shape):
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number):
+        raise InvalidInputError(f"x must be numeric; got dtype {x.dtype}.")
+    if x.shape == tuple(input_shape):
+        x = x[None]
+    if x.shape[1:] != tuple(input_shape):
+        raise InvalidInputError(f"x must have shape (n, {', '.join(map(str, input_shape))}); got {x.shape}.")
+    if len(x) == 0:
+        raise InvalidInputError("x is empty: it holds no samples.")
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError("x holds NaN or infinite values.")
+    return x
+
+
+def _predict(model, x, batch_size=256):
+    return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False)).argmax(-1)
+                           for i in range(0, len(x), batch_size)]).astype(np.int64)
+
+
+def _labels(y, predicted):
+    """Which fit samples to keep, and their labels: all, labelled by the model's class, without
+    ``y``; with ``y``, only the correctly classified ones (a slice is of the predicted class)."""
+    if y is None:
+        return np.ones(len(predicted), bool)
+    y = np.asarray(y).reshape(-1)
+    if len(y) != len(predicted):
+        raise InvalidInputError(f"y has {len(y)} labels for {len(predicted)} inputs.")
+    keep = y == predicted
+    if not keep.any():
+        raise InvalidInputError("No fit sample is classified correctly: nothing to learn from.")
+    return keep
+
+
+# --------------------------------------------------------------------------- base class
+class _Detector:
+    """The outlier contract over ``_features(x) -> (features, predicted)`` and a scorer."""
+
+    kind = ""
+
+    def _check_fitted(self):
+        if not hasattr(self, "offset_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit(x_clean) first.")
+
+    def features(self, x) -> Features:
+        """The detector's features of ``x`` (slices, activations), to pass to :meth:`fit` or
+        :meth:`detect` in place of ``x`` and save a second pass."""
+        if isinstance(x, Features):
+            return x
+        self._prepare(x)
+        return self._features(x)
+
+    def fit(self, x, y=None):
+        """Fit on clean inputs ``x`` (or their :class:`Features`). With labels ``y`` only the
+        correctly classified inputs are used; without, each is labelled by the model's class.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        self._prepare(x, y)
+        feats = self.features(x)
+        feats = feats[_labels(y, feats.predicted)]
+        self._fit(feats.values, feats.predicted)
+        return self
+
+    def detect(self, x) -> Detection:
+        """Predictions and scores of ``x`` (or its :class:`Features`) from one pass."""
+        self._check_fitted()
+        feats = self.features(x)
+        scores = self._score(feats.values, feats.predicted)
+        return Detection(feats.predicted, scores, np.where(scores - self.offset_ >= 0, 1, -1))
+
+    def score_samples(self, x):
+        """Normality of each input (higher: more like clean inputs of its predicted class)."""
+        return self.detect(x).scores
+
+    def decision_function(self, x):
+        """``score_samples(x) - offset_``: negative for inputs flagged adversarial."""
+        return self.detect(x).scores - self.offset_
+
+    def predict(self, x):
+        """+1 for inputs taken as clean, -1 for inputs flagged adversarial."""
+        return self.detect(x).flags
+
+    def fit_predict(self, x, y=None):
+        return self.fit(x, y).predict(x)
+
+    # -- files
+    def save(self, path):
+        """Write the fitted detector to ``path`` (conventionally ``.nnsd``); no pickle inside."""
+        self._check_fitted()
+        meta, arrays = self._state()
+        meta.update(detector=self.kind, fingerprint=self._graph().fingerprint, model=self._graph().name,
+                    offset=float(self.offset_))
+        return save_archive(path, "detector", meta, arrays)
+
+
+class _ClassifierDetector(_Detector):
+    """Detectors that read features with a classifier fit on clean samples labelled by class."""
+
+    def _check_params(self):
+        if self.classifier not in CLASSIFIERS:
+            raise InvalidParameterError(f"The 'classifier' parameter of {type(self).__name__} must be one of "
+                                        f"{', '.join(map(repr, CLASSIFIERS))}. Got {self.classifier!r} instead.")
+
+    def _fit(self, feats, labels):
+        require("sklearn", "analyses")
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.tree import DecisionTreeClassifier
+
+        if self.classifier == "tree":
+            clf = DecisionTreeClassifier(random_state=self.random_state)
+        else:
+            clf = RandomForestClassifier(n_estimators=100, random_state=self.random_state, n_jobs=-1)
+        self.classifier_ = clf.fit(feats, labels)
+        self.offset_ = 0.0
+
+    def _score(self, feats, predicted):
+        """``p(model's class) - max p(other class)`` under the classifier, in [-1, 1]: >= 0 when
+        the classifier agrees with the model. A class the classifier never saw scores -1."""
+        proba = self.classifier_.predict_proba(feats)
+        full = np.zeros((len(proba), self._n_classes()), dtype=np.float64)
+        full[:, self.classifier_.classes_] = proba
+        mine = full[np.arange(len(full)), predicted]
+        full[np.arange(len(full)), predicted] = -np.inf
+        return mine - full.max(axis=1)
+
+    def _classifier_state(self):
+        from skops.io import dumps
+
+        return {"classifier": np.frombuffer(dumps(self.classifier_), dtype=np.uint8)}
+
+    def _load_classifier(self, arrays, path):
+        require("skops", "analyses")
+        from skops.io import get_untrusted_types, loads
+
+        data = bytes(arrays["classifier"])
+        try:
+            untrusted = set(get_untrusted_types(data=data)) - set(_TRUSTED)
+            if untrusted:
+                raise FileFormatError(f"{path!r} holds types a detector never has: {sorted(untrusted)}.")
+            self.classifier_ = loads(data, trusted=_TRUSTED)
+        except FileFormatError:
+            raise
+        except Exception as exc:
+            raise FileFormatError(f"{path!r} holds no readable classifier ({exc}).") from exc
+
+
+# --------------------------------------------------------------------------- NNSlicer
+class SliceDetector(_ClassifierDetector):
+    """NNSlicer's adversarial input detector (SPEC.md section 5).
+
+    Each input is sliced with its predicted class as the criterion; the features are the
+    per-synapse counts of one layer. A classifier fit on clean samples' slices labelled by
+    class names a class for a new input's slice; the input is adversarial when that class
+    differs from the model's.
+
+    Parameters
+    ----------
+    slicer : nnslicer.Slicer
+        A slicer of the model, fitted (profiled) or not; an unfitted one is fitted on the
+        ``x_clean`` given to :meth:`fit`. ``Slicer(model, rule="effective_path")`` gives the
+        EffectivePath baseline.
+    layer : str, optional
+        The weighted op whose synapses are the features (default: :func:`default_layer`).
+    classifier : {"tree", "forest"}, default "tree"
+        A decision tree (the paper) or a random forest of 100 trees (smoother scores).
+    random_state : int, default 0
+    n_jobs : int, optional
+        Ray workers for slicing (see :meth:`nnslicer.Slicer.slice_many`).
+    chunk : int, default 128
+        Samples sliced at a time (only the chosen layer's counts are kept).
+
+    Attributes
+    ----------
+    layer_ : str
+    classifier_ : the fitted scikit-learn classifier
+    offset_ : float
+        0: an input is flagged when the classifier prefers another class.
+
+    Examples
+    --------
+    >>> import nnslicer                                                     # doctest: +SKIP
+    >>> det = SliceDetector(nnslicer.Slicer(model)).fit(x_train, y_train)   # doctest: +SKIP
+    >>> det.predict(x_suspect)            # +1 clean, -1 adversarial        # doctest: +SKIP
+    >>> det.save("detector.nnsd")                                           # doctest: +SKIP
+    """
+
+    kind = "slice"
+
+    def __init__(self, slicer, layer=None, classifier="tree", random_state=0, n_jobs=None, chunk=128):
+        self.slicer = slicer
+        self.layer = layer
+        self.classifier = classifier
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.chunk = chunk
+
+    def __repr__(self):
+        return (f"SliceDetector(rule={self.slicer.rule!r}, granularity={self.slicer.granularity!r}, "
+                f"layer={getattr(self, 'layer_', self.layer)!r}, classifier={self.classifier!r})")
+
+    def _graph(self):
+        return self.slicer.graph_
+
+    def _n_classes(self):
+        return self.slicer.graph_.num_outputs
+
+    def _check_params(self):
+        super()._check_params()
+        if not isinstance(self.chunk, numbers.Integral) or isinstance(self.chunk, bool) or self.chunk < 1:
+            raise InvalidParameterError(f"The 'chunk' parameter of SliceDetector must be a positive int. "
+                                        f"Got {self.chunk!r} instead.")
+
+    def _prepare(self, x, y=None):
+        """Fit the slicer on ``x`` when it is not fitted yet; pick the layer."""
+        if not hasattr(self.slicer, "graph_"):
+            if isinstance(x, Features):
+                raise NotFittedError("Features come from a fitted slicer: fit the slicer first.")
+            self.slicer.fit(x, y)
+        if not hasattr(self, "layer_"):
+            self.layer_ = _check_layer(self.slicer.graph_, self.layer)
+
+    def _features(self, x):
+        """Sparse per-sample synapse counts of the layer, and the model's classes."""
+        from scipy import sparse
+
+        x = _check_x(x, self.slicer.graph_.input_shape)
+        predicted = _predict(self.slicer.model, x, self.slicer.batch_size)
+        rows = []
+        for start in range(0, len(x), self.chunk):
+            part = x[start:start + self.chunk]
+            slices = self.slicer.slice_many(part, [int(t) for t in predicted[start:start + len(part)]],
+                                            n_jobs=self.n_jobs)
+            rows.append(sparse.csr_matrix(np.stack([s.synapse_counts[self.layer_].ravel() for s in slices])
+                                          .astype(np.float32)))
+        return Features(sparse.vstack(rows, format="csr"), predicted)
+
+    def _state(self):
+        s = self.slicer
+        meta = {"layer": self.layer_, "classifier": self.classifier, "random_state": self.random_state,
+                "chunk": self.chunk, "slicer": {"theta": s.theta_, "rule": s.rule, "granularity": s.granularity,
+                                                 "baseline": s.baseline, "propagation": s.propagation,
+                                                 "batch_size": s.batch_size}}
+        p = s.profile_
+        arrays = {f"mean/{k}": v for k, v in p.means.items()}
+        if p.class_means is not None:
+            arrays.update({f"class_mean/{k}": v for k, v in p.class_means.items()})
+            arrays["class_counts"] = p.class_counts
+        meta["profile"] = {"n_samples": p.n_samples}
+        return meta, {**arrays, **self._classifier_state()}
+
+    @classmethod
+    def _restore(cls, model, meta, arrays, path):
+        from nnslicer import Profile, Slicer
+
+        means = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
+        class_means = {k[11:]: v for k, v in arrays.items() if k.startswith("class_mean/")} or None
+        profile = Profile(means, meta["profile"]["n_samples"], meta["model"], meta["fingerprint"],
+                          class_means, arrays.get("class_counts"))
+        slicer = Slicer(model, **meta["slicer"]).fit(profile=profile)
+        det = cls(slicer, layer=meta["layer"], classifier=meta["classifier"],
+                  random_state=meta["random_state"], chunk=meta["chunk"])
+        det.layer_ = _check_layer(slicer.graph_, meta["layer"])
+        det._load_classifier(arrays, path)
+        det.offset_ = float(meta["offset"])
+        return det
+
+
+# --------------------------------------------------------------------------- baselines
+class _ActivationDetector(_Detector):
+    """Detectors that read a layer's activations (no slicing)."""
+
+    def _graph(self):
+        return self.graph_
+
+    def _n_classes(self):
+        return self.graph_.num_outputs
+
+    def _prepare(self, x=None, y=None):
+        """Lift the model (to name layers as slices do) and build the feature model."""
+        import keras
+
+        if hasattr(self, "_feature_model"):
+            return
+
+        from nnslicer import lift
+
+        self.graph_ = lift(self.model)
+        self.layer_ = self._pick_layer()
+        op = self.graph_[self.layer_]
+        # The layer's output after its fused activation, if any (the tensor slices count).
+        tensor = self.model.get_layer(op.layer).output
+        self._feature_model = keras.Model(self.model.inputs[0], [tensor, self.model.outputs[0]])
+
+    def _features(self, x):
+        x = _check_x(x, self.graph_.input_shape)
+        feats, preds = [], []
+        for i in range(0, len(x), 256):
+            f, out = self._feature_model(x[i:i + 256], training=False)
+            feats.append(self._reduce(np.asarray(f)))
+            preds.append(np.asarray(out).argmax(-1))
+        return Features(np.concatenate(feats), np.concatenate(preds).astype(np.int64))
+
+    @classmethod
+    def _restore(cls, model, meta, arrays, path):
+        det = cls(model, **{k: meta[k] for k in cls._params})
+        det._prepare()
+        if det.layer_ != meta["layer"]:
+            raise FileFormatError(f"{path!r} was made for layer {meta['layer']!r}, not {det.layer_!r}.")
+        det._load_arrays(arrays, path)
+        det.offset_ = float(meta["offset"])
+        return det
+
+
+class FeatureMapDetector(_ActivationDetector, _ClassifierDetector):
+    """The paper's FeatureMap baseline: a layer's raw activations, read by the same classifier
+    as :class:`SliceDetector` (same default layer: the output of its default op).
+
+    Parameters
+    ----------
+    model : keras.Model
+    layer : str, optional
+        A weighted op of the lifted model (default: :func:`default_layer`).
+    classifier : {"tree", "forest"}, default "tree"
+    random_state : int, default 0
+    """
+
+    kind = "feature_map"
+    _params = ("layer", "classifier", "random_state")
+
+    def __init__(self, model, layer=None, classifier="tree", random_state=0):
+        self.model = model
+        self.layer = layer
+        self.classifier = classifier
+        self.random_state = random_state
+
+    def __repr__(self):
+        return f"FeatureMapDetector(layer={getattr(self, 'layer_', self.layer)!r}, classifier={self.classifier!r})"
+
+    def _pick_layer(self):
+        return _check_layer(self.graph_, self.layer)
+
+    @staticmethod
+    def _reduce(f):
+        return f.reshape(len(f), -1)
+
+    def _state(self):
+        return {"layer": self.layer_, "classifier": self.classifier, "random_state": self.random_state}, \
+            self._classifier_state()
+
+    def _load_arrays(self, arrays, path):
+        self._load_classifier(arrays, path)
+
+
+class MahalanobisDetector(_ActivationDetector):
+    """Lee et al. (NeurIPS 2018): the Mahalanobis distance of a layer's features to the closest
+    class mean, under class-conditional Gaussians with one shared covariance, fit on clean
+    samples. Feature maps are averaged over space (as Lee et al.). This is the single-layer,
+    clean-only variant: no input preprocessing and no logistic regression over layers, which
+    would need adversarial examples to fit.
+
+    Parameters
+    ----------
+    model : keras.Model
+    layer : str, optional
+        An op of the lifted model (default: the op feeding the logits: the penultimate features).
+    contamination : float in (0, 0.5), default 0.05
+        Share of the clean fit samples flagged: sets ``offset_``.
+    """
+
+    kind = "mahalanobis"
+    _params = ("layer", "contamination")
+
+    def __init__(self, model, layer=None, contamination=0.05):
+        self.model = model
+        self.layer = layer
+        self.contamination = contamination
+
+    def __repr__(self):
+        return f"MahalanobisDetector(layer={getattr(self, 'layer_', self.layer)!r}, contamination={self.contamination})"
+
+    def _pick_layer(self):
+        graph = self.graph_
+        if self.layer is None:  # the tensor the logits read, when an op computes it
+            source = graph[graph.logits].inputs[0]
+            return source if source in graph and source != graph.input else graph.logits
+        if self.layer not in graph or self.layer == graph.input:
+            raise InvalidParameterError(f"The 'layer' parameter of MahalanobisDetector must name an op of "
+                                        f"{graph.name!r}. Got {self.layer!r} instead.")
+        return self.layer
+
+    @staticmethod
+    def _reduce(f):
+        return f.mean(axis=(1, 2)) if f.ndim == 4 else f.reshape(len(f), -1)
+
+    def _check_params(self):
+        c = self.contamination
+        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0 < c < 0.5:
+            raise InvalidParameterError(f"The 'contamination' parameter of MahalanobisDetector must be a float "
+                                        f"in (0, 0.5). Got {c!r} instead.")
+
+    def _fit(self, feats, labels):
+        """Class means and the shared covariance; ``offset_`` at the contamination quantile."""
+        feats = feats.astype(np.float64)
+        classes = np.unique(labels)
+        means = np.zeros((self._n_classes(), feats.shape[1]))
+        for k in classes:
+            means[k] = feats[labels == k].mean(axis=0)
+        centred = feats - means[labels]
+        cov = centred.T @ centred / len(feats)
+        self.means_, self.classes_ = means, classes
+        self.precision_ = np.linalg.pinv(cov, hermitian=True)
+        self.offset_ = float(np.quantile(self._score(feats, labels), self.contamination))
+
+    def _score(self, feats, predicted):
+        d = feats[:, None, :] - self.means_[self.classes_][None]
+        dist = np.einsum("nkd,de,nke->nk", d, self.precision_, d)
+        return -dist.min(axis=1)
+
+    def _state(self):
+        return {"layer": self.layer_, "contamination": self.contamination}, \
+            {"means": self.means_, "classes": self.classes_, "precision": self.precision_}
+
+    def _load_arrays(self, arrays, path):
+        try:
+            self.means_, self.classes_, self.precision_ = arrays["means"], arrays["classes"], arrays["precision"]
+        except KeyError as exc:
+            raise FileFormatError(f"{path!r} is an incomplete Mahalanobis detector ({exc}).") from exc
+
+
+_KINDS = {cls.kind: cls for cls in (SliceDetector, FeatureMapDetector, MahalanobisDetector)}
+
+
+def load_detector(path, model):
+    """A fitted detector from a file written by ``detector.save(path)``, for ``model``.
+
+    Loading runs no code: the file holds arrays, a JSON header and (for tree and forest
+    classifiers) skops' format restricted to scikit-learn's tree types.
+
+    Raises
+    ------
+    FileFormatError
+        For a damaged file, a file that is not a detector, or a detector made for another model.
+    """
+    from nnslicer import lift
+
+    meta, arrays = load_archive(path, "detector")
+    kind = meta.get("detector")
+    if kind not in _KINDS:
+        raise FileFormatError(f"{path!r} holds an unknown detector kind {kind!r}.")
+    fingerprint = lift(model).fingerprint
+    if meta.get("fingerprint") != fingerprint:
+        raise FileFormatError(f"{path!r} was fitted for model {meta.get('model')!r} (fingerprint "
+                              f"{meta.get('fingerprint')}), not for {model.name!r} (fingerprint {fingerprint}).")
+    try:
+        return _KINDS[kind]._restore(model, meta, arrays, path)
+    except (KeyError, TypeError) as exc:
+        raise FileFormatError(f"{path!r} is an incomplete detector file ({exc}).") from exc
+
+
+# --------------------------------------------------------------------------- command line
+DETECT_EPILOG = """examples:
+  nnslicer detect fit model.keras --data x_train.npy --labels y_train.npy -o detector.nnsd
+  nnslicer detect fit model.keras --data x_train.npy --method feature_map -o fm.nnsd
+  nnslicer detect score model.keras detector.nnsd --input x_suspect.npy -o verdicts.npz
+
+A detector is fit on clean inputs only. 'score' prints, per input, the model's class, the
+score (higher: more normal) and the verdict (clean / ADVERSARIAL); -o writes them as .npz
+(arrays 'predicted', 'scores', 'flags': +1 clean, -1 adversarial) or .csv."""
+
+
+def _detector_from_args(model, args):
+    from nnslicer.cli import make_slicer
+
+    if args.method in ("slice", "effective_path"):
+        if args.method == "effective_path":
+            args.rule = "effective_path"
+        return SliceDetector(make_slicer(model, args), layer=args.layer, classifier=args.classifier,
+                             n_jobs=args.workers)
+    if args.method == "feature_map":
+        return FeatureMapDetector(model, layer=args.layer, classifier=args.classifier)
+    return MahalanobisDetector(model, layer=args.layer)
+
+
+def cmd_detect_fit(args):
+    from nnslicer.cli import load_array, load_model
+
+    model = load_model(args.model)
+    x = load_array(args.data, "x")
+    y = load_array(args.labels, "y") if args.labels else None
+    det = _detector_from_args(model, args).fit(x, y)
+    det.save(args.output)
+    print(f"{det!r} fitted on {len(x):,} clean inputs -> {args.output}")
+    return 0
+
+
+def _write_verdicts(path, result):
+    from nnslicer.io import atomic_path
+
+    if path.endswith(".csv"):
+        with atomic_path(path, ".csv") as tmp, open(tmp, "w") as f:
+            f.write("index,predicted,score,verdict\n")
+            for i, (p, s, v) in enumerate(zip(result.predicted, result.scores, result.flags)):
+                f.write(f"{i},{p},{s:.6g},{'clean' if v == 1 else 'adversarial'}\n")
+    elif path.endswith(".npz"):
+        with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, predicted=result.predicted, scores=result.scores, flags=result.flags)
+    else:
+        raise InvalidParameterError(f"-o takes a .npz or .csv file; got {path!r}.")
+
+
+def cmd_detect_score(args):
+    from nnslicer.cli import load_array, load_model
+
+    if args.output and not args.output.endswith((".npz", ".csv")):
+        raise InvalidParameterError(f"-o takes a .npz or .csv file; got {args.output!r}.")
+    model = load_model(args.model)
+    det = load_detector(args.detector, model)
+    result = det.detect(load_array(args.input, "x"))
+    print(f"{'input':>6}  {'class':>5}  {'score':>9}  verdict")
+    for i, (p, s, v) in enumerate(zip(result.predicted, result.scores, result.flags)):
+        print(f"{i:>6}  {p:>5}  {s:>9.4f}  {'clean' if v == 1 else 'ADVERSARIAL'}")
+    print(f"\n{int(result.adversarial.sum())} of {len(result.flags)} inputs flagged adversarial by {det!r}")
+    if args.output:
+        _write_verdicts(args.output, result)
+    return 0
+
+
+def add_commands(subparsers):
+    """``nnslicer detect fit`` and ``nnslicer detect score``."""
+    import argparse
+
+    from nnslicer.cli import add_slicing_options
+
+    p = subparsers.add_parser(
+        "detect", help="fit or apply an adversarial input detector",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DETECT_EPILOG,
+        description="Adversarial input detection from slices (NNSlicer): an input is flagged when a "
+                    "classifier of its slice, fit on clean inputs, names another class than the model.")
+    sub = p.add_subparsers(dest="detect_command", metavar="{fit,score}", required=True)
+
+    f = sub.add_parser("fit", help="fit a detector on clean inputs and save it (.nnsd)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DETECT_EPILOG,
+                       description="Fit a detector on clean inputs (the model's training data, say) "
+                                   "and write it to a file that 'detect score' reads back.")
+    f.add_argument("model", help="a .keras or .h5 model")
+    f.add_argument("--data", required=True, help="clean inputs (.npy/.npz); they also profile the model")
+    f.add_argument("--labels", help="their labels (.npy/.npz): only correctly classified inputs are used")
+    f.add_argument("--method", default="slice", choices=("slice", "effective_path", "feature_map", "mahalanobis"),
+                   help="slice (NNSlicer, default), effective_path (slices with Qiu et al.'s rule), "
+                        "feature_map (raw activations) or mahalanobis (Lee et al. 2018)")
+    f.add_argument("--layer", help="the op whose synapses (or activations) are the features "
+                                   "(default: the last convolution; 'nnslicer info MODEL' lists ops)")
+    f.add_argument("--classifier", default="tree", choices=CLASSIFIERS,
+                   help="decision tree (the paper, default) or random forest")
+    add_slicing_options(f)
+    f.add_argument("--workers", type=int, default=None, help="Ray workers for slicing (default: serially)")
+    f.add_argument("-o", "--output", required=True, help="where to write the detector (.nnsd)")
+    f.set_defaults(func=cmd_detect_fit)
+
+    s = sub.add_parser("score", help="score inputs with a saved detector",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DETECT_EPILOG,
+                       description="Score inputs with a detector from 'detect fit': one line per input.")
+    s.add_argument("model", help="the .keras or .h5 model the detector was fit for")
+    s.add_argument("detector", help="a detector file from 'nnslicer detect fit'")
+    s.add_argument("--input", required=True, help="inputs to check (.npy/.npz)")
+    s.add_argument("-o", "--output", help="also write the verdicts (.npz or .csv)")
+    s.set_defaults(func=cmd_detect_score)
