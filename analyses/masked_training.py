@@ -1,0 +1,111 @@
+"""Training where only chosen positions of chosen weights may move.
+
+Shared by fine-tuning after pruning (the kept synapses move, pruned ones stay zero) and by the
+model-stealing attacker of protection (only the hidden synapses move, everything else stays as
+published). Gradients are multiplied by a 0/1 mask per variable in a custom
+``tf.GradientTape`` loop, and the frozen positions are written back after every step, so that
+they stay bitwise what they were whatever the optimizer does (momentum, Adam's epsilon).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from nnslicer.errors import InvalidInputError, InvalidParameterError
+
+__all__ = ["train_masked"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_positive(name, value, kind=int):
+    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(value, (int, float, np.floating))
+    if isinstance(value, bool) or not ok or value <= 0:
+        raise InvalidParameterError(
+            f"The {name!r} parameter must be a positive {'int' if kind is int else 'float'}. "
+            f"Got {value!r} instead.")
+
+
+def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momentum=0.5,
+                 batch_size=256, seed=0):
+    """Train ``model`` in place where ``trainable`` allows, with BatchNormalization frozen.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Trained in place (callers pass a copy).
+    trainable : dict of str to ndarray of bool
+        ``"layer_name/weight_name"`` (e.g. ``"fc1/kernel"``) -> mask shaped like that weight,
+        True where the value may change. Weights not named stay fixed.
+    x, y : arrays
+        Inputs and integer labels.
+    epochs : int
+    optimizer : {"sgd", "adam"}
+        SGD with ``momentum`` or Adam, learning rate ``lr``.
+    batch_size, seed : int
+        Mini-batch size; seed of the shuffling.
+
+    Returns
+    -------
+    list of float
+        The mean training loss of each epoch.
+    """
+    import tensorflow as tf
+    import keras
+
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
+    _check_positive("lr", lr, float)
+    x = np.asarray(x, dtype="float32")
+    y = np.asarray(y).astype("int64").ravel()
+    if len(x) != len(y) or len(x) == 0:
+        raise InvalidInputError(f"x and y must hold the same non-zero number of samples; got {len(x)} and {len(y)}.")
+    variables, masks, frozen = [], [], []
+    for layer in model.layers:
+        for w in layer.weights:
+            key = f"{layer.name}/{w.name.split('/')[-1]}"
+            if key in trainable:
+                mask = np.asarray(trainable[key], dtype=bool)
+                if mask.shape != tuple(w.shape):
+                    raise InvalidInputError(f"The mask of {key!r} has shape {mask.shape}; the weight is {tuple(w.shape)}.")
+                variables.append(w)
+                masks.append(tf.constant(mask.astype("float32")))
+                frozen.append(tf.constant(np.asarray(w.numpy())))
+    unknown = set(trainable) - {f"{l.name}/{w.name.split('/')[-1]}" for l in model.layers for w in l.weights}
+    if unknown:
+        raise InvalidInputError(f"No such weights in the model: {sorted(unknown)}.")
+    if not variables:
+        return []
+    if optimizer == "sgd":
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+    elif optimizer == "adam":
+        opt = keras.optimizers.Adam(learning_rate=lr)
+    else:
+        raise InvalidParameterError(f"The 'optimizer' parameter must be 'sgd' or 'adam'. Got {optimizer!r} instead.")
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=False))
+        grads = tape.gradient(loss, [v.value for v in variables])
+        opt.apply_gradients([(g * m, v) for g, m, v in zip(grads, masks, variables)])
+        for v, m, f in zip(variables, masks, frozen):  # frozen positions back, bitwise
+            v.assign(tf.where(m > 0, v.value, f))
+        return loss
+
+    rng = np.random.default_rng(seed)
+    losses = []
+    for epoch in range(int(epochs)):
+        order = rng.permutation(len(x))
+        total, n = 0.0, 0
+        for lo in range(0, len(x), batch_size):
+            idx = order[lo:lo + batch_size]
+            loss = step(tf.constant(x[idx]), tf.constant(y[idx]))
+            total += float(loss) * len(idx)
+            n += len(idx)
+        losses.append(total / n)
+        log.info("masked training: epoch %d/%d, loss %.4f", epoch + 1, epochs, losses[-1])
+    return losses

@@ -1,0 +1,330 @@
+"""Selective model protection (NNSlicer, SPEC.md section 5): hide what the target classes need.
+
+:func:`protect` zeroes, in every weighted layer, the fraction ``fraction`` of synapses with the
+*largest* score for the target classes (NNSlicer: aggregated ``|count|`` over slices of their
+samples; baselines: ``|w|``, random, EffectivePath) and hands the hidden values back as a
+:class:`ProtectionSecret` (positions and original values, to keep somewhere safe, e.g. a
+trusted execution environment). :func:`restore` puts them back bitwise, and refuses a secret
+made for another model. :func:`steal` is the paper's attacker: it holds the published
+(protected) weights and retrains only the hidden positions on data labelled by the victim
+(SGD, lr 5e-3, momentum 0.5, batch 256, 5 epochs).
+
+Examples
+--------
+>>> import numpy as np, keras, nnslicer
+>>> from analyses.protection import protect, restore
+>>> keras.utils.set_random_seed(0)
+>>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
+...                           keras.layers.Dense(3, activation="softmax", name="out")])
+>>> x = np.random.default_rng(0).normal(size=(60, 6)).astype("float32")
+>>> y = model.predict(x, verbose=0).argmax(1)
+>>> protected, secret = protect(model, None, x, y, classes=[0], method="magnitude")
+>>> secret.n_hidden
+36
+>>> back = restore(protected, secret)
+>>> all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import numbers
+
+import numpy as np
+
+from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError
+
+from .synapse_scores import check_classes, rank_mask, synapse_scores
+
+__all__ = ["ProtectionSecret", "protect", "restore", "steal", "weights_digest", "add_commands"]
+
+PROTECT_METHODS = ("nnslicer", "magnitude", "random", "effective_path")
+
+
+def weights_digest(model):
+    """SHA-256 of every layer's name and weights (bytes, dtype, shape): a model's identity."""
+    h = hashlib.sha256()
+    for layer in model.layers:
+        for w in layer.get_weights():
+            h.update(layer.name.encode())
+            h.update(str(w.dtype).encode() + str(w.shape).encode())
+            h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+class ProtectionSecret:
+    """The hidden weights of a protected model: flat positions and original values per weight.
+
+    Attributes
+    ----------
+    indices, values : dict of str to ndarray
+        ``"layer/kernel"`` -> flat positions (int64) and their original values.
+    shapes : dict of str to tuple
+        Shape of each of those weights.
+    protected_digest, original_digest : str
+        :func:`weights_digest` of the protected and of the original model.
+    meta : dict
+        Model name, method, classes, fraction.
+    """
+
+    def __init__(self, indices, values, shapes, protected_digest, original_digest, meta=None):
+        self.indices = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()}
+        self.values = {k: np.asarray(v) for k, v in values.items()}
+        self.shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+        self.protected_digest = protected_digest
+        self.original_digest = original_digest
+        self.meta = dict(meta or {})
+
+    @property
+    def n_hidden(self):
+        return int(sum(v.size for v in self.indices.values()))
+
+    def __repr__(self):
+        total = sum(int(np.prod(s)) for s in self.shapes.values())
+        return (f"ProtectionSecret(model={self.meta.get('model')!r}, method={self.meta.get('method')!r}, "
+                f"classes={tuple(self.meta.get('classes', ()))}, hidden={self.n_hidden:,}/{total:,} "
+                f"in {len(self.indices)} weights)")
+
+    def masks(self):
+        """``"layer/kernel"`` -> bool array, True at the hidden positions."""
+        out = {}
+        for k, idx in self.indices.items():
+            m = np.zeros(int(np.prod(self.shapes[k])), dtype=bool)
+            m[idx] = True
+            out[k] = m.reshape(self.shapes[k])
+        return out
+
+    def save(self, path):
+        """Write the secret to ``path`` (.npz, no pickle); :meth:`load` reads it back exactly."""
+        arrays = {}
+        for k in self.indices:
+            arrays[f"index/{k}"] = self.indices[k]
+            arrays[f"value/{k}"] = self.values[k]
+        meta = {"shapes": {k: list(v) for k, v in self.shapes.items()},
+                "protected_digest": self.protected_digest, "original_digest": self.original_digest,
+                "meta": self.meta}
+        from nnslicer.io import save_archive
+
+        return save_archive(path, "secret", meta, arrays)
+
+    @classmethod
+    def load(cls, path):
+        from nnslicer.io import load_archive
+
+        meta, arrays = load_archive(path, "secret")
+        try:
+            shapes = meta["shapes"]
+            indices = {k: arrays[f"index/{k}"] for k in shapes}
+            values = {k: arrays[f"value/{k}"] for k in shapes}
+            return cls(indices, values, shapes, meta["protected_digest"], meta["original_digest"], meta["meta"])
+        except (KeyError, TypeError) as exc:
+            raise FileFormatError(f"{path!r} is an incomplete secret file ({exc}).") from exc
+
+
+def _check_fraction(fraction):
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
+        raise InvalidParameterError(
+            f"The 'fraction' parameter of protect must be a float in (0, 1). Got {fraction!r} instead.")
+    return float(fraction)
+
+
+def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_per_class=None,
+            slices=None, random_state=0):
+    """Hide (zero) the synapses that matter most for ``classes``; returns ``(protected, secret)``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Never modified.
+    slicer : nnslicer.Slicer or None
+        Fitted on ``model``; needed by ``"nnslicer"`` and ``"effective_path"``.
+    x, y : arrays
+        Samples and integer labels; the samples of ``classes`` are sliced.
+    classes : list of int
+        Classes to protect; each must be an output of the model and have samples in ``y``.
+    fraction : float in (0, 1), default 0.5
+        Share of each weighted layer's synapses hidden (exactly ``round(fraction * n)``).
+    method : {"nnslicer", "magnitude", "random", "effective_path"}
+    max_per_class : int, optional
+        Slice at most this many samples per class.
+    slices : dict of int to Slice, optional
+        Precomputed per-class slices (:func:`analyses.synapse_scores.class_slices`).
+
+    Returns
+    -------
+    protected : keras.Model
+        A copy of ``model`` with the hidden synapses set to zero.
+    secret : ProtectionSecret
+    """
+    from nnslicer.lift import lift
+
+    from .pruning import rebuild
+
+    fraction = _check_fraction(fraction)
+    if method not in PROTECT_METHODS:
+        raise InvalidParameterError(
+            f"The 'method' parameter of protect must be one of {', '.join(map(repr, PROTECT_METHODS))}. "
+            f"Got {method!r} instead.")
+    graph = slicer.graph_ if slicer is not None and hasattr(slicer, "graph_") else lift(model)
+    if y is not None:
+        y = np.asarray(y)
+        y = y.argmax(axis=1) if y.ndim == 2 else y
+    classes = check_classes(classes, y, graph.num_outputs, "protect")
+    scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
+    weights = {layer.name: layer.get_weights() for layer in model.layers}
+    indices, values, shapes = {}, {}, {}
+    for name in graph.weighted_ops:
+        layer = model.get_layer(graph[name].layer)
+        kernel = weights[layer.name][0]
+        hidden = rank_mask(scores[name], fraction, largest=True, tie=np.abs(kernel))
+        key = f"{layer.name}/kernel"
+        flat = np.flatnonzero(hidden.ravel())
+        indices[key], values[key], shapes[key] = flat, kernel.ravel()[flat].copy(), kernel.shape
+        new = kernel.copy()
+        new.ravel()[flat] = 0
+        weights[layer.name] = [new] + list(weights[layer.name][1:])
+    protected = rebuild(model, weights)
+    meta = {"model": model.name, "method": method, "classes": list(classes), "fraction": fraction}
+    secret = ProtectionSecret(indices, values, shapes, weights_digest(protected), weights_digest(model), meta)
+    return protected, secret
+
+
+def _secret_key(key):
+    layer, _, weight = key.rpartition("/")
+    return layer, weight
+
+
+def restore(protected_model, secret):
+    """A copy of ``protected_model`` with the hidden weights back: bitwise the original.
+
+    Raises FileFormatError when ``secret`` was not made for this protected model."""
+    from .pruning import rebuild
+
+    if not isinstance(secret, ProtectionSecret):
+        raise InvalidParameterError(f"secret must be a ProtectionSecret. Got {type(secret).__name__} instead.")
+    if weights_digest(protected_model) != secret.protected_digest:
+        raise FileFormatError(
+            f"This secret was made for another model (protected model {secret.meta.get('model')!r}, "
+            f"digest {secret.protected_digest[:12]}...), not for {protected_model.name!r} "
+            f"(digest {weights_digest(protected_model)[:12]}...): it cannot restore it.")
+    weights = {layer.name: [w.copy() for w in layer.get_weights()] for layer in protected_model.layers}
+    for key, idx in secret.indices.items():
+        layer, _ = _secret_key(key)
+        weights[layer][0].ravel()[idx] = secret.values[key]
+    restored = rebuild(protected_model, weights)
+    if weights_digest(restored) != secret.original_digest:  # pragma: no cover - a damaged secret
+        raise FileFormatError("The restored weights do not match the original model's digest.")
+    return restored
+
+
+def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-3, momentum=0.5,
+          batch_size=256, seed=0):
+    """The attacker of SPEC.md: retrain the hidden weights on victim-labelled data.
+
+    The attacker knows the published weights and which positions are hidden (from ``secret``
+    or a mask), starts them at zero, and trains only them (SGD with momentum, cross-entropy,
+    batch norm frozen); every other weight stays bitwise as published.
+
+    Parameters
+    ----------
+    protected_model : keras.Model
+        Never modified.
+    secret : ProtectionSecret or dict of str to ndarray of bool
+        The hidden positions (``"layer/kernel"`` -> mask).
+    x_attacker, y_victim_labels : arrays
+        The attacker's samples and the labels the victim gave them.
+    epochs, lr, momentum, batch_size, seed
+        The paper's training set-up (5 epochs; SGD lr 5e-3, momentum 0.5, batch 256).
+
+    Returns
+    -------
+    keras.Model
+        The attacker's model.
+    """
+    from .masked_training import train_masked
+    from .pruning import rebuild
+
+    masks = secret.masks() if isinstance(secret, ProtectionSecret) else dict(secret)
+    weights = {layer.name: layer.get_weights() for layer in protected_model.layers}
+    model = rebuild(protected_model, weights)
+    train_masked(model, masks, x_attacker, y_victim_labels, epochs, optimizer="sgd", lr=lr,
+                 momentum=momentum, batch_size=batch_size, seed=seed)
+    return model
+
+
+# --------------------------------------------------------------------------- CLI
+def cmd_protect(args):
+    from nnslicer.cli import load_array, load_model, make_slicer
+    from nnslicer.io import atomic_path
+
+    from .pruning import parse_classes
+
+    model = load_model(args.model)
+    x = load_array(args.data, "x")
+    y = load_array(args.labels, "y")
+    if len(x) != len(y):
+        raise InvalidInputError(f"--data has {len(x)} samples and --labels {len(y)}.")
+    classes = check_classes(parse_classes(args.classes), y, int(model.output_shape[-1]), "protect")
+    slicer = make_slicer(model, args).fit(x, y) if args.method in ("nnslicer", "effective_path") else None
+    protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
+                                max_per_class=args.max_per_class)
+    with atomic_path(args.output, ".keras") as tmp:
+        protected.save(tmp)
+    secret.save(args.secret)
+    print(f"{secret!r}\nprotected model -> {args.output}, secret -> {args.secret}")
+    return 0
+
+
+def cmd_restore(args):
+    from nnslicer.cli import load_model
+    from nnslicer.io import atomic_path
+
+    protected = load_model(args.model)
+    secret = ProtectionSecret.load(args.secret)
+    restored = restore(protected, secret)
+    with atomic_path(args.output, ".keras") as tmp:
+        restored.save(tmp)
+    print(f"restored {secret.n_hidden:,} weights -> {args.output}")
+    return 0
+
+
+def add_commands(subparsers):
+    """Add ``nnslicer protect`` and ``nnslicer restore``."""
+    from nnslicer.cli import add_slicing_options
+
+    p = subparsers.add_parser(
+        "protect", help="hide the weights a subset of classes needs most",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Selective model protection (NNSlicer): slice samples of --classes, zero in "
+                    "every weighted layer the fraction --fraction of synapses that count most "
+                    "for them, and write the protected model and the secret (positions and "
+                    "original values) separately. 'nnslicer restore' puts them back.",
+        epilog="examples:\n"
+               "  nnslicer protect model.keras --data x.npy --labels y.npy --classes 0,1,5 \\\n"
+               "      -o protected.keras --secret secret.npz\n"
+               "  nnslicer restore protected.keras --secret secret.npz -o restored.keras")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help="samples (.npy/.npz)")
+    p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
+    p.add_argument("--classes", required=True, help="classes to protect, comma-separated (e.g. 0,1,5)")
+    p.add_argument("--fraction", type=float, default=0.5, help="share of each layer's synapses hidden (default 0.5)")
+    p.add_argument("--method", default="nnslicer", choices=PROTECT_METHODS, help="how synapses are ranked (default nnslicer)")
+    p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
+    add_slicing_options(p)
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras)")
+    p.add_argument("--secret", required=True, help="where to write the secret (.npz)")
+    p.set_defaults(func=cmd_protect)
+
+    p = subparsers.add_parser(
+        "restore", help="put a protected model's hidden weights back",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Restore a model protected by 'nnslicer protect' from its secret: the result "
+                    "has the original weights, bitwise. A secret of another model is refused.",
+        epilog="example:\n  nnslicer restore protected.keras --secret secret.npz -o restored.keras")
+    p.add_argument("model", metavar="PROTECTED", help="the protected .keras or .h5 model")
+    p.add_argument("--secret", required=True, help="the secret written by 'nnslicer protect'")
+    p.add_argument("-o", "--output", required=True, help="where to write the restored model (.keras)")
+    p.set_defaults(func=cmd_restore)

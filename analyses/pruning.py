@@ -1,0 +1,500 @@
+"""Class-focused pruning (NNSlicer, SPEC.md section 5): keep what the target classes use.
+
+In every pruned weighted layer (Dense, Conv2D, DepthwiseConv2D) the fraction ``ratio`` of
+synapses with the smallest score goes (see :mod:`analyses.synapse_scores` for the methods;
+ties are broken by ``|w|``). A unit or channel all of whose synapses went is *dead*.
+
+**What is removed for real.** A dead output channel (unit) of a layer is removed from the Keras
+model when everything its output reaches, through channel-wise ops only (activations other than
+softmax, BatchNormalization, Dropout-like identities, pooling, padding, cropping, global
+pooling, Flatten), is weighted layers: that channel's batch-norm statistics and the synapses
+that read it in the consuming layers go with it (those synapses are masked in the "masked"
+model too, so that the smaller model computes exactly what the masked one does). A channel
+that reaches an ``Add`` (or a Concatenate, a DepthwiseConv2D, the model's output) is never
+removed, only masked: in the pre-activation ResNets this keeps every ``*_conv2`` and
+``*_shortcut`` output (they meet in the block's Add) and removes dead channels of ``stem_conv``
+and of every ``*_conv1``. Everything else that was pruned is masked (zeros).
+
+**Mean compensation** (the authors' code): a pruned synapse contributes its input's mean times
+its weight instead of nothing, ``y = mean_y + W'(x - mean_x)``, i.e. the bias of the layer grows
+by ``(W - W') mean_x`` with ``mean_x`` from the slicer's profile (``slicer.profile_.means``).
+For a Dense layer this is exact; for a convolution the mean input varies over positions, and
+the compensation folded into the per-channel bias is its average over output positions (a
+per-position bias would need a layer Keras does not have). Without a profile (no slicer) it
+cannot be used.
+
+Examples
+--------
+>>> import numpy as np, keras, nnslicer
+>>> from analyses.pruning import class_focused_prune
+>>> keras.utils.set_random_seed(0)
+>>> model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
+...                           keras.layers.Dense(3, activation="softmax", name="out")])
+>>> x = np.random.default_rng(0).normal(size=(60, 6)).astype("float32")
+>>> y = model.predict(x, verbose=0).argmax(1)
+>>> slicer = nnslicer.Slicer(model).fit(x)
+>>> pruned = class_focused_prune(model, slicer, x, y, classes=[int(y[0])], ratio=0.5)
+>>> pruned.prune_report.layers[0].pruned
+24
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnslicer.errors import InvalidInputError, InvalidParameterError
+
+from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
+
+__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "rebuild", "add_commands"]
+
+log = logging.getLogger(__name__)
+
+#: Op kinds that keep a feature map's channel index (a dead channel stays one channel).
+CHANNELWISE = ("batch_norm", "identity", "max_pool", "avg_pool", "zero_padding", "cropping",
+               "global_avg_pool", "global_max_pool")
+
+
+@dataclass
+class LayerReport:
+    """What pruning did to one weighted layer."""
+
+    name: str
+    synapses: int
+    pruned: int          # by rank (round(ratio * synapses))
+    masked: int          # zeros in the kernel in the end (rank + reading removed channels)
+    units: int
+    removed_units: int
+    removable: bool
+
+
+@dataclass
+class PruneReport:
+    """What :func:`class_focused_prune` did, with the model's size before and after.
+
+    ``flops`` count the weighted layers' multiply-adds twice (FLOPs = 2 x MACs), dense kernel
+    shape; ``nonzero_flops`` only the non-zero weights'.
+    """
+
+    method: str
+    classes: tuple
+    ratio: float
+    mean_compensation: bool
+    fine_tune_epochs: int
+    params_before: int
+    params_after: int
+    flops_before: int
+    flops_after: int
+    nonzero_flops_after: int
+    layers: list = field(default_factory=list)
+
+    @property
+    def removed_units(self):
+        return sum(layer.removed_units for layer in self.layers)
+
+    def __repr__(self):
+        return (f"PruneReport(method={self.method!r}, classes={self.classes}, ratio={self.ratio}, "
+                f"params={self.params_before:,} -> {self.params_after:,}, "
+                f"FLOPs={self.flops_before:,} -> {self.flops_after:,} "
+                f"({self.nonzero_flops_after:,} non-zero), removed units={self.removed_units}, "
+                f"mean_compensation={self.mean_compensation})")
+
+    def table(self):
+        """One line per layer: synapses, pruned, masked, units and removed units."""
+        rows = [f"{'layer':<20} {'synapses':>9} {'pruned':>9} {'masked':>9} {'units':>6} {'removed':>7}"]
+        for r in self.layers:
+            removed = str(r.removed_units) if r.removable else "-"
+            rows.append(f"{r.name:<20} {r.synapses:>9,} {r.pruned:>9,} {r.masked:>9,} {r.units:>6} {removed:>7}")
+        return "\n".join(rows)
+
+    def to_dict(self):
+        d = {k: getattr(self, k) for k in ("method", "ratio", "mean_compensation", "fine_tune_epochs",
+                                           "params_before", "params_after", "flops_before",
+                                           "flops_after", "nonzero_flops_after")}
+        d["classes"] = list(self.classes)
+        d["layers"] = [vars(r).copy() for r in self.layers]
+        return d
+
+
+# --------------------------------------------------------------------------- wiring
+def _channel_consumers(graph, name):
+    """Where channel ``c`` of ``name``'s output ends up: ``(path, readers)`` with ``path`` the
+    channel-wise ops on the way and ``readers`` ``(weighted op, layout)`` pairs, layout
+    ``"conv"`` (kernel axis 2), ``"rows"`` (dense row c) or ``("flat", channels)`` (dense rows
+    ``i`` with ``i % channels == c``); None when the channel reaches anything else."""
+    path, readers = [], []
+    todo = [(name, None)]
+    while todo:
+        tensor, flat = todo.pop()
+        consumers = graph.consumers(tensor)
+        if not consumers or tensor == graph.logits or tensor == graph.output:
+            return None
+        for c in consumers:
+            op = graph[c]
+            if len(op.inputs) != 1:
+                return None
+            if op.kind == "conv2d" and flat is None:
+                readers.append((c, "conv"))
+            elif op.kind == "dense":
+                readers.append((c, "rows" if flat is None else ("flat", flat)))
+            elif op.kind == "activation" and op.params.get("activation") != "softmax":
+                path.append(c)
+                todo.append((c, flat))
+            elif op.kind in CHANNELWISE and flat is None:
+                path.append(c)
+                todo.append((c, flat))
+            elif op.kind == "reshape" and flat is None and len(op.input_shapes[0]) == 3 and len(op.shape) == 1:
+                path.append(c)
+                todo.append((c, op.input_shapes[0][-1]))
+            else:
+                return None
+    return path, readers
+
+
+def _reader_index(kernel_shape, layout, units):
+    """Index selecting the positions of a reader's kernel that read the ``units`` (bool over
+    channels) of its producer."""
+    if layout == "conv":
+        return (slice(None), slice(None), units, slice(None))
+    if layout == "rows":
+        return (units, slice(None))
+    channels = layout[1]
+    rows = np.tile(units, kernel_shape[0] // channels)
+    return (rows, slice(None))
+
+
+def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
+    """Kept-synapse masks (True = kept) per weighted op, dead units and removal plans.
+
+    Returns ``(kept, pruned_by_rank, plans)``: ``plans[name] = (path, readers, dead)`` for the
+    layers whose dead units are removed for real.
+    """
+    names = graph.weighted_ops if layers is None else [n for n in graph.weighted_ops if n in set(layers)]
+    kept, by_rank = {}, {}
+    for name in graph.weighted_ops:
+        w = graph[name].weights[graph[name].handler.synapse_weight]
+        if name not in names:
+            kept[name] = np.ones(w.shape, dtype=bool)
+            by_rank[name] = 0
+            continue
+        if method == "channel":  # whole filters (units) by L1 norm
+            norms = np.abs(w).reshape(-1, w.shape[-1]).sum(axis=0)
+            drop = np.broadcast_to(rank_mask(norms, ratio, largest=False), w.shape)
+        else:
+            drop = rank_mask(scores[name], ratio, largest=False, tie=np.abs(w))
+        kept[name] = ~drop
+        by_rank[name] = int(drop.sum())
+    plans = {}
+    for name in graph.weighted_ops:  # topological: a layer's readers are visited after it
+        op = graph[name]
+        if op.kind == "depthwise_conv2d":
+            continue
+        dead = ~kept[name].reshape(-1, kept[name].shape[-1]).any(axis=0)
+        wiring = _channel_consumers(graph, name)
+        if wiring is None:
+            continue
+        path, readers = wiring
+        plans[name] = (path, readers, dead)
+        if dead.any():
+            for reader, layout in readers:
+                kept[reader][_reader_index(kept[reader].shape, layout, dead)] = False
+    return kept, by_rank, plans
+
+
+# --------------------------------------------------------------------------- weights
+def _compensation(op, removed, mean_in):
+    """``(W - W') mean_x`` per output unit (averaged over output positions for convolutions)."""
+    import tensorflow as tf
+
+    if op.kind == "dense":
+        return mean_in.astype(np.float64) @ removed.astype(np.float64)
+    x = tf.constant(np.broadcast_to(mean_in, op.input_shapes[0])[None].astype(np.float32))
+    p = op.params
+    pad = p["padding"].upper()
+    if op.kind == "conv2d":
+        out = tf.nn.conv2d(x, removed.astype(np.float32), strides=p["strides"], padding=pad,
+                           dilations=p["dilation_rate"])
+    else:
+        out = tf.nn.depthwise_conv2d(x, removed.astype(np.float32), strides=(1, *p["strides"], 1),
+                                     padding=pad, dilations=p["dilation_rate"])
+    return out.numpy().astype(np.float64).mean(axis=(0, 1, 2))
+
+
+def _layer_weights(model):
+    return {layer.name: layer.get_weights() for layer in model.layers}
+
+
+def _new_weights(model, graph, kept, profile, mean_compensation):
+    """Masked (and compensated) weights per layer, and the layers that now need a bias."""
+    weights = _layer_weights(model)
+    need_bias = set()
+    for name in graph.weighted_ops:
+        op = graph[name]
+        layer = model.get_layer(op.layer)
+        w = weights[op.layer]
+        kernel = np.asarray(w[0])
+        mask = kept[name]
+        new_kernel = np.where(mask, kernel, np.zeros_like(kernel))
+        bias = np.asarray(w[1]) if layer.use_bias else np.zeros(kernel.shape[-1] if op.kind != "depthwise_conv2d"
+                                                                 else kernel.shape[2] * kernel.shape[3], kernel.dtype)
+        if mean_compensation and not mask.all():
+            shift = _compensation(op, kernel - new_kernel, profile.means[op.inputs[0]])
+            bias = (bias.astype(np.float64) + shift).astype(kernel.dtype)
+            if not layer.use_bias:
+                need_bias.add(op.layer)
+        weights[op.layer] = [new_kernel, bias] if (layer.use_bias or op.layer in need_bias) else [new_kernel]
+    return weights, need_bias
+
+
+def rebuild(model, weights, configs=None):
+    """A new model of ``model``'s wiring, layer configs updated by ``configs`` (layer name ->
+    dict), weights from ``weights`` (layer name -> list of arrays)."""
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        config.update((configs or {}).get(layer.name, {}))
+        return layer.__class__.from_config(config)
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for layer in new.layers:
+        if layer.weights:
+            layer.set_weights(weights[layer.name])
+    return new
+
+
+def _remove(model, graph, weights, plans):
+    """Cut dead units of the planned layers (and what reads them) out of ``weights``; returns
+    the new weights, the config updates and the number of units removed per layer."""
+    weights = {k: list(v) for k, v in weights.items()}
+    configs, removed = {}, {}
+    for name, (path, readers, dead) in plans.items():
+        if not dead.any():
+            continue
+        keep = ~dead
+        if not keep.any():  # a layer needs one unit: keep the first (it reads nothing and is read by nothing)
+            keep[0] = True
+        op = graph[name]
+        removed[name] = int((~keep).sum())
+        weights[op.layer] = [a[..., keep] for a in weights[op.layer]]
+        key = "units" if op.kind == "dense" else "filters"
+        configs.setdefault(op.layer, {})[key] = int(keep.sum())
+        for p in path:
+            layer = graph[p].layer
+            if layer != op.layer and weights.get(layer):
+                weights[layer] = [a[..., keep] for a in weights[layer]]
+        for reader, layout in readers:
+            layer = graph[reader].layer
+            kernel = weights[layer][0]
+            weights[layer][0] = kernel[_reader_index(kernel.shape, layout, keep)]
+    return weights, configs, removed
+
+
+def _flops(graph):
+    total, nonzero = 0, 0
+    for name in graph.weighted_ops:
+        op = graph[name]
+        kernel = op.weights[op.handler.synapse_weight]
+        positions = int(np.prod(op.shape[:-1])) if len(op.shape) == 3 else 1
+        total += 2 * positions * kernel.size
+        nonzero += 2 * positions * int(np.count_nonzero(kernel))
+    return total, nonzero
+
+
+# --------------------------------------------------------------------------- API
+def _check_ratio(ratio, name, caller):
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio < 1:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {caller} must be a float in (0, 1). Got {ratio!r} instead.")
+    return float(ratio)
+
+
+def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=True,
+                        fine_tune_epochs=0, method="nnslicer", layers=None, remove=True,
+                        max_per_class=None, slices=None, random_state=0, fine_tune_lr=1e-4,
+                        batch_size=256):
+    """Prune ``model`` for the target ``classes``; returns a new, smaller ``keras.Model``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Never modified.
+    slicer : nnslicer.Slicer or None
+        Fitted on ``model`` (its profile gives the means of mean compensation; the slicing
+        methods slice with it). May be None for ``magnitude``, ``channel`` and ``random``
+        without mean compensation.
+    x, y : arrays
+        Samples and integer labels: the samples of ``classes`` are sliced (at most
+        ``max_per_class`` of each) and are the fine-tuning set.
+    classes : list of int
+        Target classes; each must be an output of the model and have samples in ``y``.
+    ratio : float in (0, 1)
+        Fraction of each pruned layer's synapses that goes (exactly ``round(ratio * n)``; for
+        ``method="channel"`` ``round(ratio * units)`` whole units).
+    mean_compensation : bool, default True
+        Pruned synapses contribute their mean input (see the module's docstring).
+    fine_tune_epochs : int, default 0
+        Epochs of Adam (``fine_tune_lr``) on the target-class samples of ``x`` afterwards,
+        pruned synapses held at zero and batch-norm statistics frozen.
+    method : str, default "nnslicer"
+        ``"nnslicer"``, ``"nnslicer_all"``, ``"magnitude"``, ``"effective_path"``,
+        ``"channel"`` or ``"random"`` (:mod:`analyses.synapse_scores`).
+    layers : list of str, optional
+        Weighted layers to prune (default: every Dense, Conv2D and DepthwiseConv2D).
+    remove : bool, default True
+        Remove dead units for real; False returns the masked model of the original shape.
+    max_per_class : int, optional
+        Slice at most this many samples per class.
+    slices : dict of int to Slice, optional
+        Precomputed per-class slices (:func:`analyses.synapse_scores.class_slices`).
+    random_state : int
+        Seed of ``method="random"`` and of fine-tuning's shuffling.
+
+    Returns
+    -------
+    keras.Model
+        The pruned model; ``model.prune_report`` is a :class:`PruneReport`.
+    """
+    from nnslicer.lift import lift
+
+    caller = "class_focused_prune"
+    ratio = _check_ratio(ratio, "ratio", caller)
+    if method not in METHODS:
+        raise InvalidParameterError(
+            f"The 'method' parameter of {caller} must be one of {', '.join(map(repr, METHODS))}. "
+            f"Got {method!r} instead.")
+    if isinstance(fine_tune_epochs, bool) or not isinstance(fine_tune_epochs, numbers.Integral) \
+            or fine_tune_epochs < 0:
+        raise InvalidParameterError(
+            f"The 'fine_tune_epochs' parameter of {caller} must be an int >= 0. Got {fine_tune_epochs!r} instead.")
+    fitted = slicer is not None and hasattr(slicer, "graph_")
+    if mean_compensation and not fitted:
+        raise InvalidInputError("mean_compensation needs a fitted Slicer (its profile holds the means).")
+    if fitted and slicer.model is not model:
+        slicer.profile_.check(lift(model))
+    graph = slicer.graph_ if fitted and slicer.granularity == "element" else lift(model)
+    x = None if x is None else np.asarray(x)
+    if y is not None:
+        y = np.asarray(y)
+        y = y.argmax(axis=1) if y.ndim == 2 else y
+    classes = check_classes(classes, y, graph.num_outputs, caller)
+    if layers is not None:
+        unknown = sorted(set(layers) - set(graph.weighted_ops))
+        if unknown:
+            raise InvalidParameterError(f"Not weighted layers of the model: {unknown}. "
+                                        f"Weighted layers: {graph.weighted_ops}.")
+    scores = None
+    if method != "channel":
+        scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
+    kept, by_rank, plans = prune_masks(graph, scores, ratio, method, layers)
+    weights, need_bias = _new_weights(model, graph, kept, slicer.profile_ if fitted else None, mean_compensation)
+    configs = {name: {"use_bias": True} for name in need_bias}
+    pruned = rebuild(model, weights, configs)
+    if fine_tune_epochs:
+        from .masked_training import train_masked
+
+        if x is None or y is None:
+            raise InvalidInputError("fine-tuning needs x and y.")
+        sel = np.isin(y, classes)
+        trainable = {}
+        for name in graph.weighted_ops:
+            layer = graph[name].layer
+            trainable[f"{layer}/kernel"] = kept[name]
+            if pruned.get_layer(layer).use_bias:
+                trainable[f"{layer}/bias"] = np.ones(weights[layer][1].shape, dtype=bool)
+        train_masked(pruned, trainable, x[sel], y[sel], fine_tune_epochs, optimizer="adam",
+                     lr=fine_tune_lr, batch_size=batch_size, seed=random_state)
+        weights = _layer_weights(pruned)
+    removed = {}
+    if remove:
+        weights, more, removed = _remove(model, graph, weights, plans)
+        for k, v in more.items():
+            configs.setdefault(k, {}).update(v)
+        if removed:
+            pruned = rebuild(pruned, weights, configs)
+    new_graph = lift(pruned)
+    flops_before, _ = _flops(graph)
+    flops_after, nonzero_after = _flops(new_graph)
+    report = PruneReport(
+        method=method, classes=classes, ratio=ratio, mean_compensation=bool(mean_compensation),
+        fine_tune_epochs=int(fine_tune_epochs), params_before=int(model.count_params()),
+        params_after=int(pruned.count_params()), flops_before=flops_before, flops_after=flops_after,
+        nonzero_flops_after=nonzero_after,
+        layers=[LayerReport(name=n, synapses=int(kept[n].size), pruned=by_rank[n],
+                            masked=int((~kept[n]).sum()), units=int(kept[n].shape[-1]),
+                            removed_units=removed.get(n, 0), removable=n in plans)
+                for n in graph.weighted_ops])
+    pruned.prune_report = report
+    log.info("%r", report)
+    return pruned
+
+
+# --------------------------------------------------------------------------- CLI
+def parse_classes(text):
+    """``"0,1,5"`` -> ``[0, 1, 5]`` with a clear error."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InvalidInputError(f"--classes takes comma-separated class indices; got {text!r}.") from None
+
+
+def cmd_prune(args):
+    from nnslicer.cli import load_array, load_model, make_slicer
+
+    model = load_model(args.model)
+    x = load_array(args.data, "x")
+    y = load_array(args.labels, "y")
+    if len(x) != len(y):
+        raise InvalidInputError(f"--data has {len(x)} samples and --labels {len(y)}.")
+    classes = check_classes(parse_classes(args.classes), y, int(model.output_shape[-1]), "prune")
+    slicer = None
+    if args.method not in ("magnitude", "channel", "random") or not args.no_mean_compensation:
+        slicer = make_slicer(model, args).fit(x, y)
+    pruned = class_focused_prune(model, slicer, x, y, classes, args.ratio,
+                                 mean_compensation=not args.no_mean_compensation,
+                                 fine_tune_epochs=args.fine_tune_epochs, method=args.method,
+                                 max_per_class=args.max_per_class)
+    from nnslicer.io import atomic_path
+
+    with atomic_path(args.output, ".keras") as tmp:
+        pruned.save(tmp)
+    print(pruned.prune_report.table())
+    print(f"\n{pruned.prune_report!r} -> {args.output}")
+    return 0
+
+
+def add_commands(subparsers):
+    """Add ``nnslicer prune``."""
+    from nnslicer.cli import add_slicing_options
+
+    p = subparsers.add_parser(
+        "prune", help="prune a model for a subset of its classes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Class-focused pruning (NNSlicer): slice samples of the target classes, "
+                    "prune in every weighted layer the fraction --ratio of synapses that count "
+                    "least for them, remove channels and units left without synapses, and "
+                    "write the smaller model. --data/--labels are profiled, sliced (samples of "
+                    "--classes) and used for fine-tuning.",
+        epilog="examples:\n"
+               "  nnslicer prune model.keras --data x.npy --labels y.npy --classes 0,1,5 --ratio 0.5 -o pruned.keras\n"
+               "  nnslicer prune model.keras --data x.npy --labels y.npy --classes 3 --ratio 0.7 \\\n"
+               "      --method magnitude --fine-tune-epochs 1 -o pruned.keras")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help="samples (.npy/.npz)")
+    p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
+    p.add_argument("--classes", required=True, help="target classes, comma-separated (e.g. 0,1,5)")
+    p.add_argument("--ratio", type=float, required=True, help="fraction of each layer's synapses pruned, in (0, 1)")
+    p.add_argument("--method", default="nnslicer", choices=METHODS, help="how synapses are ranked (default nnslicer)")
+    p.add_argument("--fine-tune-epochs", type=int, default=0, help="epochs of fine-tuning on the target classes (default 0)")
+    p.add_argument("--no-mean-compensation", action="store_true",
+                   help="pruned synapses contribute nothing (default: their mean input)")
+    p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
+    add_slicing_options(p)
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument("-o", "--output", required=True, help="where to write the pruned model (.keras)")
+    p.set_defaults(func=cmd_prune)
