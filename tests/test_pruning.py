@@ -1,0 +1,319 @@
+"""Class-focused pruning: exact per-layer counts, real channel removal, mean compensation by
+hand, the baselines, fine-tuning, the CLI and every error path."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import doctest  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+
+import nnslicer  # noqa: E402
+from nnslicer import InvalidInputError, InvalidParameterError  # noqa: E402
+from nnslicer.cli import main  # noqa: E402
+
+from analyses import pruning  # noqa: E402
+from analyses.pruning import class_focused_prune  # noqa: E402
+from analyses.synapse_scores import class_slices  # noqa: E402
+
+L = keras.layers
+
+
+def mini_resnet(seed=0):
+    """A pre-activation residual block as in ResNet10, small: stem, conv1 (not merged),
+    conv2 + shortcut (merged by Add), BN, GAP, Dense; a second head through Flatten."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((6, 6, 1), name="image")
+    x = L.Conv2D(4, 3, padding="same", use_bias=False, name="stem")(inp)
+    pre = L.ReLU(name="pre")(L.BatchNormalization(name="bn1")(x))
+    short = L.Conv2D(6, 1, strides=2, use_bias=False, name="short")(pre)
+    y = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="conv1")(pre)
+    y = L.ReLU(name="relu2")(L.BatchNormalization(name="bn2")(y))
+    y = L.Conv2D(6, 3, padding="same", use_bias=False, name="conv2")(y)
+    x = L.Add(name="add")([y, short])
+    x = L.ReLU(name="relu3")(L.BatchNormalization(name="bn3")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(12, activation="relu", name="fc")(x)
+    out = L.Dense(5, activation="softmax", name="out")(x)
+    model = keras.Model(inp, out, name="mini_resnet")
+    for layer in model.layers:  # BN statistics that are not the identity
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.gamma.shape[0]
+            rng = np.random.default_rng(seed + n)
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, .1, n), rng.normal(0, .1, n),
+                               rng.uniform(0.5, 1.5, n)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mini_resnet()
+
+
+@pytest.fixture(scope="module")
+def data(model):
+    x = np.random.default_rng(1).normal(size=(40, 6, 6, 1)).astype("float32")
+    return x, model.predict(x, verbose=0).argmax(axis=1)
+
+
+@pytest.fixture(scope="module")
+def slicer(model, data):
+    return nnslicer.Slicer(model).fit(*data)
+
+
+@pytest.fixture(scope="module")
+def classes(data):
+    return [int(c) for c in np.unique(data[1])[:2]]
+
+
+def kernels(model):
+    return {layer.name: layer.get_weights()[0] for layer in model.layers
+            if isinstance(layer, (L.Conv2D, L.Dense))}
+
+
+# ------------------------------------------------------------------------------ exact counts
+def test_ratio_exact_per_layer_magnitude_by_hand(model, data, classes):
+    """Expected zeros derived independently: the k smallest |w| of each layer, plus the
+    synapses reading a dead channel of a removable producer (stem -> conv1 and short,
+    conv1 -> conv2, fc -> out). conv2/short feed the Add: their dead channels stay."""
+    ratio = 0.6
+    masked = class_focused_prune(model, None, *data, classes, ratio, mean_compensation=False,
+                                 method="magnitude", remove=False)
+    w = kernels(model)
+    expect = {}
+    for name, k in w.items():
+        n = round(ratio * k.size)
+        flat = np.zeros(k.size, bool)
+        flat[np.argsort(np.abs(k).ravel(), kind="stable")[:n]] = True
+        expect[name] = flat.reshape(k.shape)
+    dead = {name: expect[name].reshape(-1, w[name].shape[-1]).all(axis=0) for name in ("stem", "conv1", "fc")}
+    expect["conv1"][:, :, dead["stem"], :] = True
+    expect["short"][:, :, dead["stem"], :] = True
+    dead["conv1"] = expect["conv1"].reshape(-1, 8).all(axis=0)
+    expect["conv2"][:, :, dead["conv1"], :] = True
+    expect["out"][dead["fc"], :] = True
+    got = kernels(masked)
+    report = {r.name: r for r in masked.prune_report.layers}
+    for name in w:
+        assert np.array_equal(got[name] == 0, expect[name]), name
+        assert report[name].pruned == round(ratio * w[name].size)
+        assert report[name].masked == expect[name].sum()
+        kept = ~expect[name]
+        np.testing.assert_array_equal(got[name][kept], w[name][kept])
+
+
+@pytest.mark.parametrize("method", ["nnslicer", "nnslicer_all", "effective_path", "random"])
+def test_ratio_exact_in_layers_without_dead_inputs(model, data, slicer, classes, method):
+    masked = class_focused_prune(model, slicer, *data, classes, 0.3, method=method, remove=False)
+    got = kernels(masked)
+    # stem reads the input: nothing upstream can die, so exactly round(0.3 n) zeros.
+    assert np.count_nonzero(got["stem"] == 0) == round(0.3 * got["stem"].size)
+    for r in masked.prune_report.layers:
+        assert r.pruned == round(0.3 * r.synapses)
+        assert np.count_nonzero(got[r.name] == 0) == r.masked >= r.pruned
+
+
+def test_all_ones_masks_give_the_same_outputs(model, data, slicer, classes):
+    before = [w.copy() for w in model.get_weights()]
+    same = class_focused_prune(model, slicer, *data, classes, 1e-6)  # round(1e-6 n) = 0 everywhere
+    assert same is not model
+    assert all(r.masked == 0 and r.removed_units == 0 for r in same.prune_report.layers)
+    assert same.count_params() == model.count_params()
+    np.testing.assert_allclose(same.predict(data[0], verbose=0), model.predict(data[0], verbose=0), atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # input untouched
+
+
+# ------------------------------------------------------------------------------ real removal
+@pytest.mark.parametrize("compensate", [False, True])
+def test_removed_channels_are_gone_and_outputs_equal_the_masked_model(model, data, slicer, classes, compensate):
+    kw = dict(method="channel", mean_compensation=compensate)
+    small = class_focused_prune(model, slicer, *data, classes, 0.5, **kw)
+    masked = class_focused_prune(model, slicer, *data, classes, 0.5, remove=False, **kw)
+    # channel: round(0.5 * units) whole units die; stem, conv1 and fc are removable.
+    assert small.get_layer("stem").filters == 2 and small.get_layer("bn1").gamma.shape == (2,)
+    assert small.get_layer("conv1").filters == 4 and small.get_layer("bn2").gamma.shape == (4,)
+    assert small.get_layer("conv2").kernel.shape == (3, 3, 4, 6)  # reads 4 channels, writes to the Add: 6
+    assert small.get_layer("short").kernel.shape == (1, 1, 2, 6)
+    assert small.get_layer("fc").units == 6 and small.get_layer("out").kernel.shape == (6, 5)
+    assert masked.get_layer("stem").filters == 4 and masked.get_layer("conv1").filters == 8
+    report = small.prune_report
+    assert report.params_after == small.count_params() < model.count_params()
+    assert report.flops_after < report.flops_before
+    assert {r.name: r.removed_units for r in report.layers} == {"stem": 2, "conv1": 4, "conv2": 0,
+                                                              "short": 0, "fc": 6, "out": 0}
+    np.testing.assert_allclose(small.predict(data[0], verbose=0), masked.predict(data[0], verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_flatten_and_dense_removal_on_small_cnn():
+    from nnslicer.models import small_cnn
+
+    keras.utils.set_random_seed(3)
+    model = small_cnn()
+    x = np.random.default_rng(2).uniform(size=(30, 8, 8, 1)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(1)
+    slicer = nnslicer.Slicer(model).fit(x, y)
+    small = class_focused_prune(model, slicer, x, y, [int(y[0])], 0.5, method="channel")
+    masked = class_focused_prune(model, slicer, x, y, [int(y[0])], 0.5, method="channel", remove=False)
+    assert small.get_layer("conv2").filters == 8
+    assert small.get_layer("fc1").kernel.shape == (4 * 4 * 8, 16)  # Flatten rows of dead channels gone
+    assert small.get_layer("predictions").kernel.shape == (16, 10)
+    np.testing.assert_allclose(small.predict(x, verbose=0), masked.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert repr(small.prune_report).startswith("PruneReport(method='channel'")
+    assert "fc1" in small.prune_report.table()
+
+
+# ------------------------------------------------------------------------------ mean compensation
+def test_mean_compensation_dense_by_hand():
+    """W = [[1, -2], [.5, 3], [-1, 1]], b = [.1, -.1]; inputs average to mean_x = [2, 2, 2].
+    Magnitude, ratio 0.5: the 3 smallest |w| are .5 (1,0), then the ties of 1 in kernel order,
+    (0,0) and (2,0): unit 0 loses every synapse (it is the output: masked, not removed).
+    New bias: b0 + (1 + .5 - 1) * 2 = 1.1, b1 = -0.1."""
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2, name="d")], name="lin")
+    model.get_layer("d").set_weights([np.array([[1, -2], [.5, 3], [-1, 1]], "float32"),
+                                      np.array([.1, -.1], "float32")])
+    x = np.array([[1, 2, 3], [3, 2, 1]], "float32")
+    y = np.array([0, 1])
+    slicer = nnslicer.Slicer(model).fit(x)
+    pruned = class_focused_prune(model, slicer, x, y, [0], 0.5, method="magnitude")
+    kernel, bias = pruned.get_layer("d").get_weights()
+    np.testing.assert_array_equal(kernel, [[0, -2], [0, 3], [0, 1]])
+    np.testing.assert_allclose(bias, [1.1, -0.1], rtol=1e-6)
+    plain = class_focused_prune(model, slicer, x, y, [0], 0.5, method="magnitude", mean_compensation=False)
+    np.testing.assert_allclose(plain.get_layer("d").get_weights()[1], [.1, -.1])
+    # at the mean input, the compensated layer gives the original output exactly
+    np.testing.assert_allclose(pruned.predict(x.mean(0, keepdims=True), verbose=0),
+                               model.predict(x.mean(0, keepdims=True), verbose=0), rtol=1e-6)
+
+
+def test_mean_compensation_conv_constant_input_by_hand():
+    """A 'valid' 2x2 conv without bias on images that are constant c per sample (c = 1 or 3,
+    mean 2): the compensation of a pruned tap is 2 * w, the same at every position, so the
+    new bias of filter f is 2 * (sum of its pruned weights)."""
+    model = keras.Sequential([keras.Input((3, 3, 1)), L.Conv2D(2, 2, use_bias=False, name="c"),
+                              L.Flatten(name="f")], name="convlin")
+    k = np.array([1., -4., 2., 8., -3., 5., 0.5, -7.], "float32").reshape(2, 2, 1, 2)
+    model.get_layer("c").set_weights([k])
+    x = np.concatenate([np.full((1, 3, 3, 1), 1.), np.full((1, 3, 3, 1), 3.)]).astype("float32")
+    slicer = nnslicer.Slicer(model).fit(x)
+    pruned = class_focused_prune(model, slicer, x, np.array([0, 1]), [0], 0.5, method="magnitude")
+    # |k| filter 0: 1, 2, 3, .5 ; filter 1: 4, 8, 5, 7; the 4 smallest: .5, 1, 2, 3 = all of filter 0
+    kernel, bias = pruned.get_layer("c").get_weights()
+    np.testing.assert_array_equal(kernel[..., 0], 0)
+    np.testing.assert_allclose(bias, [2 * (1 + 2 - 3 + .5), 0], rtol=1e-6)
+    assert pruned.get_layer("c").use_bias and not model.get_layer("c").use_bias
+
+
+def test_nnslicer_keeps_target_accuracy_better_than_random_on_digits():
+    from nnslicer.datasets import load_digits
+    from nnslicer.models import small_cnn
+
+    (xtr, ytr), (xte, yte) = load_digits()
+    keras.utils.set_random_seed(0)
+    model = small_cnn()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(xtr, ytr, epochs=8, verbose=0)
+    slicer = nnslicer.Slicer(model).fit(xtr, ytr)
+    slices = class_slices(slicer, xtr, ytr, [0, 1, 5], max_per_class=30)
+    sel = np.isin(yte, [0, 1, 5])
+
+    def acc(method, **kw):
+        m = class_focused_prune(model, slicer, xtr, ytr, [0, 1, 5], 0.6, method=method, slices=slices, **kw)
+        return np.mean(m.predict(xte[sel], verbose=0).argmax(1) == yte[sel])
+
+    ours = acc("nnslicer")
+    assert ours > 0.8
+    assert ours > acc("random") + 0.3
+    assert ours > acc("nnslicer", mean_compensation=False)  # the compensation helps
+
+
+def test_fine_tuning_keeps_pruned_synapses_at_zero(model, data, slicer, classes):
+    plain = class_focused_prune(model, slicer, *data, classes, 0.5, remove=False)
+    tuned = class_focused_prune(model, slicer, *data, classes, 0.5, remove=False, fine_tune_epochs=2,
+                                fine_tune_lr=1e-2)
+    a, b = kernels(plain), kernels(tuned)
+    for name in a:
+        assert np.array_equal(a[name] == 0, b[name] == 0), name
+    assert any(not np.allclose(a[n], b[n]) for n in a)  # training did move the kept ones
+    assert tuned.prune_report.fine_tune_epochs == 2
+
+
+def test_layers_restricts_pruning(model, data, classes):
+    pruned = class_focused_prune(model, None, *data, classes, 0.5, method="magnitude",
+                                 mean_compensation=False, layers=["conv2"], remove=False)
+    counts = {r.name: r.masked for r in pruned.prune_report.layers}
+    assert counts == {"stem": 0, "conv1": 0, "conv2": round(0.5 * 3 * 3 * 8 * 6), "short": 0, "fc": 0, "out": 0}
+
+
+# ------------------------------------------------------------------------------ errors
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(classes=[12]), InvalidParameterError, "Class 12 does not exist: the model has 5 classes"),
+    (dict(classes=[]), InvalidParameterError, "at least one class"),
+    (dict(classes=["a"]), InvalidParameterError, "must hold ints"),
+    (dict(ratio=1.5), InvalidParameterError, "The 'ratio' parameter of class_focused_prune must be a float in (0, 1). Got 1.5"),
+    (dict(ratio=0), InvalidParameterError, "'ratio'"),
+    (dict(method="l2"), InvalidParameterError, "'method'"),
+    (dict(fine_tune_epochs=-1), InvalidParameterError, "'fine_tune_epochs'"),
+    (dict(layers=["pre"]), InvalidParameterError, "Not weighted layers"),
+])
+def test_bad_parameters(model, data, slicer, classes, kwargs, error, words):
+    args = dict(classes=classes, ratio=0.5)
+    args.update(kwargs)
+    with pytest.raises(error, match=None) as info:
+        class_focused_prune(model, slicer, *data, **args)
+    assert words in str(info.value)
+
+
+def test_class_without_samples_and_compensation_without_profile(model, data, slicer):
+    x, y = data
+    missing = next(c for c in range(5) if c not in set(y.tolist()))
+    with pytest.raises(InvalidInputError, match=f"No sample of class\\(es\\) \\[{missing}\\]"):
+        class_focused_prune(model, slicer, x, y, [missing], 0.5)
+    with pytest.raises(InvalidInputError, match="mean_compensation needs a fitted Slicer"):
+        class_focused_prune(model, None, x, y, [int(y[0])], 0.5, method="magnitude")
+
+
+def test_doctest():
+    result = doctest.testmod(pruning, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------------------------------------ CLI
+@pytest.fixture
+def files(tmp_path, model, data):
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", data[0])
+    np.save(tmp_path / "y.npy", data[1])
+    return tmp_path
+
+
+def test_cli_prune_round_trip(files, model, data, classes, capsys):
+    out = files / "p.keras"
+    code = main(["prune", str(files / "m.keras"), "--data", str(files / "x.npy"), "--labels",
+                 str(files / "y.npy"), "--classes", ",".join(map(str, classes)), "--ratio", "0.5",
+                 "--method", "channel", "-o", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "PruneReport(method='channel'" in text and "conv1" in text
+    pruned = keras.models.load_model(out, compile=False)
+    assert pruned.count_params() < model.count_params()
+    assert pruned.get_layer("conv1").filters == 4
+
+
+@pytest.mark.parametrize("classes_arg, words", [
+    ("12", "Class 12 does not exist"), ("a,b", "--classes takes comma-separated"), ("missing", "No sample of class")])
+def test_cli_prune_refuses_bad_classes(files, data, capsys, classes_arg, words):
+    if classes_arg == "missing":
+        classes_arg = str(next(c for c in range(5) if c not in set(data[1].tolist())))
+    out = files / "p.keras"
+    code = main(["prune", str(files / "m.keras"), "--data", str(files / "x.npy"), "--labels",
+                 str(files / "y.npy"), "--classes", classes_arg, "--ratio", "0.5", "-o", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnslicer prune: error:") and words in err
+    assert not out.exists()
