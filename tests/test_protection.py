@@ -1,0 +1,191 @@
+"""Selective model protection: exact hidden counts, bitwise restore, refusal of a foreign
+secret, the attacker moving only hidden weights, the secret file, the CLI and errors."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import doctest  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+
+import nnslicer  # noqa: E402
+from nnslicer import FileFormatError, InvalidInputError, InvalidParameterError  # noqa: E402
+from nnslicer.cli import main  # noqa: E402
+
+from analyses import protection  # noqa: E402
+from analyses.protection import ProtectionSecret, protect, restore, steal, weights_digest  # noqa: E402
+
+from tiny import tiny_cnn  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_cnn(0, name="victim")
+
+
+@pytest.fixture(scope="module")
+def data(model):
+    x = np.random.default_rng(0).normal(size=(60, 6, 6, 1)).astype("float32")
+    return x, model.predict(x, verbose=0).argmax(axis=1)
+
+
+@pytest.fixture(scope="module")
+def slicer(model, data):
+    return nnslicer.Slicer(model).fit(*data)
+
+
+@pytest.fixture(scope="module")
+def classes(data):
+    return [int(c) for c in np.unique(data[1])[:2]]
+
+
+@pytest.fixture(scope="module")
+def protected(model, data, slicer, classes):
+    return protect(model, slicer, *data, classes)
+
+
+def same_weights(a, b):
+    wa, wb = a.get_weights(), b.get_weights()
+    return len(wa) == len(wb) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+def test_hidden_exact_count_and_zeros(model, protected):
+    prot, secret = protected
+    for layer in ("conv", "dense"):
+        original = model.get_layer(layer).get_weights()[0]
+        hidden = secret.masks()[f"{layer}/kernel"]
+        assert hidden.sum() == round(0.5 * original.size)
+        got = prot.get_layer(layer).get_weights()[0]
+        assert np.all(got[hidden] == 0)
+        np.testing.assert_array_equal(got[~hidden], original[~hidden])
+        np.testing.assert_array_equal(secret.values[f"{layer}/kernel"], original.ravel()[secret.indices[f"{layer}/kernel"]])
+    np.testing.assert_array_equal(prot.get_layer("dense").get_weights()[1], model.get_layer("dense").get_weights()[1])
+
+
+def test_magnitude_hides_the_largest_weights_by_hand(model, data, classes):
+    prot, secret = protect(model, None, *data, classes, fraction=0.25, method="magnitude")
+    for layer in ("conv", "dense"):
+        w = np.abs(model.get_layer(layer).get_weights()[0]).ravel()
+        k = round(0.25 * w.size)
+        expect = np.zeros(w.size, bool)
+        expect[np.argsort(-w, kind="stable")[:k]] = True
+        np.testing.assert_array_equal(secret.masks()[f"{layer}/kernel"].ravel(), expect)
+
+
+def test_nnslicer_hides_the_highest_counts(model, data, slicer, classes, protected):
+    """Every hidden synapse has an aggregated |count| >= every visible one's."""
+    from analyses.synapse_scores import class_slices
+
+    slices = class_slices(slicer, *data, classes)
+    counts = sum(s.synapse_counts["dense"] for s in slices.values())
+    hidden = protected[1].masks()["dense/kernel"]
+    assert counts[hidden].min() >= counts[~hidden].max()
+
+
+def test_restore_is_bitwise_and_input_untouched(model, protected):
+    before = [w.copy() for w in model.get_weights()]
+    back = restore(*protected)
+    assert same_weights(back, model)
+    assert weights_digest(back) == protected[1].original_digest
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    np.testing.assert_array_equal(back.predict(np.zeros((1, 6, 6, 1)), verbose=0),
+                                  model.predict(np.zeros((1, 6, 6, 1)), verbose=0))
+
+
+def test_secret_of_another_model_is_refused(data, protected, classes):
+    other = tiny_cnn(1, name="victim")
+    _, foreign = protect(other, None, *data, classes, method="random")
+    with pytest.raises(FileFormatError, match="This secret was made for another model"):
+        restore(protected[0], foreign)
+    with pytest.raises(FileFormatError):
+        restore(other, protected[1])  # an unprotected model is not the protected one
+
+
+def test_secret_file_round_trip(tmp_path, protected):
+    secret = protected[1]
+    path = secret.save(tmp_path / "s.npz")
+    loaded = ProtectionSecret.load(path)
+    assert repr(loaded) == repr(secret)
+    assert loaded.shapes == secret.shapes and loaded.meta == secret.meta
+    for k in secret.indices:
+        np.testing.assert_array_equal(loaded.indices[k], secret.indices[k])
+        assert loaded.values[k].dtype == secret.values[k].dtype
+        np.testing.assert_array_equal(loaded.values[k], secret.values[k])
+    assert same_weights(restore(protected[0], loaded), restore(*protected))
+    np.save(tmp_path / "bad.npy", np.zeros(3))
+    with pytest.raises(FileFormatError):
+        ProtectionSecret.load(tmp_path / "bad.npy")
+
+
+def test_steal_changes_only_hidden_positions(model, data, protected):
+    prot, secret = protected
+    x, y = data
+    before = [w.copy() for w in prot.get_weights()]
+    stolen = steal(prot, secret, x, y, epochs=3, lr=0.05, batch_size=16)
+    masks = secret.masks()
+    moved = 0
+    for layer in prot.layers:
+        for w_p, w_s, var in zip(layer.get_weights(), stolen.get_layer(layer.name).get_weights(), layer.weights):
+            key = f"{layer.name}/{var.name}"
+            hidden = masks.get(key, np.zeros(w_p.shape, bool))
+            assert np.array_equal(w_p[~hidden], w_s[~hidden]), key  # bitwise
+            moved += int(np.count_nonzero(w_p[hidden] != w_s[hidden]))
+    assert moved > 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, prot.get_weights()))  # protected untouched
+    # a plain mask dict works too
+    again = steal(prot, masks, x, y, epochs=3, lr=0.05, batch_size=16)
+    assert same_weights(again, stolen)  # same seed, same result
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    (dict(classes=[10]), InvalidParameterError, "Class 10 does not exist: the model has 10 classes"),
+    (dict(fraction=1.0), InvalidParameterError, "The 'fraction' parameter of protect must be a float in (0, 1). Got 1.0"),
+    (dict(method="channel"), InvalidParameterError, "'method' parameter of protect"),
+])
+def test_bad_parameters(model, data, slicer, classes, kwargs, error, words):
+    args = dict(classes=classes)
+    args.update(kwargs)
+    with pytest.raises(error) as info:
+        protect(model, slicer, *data, **args)
+    assert words in str(info.value)
+
+
+def test_class_without_samples_refused(model, data, slicer):
+    missing = next(c for c in range(10) if c not in set(data[1].tolist()))
+    with pytest.raises(InvalidInputError, match="No sample of class"):
+        protect(model, slicer, *data, [missing])
+
+
+def test_doctest():
+    result = doctest.testmod(protection, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_protect_restore_round_trip(tmp_path, model, data, classes, capsys):
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", data[0])
+    np.save(tmp_path / "y.npy", data[1])
+    args = ["protect", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"), "--labels",
+            str(tmp_path / "y.npy"), "--classes", ",".join(map(str, classes))]
+    assert main(args + ["-o", str(tmp_path / "p.keras"), "--secret", str(tmp_path / "s.npz")]) == 0
+    assert "ProtectionSecret(model='victim'" in capsys.readouterr().out
+    assert main(["restore", str(tmp_path / "p.keras"), "--secret", str(tmp_path / "s.npz"),
+                 "-o", str(tmp_path / "r.keras")]) == 0
+    restored = keras.models.load_model(tmp_path / "r.keras", compile=False)
+    assert same_weights(restored, model)
+    # a secret of another protection does not open this model
+    assert main(args[:1] + [str(tmp_path / "m.keras")] + args[2:] + ["--method", "random", "-o",
+                str(tmp_path / "p2.keras"), "--secret", str(tmp_path / "s2.npz")]) == 0
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "p.keras"), "--secret", str(tmp_path / "s2.npz"),
+                 "-o", str(tmp_path / "r2.keras")]) == 2
+    assert "made for another model" in capsys.readouterr().err
+    assert not (tmp_path / "r2.keras").exists()
+    assert main(args[:-1] + ["12", "-o", str(tmp_path / "p3.keras"), "--secret", str(tmp_path / "s3.npz")]) == 2
+    assert "Class 12 does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "p3.keras").exists() and not (tmp_path / "s3.npz").exists()
