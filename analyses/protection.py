@@ -34,7 +34,7 @@ import numbers
 
 import numpy as np
 
-from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError
+from nnslicer.errors import FileFormatError, InvalidParameterError
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
 
@@ -256,17 +256,12 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
 
 # --------------------------------------------------------------------------- CLI
 def cmd_protect(args):
-    from nnslicer.cli import load_array, load_model, make_slicer
+    from nnslicer.cli import make_slicer
     from nnslicer.io import atomic_path
 
-    from .pruning import parse_classes
+    from .pruning import load_class_data
 
-    model = load_model(args.model)
-    x = load_array(args.data, "x")
-    y = load_array(args.labels, "y")
-    if len(x) != len(y):
-        raise InvalidInputError(f"--data has {len(x)} samples and --labels {len(y)}.")
-    classes = check_classes(parse_classes(args.classes), y, int(model.output_shape[-1]), "protect")
+    model, x, y, classes = load_class_data(args, "protect")
     slicer = make_slicer(model, args).fit(x, y) if args.method in ("nnslicer", "effective_path") else None
     protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
                                 max_per_class=args.max_per_class)
@@ -292,7 +287,7 @@ def cmd_restore(args):
 
 def add_commands(subparsers):
     """Add ``nnslicer protect`` and ``nnslicer restore``."""
-    from nnslicer.cli import add_slicing_options
+    from .pruning import add_class_data_options
 
     p = subparsers.add_parser(
         "protect", help="hide the weights a subset of classes needs most",
@@ -305,15 +300,9 @@ def add_commands(subparsers):
                "  nnslicer protect model.keras --data x.npy --labels y.npy --classes 0,1,5 \\\n"
                "      -o protected.keras --secret secret.npz\n"
                "  nnslicer restore protected.keras --secret secret.npz -o restored.keras")
-    p.add_argument("model", help="a .keras or .h5 model")
-    p.add_argument("--data", required=True, help="samples (.npy/.npz)")
-    p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
-    p.add_argument("--classes", required=True, help="classes to protect, comma-separated (e.g. 0,1,5)")
+    add_class_data_options(p, "protect")
     p.add_argument("--fraction", type=float, default=0.5, help="share of each layer's synapses hidden (default 0.5)")
     p.add_argument("--method", default="nnslicer", choices=PROTECT_METHODS, help="how synapses are ranked (default nnslicer)")
-    p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
-    add_slicing_options(p)
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras)")
     p.add_argument("--secret", required=True, help="where to write the secret (.npz)")
     p.set_defaults(func=cmd_protect)

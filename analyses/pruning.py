@@ -443,15 +443,36 @@ def parse_classes(text):
         raise InvalidInputError(f"--classes takes comma-separated class indices; got {text!r}.") from None
 
 
-def cmd_prune(args):
-    from nnslicer.cli import load_array, load_model, make_slicer
+def load_class_data(args, caller):
+    """``(model, x, y, classes)`` from the options of :func:`add_class_data_options`."""
+    from nnslicer.cli import load_array, load_model
 
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y")
     if len(x) != len(y):
         raise InvalidInputError(f"--data has {len(x)} samples and --labels {len(y)}.")
-    classes = check_classes(parse_classes(args.classes), y, int(model.output_shape[-1]), "prune")
+    classes = check_classes(parse_classes(args.classes), y, int(model.output_shape[-1]), caller)
+    return model, x, y, classes
+
+
+def add_class_data_options(p, verb):
+    """The model, data, classes and slicing options shared by ``prune`` and ``protect``."""
+    from nnslicer.cli import add_slicing_options
+
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help="samples (.npy/.npz)")
+    p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
+    p.add_argument("--classes", required=True, help=f"classes to {verb}, comma-separated (e.g. 0,1,5)")
+    p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
+    add_slicing_options(p)
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+
+
+def cmd_prune(args):
+    from nnslicer.cli import make_slicer
+
+    model, x, y, classes = load_class_data(args, "prune")
     slicer = None
     if args.method not in ("magnitude", "channel", "random") or not args.no_mean_compensation:
         slicer = make_slicer(model, args).fit(x, y)
@@ -470,8 +491,6 @@ def cmd_prune(args):
 
 def add_commands(subparsers):
     """Add ``nnslicer prune``."""
-    from nnslicer.cli import add_slicing_options
-
     p = subparsers.add_parser(
         "prune", help="prune a model for a subset of its classes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -484,17 +503,11 @@ def add_commands(subparsers):
                "  nnslicer prune model.keras --data x.npy --labels y.npy --classes 0,1,5 --ratio 0.5 -o pruned.keras\n"
                "  nnslicer prune model.keras --data x.npy --labels y.npy --classes 3 --ratio 0.7 \\\n"
                "      --method magnitude --fine-tune-epochs 1 -o pruned.keras")
-    p.add_argument("model", help="a .keras or .h5 model")
-    p.add_argument("--data", required=True, help="samples (.npy/.npz)")
-    p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
-    p.add_argument("--classes", required=True, help="target classes, comma-separated (e.g. 0,1,5)")
+    add_class_data_options(p, "focus on")
     p.add_argument("--ratio", type=float, required=True, help="fraction of each layer's synapses pruned, in (0, 1)")
     p.add_argument("--method", default="nnslicer", choices=METHODS, help="how synapses are ranked (default nnslicer)")
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="epochs of fine-tuning on the target classes (default 0)")
     p.add_argument("--no-mean-compensation", action="store_true",
                    help="pruned synapses contribute nothing (default: their mean input)")
-    p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
-    add_slicing_options(p)
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model (.keras)")
     p.set_defaults(func=cmd_prune)
