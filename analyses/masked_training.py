@@ -29,8 +29,8 @@ def _check_positive(name, value, kind=int):
 
 
 def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momentum=0.5,
-                 batch_size=256, seed=0):
-    """Train ``model`` in place where ``trainable`` allows, with BatchNormalization frozen.
+                 batch_size=256, seed=0, batchnorm="frozen"):
+    """Train ``model`` in place where ``trainable`` allows.
 
     Parameters
     ----------
@@ -46,6 +46,11 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
         SGD with ``momentum`` or Adam, learning rate ``lr``.
     batch_size, seed : int
         Mini-batch size; seed of the shuffling.
+    batchnorm : {"frozen", "train"}
+        ``"frozen"``: the model runs in inference mode (batch norm uses its moving statistics,
+        which stay as they are). ``"train"``: training mode, as ``model.fit`` would: batch norm
+        normalises with the batch's statistics and updates its moving statistics (they are not
+        parameters; gamma and beta stay fixed unless named in ``trainable``).
 
     Returns
     -------
@@ -58,6 +63,9 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
     _check_positive("epochs", epochs)
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, float)
+    if batchnorm not in ("frozen", "train"):
+        raise InvalidParameterError(f"The 'batchnorm' parameter must be 'frozen' or 'train'. Got {batchnorm!r} instead.")
+    training = batchnorm == "train"
     x = np.asarray(x, dtype="float32")
     y = np.asarray(y).astype("int64").ravel()
     if len(x) != len(y) or len(x) == 0:
@@ -89,7 +97,7 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
     @tf.function(reduce_retracing=True)
     def step(xb, yb):
         with tf.GradientTape() as tape:
-            loss = loss_fn(yb, model(xb, training=False))
+            loss = loss_fn(yb, model(xb, training=training))
         grads = tape.gradient(loss, [v.value for v in variables])
         opt.apply_gradients([(g * m, v) for g, m, v in zip(grads, masks, variables)])
         for v, m, f in zip(variables, masks, frozen):  # frozen positions back, bitwise

@@ -220,12 +220,15 @@ def restore(protected_model, secret):
 
 
 def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-3, momentum=0.5,
-          batch_size=256, seed=0):
+          batch_size=256, seed=0, batchnorm="train"):
     """The attacker of SPEC.md: retrain the hidden weights on victim-labelled data.
 
     The attacker knows the published weights and which positions are hidden (from ``secret``
-    or a mask), starts them at zero, and trains only them (SGD with momentum, cross-entropy,
-    batch norm frozen); every other weight stays bitwise as published.
+    or a mask), starts them at zero, and trains only them (SGD with momentum, cross-entropy);
+    every other parameter stays bitwise as published. By default the model trains in training
+    mode, as an attacker's ``fit`` would: batch norm normalises with batch statistics and its
+    moving statistics (not parameters) follow the attacker's data; ``batchnorm="frozen"``
+    keeps them too.
 
     Parameters
     ----------
@@ -237,6 +240,8 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
         The attacker's samples and the labels the victim gave them.
     epochs, lr, momentum, batch_size, seed
         The paper's training set-up (5 epochs; SGD lr 5e-3, momentum 0.5, batch 256).
+    batchnorm : {"train", "frozen"}
+        See above (:func:`analyses.masked_training.train_masked`).
 
     Returns
     -------
@@ -250,7 +255,7 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
     weights = {layer.name: layer.get_weights() for layer in protected_model.layers}
     model = rebuild(protected_model, weights)
     train_masked(model, masks, x_attacker, y_victim_labels, epochs, optimizer="sgd", lr=lr,
-                 momentum=momentum, batch_size=batch_size, seed=seed)
+                 momentum=momentum, batch_size=batch_size, seed=seed, batchnorm=batchnorm)
     return model
 
 
