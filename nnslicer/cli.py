@@ -19,7 +19,8 @@ log = logging.getLogger("nnslicer")
 #: ``add_commands(subparsers)`` and may use this module's helpers (``load_model``,
 #: ``load_array``, ``add_slicing_options``, ``make_slicer``, ``progress_bar``). They must import
 #: nothing heavy (TensorFlow, scikit-learn) at module level.
-ANALYSIS_COMMANDS = ("analyses.adversarial", "analyses.pruning", "analyses.protection")
+ANALYSIS_COMMANDS = ("analyses.adversarial", "analyses.pruning", "analyses.protection",
+                     "analyses.layer_importance")
 
 EPILOG = """examples:
   nnslicer demo                                   train, profile and slice on bundled digits

@@ -1,0 +1,775 @@
+"""Which layers of a model matter most: SAFER's layer criteria, FIT, Shapley, Taylor, APoZ and
+NNSlicer slice counts (SPEC.md section 6).
+
+A layer criterion is ``C_l = psi(phi(f, X)_l)`` (SAFER, Yvinec et al.): ``phi`` (a *criterion*
+here) gives fine-grained scores of a layer, one per weight or one per unit (neuron, channel),
+and ``psi`` (a *reduction*) turns them into one number: the mean of absolute values, a
+percentile of absolute values, or the l1, l2 or linf norm.
+
+Which layers are ranked: every top-level Keras layer that holds trainable weights (Dense,
+Conv2D, BatchNormalization, LayerNormalization, MultiHeadAttention, ...). Layers without
+weights (activations, pooling, Add, Dropout) are not ranked.
+
+What ``f`` is: the model's output for the target class (the label ``y`` when given, else the
+class the model predicts), averaged over the calibration samples ``x``. ``fit`` and ``taylor``
+use the cross-entropy loss against the same targets instead, as their papers do.
+
+Criteria (the registry :data:`CRITERIA`; each docstring says whether it scores weights or
+activations):
+
+======================  =========================================================  ===========
+name                    fine-grained score                                         scores
+======================  =========================================================  ===========
+slice                   NNSlicer synapse counts, summed |.| over the samples        weights
+weight                  ``w``                                                       weights
+gradient                ``df/dw``                                                   weights
+weight_x_gradient       ``w * df/dw``                                               weights
+gradcam_pp              ``g^2 / (2 g^2 + w g^3)`` (SAFER eq. 7)                     weights
+integrated_gradients    ``w * mean_k df/dw (k/m * w_l)`` (layer scaled to 0)        weights
+guided_ig               guided path: smallest ``|g|`` move first (Kapishnikov)     weights
+idgi                    ``sum_k g_k^2/|g_k|^2 * (f_k - f_{k-1})`` on the IG path     weights
+smoothgrad              mean of ``df/dw`` under Gaussian weight noise               weights
+vargrad                 variance of ``df/dw`` under Gaussian weight noise           weights
+hsic                    HSIC(unit's weights kept or dropped, outputs)               weights
+fit                     empirical Fisher ``E[(dL/dw)^2]`` x quantization noise      weights
+shapley                 Shapley value of each unit (sampled permutations)           activations
+taylor                  ``(w * dL/dw)^2`` (Molchanov et al. 2019)                   weights
+apoz                    ``1 -`` average percentage of zeros of each unit            activations
+combined                mean rank over several criteria (layer level)               both
+======================  =========================================================  ===========
+
+Weight-based criteria cover all the layer's trainable weights (kernel, bias, gamma, beta, the
+query/key/value/output projections of attention), flattened and concatenated.
+Unit-based ones (``hsic``, ``shapley``, ``apoz``) act on the last axis of the layer's output:
+keeping or dropping a unit is the same as keeping or zeroing the weights that produce it.
+
+Everything but ``slice`` works on Keras layers directly, transformers included; ``slice``
+needs the model to be liftable by nnslicer and otherwise raises
+:class:`nnslicer.errors.UnsupportedLayerError`.
+
+Example
+-------
+>>> import numpy as np, keras
+>>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="relu", name="a"),
+...                           keras.layers.Dense(2, name="b")])
+>>> x = np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+>>> ranking = layer_importance(model, x, criterion="gradient", reduction="linf")
+>>> sorted(ranking)
+['a', 'b']
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnslicer.errors import InvalidInputError, InvalidParameterError
+
+__all__ = ["layer_importance", "criterion_scores", "reduce_scores", "combine", "ranked_layers",
+           "CRITERIA", "REDUCTIONS", "DEFAULT_COMBINED"]
+
+
+# --------------------------------------------------------------------------- reductions
+def _mean(s, q=None):
+    return float(np.mean(np.abs(s)))
+
+
+def _percentile(s, q=None):
+    return float(np.percentile(np.abs(s), 90.0 if q is None else q))
+
+
+def _l1(s, q=None):
+    return float(np.sum(np.abs(s)))
+
+
+def _l2(s, q=None):
+    return float(np.sqrt(np.sum(np.square(s, dtype=np.float64))))
+
+
+def _linf(s, q=None):
+    return float(np.max(np.abs(s)))
+
+
+#: psi: one number from a layer's fine-grained scores (all on absolute values).
+REDUCTIONS = {"mean": _mean, "percentile": _percentile, "l1": _l1, "l2": _l2, "linf": _linf}
+
+
+# --------------------------------------------------------------------------- context
+@dataclass
+class _Context:
+    """What every criterion needs: the model, its runnable graph, data and targets."""
+
+    model: object
+    graph: object
+    x: object  # tf tensor
+    target: np.ndarray  # int per sample
+    layers: list
+    variables: list  # model.trainable_variables
+    values: list  # their current values, tf tensors
+    index: dict  # layer name -> indices into variables
+    probabilities: bool  # the model's output is a softmax
+    seed: int
+    compiled: dict = None  # (kind, per_sample) -> traced gradient function
+
+
+def ranked_layers(model):
+    """The layers that are ranked: the model's top-level layers holding trainable weights.
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d"),
+    ...                       keras.layers.ReLU(name="r")])
+    >>> [layer.name for layer in ranked_layers(m)]
+    ['d']
+    """
+    return [layer for layer in model.layers if layer.trainable_weights]
+
+
+def _runnable(model):
+    graph = getattr(model, "_functional", None) or model
+    if not hasattr(graph, "_run_through_graph"):
+        raise InvalidInputError(
+            f"layer_importance needs a functional or Sequential Keras model with a known input "
+            f"shape; got {type(model).__name__}.")
+    return graph
+
+
+def _context(model, x, y, seed):
+    import tensorflow as tf
+
+    if not hasattr(model, "layers") or not hasattr(model, "inputs"):
+        raise InvalidInputError(f"model must be a Keras model. Got {type(model).__name__} instead.")
+    graph = _runnable(model)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InvalidInputError("layer_importance needs a model with one input and one output.")
+    x = np.asarray(x)
+    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
+        raise InvalidInputError(f"x must be a numeric array. Got dtype {x.dtype} instead.")
+    want = tuple(model.inputs[0].shape[1:])
+    if x.ndim != len(want) + 1 or any(w is not None and w != s for w, s in zip(want, x.shape[1:])):
+        raise InvalidInputError(f"x must be a batch of inputs shaped {want}; got shape {x.shape}.")
+    if len(x) == 0:
+        raise InvalidInputError("x is empty: give at least one calibration sample.")
+    if not np.all(np.isfinite(x)):
+        raise InvalidInputError("x holds NaN or infinite values.")
+    layers = ranked_layers(model)
+    if not layers:
+        raise InvalidInputError("The model has no layer with trainable weights to rank.")
+    xt = tf.constant(x, dtype=model.inputs[0].dtype or "float32")
+    out = np.asarray(model(xt, training=False))
+    if out.ndim != 2:
+        raise InvalidInputError(f"layer_importance needs a classifier with outputs shaped "
+                                f"(batch, classes); got {out.shape}.")
+    if y is None:
+        target = out.argmax(1)
+    else:
+        target = np.asarray(y)
+        if target.ndim == 2 and target.shape[1] == out.shape[1]:
+            target = target.argmax(1)
+        if target.shape != (len(x),) or not np.issubdtype(target.dtype, np.integer):
+            raise InvalidInputError(f"y must hold one integer label per sample ({len(x)}); "
+                                    f"got shape {np.shape(y)} and dtype {target.dtype}.")
+        if target.min() < 0 or target.max() >= out.shape[1]:
+            raise InvalidInputError(f"y holds labels outside [0, {out.shape[1]}).")
+    variables = list(model.trainable_variables)
+    ids = {id(v): i for i, v in enumerate(variables)}
+    index = {layer.name: [ids[id(v)] for v in layer.trainable_weights] for layer in layers}
+    probabilities = bool(np.all(out >= 0) and np.allclose(out.sum(1), 1.0, atol=1e-4))
+    return _Context(model, graph, xt, target.astype(np.int64), layers, variables,
+                    [tf.convert_to_tensor(v.value) for v in variables], index, probabilities, seed)
+
+
+def _evaluate(ctx, values=None, hook=None, x=None):
+    """The model's output with variables replaced by ``values`` and each ranked layer's output
+    passed through ``hook(layer_name, output)``."""
+    import keras
+    import tensorflow as tf
+
+    names = set(ctx.index)
+
+    def wrap(op):
+        if hook is None or getattr(op, "name", None) not in names:
+            return op
+
+        def call(*args, **kwargs):
+            return hook(op.name, op(*args, **kwargs))
+        return call
+
+    values = ctx.values if values is None else values
+    with keras.StatelessScope(state_mapping=list(zip(ctx.variables, values))):
+        out = ctx.graph._run_through_graph([ctx.x if x is None else x], operation_fn=wrap)
+    return tf.nest.flatten(out)[0]
+
+
+def _objective(ctx, out, kind="score", per_sample=False, target=None):
+    """``f``: the target class's output (``score``) or the cross-entropy (``loss``)."""
+    import tensorflow as tf
+
+    target = ctx.target if target is None else target
+    picked = tf.gather(out, target, axis=1, batch_dims=1)
+    if kind == "score":
+        vals = picked
+    elif ctx.probabilities:
+        vals = -tf.math.log(tf.clip_by_value(picked, 1e-12, 1.0))
+    else:
+        vals = tf.reduce_logsumexp(out, axis=1) - picked
+    return vals if per_sample else tf.reduce_mean(vals)
+
+
+def _gradients(ctx, values=None, kind="score", per_sample=False):
+    """One batched GradientTape pass: ``(f, [df/dv for each trainable variable])`` at
+    ``values``; with ``per_sample`` the gradients carry a leading sample axis."""
+    import tensorflow as tf
+
+    values = [tf.convert_to_tensor(v) for v in (ctx.values if values is None else values)]
+    if ctx.compiled is None:
+        ctx.compiled = {}
+    key = (kind, per_sample)
+    if key not in ctx.compiled:
+        def run(values):
+            with tf.GradientTape() as tape:
+                tape.watch(values)
+                f = _objective(ctx, _evaluate(ctx, values), kind, per_sample)
+            return f, (tape.jacobian(f, values, experimental_use_pfor=True) if per_sample
+                       else tape.gradient(f, values))
+        ctx.compiled[key] = tf.function(run)
+    f, grads = ctx.compiled[key](values)
+    shape = (lambda v: (len(ctx.target),) + tuple(v.shape)) if per_sample else (lambda v: tuple(v.shape))
+    return f.numpy(), [np.zeros(shape(v), np.float32) if g is None else g.numpy()
+                       for g, v in zip(grads, values)]
+
+
+def _per_layer(ctx, arrays):
+    """``{layer: its variables' arrays flattened and concatenated}``."""
+    return {name: np.concatenate([np.ravel(arrays[i]) for i in idx]) for name, idx in ctx.index.items()}
+
+
+def _weights(ctx):
+    return [v.numpy() for v in ctx.values]
+
+
+def _units(ctx):
+    """Number of units (last axis of the output) of each ranked layer."""
+    return {layer.name: int(layer.output.shape[-1]) for layer in ctx.layers}
+
+
+def _scaled(ctx, name, lam):
+    """Variables with layer ``name``'s weights multiplied by ``lam``."""
+    values = list(ctx.values)
+    for i in ctx.index[name]:
+        values[i] = values[i] * lam
+    return values
+
+
+def _path_gradients(ctx, name, steps):
+    """``f`` and layer ``name``'s gradients at ``k/steps * w_l``, k = 0..steps."""
+    fs, gs = [], []
+    for k in range(steps + 1):
+        f, g = _gradients(ctx, _scaled(ctx, name, k / steps))
+        fs.append(f)
+        gs.append(np.concatenate([np.ravel(g[i]) for i in ctx.index[name]]))
+    return np.array(fs), gs
+
+
+def _check_steps(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of layer_importance must be a positive int. Got {value!r} instead.")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- criteria
+def _c_slice(ctx, **slicer_options):
+    """NNSlicer slice counts: per weight, how many samples' slices hold that synapse
+    (``Slicer.slice(x, aggregate="abs")``). Scores **weights** (synapses); a weighted layer that
+    the engine lifts without synapse counts gets its neuron counts."""
+    from nnslicer import Slicer
+
+    x = ctx.x.numpy()
+    slicer = Slicer(ctx.model, **slicer_options).fit(x)
+    sl = slicer.slice(x, target=None, aggregate="abs")
+    out = {}
+    for layer in ctx.layers:
+        counts = sl.synapse_counts.get(layer.name)
+        if counts is None:
+            counts = sl.neuron_counts.get(layer.name, np.zeros(1))
+        out[layer.name] = np.ravel(counts).astype(np.float64)
+    return out
+
+
+def _c_weight(ctx):
+    """The weights themselves, ``w`` (SAFER's W). Scores **weights**; needs no data."""
+    return _per_layer(ctx, _weights(ctx))
+
+
+def _c_gradient(ctx):
+    """``df/dw`` over the calibration set (SAFER's gradient). Scores **weights**."""
+    return _per_layer(ctx, _gradients(ctx)[1])
+
+
+def _c_weight_x_gradient(ctx):
+    """``w * df/dw`` (SAFER's W x gradient). Scores **weights**."""
+    g = _gradients(ctx)[1]
+    return _per_layer(ctx, [w * gi for w, gi in zip(_weights(ctx), g)])
+
+
+def _c_gradcam_pp(ctx):
+    """GradCAM++ adapted to weights (SAFER eq. 7): ``g^2 / (2 g^2 + w g^3)``, 0 where the
+    denominator is 0. Scores **weights**."""
+    g = _gradients(ctx)[1]
+    out = []
+    for w, gi in zip(_weights(ctx), g):
+        g2 = gi.astype(np.float64) ** 2
+        den = 2 * g2 + w * g2 * gi
+        out.append(np.divide(g2, den, out=np.zeros_like(g2), where=den != 0))
+    return _per_layer(ctx, out)
+
+
+def _c_integrated_gradients(ctx, steps=16):
+    """Integrated gradients along the path that scales one layer's weights from 0 to ``w_l``
+    (right Riemann sum of ``steps`` points): ``w * mean_k df/dw(k/steps * w_l)``. Scores
+    **weights**; costs ``steps`` gradient passes per layer."""
+    steps = _check_steps("steps", steps)
+    w = _per_layer(ctx, _weights(ctx))
+    return {name: w[name] * np.mean(_path_gradients(ctx, name, steps)[1][1:], axis=0) for name in ctx.index}
+
+
+def _c_idgi(ctx, steps=16):
+    """IDGI (Yang et al. 2023) on the integrated-gradients path of each layer: each step's change
+    of ``f`` is shared among weights by ``g_k^2 / |g_k|^2``. Scores **weights**."""
+    steps = _check_steps("steps", steps)
+    out = {}
+    for name in ctx.index:
+        fs, gs = _path_gradients(ctx, name, steps)
+        attr = np.zeros_like(gs[0], dtype=np.float64)
+        for k in range(1, steps + 1):
+            norm = float(np.sum(np.square(gs[k], dtype=np.float64)))
+            if norm > 0:
+                attr += gs[k] ** 2 / norm * (fs[k] - fs[k - 1])
+        out[name] = attr
+    return out
+
+
+def _c_guided_ig(ctx, steps=16):
+    """Guided integrated gradients (Kapishnikov et al. 2021) from 0 to ``w_l``: at each of
+    ``steps`` steps, the weights with the smallest ``|df/dw|`` move first (fully, the last one
+    partly) until 1/steps of the l1 distance is covered; attribution ``sum g * delta``.
+    Scores **weights**."""
+    steps = _check_steps("steps", steps)
+    w = _per_layer(ctx, _weights(ctx))
+    out = {}
+    for name, idx in ctx.index.items():
+        target = w[name].astype(np.float64)
+        cur = np.zeros_like(target)
+        attr = np.zeros_like(target)
+        budget = np.sum(np.abs(target)) / steps
+        shapes = [tuple(ctx.values[i].shape) for i in idx]
+        for _ in range(steps):
+            values = list(ctx.values)
+            pos = 0
+            for i, shape in zip(idx, shapes):
+                n = int(np.prod(shape))
+                values[i] = np.asarray(cur[pos:pos + n], np.float32).reshape(shape)
+                pos += n
+            grads = _gradients(ctx, values)[1]
+            g = np.concatenate([np.ravel(grads[i]) for i in idx])
+            order = np.argsort(np.abs(g), kind="stable")
+            gap = (target - cur)[order]
+            before = np.cumsum(np.abs(gap)) - np.abs(gap)  # distance used before each weight
+            share = np.clip((budget - before) / np.where(gap == 0, 1.0, np.abs(gap)), 0.0, 1.0)
+            move = np.zeros_like(cur)
+            move[order] = gap * share
+            cur += move
+            attr += g * move
+        out[name] = attr
+    return out
+
+
+def _noisy_gradients(ctx, samples, noise, seed):
+    """Gradients at ``w + N(0, (noise * (max w - min w))^2)`` for ``samples`` draws."""
+    samples = _check_steps("samples", samples)
+    if not isinstance(noise, numbers.Real) or not noise > 0:
+        raise InvalidParameterError(f"The 'noise' parameter of layer_importance must be a positive "
+                                    f"float. Got {noise!r} instead.")
+    rng = np.random.default_rng(seed)
+    w = _weights(ctx)
+    draws = []
+    for _ in range(samples):
+        values = [wi + rng.normal(0.0, noise * float(np.ptp(wi)) if wi.size else 0.0, wi.shape).astype(wi.dtype)
+                  for wi in w]
+        draws.append(_per_layer(ctx, _gradients(ctx, values)[1]))
+    return {name: np.stack([d[name] for d in draws]) for name in ctx.index}
+
+
+def _c_smoothgrad(ctx, samples=16, noise=0.1):
+    """SmoothGrad (Smilkov et al. 2017) on weights: mean of ``df/dw`` under Gaussian noise of
+    std ``noise * (max w - min w)`` on every weight. Scores **weights**."""
+    return {k: v.mean(0) for k, v in _noisy_gradients(ctx, samples, noise, ctx.seed).items()}
+
+
+def _c_vargrad(ctx, samples=16, noise=0.1):
+    """VarGrad (Adebayo et al. 2018): variance of ``df/dw`` under the same noise as
+    ``smoothgrad``. Scores **weights**."""
+    return {k: v.var(0) for k, v in _noisy_gradients(ctx, samples, noise, ctx.seed).items()}
+
+
+def _mask_hook(masks, rows):
+    """A hook multiplying each ranked layer's output by its per-row unit mask."""
+    import tensorflow as tf
+
+    def hook(name, out):
+        m = masks.get(name)
+        if m is None:
+            return out
+        shape = (rows,) + (1,) * (len(out.shape) - 2) + (m.shape[-1],)
+        return out * tf.constant(m.reshape(shape), dtype=out.dtype)
+    return hook
+
+
+def _masked_scores(ctx, masks, x_rows, repeat):
+    """Per-sample target scores when the calibration set is repeated ``repeat`` times and
+    layer outputs are multiplied by ``masks`` (rows = repeat * samples)."""
+    import tensorflow as tf
+
+    n = len(ctx.target)
+    x = tf.repeat(x_rows[None], repeat, axis=0)
+    x = tf.reshape(x, (repeat * n,) + tuple(x_rows.shape[1:]))
+    out = _evaluate(ctx, hook=_mask_hook(masks, repeat * n), x=x)
+    target = np.tile(ctx.target, repeat)
+    return _objective(ctx, out, "score", per_sample=True, target=target).numpy().reshape(repeat, n)
+
+
+def hsic_scores(masks, outputs):
+    """HSIC between each unit's keep/drop indicator and the outputs (Novello et al. 2022):
+    ``tr(K_i H L H) / (D - 1)^2`` with ``K_i[a, b] = [m_ai == m_bi]`` and ``L`` a Gaussian
+    kernel of the output vectors, bandwidth the median distance.
+
+    Parameters
+    ----------
+    masks : array (D, units) of 0/1
+    outputs : array (D, n)
+
+    Returns
+    -------
+    ndarray (units,)
+    """
+    masks = np.asarray(masks, np.float64)
+    y = np.asarray(outputs, np.float64).reshape(len(masks), -1)
+    d = len(masks)
+    dist2 = np.sum((y[:, None, :] - y[None, :, :]) ** 2, axis=-1)
+    off = dist2[~np.eye(d, dtype=bool)]
+    sigma2 = float(np.median(off)) if off.size and np.median(off) > 0 else 1.0
+    lk = np.exp(-dist2 / (2 * sigma2))
+    h = np.eye(d) - 1.0 / d
+    lc = h @ lk @ h
+    m, n = masks, 1.0 - masks
+    return (np.einsum("ai,ab,bi->i", m, lc, m) + np.einsum("ai,ab,bi->i", n, lc, n)) / (d - 1) ** 2
+
+
+def _c_hsic(ctx, masks=64, keep=0.8):
+    """HSIC attribution (Novello et al. 2022) adapted as SAFER does, by grouping the weights of
+    each unit: ``masks`` random draws keep every unit of every ranked layer with probability
+    ``keep`` (dropping a unit = zeroing the weights that produce it); a unit's score is the HSIC
+    between its keep/drop indicator and the per-sample outputs. Scores **weights** (grouped by
+    unit); costs one forward pass of ``masks * len(x)`` rows."""
+    d = _check_steps("masks", masks)
+    if not isinstance(keep, numbers.Real) or not 0 < keep < 1:
+        raise InvalidParameterError(f"The 'keep' parameter of layer_importance must be a float in "
+                                    f"(0, 1). Got {keep!r} instead.")
+    rng = np.random.default_rng(ctx.seed)
+    units = _units(ctx)
+    draws = {name: (rng.random((d, u)) < keep).astype(np.float32) for name, u in units.items()}
+    n = len(ctx.target)
+    rows = {name: np.repeat(m, n, axis=0) for name, m in draws.items()}
+    y = _masked_scores(ctx, rows, ctx.x, d)
+    return {name: hsic_scores(m, y) for name, m in draws.items()}
+
+
+def _c_fit(ctx, bits=8, samples=None):
+    """FIT (Zandonati et al.): empirical Fisher ``E_x[(dL/dw)^2]`` (per-sample cross-entropy
+    gradients, on the first ``samples`` calibration samples, default all) times the noise of
+    uniform ``bits``-bit quantization of the layer's range, ``Delta^2 / 12``. Scores
+    **weights**."""
+    bits = _check_steps("bits", bits)
+    if samples is not None:
+        ctx = _subset(ctx, _check_steps("samples", samples))
+    _, g = _gradients(ctx, kind="loss", per_sample=True)
+    out = []
+    for w, gi in zip(_weights(ctx), g):
+        delta = float(np.ptp(w)) / (2 ** bits - 1) if w.size else 0.0
+        out.append(np.mean(gi.astype(np.float64) ** 2, axis=0) * delta ** 2 / 12)
+    return _per_layer(ctx, out)
+
+
+def _subset(ctx, samples):
+    """The context restricted to the first ``samples`` calibration samples."""
+    return _Context(**{**ctx.__dict__, "x": ctx.x[:samples], "target": ctx.target[:samples],
+                       "compiled": None})
+
+
+def _permutations(units, count, rng):
+    """``count`` random orders of ``units`` units; every order when there are at most
+    ``count`` of them (then the estimate is the exact Shapley value)."""
+    if math.factorial(units) <= count:
+        return [np.array(p) for p in itertools.permutations(range(units))]
+    return [rng.permutation(units) for _ in range(count)]
+
+
+def _c_shapley(ctx, permutations=8, std=2.0, samples=64):
+    """Shapley values of each unit of a layer (Ancona et al. 2020), one layer at a time: the
+    game's value is ``f`` with only a coalition of the layer's units kept (the others' outputs
+    zeroed); ``permutations`` sampled orders (all orders when the layer has few units) give
+    marginal contributions, aggregated as ``mean + std * standard deviation``. Scores
+    **activations** (units); uses the first ``samples`` calibration samples."""
+    import tensorflow as tf
+
+    permutations = _check_steps("permutations", permutations)
+    samples = _check_steps("samples", samples)
+    rng = np.random.default_rng(ctx.seed)
+    sub = _subset(ctx, samples)
+    n = len(sub.target)
+    out = {}
+    for name, u in _units(ctx).items():
+        contrib = []
+        for perm in _permutations(u, permutations, rng):
+            prefix = np.zeros((u + 1, u), np.float32)
+            for k in range(1, u + 1):
+                prefix[k] = prefix[k - 1]
+                prefix[k, perm[k - 1]] = 1.0
+            v = _masked_scores(sub, {name: np.repeat(prefix, n, axis=0)}, tf.constant(sub.x), u + 1).mean(1)
+            marg = np.empty(u)
+            marg[perm] = np.diff(v)
+            contrib.append(marg)
+        contrib = np.array(contrib)
+        out[name] = contrib.mean(0) + std * contrib.std(0)
+    return out
+
+
+def _c_taylor(ctx):
+    """First-order Taylor importance (Molchanov et al. 2019): ``(w * dL/dw)^2`` with the
+    cross-entropy gradient over the calibration set. Scores **weights**."""
+    g = _gradients(ctx, kind="loss")[1]
+    return _per_layer(ctx, [(w.astype(np.float64) * gi) ** 2 for w, gi in zip(_weights(ctx), g)])
+
+
+def _c_apoz(ctx):
+    """APoZ (Hu et al. 2016): ``1 -`` the share of samples (and positions) where a unit's
+    output is <= 0, so that rarely active units score low. Scores **activations**."""
+    seen = {}
+
+    def hook(name, out):
+        seen[name] = out
+        return out
+
+    _evaluate(ctx, hook=hook)
+    return {name: 1.0 - np.mean(np.reshape(np.asarray(seen[name]) <= 0, (-1, u)), axis=0)
+            for name, u in _units(ctx).items()}
+
+
+#: phi: name -> function(context, **options) -> {layer: fine-grained scores}.
+CRITERIA = {
+    "slice": _c_slice, "weight": _c_weight, "gradient": _c_gradient,
+    "weight_x_gradient": _c_weight_x_gradient, "gradcam_pp": _c_gradcam_pp,
+    "integrated_gradients": _c_integrated_gradients, "guided_ig": _c_guided_ig, "idgi": _c_idgi,
+    "smoothgrad": _c_smoothgrad, "vargrad": _c_vargrad, "hsic": _c_hsic, "fit": _c_fit,
+    "shapley": _c_shapley, "taylor": _c_taylor, "apoz": _c_apoz,
+}
+
+#: The members of ``criterion="combined"`` unless ``criteria=`` says otherwise.
+DEFAULT_COMBINED = ("gradient", "weight_x_gradient", "gradcam_pp", "integrated_gradients", "vargrad", "fit")
+
+
+# --------------------------------------------------------------------------- public API
+def _check_choice(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of layer_importance must be one of "
+            f"{', '.join(map(repr, options))}. Got {value!r} instead.")
+
+
+def _check_q(q):
+    if q is None:
+        return None
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 <= q <= 100:
+        raise InvalidParameterError(
+            f"The 'q' parameter of layer_importance must be a float in [0, 100]. Got {q!r} instead.")
+    return float(q)
+
+
+def criterion_scores(model, x, criterion="slice", y=None, seed=0, **options):
+    """phi: the fine-grained scores of every ranked layer under one criterion.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional or Sequential classifier (one input, outputs ``(batch, classes)``).
+    x : array
+        Calibration samples (SAFER: 256 unlabelled ones).
+    criterion : str
+        A key of :data:`CRITERIA` (not ``"combined"``, which is layer level).
+    y : array of int, optional
+        Labels; default: the model's predicted classes.
+    seed : int
+        Seed of the random draws (smoothgrad, vargrad, hsic, shapley).
+    **options
+        The criterion's own options (``steps``, ``samples``, ``noise``, ``masks``, ``keep``,
+        ``bits``, ``permutations``, ``std``; for ``slice`` the Slicer's).
+
+    Returns
+    -------
+    dict of str to ndarray
+        Layer name -> 1-D array of scores, in model order.
+    """
+    _check_choice("criterion", criterion, tuple(CRITERIA))
+    ctx = _context(model, x, y, seed)
+    try:
+        return CRITERIA[criterion](ctx, **options)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise InvalidParameterError(f"Criterion {criterion!r} does not take these options: "
+                                        f"{sorted(options)} ({exc}).") from None
+        raise
+
+
+def reduce_scores(scores, reduction="linf", q=None):
+    """psi: one number per layer from fine-grained scores.
+
+    >>> reduce_scores({"a": np.array([1.0, -3.0]), "b": np.array([2.0, 2.0])}, "l1")
+    {'a': 4.0, 'b': 4.0}
+    """
+    _check_choice("reduction", reduction, tuple(REDUCTIONS))
+    q = _check_q(q)
+    fn = REDUCTIONS[reduction]
+    return {name: (fn(np.asarray(s), q) if np.size(s) else 0.0) for name, s in scores.items()}
+
+
+def _ordered(scores):
+    """The dict sorted from the highest score down (ties keep model order)."""
+    names = list(scores)
+    order = sorted(range(len(names)), key=lambda i: (-scores[names[i]], i))
+    return {names[i]: scores[names[i]] for i in order}
+
+
+def combine(layer_scores):
+    """Rank-average several criteria's layer scores: each layer gets its mean rank fraction in
+    [0, 1] (1 = most important under every criterion; ties share their mean rank).
+
+    >>> combine([{"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 5.0, "b": 4.0, "c": 6.0}])
+    {'a': 0.25, 'b': 0.25, 'c': 1.0}
+    """
+    from scipy.stats import rankdata
+
+    layer_scores = list(layer_scores)
+    if not layer_scores:
+        raise InvalidParameterError("combine needs at least one criterion's scores.")
+    names = list(layer_scores[0])
+    denom = max(len(names) - 1, 1)
+    ranks = [(rankdata([s[k] for k in names]) - 1) / denom for s in layer_scores]
+    mean = np.mean(ranks, axis=0)
+    return {k: float(v) for k, v in zip(names, mean)}
+
+
+def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=None, seed=0,
+                     criteria=None, **options):
+    """Rank a model's layers (those with trainable weights) from most to least important.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional or Sequential classifier (transformer blocks included).
+    x : array
+        Calibration samples.
+    criterion : str
+        ``"slice"``, ``"weight"``, ``"gradient"``, ``"weight_x_gradient"``, ``"gradcam_pp"``,
+        ``"integrated_gradients"``, ``"guided_ig"``, ``"idgi"``, ``"smoothgrad"``,
+        ``"vargrad"``, ``"hsic"``, ``"fit"``, ``"shapley"``, ``"taylor"``, ``"apoz"``, or
+        ``"combined"`` (mean rank over ``criteria``, default :data:`DEFAULT_COMBINED`).
+    reduction : {"mean", "percentile", "l1", "l2", "linf"}
+        How a layer's fine-grained scores become one number (on absolute values).
+    y : array of int, optional
+        Labels; default: the model's predicted classes.
+    q : float in [0, 100], optional
+        The percentile of ``reduction="percentile"`` (default 90).
+    seed : int
+        Seed of the random draws.
+    criteria : sequence of str, optional
+        Members of ``"combined"``.
+    **options
+        The criterion's own options (see :func:`criterion_scores`).
+
+    Returns
+    -------
+    dict of str to float
+        Layer name -> score, ordered from the most important layer down.
+
+    Raises
+    ------
+    InvalidParameterError
+        Unknown criterion or reduction, bad q or options.
+    InvalidInputError
+        Unusable model, x or y.
+    UnsupportedLayerError
+        ``criterion="slice"`` on a model nnslicer cannot lift (e.g. attention).
+    """
+    _check_choice("criterion", criterion, tuple(CRITERIA) + ("combined",))
+    _check_choice("reduction", reduction, tuple(REDUCTIONS))
+    q = _check_q(q)
+    if criterion == "combined":
+        members = list(DEFAULT_COMBINED if criteria is None else criteria)
+        if not members or "combined" in members:
+            raise InvalidParameterError("The 'criteria' parameter of layer_importance must list "
+                                        f"criteria other than 'combined'. Got {criteria!r} instead.")
+        for c in members:
+            _check_choice("criterion", c, tuple(CRITERIA))
+        return _ordered(combine(reduce_scores(criterion_scores(model, x, c, y, seed), reduction, q)
+                                for c in members))
+    if criteria is not None:
+        raise InvalidParameterError("The 'criteria' parameter of layer_importance goes with "
+                                    "criterion='combined' only.")
+    return _ordered(reduce_scores(criterion_scores(model, x, criterion, y, seed, **options), reduction, q))
+
+
+# --------------------------------------------------------------------------- CLI
+def cmd_layers(args):
+    from nnslicer.cli import load_array, load_model
+
+    model = load_model(args.model)
+    x = load_array(args.data, "x")
+    y = load_array(args.labels, "y") if args.labels else None
+    ranking = layer_importance(model, x, criterion=args.criterion, reduction=args.reduction, y=y, q=args.q)
+    width = max(len("layer"), *(len(k) for k in ranking))
+    print(f"{'rank':>4}  {'layer':<{width}}  score")
+    for i, (name, score) in enumerate(ranking.items(), 1):
+        print(f"{i:>4}  {name:<{width}}  {score:.6g}")
+    return 0
+
+
+def add_commands(subparsers):
+    """Add ``nnslicer layers``."""
+    import argparse
+
+    p = subparsers.add_parser(
+        "layers", help="rank a model's layers by importance (SAFER, FIT, Shapley, slices)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rank the layers that hold weights, most important first: a criterion gives "
+                    "each weight or unit a score on the calibration data, a reduction turns a "
+                    "layer's scores into one number (SAFER, SPEC.md section 6). 'slice' needs a "
+                    "model nnslicer can lift; the other criteria work on any functional or "
+                    "Sequential classifier, transformers included.",
+        epilog="examples:\n"
+               "  nnslicer layers model.keras --data x.npy\n"
+               "  nnslicer layers model.keras --data x.npy --labels y.npy --criterion fit --reduction l2\n"
+               "  nnslicer layers model.keras --data x.npy --criterion gradient --reduction percentile --q 99\n"
+               "  nnslicer layers model.keras --data x.npy --criterion combined")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help="calibration inputs (.npy/.npz), e.g. 256 samples")
+    p.add_argument("--labels", help="their labels (.npy/.npz); default: the model's predictions")
+    p.add_argument("--criterion", default="slice", choices=tuple(CRITERIA) + ("combined",),
+                   help="fine-grained score (default: slice)")
+    p.add_argument("--reduction", default="linf", choices=tuple(REDUCTIONS),
+                   help="how a layer's scores become one number (default: linf)")
+    p.add_argument("--q", type=float, default=None, help="the percentile for --reduction percentile (default 90)")
+    p.set_defaults(func=cmd_layers)

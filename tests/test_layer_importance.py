@@ -1,0 +1,424 @@
+"""analyses.layer_importance: reductions by hand, every criterion against a slow literal
+computation (numpy float64 forward, finite differences, explicit loops), a layer that matters
+least by construction, transformers, refusals and the CLI."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from analyses import layer_importance as LI  # noqa: E402
+from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError  # noqa: E402
+
+N = 5  # calibration samples of the tiny model
+
+
+# --------------------------------------------------------------------------- reductions
+def test_reductions_by_hand():
+    s = {"a": np.array([1.0, -3.0, 2.0, 0.0]), "b": np.array([[0.5, -0.5]])}
+    assert LI.reduce_scores(s, "mean") == {"a": 1.5, "b": 0.5}
+    assert LI.reduce_scores(s, "l1") == {"a": 6.0, "b": 1.0}
+    assert LI.reduce_scores(s, "l2") == pytest.approx({"a": math.sqrt(14.0), "b": math.sqrt(0.5)})
+    assert LI.reduce_scores(s, "linf") == {"a": 3.0, "b": 0.5}
+    # |a| sorted is 0, 1, 2, 3: the median is 1.5, the 100th percentile 3, the default (90th) 2.7
+    assert LI.reduce_scores(s, "percentile", q=50)["a"] == 1.5
+    assert LI.reduce_scores(s, "percentile", q=100)["a"] == 3.0
+    assert LI.reduce_scores(s, "percentile")["a"] == pytest.approx(2.7)
+
+
+def test_combine_and_order_by_hand():
+    # ranks (0 = least): first criterion a0 b1 c2, second b0 a1 c2 -> means a .25, b .25, c 1
+    assert LI.combine([{"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 5.0, "b": 4.0, "c": 6.0}]) == \
+        {"a": 0.25, "b": 0.25, "c": 1.0}
+    assert list(LI._ordered({"a": 1.0, "b": 3.0, "c": 1.0})) == ["b", "a", "c"]  # ties keep order
+
+
+# --------------------------------------------------------------------------- tiny model + literal forward
+@pytest.fixture(scope="module")
+def tiny():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="tanh", name="d1"),
+                              keras.layers.Dense(2, activation="softmax", name="d2")])
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # nonzero biases so that every path is exercised
+        k, b = layer.get_weights()
+        layer.set_weights([k, rng.normal(0, 0.3, b.shape).astype("float32")])
+    x = rng.normal(size=(N, 2)).astype("float32")
+    target = np.asarray(model(x)).argmax(1)
+    return model, x, target
+
+
+def params(model):
+    return [v.numpy().astype(np.float64) for v in model.trainable_variables]  # W1 b1 W2 b2
+
+
+def forward(p, x, masks=None):
+    """The tiny model in float64: hidden tanh, softmax output; masks multiply layer outputs."""
+    masks = masks or {}
+    h = np.tanh(x @ p[0] + p[1]) * masks.get("d1", 1.0)
+    z = h @ p[2] + p[3]
+    e = np.exp(z - z.max(1, keepdims=True))
+    return h, e / e.sum(1, keepdims=True) * masks.get("d2", 1.0)
+
+
+def score(p, x, t, masks=None):
+    return forward(p, x, masks)[1][np.arange(len(t)), t]
+
+
+def loss(p, x, t):
+    return -np.log(score(p, x, t))
+
+
+def numgrad(f, p, eps=1e-6):
+    """Central finite differences of a scalar function of the parameter list."""
+    out = []
+    for i, a in enumerate(p):
+        g = np.zeros_like(a)
+        for j in np.ndindex(a.shape):
+            up = [q.copy() for q in p]
+            dn = [q.copy() for q in p]
+            up[i][j] += eps
+            dn[i][j] -= eps
+            g[j] = (f(up) - f(dn)) / (2 * eps)
+        out.append(g)
+    return out
+
+
+def by_layer(arrs):
+    return {"d1": np.concatenate([arrs[0].ravel(), arrs[1].ravel()]),
+            "d2": np.concatenate([arrs[2].ravel(), arrs[3].ravel()])}
+
+
+LAYER_VARS = {"d1": (0, 1), "d2": (2, 3)}
+
+
+def check(got, want, rtol=2e-3, atol=2e-6):
+    assert list(got) == list(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def mean_score_grad(p, x, t):
+    return numgrad(lambda q: score(q, x, t).mean(), p)
+
+
+def test_weight_gradient_wxg_gradcam(tiny):
+    model, x, t = tiny
+    p = params(model)
+    g = mean_score_grad(p, x, t)
+    check(LI.criterion_scores(model, x, "weight"), by_layer(p), atol=0)
+    check(LI.criterion_scores(model, x, "gradient"), by_layer(g))
+    check(LI.criterion_scores(model, x, "weight_x_gradient"), by_layer([w * gi for w, gi in zip(p, g)]))
+    cam = [gi ** 2 / (2 * gi ** 2 + w * gi ** 3) for w, gi in zip(p, g)]
+    check(LI.criterion_scores(model, x, "gradcam_pp"), by_layer(cam), rtol=5e-3)
+
+
+def scaled(p, layer, lam):
+    q = [a.copy() for a in p]
+    for i in LAYER_VARS[layer]:
+        q[i] = q[i] * lam
+    return q
+
+
+def test_integrated_gradients_and_idgi_by_riemann_loop(tiny):
+    model, x, t = tiny
+    p = params(model)
+    m = 4
+    ig, idgi = {}, {}
+    for layer in ("d1", "d2"):
+        grads, fs = [], []
+        for k in range(m + 1):  # explicit path k/m * w_layer
+            q = scaled(p, layer, k / m)
+            fs.append(score(q, x, t).mean())
+            grads.append(by_layer(mean_score_grad(q, x, t))[layer])
+        ig[layer] = by_layer(p)[layer] * sum(grads[1:]) / m
+        acc = np.zeros_like(grads[0])
+        for k in range(1, m + 1):
+            acc += grads[k] ** 2 / np.sum(grads[k] ** 2) * (fs[k] - fs[k - 1])
+        idgi[layer] = acc
+    check(LI.criterion_scores(model, x, "integrated_gradients", steps=m), ig)
+    check(LI.criterion_scores(model, x, "idgi", steps=m), idgi, rtol=5e-3, atol=1e-5)
+    # completeness: IG over many steps sums to f(w) - f(layer zeroed)
+    many = LI.criterion_scores(model, x, "integrated_gradients", steps=64)
+    for layer in ("d1", "d2"):
+        want = score(p, x, t).mean() - score(scaled(p, layer, 0.0), x, t).mean()
+        assert many[layer].sum() == pytest.approx(want, abs=0.02 * abs(want) + 1e-4)
+
+
+def test_guided_ig_by_explicit_loop(tiny):
+    model, x, t = tiny
+    p = params(model)
+    steps = 3
+    want = {}
+    for layer, idx in LAYER_VARS.items():
+        target = by_layer(p)[layer]
+        cur = np.zeros_like(target)
+        attr = np.zeros_like(target)
+        budget = np.abs(target).sum() / steps
+        for _ in range(steps):
+            q = [a.copy() for a in p]
+            sizes = [p[i].size for i in idx]
+            q[idx[0]] = cur[:sizes[0]].reshape(p[idx[0]].shape)
+            q[idx[1]] = cur[sizes[0]:].reshape(p[idx[1]].shape)
+            g = by_layer(mean_score_grad(q, x, t))[layer]
+            left = budget
+            for j in sorted(range(len(g)), key=lambda j: abs(g[j])):  # smallest |g| moves first
+                gap = target[j] - cur[j]
+                move = gap if abs(gap) <= left else math.copysign(left, gap)
+                cur[j] += move
+                attr[j] += g[j] * move
+                left -= abs(move)
+                if left <= 0:
+                    break
+        want[layer] = attr
+    check(LI.criterion_scores(model, x, "guided_ig", steps=steps), want, rtol=5e-3, atol=1e-5)
+
+
+def test_smoothgrad_and_vargrad_by_loop(tiny):
+    model, x, t = tiny
+    p = params(model)
+    w32 = [v.numpy() for v in model.trainable_variables]
+    rng = np.random.default_rng(7)  # the criterion's draws: seed, then variable by variable
+    draws = []
+    for _ in range(3):
+        q = [(w + rng.normal(0.0, 0.1 * float(np.ptp(w)), w.shape).astype(np.float32)).astype(np.float64)
+             for w in w32]
+        draws.append(by_layer(mean_score_grad(q, x, t)))
+    check(LI.criterion_scores(model, x, "smoothgrad", seed=7, samples=3),
+          {k: np.mean([d[k] for d in draws], 0) for k in ("d1", "d2")})
+    check(LI.criterion_scores(model, x, "vargrad", seed=7, samples=3),
+          {k: np.var([d[k] for d in draws], 0) for k in ("d1", "d2")}, rtol=1e-2, atol=1e-7)
+    assert p  # the float64 copies are unused here: the draws are made on float32 weights
+
+
+def literal_hsic(m, y):
+    d = len(m)
+    dist = np.array([[np.sum((y[a] - y[b]) ** 2) for b in range(d)] for a in range(d)])
+    sigma2 = np.median([dist[a, b] for a in range(d) for b in range(d) if a != b])
+    L = np.exp(-dist / (2 * sigma2))
+    H = np.eye(d) - np.ones((d, d)) / d
+    out = []
+    for i in range(m.shape[1]):
+        K = np.array([[float(m[a, i] == m[b, i]) for b in range(d)] for a in range(d)])
+        out.append(np.trace(K @ H @ L @ H) / (d - 1) ** 2)
+    return np.array(out)
+
+
+def test_hsic_by_formula(tiny):
+    model, x, t = tiny
+    p = params(model)
+    d, keep = 10, 0.7
+    rng = np.random.default_rng(4)
+    masks = {"d1": (rng.random((d, 3)) < keep).astype(float), "d2": (rng.random((d, 2)) < keep).astype(float)}
+    y = np.array([score(p, x, t, {k: v[a] for k, v in masks.items()}) for a in range(d)])
+    want = {k: literal_hsic(v, y) for k, v in masks.items()}
+    check(LI.criterion_scores(model, x, "hsic", seed=4, masks=d, keep=keep), want, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(LI.hsic_scores(masks["d1"], y), want["d1"], rtol=1e-10)
+
+
+def test_fit_by_per_sample_finite_differences(tiny):
+    model, x, t = tiny
+    p = params(model)
+    fisher = [np.zeros_like(a) for a in p]
+    for i in range(N):  # empirical Fisher: per-sample squared loss gradients
+        g = numgrad(lambda q: loss(q, x[i:i + 1], t[i:i + 1])[0], p)
+        fisher = [f + gi ** 2 / N for f, gi in zip(fisher, g)]
+    bits = 4
+    want = [f * (np.ptp(a) / (2 ** bits - 1)) ** 2 / 12 for f, a in zip(fisher, p)]
+    check(LI.criterion_scores(model, x, "fit", bits=bits), by_layer(want), rtol=5e-3, atol=1e-9)
+
+
+def test_taylor_and_apoz_literal(tiny):
+    model, x, t = tiny
+    p = params(model)
+    g = numgrad(lambda q: loss(q, x, t).mean(), p)
+    check(LI.criterion_scores(model, x, "taylor"), by_layer([(w * gi) ** 2 for w, gi in zip(p, g)]),
+          rtol=5e-3, atol=1e-8)
+    h, out = forward(p, x)
+    check(LI.criterion_scores(model, x, "apoz"), {"d1": 1 - (h <= 0).mean(0), "d2": 1 - (out <= 0).mean(0)}, atol=0)
+
+
+def exact_shapley(v, n):
+    """Shapley values by enumerating every coalition."""
+    phi = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for r in range(n):
+            for coal in itertools.combinations(others, r):
+                wgt = math.factorial(r) * math.factorial(n - r - 1) / math.factorial(n)
+                phi[i] += wgt * (v(set(coal) | {i}) - v(set(coal)))
+    return phi
+
+
+def test_shapley_by_exact_enumeration(tiny):
+    model, x, t = tiny
+    p = params(model)
+    want = {}
+    for layer, units in (("d1", 3), ("d2", 2)):
+        def v(coalition, layer=layer, units=units):
+            mask = np.array([float(j in coalition) for j in range(units)])
+            return score(p, x, t, {layer: mask}).mean()
+        want[layer] = exact_shapley(v, units)
+    # 3! = 6 <= 8 permutations: every order is used, so the mean is the exact value
+    check(LI.criterion_scores(model, x, "shapley", permutations=8, std=0.0), want, rtol=1e-3, atol=1e-6)
+    with_std = LI.criterion_scores(model, x, "shapley", permutations=8, std=2.0)
+    assert np.all(with_std["d1"] >= want["d1"] - 1e-6)
+
+
+def test_slice_counts_match_the_slicer(tiny):
+    from nnslicer import Slicer
+
+    model, x, _ = tiny
+    sl = Slicer(model).fit(x).slice(x, aggregate="abs")
+    got = LI.criterion_scores(model, x, "slice")
+    for layer in ("d1", "d2"):
+        np.testing.assert_array_equal(got[layer], sl.synapse_counts[layer].ravel())
+    assert sum(v.sum() for v in got.values()) > 0
+
+
+# --------------------------------------------------------------------------- by construction
+@pytest.fixture(scope="module")
+def residual():
+    """stem -> h + branch(h) -> head, the branch's weights scaled to 1e-3: it matters least."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((2,))
+    h = keras.layers.Dense(8, activation="relu", name="stem")(inp)
+    b = keras.layers.Dense(8, activation="relu", name="branch")(h)
+    h = keras.layers.Add()([h, b])
+    out = keras.layers.Dense(2, name="head")(h)
+    model = keras.Model(inp, out)
+    k, bias = model.get_layer("branch").get_weights()
+    model.get_layer("branch").set_weights([k * 1e-3, bias * 0])
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    return model, x
+
+
+@pytest.mark.parametrize("criterion", ["weight", "weight_x_gradient", "integrated_gradients", "idgi",
+                                       "guided_ig", "fit", "taylor", "hsic", "shapley", "combined"])
+def test_a_near_zero_branch_ranks_last(residual, criterion):
+    model, x = residual
+    ranking = LI.layer_importance(model, x, criterion=criterion, reduction="linf")
+    assert list(ranking)[-1] == "branch", ranking
+    assert list(ranking) == sorted(ranking, key=ranking.get, reverse=True)
+
+
+def test_a_scaled_up_layer_ranks_first_by_weight():
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, name="a"),
+                              keras.layers.Dense(4, name="b"), keras.layers.Dense(2, name="c")])
+    k, b = model.get_layer("b").get_weights()
+    model.get_layer("b").set_weights([k * 100, b])
+    x = np.ones((4, 2), "float32")
+    assert list(LI.layer_importance(model, x, "weight", "linf"))[0] == "b"
+    assert list(LI.layer_importance(model, x, "weight", "mean"))[0] == "b"
+
+
+# --------------------------------------------------------------------------- transformers
+@pytest.fixture(scope="module")
+def transformer():
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((2,))
+    h = keras.layers.Reshape((2, 1))(inp)
+    h = keras.layers.Dense(8, name="embed")(h)
+    a = keras.layers.MultiHeadAttention(2, 4, name="attn")(h, h)
+    h = keras.layers.LayerNormalization(name="norm")(keras.layers.Add()([h, a]))
+    out = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(h))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(2).normal(size=(16, 2)).astype("float32")
+    return model, x
+
+
+@pytest.mark.parametrize("criterion", [c for c in LI.CRITERIA if c != "slice"] + ["combined"])
+def test_transformer_blocks_are_ranked(transformer, criterion):
+    model, x = transformer
+    opts = {"steps": 2} if criterion in ("integrated_gradients", "idgi", "guided_ig") else {}
+    ranking = LI.layer_importance(model, x, criterion=criterion, **opts)
+    assert sorted(ranking) == ["attn", "embed", "head", "norm"]
+    assert all(np.isfinite(v) for v in ranking.values())
+
+
+def test_transformer_gradient_matches_finite_differences_on_layernorm(transformer):
+    model, x = transformer
+    got = LI.criterion_scores(model, x, "gradient")["norm"]
+    target = np.asarray(model(x)).argmax(1)
+    norm = model.get_layer("norm")
+    gamma, beta = norm.get_weights()
+    eps, fd = 1e-2, []
+    for j in range(len(gamma)):
+        vals = []
+        for sign in (1, -1):
+            g2 = gamma.copy()
+            g2[j] += sign * eps
+            norm.set_weights([g2, beta])
+            vals.append(np.asarray(model(x))[np.arange(len(x)), target].mean())
+        fd.append((vals[0] - vals[1]) / (2 * eps))
+    norm.set_weights([gamma, beta])
+    np.testing.assert_allclose(got[:len(gamma)], fd, rtol=1e-2, atol=1e-4)
+
+
+def test_slice_refuses_attention_with_the_engines_error(transformer):
+    model, x = transformer
+    with pytest.raises(UnsupportedLayerError, match="MultiHeadAttention"):
+        LI.layer_importance(model, x, criterion="slice")
+
+
+# --------------------------------------------------------------------------- refusals
+def test_bad_parameters_and_inputs_are_refused(tiny):
+    model, x, _ = tiny
+    with pytest.raises(InvalidParameterError, match="'criterion' parameter of layer_importance"):
+        LI.layer_importance(model, x, criterion="magic")
+    with pytest.raises(InvalidParameterError, match="'reduction'"):
+        LI.layer_importance(model, x, criterion="weight", reduction="max")
+    with pytest.raises(InvalidParameterError, match="'q'"):
+        LI.layer_importance(model, x, criterion="weight", reduction="percentile", q=150)
+    with pytest.raises(InvalidParameterError, match="'steps'"):
+        LI.layer_importance(model, x, criterion="integrated_gradients", steps=0)
+    with pytest.raises(InvalidParameterError, match="does not take"):
+        LI.layer_importance(model, x, criterion="weight", steps=3)
+    with pytest.raises(InvalidParameterError, match="'criteria'"):
+        LI.layer_importance(model, x, criterion="weight", criteria=["gradient"])
+    with pytest.raises(InvalidParameterError, match="'criteria'"):
+        LI.layer_importance(model, x, criterion="combined", criteria=["combined"])
+    with pytest.raises(InvalidInputError, match="shaped"):
+        LI.layer_importance(model, x[:, :1], criterion="weight")
+    with pytest.raises(InvalidInputError, match="empty"):
+        LI.layer_importance(model, x[:0], criterion="weight")
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN"):
+        LI.layer_importance(model, bad, criterion="weight")
+    with pytest.raises(InvalidInputError, match="labels outside"):
+        LI.layer_importance(model, x, criterion="gradient", y=np.full(N, 5))
+    with pytest.raises(InvalidInputError, match="one integer label per sample"):
+        LI.layer_importance(model, x, criterion="gradient", y=np.zeros(N + 1, int))
+    with pytest.raises(InvalidInputError, match="Keras model"):
+        LI.layer_importance("model.keras", x, criterion="weight")
+    before = x.copy()
+    LI.layer_importance(model, x, criterion="gradient", y=np.zeros(N, int))
+    np.testing.assert_array_equal(x, before)  # inputs are not mutated
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_layers(tiny, tmp_path, capsys):
+    from nnslicer.cli import main
+
+    model, x, _ = tiny
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["layers", path, "--data", str(tmp_path / "x.npy"), "--criterion", "weight",
+                 "--reduction", "l1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    want = LI.layer_importance(model, x, criterion="weight", reduction="l1")
+    assert lines[0].split() == ["rank", "layer", "score"]
+    assert [ln.split()[1] for ln in lines[1:]] == list(want)
+    assert [float(ln.split()[2]) for ln in lines[1:]] == pytest.approx(list(want.values()), rel=1e-5)
+    np.save(tmp_path / "y.npy", np.full(N, 9))
+    assert main(["layers", path, "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                 "--criterion", "gradient"]) == 2
+    assert "labels outside" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["layers", path, "--data", str(tmp_path / "x.npy"), "--criterion", "magic"])
