@@ -141,6 +141,33 @@ def test_steal_changes_only_hidden_positions(model, data, protected):
     assert same_weights(again, stolen)  # same seed, same result
 
 
+def test_steal_with_batch_norm_keeps_parameters_moves_only_statistics(data, classes):
+    """In training mode only the hidden kernel positions and the batch-norm moving statistics
+    change; frozen, only the hidden positions do."""
+    keras.utils.set_random_seed(4)
+    bn_model = keras.Sequential([
+        keras.Input((6, 6, 1), name="image"), keras.layers.Conv2D(4, 3, use_bias=False, name="conv"),
+        keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(name="relu"),
+        keras.layers.Flatten(name="flat"), keras.layers.Dense(10, activation="softmax", name="dense")], name="bnnet")
+    x, y = data
+    prot, secret = protect(bn_model, None, x, y, classes, method="magnitude")
+    masks = secret.masks()
+    for mode, stats_move in (("train", True), ("frozen", False)):
+        stolen = steal(prot, secret, x, y, epochs=2, lr=0.05, batch_size=16, batchnorm=mode)
+        for layer in prot.layers:
+            for var, w_p, w_s in zip(layer.weights, layer.get_weights(), stolen.get_layer(layer.name).get_weights()):
+                key = f"{layer.name}/{var.name}"
+                if key in masks:
+                    assert np.array_equal(w_p[~masks[key]], w_s[~masks[key]])
+                    assert not np.array_equal(w_p[masks[key]], w_s[masks[key]])
+                elif var.name in ("moving_mean", "moving_variance"):
+                    assert np.array_equal(w_p, w_s) != stats_move, (mode, key)
+                else:
+                    assert np.array_equal(w_p, w_s), (mode, key)
+    with pytest.raises(InvalidParameterError, match="'batchnorm'"):
+        steal(prot, secret, x, y, epochs=1, batchnorm="eval")
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(classes=[10]), InvalidParameterError, "Class 10 does not exist: the model has 10 classes"),
     (dict(fraction=1.0), InvalidParameterError, "The 'fraction' parameter of protect must be a float in (0, 1). Got 1.0"),
