@@ -62,6 +62,8 @@ TIE = 0.005
 #: Options that keep the criteria cheap enough for hundreds of models.
 OPTIONS = {"integrated_gradients": {"steps": 8}, "idgi": {"steps": 8}, "guided_ig": {"steps": 8},
            "shapley": {"permutations": 4, "samples": 32}, "fit": {"samples": 64}}
+GROUND_TRUTH = {"accuracy": "mean accuracy drop (0.5-point steps), ties by mean output change",
+                "output": "mean output change E|f_eps - f| (SAFER eq. 1)"}
 #: Pseudo-criterion: the ground truth of one half of the draws ranking against the other half's
 #: (how reproducible a half-size ground truth is: a rough ceiling for any criterion).
 GT_CHECK = "ground_truth_redraw"
@@ -278,9 +280,12 @@ def ground_truth(model, xte, yte, repeats, seed):
     return names, result
 
 
-def true_order(drop, change):
+def true_order(drop, change, by="accuracy"):
     """Layer indices from the most to the least important: by mean accuracy drop (in steps of
-    :data:`TIE`), then by mean output change."""
+    :data:`TIE`), then by mean output change; or (``by="output"``) by the output change alone,
+    SAFER's eq. 1."""
+    if by == "output":
+        return np.argsort(-np.asarray(change), kind="stable")
     return np.lexsort((-np.asarray(change), -np.round(np.asarray(drop) / TIE)))
 
 
@@ -346,8 +351,8 @@ def run_model(job):
 
 
 # --------------------------------------------------------------------------- scoring
-def evaluate(records, combined_members):
-    """Per family, row, criterion, reduction: exact share, Spearman, Kendall."""
+def evaluate(records, combined_members, group=lambda rec: rec["family"], by="accuracy"):
+    """Per group (default: family), row, criterion, reduction: exact share, Spearman, Kendall."""
     from scipy.stats import kendalltau, spearmanr
 
     from analyses.layer_importance import combine
@@ -359,9 +364,9 @@ def evaluate(records, combined_members):
         scores["combined"] = {r: list(combine([dict(enumerate(scores[c][r])) for c in members]).values())
                               for r in REDUCTIONS}
         for row, t in rec["truth"].items():
-            order = true_order(t["drop"], t["change"])
+            order = true_order(t["drop"], t["change"], by)
             halves = rec["truth_halves"][row]
-            first, second = (true_order(halves["drop"][h], halves["change"][h]) for h in (0, 1))
+            first, second = (true_order(halves["drop"][h], halves["change"][h], by) for h in (0, 1))
             scores.setdefault(GT_CHECK, {})[row] = -np.argsort(first).astype(float)  # higher = more important
             for c, by_red in scores.items():
                 if c == GT_CHECK:  # one half of the draws "predicting" the other half
@@ -373,7 +378,7 @@ def evaluate(records, combined_members):
                 for r, s in by_red.items():
                     pred = predicted_order(s)
                     rank_pred = np.empty(len(pred)); rank_pred[pred] = np.arange(len(pred))
-                    cell = table.setdefault((rec["family"], row, c, r), [[], [], []])
+                    cell = table.setdefault((group(rec), row, c, r), [[], [], []])
                     cell[0].append(float(np.array_equal(pred, order_c)))
                     cell[1].append(float(spearmanr(rank_c, rank_pred)[0]))
                     cell[2].append(float(kendalltau(rank_c, rank_pred)[0]))
@@ -405,13 +410,16 @@ def summarize(cells, families):
     return summary, best
 
 
-def markdown(summary, cells, families, records, args, elapsed):
+def markdown(summary, cells, families, records, args, elapsed, combined_members):
     fam_names = {"vanilla": "Vanilla", "skip": "skip", "skip_sd": "skip+SD", "transformer": "transfo"}
     lines = ["# Layer ranking on SAFER's make_moons test bed\n",
              f"Machine: {machine()}  ",
              f"Command: `{' '.join(['python', 'benchmarks/layer_ranking.py'] + sys.argv[1:])}`  ",
              f"Models per family: {args.models_per_family}; repeats per perturbation strength: "
-             f"{args.repeats}; wall time {elapsed / 60:.1f} min with {args.workers} worker process(es).\n",
+             f"{args.repeats}; wall time {elapsed / 60:.1f} min with {args.workers} worker process(es). "
+             f"'combined' = mean rank of {', '.join(combined_members)}.  ",
+             f"Ground truth: {GROUND_TRUTH[args.truth]}.  ",
+             f"{args.note}\n",
              "## Summary: best criterion per family (mean over SAFER's rows of that family)\n"]
     rows = []
     for fam in families:
@@ -451,6 +459,20 @@ def markdown(summary, cells, families, records, args, elapsed):
                 t3.append([fam_names[fam], c, float(np.mean([v[0] for v in vals])),
                            float(np.mean([v[1] for v in vals])), float(np.mean([v[2] for v in vals]))])
     lines.append(markdown_table(["family", "criterion", "exact % (all 6 rows)", "Spearman", "Kendall"], t3))
+    lines.append("\n## Exact share by number of ranked layers (mean over SAFER's rows of the family)\n")
+    depth = evaluate(records, combined_members, group=lambda rec: (rec["family"], len(rec["layers"])),
+                     by=args.truth)
+    t4 = []
+    for fam in families:
+        best = summary[f"{fam}_best_criterion"].split("/")
+        rows = [f"{n}/{t}" for n, t in safer_rows(fam)]
+        for n in sorted({k[0][1] for k in depth if k[0][0] == fam}):
+            def share(c, r):
+                return float(np.mean([depth[((fam, n), row, c, r)][0] for row in rows]))
+            t4.append([fam_names[fam], n, depth[((fam, n), rows[0], best[0], best[1])][3],
+                       share(*best), share(GT_CHECK, "linf")])
+    lines.append(markdown_table(["family", "ranked layers", "models", "best criterion (as above)",
+                                 "ground truth redrawn"], t4))
     lines.append("\n## Table 2 analogue: % exactly right per reduction, averaged over criteria and all rows\n")
     t2 = []
     for r in REDUCTIONS:
@@ -487,6 +509,10 @@ def main(argv=None):
     p.add_argument("--records", default=os.path.join(tempfile.gettempdir(), "nnslicer-layer-ranking-records.jsonl"),
                    help="where to keep every model's raw scores and ground truth (JSON lines)")
     p.add_argument("--rescore", metavar="RECORDS", help="score saved records (JSON lines) instead of running models")
+    p.add_argument("--truth", default="accuracy", choices=("accuracy", "output"),
+                   help="ground truth: accuracy drop (ties by output change), or output change alone "
+                        "(SAFER eq. 1)")
+    p.add_argument("--note", default="", help="a line for the report's header")
     p.add_argument("--combined", nargs="+", choices=CRITERIA, help="members of the 'combined' criterion "
                    "(default: analyses.layer_importance.DEFAULT_COMBINED)")
     args = p.parse_args(argv)
@@ -499,6 +525,7 @@ def main(argv=None):
         with open(args.rescore) as f:
             lines = [json.loads(line) for line in f if line.strip()]
         records = [r for r in lines if "family" in r and r["family"] in args.families]
+        args.families = [f for f in args.families if any(r["family"] == f for r in records)]
         elapsed = sum(r.get("elapsed", 0.0) for r in lines if "family" not in r)
         args.models_per_family = max(sum(r["family"] == f for r in records) for f in args.families)
         args.repeats = records[0]["repeats"]
@@ -526,12 +553,13 @@ def main(argv=None):
                     log.write(json.dumps(records[-1]) + "\n")
             elapsed = time.perf_counter() - start
             log.write(json.dumps({"elapsed": elapsed}) + "\n")
-    cells = evaluate(records, members)
+    cells = evaluate(records, members, by=args.truth)
     summary, _ = summarize(cells, args.families)
     slice_sp = [v[1] for k, v in cells.items() if k[2] == "slice" and k[3] == "linf"]
     summary.update({
         "slice_mean_spearman": round(float(np.mean(slice_sp)), 4) if slice_sp else None,
         "models_per_family": args.models_per_family,
+        "ground_truth": GROUND_TRUTH[args.truth],
         "repeats": args.repeats,
         "combined_members": list(members),
         "mean_test_accuracy": {f: float(np.mean([r["test_accuracy"] for r in records if r["family"] == f]))
@@ -549,7 +577,7 @@ def main(argv=None):
                       for (f, row, c, r), v in sorted(cells.items())],
             "models": [{k: rec[k] for k in ("family", "seed", "desc", "test_accuracy", "layers", "seconds")}
                        for rec in records]}
-    write_results(args.out, args.stem, data, markdown(summary, cells, args.families, records, args, elapsed))
+    write_results(args.out, args.stem, data, markdown(summary, cells, args.families, records, args, elapsed, members))
     return 0
 
 
