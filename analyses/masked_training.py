@@ -28,6 +28,17 @@ def _check_positive(name, value, kind=int):
             f"Got {value!r} instead.")
 
 
+def _ends_in_softmax(model):
+    """Whether the model's output is a softmax (probabilities) rather than logits."""
+    import keras
+
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"
+
+
 def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momentum=0.5,
                  batch_size=256, seed=0, batchnorm="frozen"):
     """Train ``model`` in place where ``trainable`` allows.
@@ -92,7 +103,7 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
         opt = keras.optimizers.Adam(learning_rate=lr)
     else:
         raise InvalidParameterError(f"The 'optimizer' parameter must be 'sgd' or 'adam'. Got {optimizer!r} instead.")
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=False)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
 
     @tf.function(reduce_retracing=True)
     def step(xb, yb):

@@ -168,6 +168,19 @@ def test_steal_with_batch_norm_keeps_parameters_moves_only_statistics(data, clas
         steal(prot, secret, x, y, epochs=1, batchnorm="eval")
 
 
+def test_masked_training_on_a_logits_model_learns():
+    """A model without softmax is trained on logits: a separable task's loss falls."""
+    from analyses.masked_training import train_masked
+
+    keras.utils.set_random_seed(5)
+    lin = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="d")], name="lin")
+    x = np.random.default_rng(3).normal(size=(200, 2)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    losses = train_masked(lin, {"d/kernel": np.ones((2, 2), bool)}, x, y, epochs=20, lr=0.5, batch_size=50)
+    assert losses[-1] < 0.5 * losses[0]
+    assert np.mean(lin.predict(x, verbose=0).argmax(1) == y) > 0.9
+
+
 @pytest.mark.parametrize("kwargs, error, words", [
     (dict(classes=[10]), InvalidParameterError, "Class 10 does not exist: the model has 10 classes"),
     (dict(fraction=1.0), InvalidParameterError, "The 'fraction' parameter of protect must be a float in (0, 1). Got 1.0"),
