@@ -105,13 +105,16 @@ class Features:
 
 # --------------------------------------------------------------------------- layers and features
 def default_layer(graph) -> str:
-    """The detector's default layer: the last convolution before the output, as the paper's
-    code (ResNet10's last 3x3 conv, ~147K synapses); a model without convolutions uses its
-    last weighted op before the logits (or the logits op itself when it has no other)."""
+    """The detector's default layer, as the paper's code: the largest convolution of the last
+    stage (the convolutions with the last one's output shape; ResNet10's last 3x3 conv, ~147K
+    synapses). A model without convolutions uses its last weighted op before the logits (or
+    the logits op itself when it has no other)."""
     weighted = [graph[name] for name in graph.weighted_ops if name != graph.logits]
     convs = [op for op in weighted if op.kind in ("conv2d", "depthwise_conv2d")]
-    chosen = (convs or weighted or [graph[graph.logits]])[-1]
-    return chosen.name
+    if not convs:
+        return (weighted or [graph[graph.logits]])[-1].name
+    last_stage = [op for op in convs if op.shape == convs[-1].shape]
+    return max(reversed(last_stage), key=lambda op: op.n_synapses).name
 
 
 def _check_layer(graph, layer):
@@ -357,12 +360,11 @@ class SliceDetector(_ClassifierDetector):
         x = _check_x(x, self.slicer.graph_.input_shape)
         predicted = _predict(self.slicer.model, x, self.slicer.batch_size)
         rows = []
-        for start in range(0, len(x), self.chunk):
-            part = x[start:start + self.chunk]
-            slices = self.slicer.slice_many(part, [int(t) for t in predicted[start:start + len(part)]],
-                                            n_jobs=self.n_jobs)
-            rows.append(sparse.csr_matrix(np.stack([s.synapse_counts[self.layer_].ravel() for s in slices])
-                                          .astype(np.float32)))
+        for start in range(0, len(x), self.chunk):  # the backward analysis stops at the layer
+            counts = self.slicer.synapse_counts(x[start:start + self.chunk], self.layer_,
+                                                [int(t) for t in predicted[start:start + self.chunk]],
+                                                n_jobs=self.n_jobs)
+            rows.append(sparse.csr_matrix(counts.reshape(len(counts), -1).astype(np.float32)))
         return Features(sparse.vstack(rows, format="csr"), predicted)
 
     def _state(self):

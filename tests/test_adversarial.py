@@ -1,0 +1,285 @@
+"""Adversarial input detectors: the outlier contract, features, files, CLI, and an end-to-end case."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("skops")
+keras = pytest.importorskip("keras")
+
+import nnslicer  # noqa: E402
+from analyses.adversarial import (  # noqa: E402
+    Features, FeatureMapDetector, MahalanobisDetector, SliceDetector, default_layer, load_detector)
+from analyses.attacks import fgsm  # noqa: E402
+from nnslicer.cli import main  # noqa: E402
+from nnslicer.datasets import load_digits  # noqa: E402
+from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, NotFittedError  # noqa: E402
+from nnslicer.models import small_cnn  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+@pytest.fixture(scope="module")
+def model(digits):
+    (x, y), _ = digits
+    keras.utils.set_random_seed(0)
+    m = small_cnn()
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(x, y, epochs=25, batch_size=64, verbose=0)
+    return m
+
+
+@pytest.fixture(scope="module")
+def other_model():
+    keras.utils.set_random_seed(1)
+    return small_cnn()
+
+
+@pytest.fixture(scope="module")
+def slicer(model, digits):
+    (x, y), _ = digits
+    return nnslicer.Slicer(model).fit(x, y)
+
+
+def detectors(model, slicer):
+    return {
+        "slice": SliceDetector(slicer),
+        "slice_forest": SliceDetector(slicer, classifier="forest"),
+        "effective_path": SliceDetector(nnslicer.Slicer(model, rule="effective_path").fit(profile=slicer.profile_)),
+        "feature_map": FeatureMapDetector(model),
+        "mahalanobis": MahalanobisDetector(model),
+    }
+
+
+@pytest.fixture(scope="module")
+def fitted(model, slicer, digits):
+    (x, y), _ = digits
+    return {name: det.fit(x, y) for name, det in detectors(model, slicer).items()}
+
+
+# --------------------------------------------------------------------------- the contract
+@pytest.mark.parametrize("name", ["slice", "slice_forest", "effective_path", "feature_map", "mahalanobis"])
+def test_outlier_contract(fitted, digits, name):
+    det = fitted[name]
+    _, (x, _) = digits
+    flags, scores, decision = det.predict(x[:40]), det.score_samples(x[:40]), det.decision_function(x[:40])
+    assert set(np.unique(flags)) <= {-1, 1}
+    np.testing.assert_allclose(decision, scores - det.offset_)
+    assert np.array_equal(flags == -1, decision < 0)
+    assert np.array_equal(det.fit_predict.__self__.predict(x[:40]), flags)
+    assert "Detector(" in repr(det)
+
+
+@pytest.mark.parametrize("name", ["slice", "feature_map", "mahalanobis"])
+def test_fit_returns_self_and_not_fitted(model, slicer, digits, name):
+    (x, y), _ = digits
+    det = detectors(model, slicer)[name]
+    with pytest.raises(NotFittedError, match="fit"):
+        det.predict(x[:2])
+    assert det.fit(x[:200], y[:200]) is det
+
+
+def test_tree_flags_where_its_class_differs(fitted, digits):
+    """predict is -1 exactly where the tree's class differs from the model's (the paper's rule)."""
+    det = fitted["slice"]
+    _, (x, _) = digits
+    feats = det.features(x[:60])
+    tree = det.classifier_.predict(feats.values)
+    assert np.array_equal(det.predict(feats) == -1, tree != feats.predicted)
+
+
+def test_slice_features_are_the_layer_counts(fitted, slicer, digits):
+    """A slice detector's features are, row by row, the chosen layer's synapse counts of the
+    predicted class's slice of each input."""
+    det = fitted["slice"]
+    _, (x, _) = digits
+    feats = det.features(x[:5])
+    assert det.layer_ == default_layer(slicer.graph_) == "conv2"
+    for i in range(5):
+        s = slicer.slice(x[i])
+        assert s.targets == [int(feats.predicted[i])]
+        np.testing.assert_array_equal(feats.values[i].toarray().ravel(), s.synapse_counts["conv2"].ravel())
+
+
+def test_features_reused(fitted, digits):
+    det = fitted["slice"]
+    _, (x, _) = digits
+    feats = det.features(x[:30])
+    assert isinstance(feats, Features) and len(feats) == 30 and "dims=" in repr(feats)
+    assert det.features(feats) is feats
+    np.testing.assert_array_equal(det.score_samples(feats), det.score_samples(x[:30]))
+    np.testing.assert_array_equal(feats[np.arange(30) < 3].predicted, feats.predicted[:3])
+
+
+def test_mahalanobis_against_literal(model, digits):
+    """Minus the smallest Mahalanobis distance, computed here class by class with an inverse."""
+    (x, y), (xt, _) = digits
+    det = MahalanobisDetector(model, contamination=0.1).fit(x[:500])
+    f = det.features(x[:500])
+    feats, labels = f.values.astype(np.float64), f.predicted
+    classes = np.unique(labels)
+    means = {k: feats[labels == k].mean(0) for k in classes}
+    centred = np.concatenate([feats[labels == k] - means[k] for k in classes])
+    prec = np.linalg.pinv(centred.T @ centred / len(feats))
+    test = det.features(xt[:10]).values.astype(np.float64)
+    want = [-min((t - means[k]) @ prec @ (t - means[k]) for k in classes) for t in test]
+    np.testing.assert_allclose(det.score_samples(xt[:10]), want, rtol=1e-6)
+    assert det.layer_ == "fc1/relu"
+    assert np.isclose(np.mean(det.score_samples(x[:500]) < det.offset_), 0.1, atol=0.01)
+
+
+def test_mahalanobis_pools_feature_maps(model, digits):
+    (x, _), _ = digits
+    det = MahalanobisDetector(model, layer="conv2").fit(x[:200])
+    assert det.features(x[:3]).values.shape == (3, 16)  # channels, averaged over space
+
+
+def test_fgsm_scores_lower_than_clean(fitted, model, digits):
+    """End to end on real digits: FGSM examples score lower (less normal) than their sources."""
+    _, (x, y) = digits
+    adv = fgsm(model, x, y, eps=0.15)
+    assert len(adv) > 50
+    from sklearn.metrics import roc_auc_score
+
+    for name in ("slice", "slice_forest"):
+        det = fitted[name]
+        clean, attacked = det.detect(adv.x_clean), det.detect(adv.x_adv)
+        assert attacked.scores.mean() < clean.scores.mean() - 0.1, name
+        assert attacked.adversarial.mean() > clean.adversarial.mean() + 0.1, name
+        truth = np.r_[np.zeros(len(adv)), np.ones(len(adv))]
+        assert roc_auc_score(truth, -np.r_[clean.scores, attacked.scores]) > 0.6, name
+
+
+# --------------------------------------------------------------------------- bad input
+def test_bad_parameters(model, slicer, digits):
+    (x, y), _ = digits
+    with pytest.raises(InvalidParameterError, match="'classifier' parameter"):
+        SliceDetector(slicer, classifier="svm").fit(x[:50])
+    with pytest.raises(InvalidParameterError, match="'chunk' parameter"):
+        SliceDetector(slicer, chunk=0).fit(x[:50])
+    with pytest.raises(InvalidParameterError, match="'layer' parameter"):
+        SliceDetector(slicer, layer="pool1").fit(x[:50])
+    with pytest.raises(InvalidParameterError, match="'layer' parameter"):
+        FeatureMapDetector(model, layer="nope").fit(x[:50])
+    with pytest.raises(InvalidParameterError, match="'contamination' parameter"):
+        MahalanobisDetector(model, contamination=0.7).fit(x[:50])
+    with pytest.raises(InvalidInputError, match="shape"):
+        FeatureMapDetector(model).fit(x[:50, :4])
+    with pytest.raises(InvalidInputError, match="labels"):
+        FeatureMapDetector(model).fit(x[:50], y[:40])
+    with pytest.raises(InvalidInputError, match="NaN"):
+        FeatureMapDetector(model).fit(np.full_like(x[:5], np.nan))
+
+
+def test_unfitted_slicer_is_fitted_on_x(model, digits):
+    (x, y), _ = digits
+    det = SliceDetector(nnslicer.Slicer(model)).fit(x[:100], y[:100])
+    assert det.slicer.profile_.n_samples == 100
+
+
+# --------------------------------------------------------------------------- files
+@pytest.mark.parametrize("name", ["slice", "slice_forest", "effective_path", "feature_map", "mahalanobis"])
+def test_file_round_trip(fitted, model, digits, tmp_path, name):
+    det = fitted[name]
+    _, (x, _) = digits
+    path = tmp_path / "d.nnsd"
+    det.save(path)
+    back = load_detector(path, model)
+    assert type(back) is type(det) and back.offset_ == det.offset_
+    np.testing.assert_array_equal(back.score_samples(x[:50]), det.score_samples(x[:50]))
+    np.testing.assert_array_equal(back.predict(x[:50]), det.predict(x[:50]))
+
+
+def test_file_refuses_other_model_and_damage(fitted, other_model, model, tmp_path):
+    path = tmp_path / "d.nnsd"
+    fitted["slice"].save(path)
+    with pytest.raises(FileFormatError, match="fitted for model"):
+        load_detector(path, other_model)
+    data = path.read_bytes()
+    bad = tmp_path / "bad.nnsd"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FileFormatError):
+        load_detector(bad, model)
+    with pytest.raises(FileFormatError, match="not an nnslicer detector"):
+        load_detector(nnslicer.Profile.save(fitted["slice"].slicer.profile_, tmp_path / "p.npz"), model)
+
+
+def test_file_refuses_foreign_types(fitted, model, tmp_path):
+    """A classifier blob holding any type other than scikit-learn's trees is refused unloaded."""
+    from skops.io import dumps
+    from sklearn.linear_model import LogisticRegression
+
+    from nnslicer.io import load_archive, save_archive
+
+    path = tmp_path / "d.nnsd"
+    fitted["slice"].save(path)
+    meta, arrays = load_archive(path, "detector")
+    arrays["classifier"] = np.frombuffer(dumps(LogisticRegression()), dtype=np.uint8)
+    save_archive(path, "detector", meta, arrays)
+    with pytest.raises(FileFormatError, match="types a detector never has"):
+        load_detector(path, model)
+
+
+def test_save_before_fit(model, tmp_path):
+    with pytest.raises(NotFittedError):
+        FeatureMapDetector(model).save(tmp_path / "d.nnsd")
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_fit_and_score(model, other_model, digits, tmp_path, capsys):
+    (x, y), (xt, _) = digits
+    model.save(tmp_path / "m.keras")
+    other_model.save(tmp_path / "o.keras")
+    np.save(tmp_path / "x.npy", x[:300])
+    np.save(tmp_path / "y.npy", y[:300])
+    np.save(tmp_path / "t.npy", xt[:7])
+    det = str(tmp_path / "d.nnsd")
+    assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                 "--labels", str(tmp_path / "y.npy"), "--granularity", "channel", "-o", det]) == 0
+    assert "SliceDetector(rule='nnslicer', granularity='channel'" in capsys.readouterr().out
+    assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(tmp_path / "t.npy"),
+                 "-o", str(tmp_path / "v.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "of 7 inputs flagged adversarial" in out
+    lines = (tmp_path / "v.csv").read_text().splitlines()
+    assert lines[0] == "index,predicted,score,verdict" and len(lines) == 8
+    back = load_detector(det, model)
+    flags = back.predict(xt[:7])
+    assert [ln.endswith("clean") for ln in lines[1:]] == list(flags == 1)
+    assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(tmp_path / "t.npy"),
+                 "-o", str(tmp_path / "v.npz")]) == 0
+    with np.load(tmp_path / "v.npz") as v:
+        np.testing.assert_array_equal(v["flags"], flags)
+    # another model, a bad -o, a missing file: exit 2 with one line
+    assert main(["detect", "score", str(tmp_path / "o.keras"), det, "--input", str(tmp_path / "t.npy")]) == 2
+    assert "fitted for model" in capsys.readouterr().err
+    assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(tmp_path / "t.npy"),
+                 "-o", str(tmp_path / "v.txt")]) == 2
+    assert main(["detect", "score", str(tmp_path / "m.keras"), str(tmp_path / "none.nnsd"),
+                 "--input", str(tmp_path / "t.npy")]) == 2
+
+
+@pytest.mark.parametrize("method", ["effective_path", "feature_map", "mahalanobis"])
+def test_cli_methods(model, digits, tmp_path, method, capsys):
+    (x, _), _ = digits
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x[:200])
+    det = str(tmp_path / "d.nnsd")
+    assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                 "--method", method, "-o", det]) == 0
+    kind = {"effective_path": SliceDetector, "feature_map": FeatureMapDetector,
+            "mahalanobis": MahalanobisDetector}[method]
+    back = load_detector(det, model)
+    assert type(back) is kind
+    if method == "effective_path":
+        assert back.slicer.rule == "effective_path"
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "fit", "--help"])
+    assert "nnslicer detect fit model.keras" in capsys.readouterr().out
