@@ -35,7 +35,7 @@ fit                     empirical Fisher ``E[(dL/dw)^2]`` x quantization noise  
 shapley                 Shapley value of each unit (sampled permutations)           activations
 taylor                  ``(w * dL/dw)^2`` (Molchanov et al. 2019)                   weights
 apoz                    ``1 -`` average percentage of zeros of each unit            activations
-combined                mean rank over several criteria (layer level)               both
+combined                mean rank over several criteria/reductions (layer level)    both
 ======================  =========================================================  ===========
 
 Weight-based criteria cover all the layer's trainable weights (kernel, bias, gamma, beta, the
@@ -61,13 +61,16 @@ Example
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from nnslicer.errors import InvalidInputError, InvalidParameterError
+from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["layer_importance", "criterion_scores", "reduce_scores", "combine", "ranked_layers",
            "CRITERIA", "REDUCTIONS", "DEFAULT_COMBINED"]
@@ -583,6 +586,27 @@ DEFAULT_COMBINED = ("gradient", "weight_x_gradient", "gradcam_pp", "integrated_g
 
 
 # --------------------------------------------------------------------------- public API
+def _members(criteria):
+    members = list(DEFAULT_COMBINED if criteria is None else
+                   ([criteria] if isinstance(criteria, str) else criteria))
+    if not members:
+        raise InvalidParameterError("The 'criteria' parameter of layer_importance must list at least "
+                                    f"one criterion. Got {criteria!r} instead.")
+    return members
+
+
+def _member(spec, reduction):
+    """``"criterion"`` or ``"criterion/reduction"`` -> (criterion, reduction)."""
+    if not isinstance(spec, str):
+        raise InvalidParameterError(f"The 'criteria' parameter of layer_importance must hold strings "
+                                    f"'criterion' or 'criterion/reduction'. Got {spec!r} instead.")
+    c, _, r = spec.partition("/")
+    _check_choice("criteria", c, tuple(CRITERIA))
+    if r:
+        _check_choice("reduction", r, tuple(REDUCTIONS))
+    return c, r or reduction
+
+
 def _check_choice(name, value, options):
     if not isinstance(value, str) or value not in options:
         raise InvalidParameterError(
@@ -696,7 +720,9 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
     seed : int
         Seed of the random draws.
     criteria : sequence of str, optional
-        Members of ``"combined"``.
+        Members of ``"combined"``: criterion names, each optionally with its own reduction
+        (``"fit/l1"``); the others use ``reduction``. A member that cannot score the model
+        (``slice`` on attention) is left out with a warning.
     **options
         The criterion's own options (see :func:`criterion_scores`).
 
@@ -718,14 +744,18 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
     _check_choice("reduction", reduction, tuple(REDUCTIONS))
     q = _check_q(q)
     if criterion == "combined":
-        members = list(DEFAULT_COMBINED if criteria is None else criteria)
-        if not members or "combined" in members:
-            raise InvalidParameterError("The 'criteria' parameter of layer_importance must list "
-                                        f"criteria other than 'combined'. Got {criteria!r} instead.")
-        for c in members:
-            _check_choice("criterion", c, tuple(CRITERIA))
-        return _ordered(combine(reduce_scores(criterion_scores(model, x, c, y, seed), reduction, q)
-                                for c in members))
+        members = [_member(m, reduction) for m in _members(criteria)]
+        scores = []
+        for c, r in members:
+            try:
+                scores.append(reduce_scores(criterion_scores(model, x, c, y, seed), r, q))
+            except UnsupportedLayerError as exc:
+                if len(members) == 1:
+                    raise
+                log.warning("combined: %r left out (%s)", c, str(exc).split(":")[0])
+        if not scores:
+            raise InvalidInputError("combined: no member criterion could score this model.")
+        return _ordered(combine(scores))
     if criteria is not None:
         raise InvalidParameterError("The 'criteria' parameter of layer_importance goes with "
                                     "criterion='combined' only.")

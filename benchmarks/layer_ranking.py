@@ -360,8 +360,8 @@ def evaluate(records, combined_members, group=lambda rec: rec["family"], by="acc
     table = {}
     for rec in records:
         scores = dict(rec["scores"])
-        members = [c for c in combined_members if c in scores]
-        scores["combined"] = {r: list(combine([dict(enumerate(scores[c][r])) for c in members]).values())
+        members = [m.partition("/") for m in combined_members if m.partition("/")[0] in scores]
+        scores["combined"] = {r: list(combine([dict(enumerate(scores[c][rr or r])) for c, _, rr in members]).values())
                               for r in REDUCTIONS}
         for row, t in rec["truth"].items():
             order = true_order(t["drop"], t["change"], by)
@@ -513,8 +513,9 @@ def main(argv=None):
                    help="ground truth: accuracy drop (ties by output change), or output change alone "
                         "(SAFER eq. 1)")
     p.add_argument("--note", default="", help="a line for the report's header")
-    p.add_argument("--combined", nargs="+", choices=CRITERIA, help="members of the 'combined' criterion "
-                   "(default: analyses.layer_importance.DEFAULT_COMBINED)")
+    p.add_argument("--combined", nargs="+", metavar="CRITERION[/REDUCTION]",
+                   help="members of the 'combined' criterion (default: "
+                        "analyses.layer_importance.DEFAULT_COMBINED)")
     args = p.parse_args(argv)
     if args.quick:
         args.models_per_family, args.repeats = 3, 2
@@ -558,6 +559,12 @@ def main(argv=None):
     slice_sp = [v[1] for k, v in cells.items() if k[2] == "slice" and k[3] == "linf"]
     summary.update({
         "slice_mean_spearman": round(float(np.mean(slice_sp)), 4) if slice_sp else None,
+        "slice_mean_spearman_by_reduction": {
+            r: round(float(np.mean([v[1] for k, v in cells.items() if k[2] == "slice" and k[3] == r])), 4)
+            for r in REDUCTIONS if any(k[2] == "slice" and k[3] == r for k in cells)},
+        "mean_spearman_linf": {
+            c: round(float(np.mean([v[1] for k, v in cells.items() if k[2] == c and k[3] == "linf"])), 4)
+            for c in CRITERIA + ("combined", GT_CHECK) if any(k[2] == c and k[3] == "linf" for k in cells)},
         "models_per_family": args.models_per_family,
         "ground_truth": GROUND_TRUTH[args.truth],
         "repeats": args.repeats,

@@ -365,6 +365,27 @@ def test_slice_refuses_attention_with_the_engines_error(transformer):
         LI.layer_importance(model, x, criterion="slice")
 
 
+def test_combined_with_own_reductions_by_hand(tiny):
+    model, x, _ = tiny
+    w = LI.reduce_scores(LI.criterion_scores(model, x, "weight"), "l1")
+    g = LI.reduce_scores(LI.criterion_scores(model, x, "gradient"), "mean")
+    want = {k: (float(w[k] > w[o]) + float(g[k] > g[o])) / 2 for k, o in (("d1", "d2"), ("d2", "d1"))}
+    got = LI.layer_importance(model, x, "combined", reduction="mean", criteria=["weight/l1", "gradient"])
+    assert got == want and list(got) == sorted(want, key=want.get, reverse=True)
+
+
+def test_combined_leaves_slice_out_on_attention(transformer, caplog):
+    model, x = transformer
+    with caplog.at_level("WARNING"):
+        got = LI.layer_importance(model, x, "combined", criteria=["slice/mean", "fit/l1", "weight"])
+    assert "'slice' left out" in caplog.text
+    assert got == LI.layer_importance(model, x, "combined", criteria=["fit/l1", "weight"])
+    with pytest.raises(UnsupportedLayerError):
+        LI.layer_importance(model, x, "combined", criteria=["slice"])
+    with pytest.raises(InvalidParameterError, match="'reduction'"):
+        LI.layer_importance(model, x, "combined", criteria=["fit/max"])
+
+
 # --------------------------------------------------------------------------- refusals
 def test_bad_parameters_and_inputs_are_refused(tiny):
     model, x, _ = tiny
