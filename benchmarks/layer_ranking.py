@@ -386,6 +386,48 @@ def evaluate(records, combined_members, group=lambda rec: rec["family"], by="acc
             for k, v in table.items()}
 
 
+def combined_metric(records, members, by="accuracy"):
+    """(% exactly right, mean Spearman) of the rank average of ``members`` ("criterion/reduction")
+    over SAFER's rows of each record's family."""
+    from scipy.stats import spearmanr
+
+    from analyses.layer_importance import combine
+
+    exact, rho = [], []
+    for rec in records:
+        parts = [m.split("/") for m in members if m.split("/")[0] in rec["scores"]]
+        if parts:
+            s = list(combine([dict(enumerate(rec["scores"][c][r])) for c, r in parts]).values())
+        else:
+            s = [0.0] * len(rec["layers"])
+        pred = predicted_order(s)
+        rank_pred = np.argsort(pred)
+        for n, t in safer_rows(rec["family"]):
+            truth = rec["truth"][f"{n}/{t}"]
+            order = true_order(truth["drop"], truth["change"], by)
+            exact.append(float(np.array_equal(pred, order)))
+            rho.append(float(spearmanr(np.argsort(order), rank_pred)[0]))
+    return 100 * float(np.mean(exact)), float(np.nanmean(rho))
+
+
+def select_combined(records, by="accuracy", most=5):
+    """Greedy forward selection of "criterion/reduction" members by mean Spearman on the
+    records of even seeds; returns the members and their scores on even and odd seeds."""
+    even = [r for r in records if r["seed"] % 2 == 0]
+    odd = [r for r in records if r["seed"] % 2 == 1]
+    candidates = sorted({f"{c}/{r}" for rec in records for c in rec["scores"] for r in REDUCTIONS})
+    chosen, best, steps = [], -np.inf, []
+    for _ in range(most):
+        score, pick = max((combined_metric(even, chosen + [c], by)[1], c) for c in candidates if c not in chosen)
+        if score <= best + 1e-3:
+            break
+        best = score
+        chosen.append(pick)
+        steps.append({"members": list(chosen), "even_seeds": combined_metric(even, chosen, by),
+                      "odd_seeds": combined_metric(odd, chosen, by)})
+    return chosen, steps
+
+
 def summarize(cells, families):
     """Best criterion x reduction per family over SAFER's rows of that family."""
     summary, best = {}, {}
@@ -512,6 +554,8 @@ def main(argv=None):
     p.add_argument("--truth", default="accuracy", choices=("accuracy", "output"),
                    help="ground truth: accuracy drop (ties by output change), or output change alone "
                         "(SAFER eq. 1)")
+    p.add_argument("--select-combined", action="store_true",
+                   help="choose members for 'combined' greedily on even seeds (scored on odd seeds)")
     p.add_argument("--note", default="", help="a line for the report's header")
     p.add_argument("--combined", nargs="+", metavar="CRITERION[/REDUCTION]",
                    help="members of the 'combined' criterion (default: "
@@ -578,6 +622,15 @@ def main(argv=None):
         "command": " ".join(["python", "benchmarks/layer_ranking.py"] + (argv if argv is not None else sys.argv[1:])),
         "safer_best_per_family": {f: safer_family_best(f) for f in args.families},
     })
+    if args.select_combined:
+        chosen, steps = select_combined(records, args.truth)
+        summary["combined_selection"] = steps
+        print("greedy selection on even seeds:", json.dumps(steps, indent=1), file=sys.stderr)
+    held = [r for r in records if r["seed"] % 2 == 1]
+    summary["combined_odd_seeds"] = {
+        f: dict(zip(("exact_pct", "spearman"), combined_metric([r for r in held if r["family"] == f], members,
+                                                                args.truth)))
+        for f in args.families if any(r["family"] == f for r in held)}
     data = {"summary": summary,
             "cells": [{"family": f, "row": row, "criterion": c, "reduction": r, "exact_pct": v[0],
                        "spearman": v[1], "kendall": v[2], "models": v[3]}
