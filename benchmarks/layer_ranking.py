@@ -387,15 +387,16 @@ def evaluate(records, combined_members, group=lambda rec: rec["family"], by="acc
 
 
 def combined_metric(records, members, by="accuracy"):
-    """(% exactly right, mean Spearman) of the rank average of ``members`` ("criterion/reduction")
-    over SAFER's rows of each record's family."""
+    """(% exactly right, mean Spearman) of the rank average of ``members`` ("criterion/reduction",
+    linf when no reduction is named) over SAFER's rows of each record's family."""
     from scipy.stats import spearmanr
 
     from analyses.layer_importance import combine
 
     exact, rho = [], []
     for rec in records:
-        parts = [m.split("/") for m in members if m.split("/")[0] in rec["scores"]]
+        parts = [(m.partition("/")[0], m.partition("/")[2] or "linf") for m in members
+                 if m.partition("/")[0] in rec["scores"]]
         if parts:
             s = list(combine([dict(enumerate(rec["scores"][c][r])) for c, r in parts]).values())
         else:
@@ -458,9 +459,13 @@ def markdown(summary, cells, families, records, args, elapsed, combined_members)
              f"Machine: {machine()}  ",
              f"Command: `{' '.join(['python', 'benchmarks/layer_ranking.py'] + sys.argv[1:])}`  ",
              f"Models per family: {args.models_per_family}; repeats per perturbation strength: "
-             f"{args.repeats}; wall time {elapsed / 60:.1f} min with {args.workers} worker process(es). "
+             f"{args.repeats}; " + (f"wall time {elapsed / 60:.1f} min with {args.workers} worker process(es). "
+                                     if elapsed else "wall time: see below. ") +
              f"'combined' = mean rank of {', '.join(combined_members)}.  ",
              f"Ground truth: {GROUND_TRUTH[args.truth]}.  ",
+             "Criterion options (else the library defaults): "
+             + "; ".join(f"{c} {o}" for c, o in OPTIONS.items()) + ". Calibration: 256 unlabelled "
+             "points; perturbations measured on 1,000 test points.  ",
              f"{args.note}\n",
              "## Summary: best criterion per family (mean over SAFER's rows of that family)\n"]
     rows = []
@@ -626,7 +631,7 @@ def main(argv=None):
         chosen, steps = select_combined(records, args.truth)
         summary["combined_selection"] = steps
         print("greedy selection on even seeds:", json.dumps(steps, indent=1), file=sys.stderr)
-    held = [r for r in records if r["seed"] % 2 == 1]
+    held = [r for r in records if r["seed"] % 2 == 1]  # linf for members without a reduction
     summary["combined_odd_seeds"] = {
         f: dict(zip(("exact_pct", "spearman"), combined_metric([r for r in held if r["family"] == f], members,
                                                                 args.truth)))
