@@ -104,26 +104,32 @@ class Features:
 
 
 # --------------------------------------------------------------------------- layers and features
-def default_layer(graph) -> str:
-    """The detector's default layer, as the paper's code: the largest convolution of the last
-    stage (the convolutions with the last one's output shape; ResNet10's last 3x3 conv, ~147K
-    synapses). A model without convolutions uses its last weighted op before the logits (or
-    the logits op itself when it has no other)."""
+def default_layer(graph, stage=-1) -> str:
+    """A detector's layer: the largest convolution of a stage, counted from the end (stages are
+    runs of convolutions with one output shape). ``stage=-1``, the paper's code, gives the last
+    stage's (ResNet10's last 3x3 conv, ~147K synapses); ``-2`` the stage before. A model
+    without convolutions uses its last weighted op before the logits (or the logits op itself
+    when it has no other)."""
     weighted = [graph[name] for name in graph.weighted_ops if name != graph.logits]
     convs = [op for op in weighted if op.kind in ("conv2d", "depthwise_conv2d")]
     if not convs:
         return (weighted or [graph[graph.logits]])[-1].name
-    last_stage = [op for op in convs if op.shape == convs[-1].shape]
-    return max(reversed(last_stage), key=lambda op: op.n_synapses).name
+    shapes = list(dict.fromkeys(op.shape for op in convs))
+    if not -len(shapes) <= stage <= -1:
+        raise InvalidParameterError(f"{graph.name!r} has {len(shapes)} stage(s) of convolutions: a stage is "
+                                    f"counted from the end, -1 to -{len(shapes)}. Got {stage} instead.")
+    in_stage = [op for op in convs if op.shape == shapes[stage]]
+    return max(reversed(in_stage), key=lambda op: op.n_synapses).name
 
 
 def _check_layer(graph, layer):
-    if layer is None:
-        return default_layer(graph)
+    if layer is None or (isinstance(layer, numbers.Integral) and not isinstance(layer, bool)):
+        return default_layer(graph, -1 if layer is None else int(layer))
     if layer not in graph or graph[layer].n_synapses == 0:
         options = ", ".join(graph.weighted_ops)
         raise InvalidParameterError(f"The 'layer' parameter must name a weighted op of {graph.name!r} "
-                                    f"({options}). Got {layer!r} instead.")
+                                    f"({options}) or a stage counted from the end (-1, -2, ...). "
+                                    f"Got {layer!r} instead.")
     return layer
 
 
@@ -293,8 +299,10 @@ class SliceDetector(_ClassifierDetector):
         A slicer of the model, fitted (profiled) or not; an unfitted one is fitted on the
         ``x_clean`` given to :meth:`fit`. ``Slicer(model, rule="effective_path")`` gives the
         EffectivePath baseline.
-    layer : str, optional
-        The weighted op whose synapses are the features (default: :func:`default_layer`).
+    layer : str or int, default -1
+        The weighted op whose synapses are the features, or a stage counted from the end for
+        :func:`default_layer` (-1: the largest convolution of the last stage, the paper's code;
+        -2: of the stage before).
     classifier : {"tree", "forest"}, default "tree"
         A decision tree (the paper) or a random forest of 100 trees (smoother scores).
     random_state : int, default 0
@@ -451,8 +459,8 @@ class FeatureMapDetector(_ActivationDetector, _ClassifierDetector):
     Parameters
     ----------
     model : keras.Model
-    layer : str, optional
-        A weighted op of the lifted model (default: :func:`default_layer`).
+    layer : str or int, default -1
+        A weighted op of the lifted model, or a stage as in :class:`SliceDetector`.
     classifier : {"tree", "forest"}, default "tree"
     random_state : int, default 0
     """
@@ -604,6 +612,9 @@ score (higher: more normal) and the verdict (clean / ADVERSARIAL); -o writes the
 def _detector_from_args(model, args):
     from nnslicer.cli import make_slicer
 
+    if args.layer is not None and args.layer.lstrip("-").isdigit():
+        args.layer = int(args.layer)
+
     if args.method in ("slice", "effective_path"):
         if args.method == "effective_path":
             args.rule = "effective_path"
@@ -681,8 +692,9 @@ def add_commands(subparsers):
     f.add_argument("--method", default="slice", choices=("slice", "effective_path", "feature_map", "mahalanobis"),
                    help="slice (NNSlicer, default), effective_path (slices with Qiu et al.'s rule), "
                         "feature_map (raw activations) or mahalanobis (Lee et al. 2018)")
-    f.add_argument("--layer", help="the op whose synapses (or activations) are the features "
-                                   "(default: the last convolution; 'nnslicer info MODEL' lists ops)")
+    f.add_argument("--layer", help="the op whose synapses (or activations) are the features, or a stage "
+                                   "counted from the end: -1 (default) the largest convolution of the last "
+                                   "stage, -2 of the stage before ('nnslicer info MODEL' lists ops)")
     f.add_argument("--classifier", default="tree", choices=CLASSIFIERS,
                    help="decision tree (the paper, default) or random forest")
     add_slicing_options(f)

@@ -66,22 +66,31 @@ PAPER = {
 }
 
 #: detector name -> (family, constructor arguments). The family names the summary's keys.
+#: Layers are stages counted from the end: -1 is the paper's (the largest conv of the last
+#: stage), -2 the stage before.
 DETECTORS = {
-    "nnslicer/element/tree": ("nnslicer", {"rule": "nnslicer", "granularity": "element", "classifier": "tree"}),
-    "nnslicer/element/forest": ("nnslicer", {"rule": "nnslicer", "granularity": "element", "classifier": "forest"}),
-    "nnslicer/channel/tree": ("nnslicer", {"rule": "nnslicer", "granularity": "channel", "classifier": "tree"}),
-    "nnslicer/channel/forest": ("nnslicer", {"rule": "nnslicer", "granularity": "channel", "classifier": "forest"}),
-    "effective_path/element/tree": ("effective_path", {"rule": "effective_path", "granularity": "element",
-                                                       "classifier": "tree"}),
-    "effective_path/channel/tree": ("effective_path", {"rule": "effective_path", "granularity": "channel",
-                                                       "classifier": "tree"}),
-    "feature_map/tree": ("feature_map", {"classifier": "tree"}),
-    "feature_map/forest": ("feature_map", {"classifier": "forest"}),
+    "nnslicer/element/tree/-1": ("nnslicer", {"rule": "nnslicer", "granularity": "element", "classifier": "tree",
+                                              "layer": -1}),
+    "nnslicer/element/forest/-2": ("nnslicer", {"rule": "nnslicer", "granularity": "element",
+                                                "classifier": "forest", "layer": -2}),
+    "nnslicer/channel/tree/-1": ("nnslicer", {"rule": "nnslicer", "granularity": "channel", "classifier": "tree",
+                                              "layer": -1}),
+    "nnslicer/channel/tree/-2": ("nnslicer", {"rule": "nnslicer", "granularity": "channel", "classifier": "tree",
+                                              "layer": -2}),
+    "nnslicer/channel/forest/-2": ("nnslicer", {"rule": "nnslicer", "granularity": "channel",
+                                                "classifier": "forest", "layer": -2}),
+    "effective_path/element/tree/-1": ("effective_path", {"rule": "effective_path", "granularity": "element",
+                                                          "classifier": "tree", "layer": -1}),
+    "effective_path/channel/forest/-2": ("effective_path", {"rule": "effective_path", "granularity": "channel",
+                                                            "classifier": "forest", "layer": -2}),
+    "feature_map/tree/-1": ("feature_map", {"classifier": "tree", "layer": -1}),
+    "feature_map/forest/-2": ("feature_map", {"classifier": "forest", "layer": -2}),
     "mahalanobis": ("mahalanobis", {}),
 }
-#: The configuration of each family that the summary reports (the library's defaults).
-SUMMARY_DETECTORS = {"nnslicer": "nnslicer/element/tree", "effective_path": "effective_path/element/tree",
-                     "feature_map": "feature_map/tree", "mahalanobis": "mahalanobis"}
+#: The configuration of each family that the summary reports: the paper's (element
+#: granularity, decision tree, last stage) for NNSlicer, EffectivePath and FeatureMap.
+SUMMARY_DETECTORS = {"nnslicer": "nnslicer/element/tree/-1", "effective_path": "effective_path/element/tree/-1",
+                     "feature_map": "feature_map/tree/-1", "mahalanobis": "mahalanobis"}
 
 
 def log(msg):
@@ -202,10 +211,11 @@ def summarise(rows, metas, main):
     summary["n_attacks"] = len({r["attack"] for r in rows if r["model"] == main and r["attack"] != "_timing"})
     summary["main_model"] = main
     summary["detectors"] = SUMMARY_DETECTORS
-    nn = {d: v["f1"] for d, v in avg.items() if d.startswith("nnslicer")}
-    if nn:
-        best = max(nn, key=nn.get)
-        summary["best_nnslicer_config"], summary["best_nnslicer_f1"] = best, nn[best]
+    for family in SUMMARY_DETECTORS:  # each family's best configuration in this run
+        f1 = {d: v["f1"] for d, v in avg.items() if DETECTORS[d][0] == family}
+        if f1:
+            best = max(f1, key=f1.get)
+            summary[f"best_{family}_config"], summary[f"best_{family}_f1"] = best, f1[best]
     summary["machine"] = machine()
     return summary
 

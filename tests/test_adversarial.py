@@ -104,6 +104,21 @@ def test_slice_features_are_the_layer_counts(fitted, slicer, digits):
         np.testing.assert_array_equal(feats.values[i].toarray().ravel(), s.synapse_counts["conv2"].ravel())
 
 
+def test_default_layers_by_stage(slicer):
+    """small_cnn: conv1 (8x8x8) is the first stage, conv2 (4x4x16) the last."""
+    assert default_layer(slicer.graph_) == default_layer(slicer.graph_, -1) == "conv2"
+    assert default_layer(slicer.graph_, -2) == "conv1"
+    mlp = nnslicer.lift(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+                                          keras.layers.Dense(2, name="out")]))
+    assert default_layer(mlp) == "h"
+
+
+def test_stage_layer(slicer, digits):
+    (x, y), _ = digits
+    det = SliceDetector(slicer, layer=-2).fit(x[:100], y[:100])
+    assert det.layer_ == "conv1" and det.features(x[:2]).values.shape == (2, 3 * 3 * 1 * 8)
+
+
 def test_features_reused(fitted, digits):
     det = fitted["slice"]
     _, (x, _) = digits
@@ -164,6 +179,8 @@ def test_bad_parameters(model, slicer, digits):
         SliceDetector(slicer, layer="pool1").fit(x[:50])
     with pytest.raises(InvalidParameterError, match="'layer' parameter"):
         FeatureMapDetector(model, layer="nope").fit(x[:50])
+    with pytest.raises(InvalidParameterError, match="2 stage"):
+        SliceDetector(slicer, layer=-3).fit(x[:50])
     with pytest.raises(InvalidParameterError, match="'contamination' parameter"):
         MahalanobisDetector(model, contamination=0.7).fit(x[:50])
     with pytest.raises(InvalidInputError, match="shape"):
