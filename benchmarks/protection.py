@@ -46,6 +46,11 @@ def main(argv=None):
     parser.add_argument("--fraction", type=float, default=0.5, help="share of each layer hidden (default 0.5)")
     parser.add_argument("--per-class", type=int, default=100, help="training samples sliced per class (default 100)")
     parser.add_argument("--profile", type=int, default=10000, help="training samples profiled (default 10000)")
+    parser.add_argument("--granularity", default="element", choices=("element", "channel"),
+                        help="slicing granularity of the nnslicer method (default element)")
+    parser.add_argument("--theta", type=float, default=None, help="slicing theta (default 0.2)")
+    parser.add_argument("--batchnorm", default="train", choices=("train", "frozen"),
+                        help="attacker trains batch norm in training mode (default) or frozen")
     parser.add_argument("--out", default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     if args.quick:
@@ -68,7 +73,8 @@ def main(argv=None):
         return 100.0 * float(np.mean(m.predict(xs, batch_size=512, verbose=0).argmax(1) == ys))
 
     t = time.perf_counter()
-    slicer = nnslicer.Slicer(model).fit(x_tr[:args.profile], y_tr[:args.profile])
+    slicer = nnslicer.Slicer(model, theta=args.theta, granularity=args.granularity).fit(
+        x_tr[:args.profile], y_tr[:args.profile])
     slices = class_slices(slicer, x_tr, y_tr, classes, max_per_class=args.per_class)
     ep = nnslicer.Slicer(model, rule="effective_path").fit(profile=slicer.profile_)
     ep_slices = class_slices(ep, x_tr, y_tr, classes, max_per_class=args.per_class)
@@ -91,7 +97,8 @@ def main(argv=None):
                "hidden": secret.n_hidden, "attack": []}
         for budget in budgets:
             s = time.perf_counter()
-            stolen = steal(protected, secret, pool[:budget], victim_labels[:budget], epochs=args.epochs)
+            stolen = steal(protected, secret, pool[:budget], victim_labels[:budget], epochs=args.epochs,
+                           batchnorm=args.batchnorm)
             row["attack"].append({"budget": budget, "target_acc": accuracy(stolen),
                                   "all_acc": accuracy(stolen, False), "seconds": round(time.perf_counter() - s, 1)})
             print(f"[protection] {method} {budget}: {row['attack'][-1]}", file=sys.stderr, flush=True)
@@ -113,7 +120,8 @@ def main(argv=None):
     data = {"summary": summary, "machine": machine(), "command": command, "model": info,
             "settings": {"classes": list(classes), "budgets": budgets, "epochs": args.epochs,
                          "fraction": args.fraction, "per_class": args.per_class, "profile": args.profile,
-                         "attacker": "SGD lr 5e-3 momentum 0.5 batch 256, labels = victim's predictions, batch norm in training mode"},
+                         "attacker": "SGD lr 5e-3 momentum 0.5 batch 256, labels = victim's predictions",
+                         "batchnorm": args.batchnorm, "granularity": args.granularity, "theta": args.theta},
             "seconds": {"profile_and_slice": round(slice_s, 1), "attacks": round(attack_s, 1),
                         "total": round(time.perf_counter() - start_all, 1)},
             "unprotected_target_acc": accuracy(model), "results": rows, "paper": PAPER}
@@ -133,9 +141,11 @@ def main(argv=None):
         f"{'met' if summary['target_met'] else 'missed'}.",
         f"## Target-class test accuracy (%), {args.fraction:.0%} of each layer hidden",
         f"The attacker retrains only the hidden weights for {args.epochs} epochs (SGD lr 5e-3, momentum 0.5, "
-        "batch 256) on training images labelled by the unprotected model, in training mode (batch norm "
-        "normalises with batch statistics and its moving statistics follow the attacker's data; every "
-        "parameter but the hidden weights stays bitwise as published). "
+        "batch 256) on training images labelled by the unprotected model, "
+        + ("in training mode (batch norm normalises with batch statistics and its moving statistics "
+           "follow the attacker's data; " if args.batchnorm == "train" else "in inference mode (batch norm "
+           "frozen; ") + "every parameter but the hidden weights stays bitwise as published). "
+        f"Slicing: {args.granularity} granularity, theta {args.theta or 0.2}. "
         "Restoring from the secret gave the original weights bitwise for every method: "
         f"{all(r['restored_exact'] for r in rows)}. The paper's figures are ResNet10 on CIFAR-10.",
         markdown_table(header, table),
