@@ -384,6 +384,16 @@ def test_combined_leaves_slice_out_on_attention(transformer, caplog):
         LI.layer_importance(model, x, "combined", criteria=["slice"])
     with pytest.raises(InvalidParameterError, match="'reduction'"):
         LI.layer_importance(model, x, "combined", criteria=["fit/max"])
+    with pytest.raises(InvalidParameterError, match="'q'"):
+        LI.layer_importance(model, x, "combined", criteria=["fit/p101"])
+
+
+def test_combined_member_percentile_shorthand(tiny):
+    model, x, _ = tiny
+    a = LI.layer_importance(model, x, "combined", criteria=["weight/p50", "gradient/l2"])
+    b = LI.combine([LI.reduce_scores(LI.criterion_scores(model, x, "weight"), "percentile", 50),
+                    LI.reduce_scores(LI.criterion_scores(model, x, "gradient"), "l2")])
+    assert a == LI._ordered(b)
 
 
 # --------------------------------------------------------------------------- refusals
