@@ -277,11 +277,15 @@ class _ClassifierDetector(_Detector):
             untrusted = set(get_untrusted_types(data=data)) - set(_TRUSTED)
             if untrusted:
                 raise FileFormatError(f"{path!r} holds types a detector never has: {sorted(untrusted)}.")
-            self.classifier_ = loads(data, trusted=_TRUSTED)
+            classifier = loads(data, trusted=_TRUSTED)
         except FileFormatError:
             raise
         except Exception as exc:
             raise FileFormatError(f"{path!r} holds no readable classifier ({exc}).") from exc
+        kind = f"{type(classifier).__module__}.{type(classifier).__name__}"
+        if kind not in _TRUSTED[:2]:
+            raise FileFormatError(f"{path!r} holds a {type(classifier).__name__}, which a detector never has.")
+        self.classifier_ = classifier
 
 
 # --------------------------------------------------------------------------- NNSlicer

@@ -49,7 +49,8 @@ ATTACKS = {
     "PGD_0.05": ("pgd", {"eps": 0.05, "step": 0.01, "steps": 20}),
     "PGD_0.1": ("pgd", {"eps": 0.1, "step": 0.02, "steps": 20}),
     "CWL2_k0": ("cw_l2", {"confidence": 0.0, "max_iter": 20}),
-    "CWL2_k5": ("cw_l2", {"confidence": 5.0, "max_iter": 20}),
+    # the models end in softmax, so ART's CW margin is between probabilities (at most 1)
+    "CWL2_k0.3": ("cw_l2", {"confidence": 0.3, "max_iter": 20, "initial_const": 10.0}),
     "DeepFool_os0.02": ("deepfool", {"epsilon": 0.02, "max_iter": 20}),
     "DeepFool_os0.1": ("deepfool", {"epsilon": 0.1, "max_iter": 20}),
     "JSMA_g0.1": ("jsma", {"theta": 1.0, "gamma": 0.1}),

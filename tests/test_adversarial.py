@@ -236,7 +236,7 @@ def test_file_refuses_foreign_types(fitted, model, tmp_path):
     meta, arrays = load_archive(path, "detector")
     arrays["classifier"] = np.frombuffer(dumps(LogisticRegression()), dtype=np.uint8)
     save_archive(path, "detector", meta, arrays)
-    with pytest.raises(FileFormatError, match="types a detector never has"):
+    with pytest.raises(FileFormatError, match="LogisticRegression, which a detector never has"):
         load_detector(path, model)
 
 
