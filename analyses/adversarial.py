@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: Classifiers a slice or feature-map detector can use.
 CLASSIFIERS = ("tree", "forest")
+#: Defaults, from benchmarks/adversarial.py: on ResNet10 the last stage's slices mostly tell
+#: the predicted class itself (clean and adversarial alike), the stage before tells them
+#: apart; a forest generalises better than one tree. The paper's choice is layer=-1, "tree".
+DEFAULT_LAYER, DEFAULT_CLASSIFIER = -2, "forest"
 #: scikit-learn types a detector file may hold (anything else is refused when loading).
 _TRUSTED = [
     "sklearn.tree._classes.DecisionTreeClassifier",
@@ -123,8 +127,11 @@ def default_layer(graph, stage=-1) -> str:
 
 
 def _check_layer(graph, layer):
-    if layer is None or (isinstance(layer, numbers.Integral) and not isinstance(layer, bool)):
-        return default_layer(graph, -1 if layer is None else int(layer))
+    if layer is None:  # the default stage, or the earliest there is
+        stages = len({graph[n].shape for n in graph.weighted_ops if graph[n].kind in ("conv2d", "depthwise_conv2d")})
+        return default_layer(graph, max(DEFAULT_LAYER, -max(stages, 1)))
+    if isinstance(layer, numbers.Integral) and not isinstance(layer, bool):
+        return default_layer(graph, int(layer))
     if layer not in graph or graph[layer].n_synapses == 0:
         options = ", ".join(graph.weighted_ops)
         raise InvalidParameterError(f"The 'layer' parameter must name a weighted op of {graph.name!r} "
@@ -251,6 +258,9 @@ class _ClassifierDetector(_Detector):
         else:
             clf = RandomForestClassifier(n_estimators=100, random_state=self.random_state, n_jobs=-1)
         self.classifier_ = clf.fit(feats, labels)
+        # A forest's threads add tree votes in any order: predict in one, so that the same
+        # inputs always get the same scores (to the last bit).
+        self.classifier_.n_jobs = None
         self.offset_ = 0.0
 
     def _score(self, feats, predicted):
@@ -303,12 +313,13 @@ class SliceDetector(_ClassifierDetector):
         A slicer of the model, fitted (profiled) or not; an unfitted one is fitted on the
         ``x_clean`` given to :meth:`fit`. ``Slicer(model, rule="effective_path")`` gives the
         EffectivePath baseline.
-    layer : str or int, default -1
+    layer : str or int, optional
         The weighted op whose synapses are the features, or a stage counted from the end for
         :func:`default_layer` (-1: the largest convolution of the last stage, the paper's code;
-        -2: of the stage before).
-    classifier : {"tree", "forest"}, default "tree"
-        A decision tree (the paper) or a random forest of 100 trees (smoother scores).
+        -2: of the stage before). Default: -2 (or -1 when the model has one stage).
+    classifier : {"tree", "forest"}, default "forest"
+        A decision tree (the paper) or a random forest of 100 trees (better on every model of
+        ``benchmarks/adversarial.py``, and smoother scores).
     random_state : int, default 0
     n_jobs : int, optional
         Ray workers for slicing (see :meth:`nnslicer.Slicer.slice_many`).
@@ -332,7 +343,7 @@ class SliceDetector(_ClassifierDetector):
 
     kind = "slice"
 
-    def __init__(self, slicer, layer=None, classifier="tree", random_state=0, n_jobs=None, chunk=128):
+    def __init__(self, slicer, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0, n_jobs=None, chunk=128):
         self.slicer = slicer
         self.layer = layer
         self.classifier = classifier
@@ -463,16 +474,16 @@ class FeatureMapDetector(_ActivationDetector, _ClassifierDetector):
     Parameters
     ----------
     model : keras.Model
-    layer : str or int, default -1
+    layer : str or int, optional
         A weighted op of the lifted model, or a stage as in :class:`SliceDetector`.
-    classifier : {"tree", "forest"}, default "tree"
+    classifier : {"tree", "forest"}, default "forest"
     random_state : int, default 0
     """
 
     kind = "feature_map"
     _params = ("layer", "classifier", "random_state")
 
-    def __init__(self, model, layer=None, classifier="tree", random_state=0):
+    def __init__(self, model, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0):
         self.model = model
         self.layer = layer
         self.classifier = classifier
@@ -697,11 +708,11 @@ def add_commands(subparsers):
                    help="slice (NNSlicer, default), effective_path (slices with Qiu et al.'s rule), "
                         "feature_map (raw activations) or mahalanobis (Lee et al. 2018)")
     f.add_argument("--layer", help="the op whose synapses (or activations) are the features, or a stage "
-                                   "counted from the end: -1 (default) the largest convolution of the last "
-                                   "stage, -2 of the stage before ('nnslicer info MODEL' lists ops)")
-    f.add_argument("--classifier", default="tree", choices=CLASSIFIERS,
-                   help="decision tree (the paper, default) or random forest")
-    add_slicing_options(f)
+                                   "counted from the end: -1 the largest convolution of the last stage (the "
+                                   "paper), -2 of the stage before (default) ('nnslicer info MODEL' lists ops)")
+    f.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=CLASSIFIERS,
+                   help="random forest (default) or decision tree (the paper)")
+    add_slicing_options(f, granularity="channel")  # better and faster (benchmarks/adversarial.py)
     f.add_argument("--workers", type=int, default=None, help="Ray workers for slicing (default: serially)")
     f.add_argument("-o", "--output", required=True, help="where to write the detector (.nnsd)")
     f.set_defaults(func=cmd_detect_fit)

@@ -271,6 +271,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="LeNet on MNIST-5k, 500 fit, 100 clean, 30 ART")
     parser.add_argument("--merge", action="store_true",
                         help="keep other models' rows of an existing results/adversarial.json")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="only write the results of these adversarial.json files as one (no run)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -281,25 +283,28 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown attacks or detectors: {unknown}")
     epochs = {f"{a}/{d}": e for a, d, e in MODELS}
-    chosen = args.models.split(",")
-    rows, metas = [], []
+    chosen = [] if args.combine else args.models.split(",")
+    rows, metas, settings = [], [], {}
     path = os.path.join(args.out, "adversarial.json")
-    if args.merge and os.path.exists(path):
-        with open(path) as f:
+    for source in args.combine or ([path] if args.merge and os.path.exists(path) else []):
+        with open(source) as f:
             old = json.load(f)
-        rows = [r for r in old["rows"] if r["model"] not in chosen]
-        metas = [m for m in old["models"] if m["model"] not in chosen]
+        rows += [r for r in old["rows"] if r["model"] not in chosen]
+        metas += [m for m in old["models"] if m["model"] not in chosen]
+        settings.update({m["model"]: old["settings"].get(m["model"], old["settings"])
+                         for m in old["models"] if m["model"] not in chosen})
     for key in chosen:
         arch, dataset = key.split("/")
         log(f"{key} ...")
         r, m = run_model(arch, dataset, epochs[key], args)
         rows += r
         metas.append(m)
+        settings[key] = {"fit": args.fit, "profile": args.profile, "clean": args.clean, "art": args.art}
     order = [f"{a}/{d}" for a, d, _ in MODELS]
     metas.sort(key=lambda m: order.index(m["model"]))
     main_model = next(m["model"] for m in metas)
     result = {"summary": summarise(rows, metas, main_model), "paper": PAPER, "models": metas, "rows": rows,
-              "settings": {"fit": args.fit, "profile": args.profile, "clean": args.clean, "art": args.art}}
+              "settings": settings}
     write_results(args.out, "adversarial", result, markdown(result))
     return 0
 

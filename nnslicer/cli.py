@@ -86,15 +86,15 @@ def progress_bar(total, what):
     return update, bar.close
 
 
-def add_slicing_options(p):
+def add_slicing_options(p, granularity="element"):
     """Add the Slicer's options to a subcommand's parser (read back by :func:`make_slicer`)."""
     p.add_argument("--theta", type=float, default=None,
                    help="share of a neuron's contribution that may be left out, in (0, 1) "
                         "(default 0.2; 0.5 for effective_path)")
     p.add_argument("--rule", default="nnslicer", choices=("nnslicer", "paper", "effective_path"),
                    help="which candidates are kept (default: nnslicer, the authors' code)")
-    p.add_argument("--granularity", default="element", choices=("element", "channel"),
-                   help="a neuron of a feature map is an element or a channel (default: element)")
+    p.add_argument("--granularity", default=granularity, choices=("element", "channel"),
+                   help=f"a neuron of a feature map is an element or a channel (default: {granularity})")
     p.add_argument("--baseline", default="global", choices=("global", "class"),
                    help="deltas from the global mean or the predicted class's mean "
                         "(class needs a profile made with --labels)")

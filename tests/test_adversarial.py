@@ -46,8 +46,8 @@ def slicer(model, digits):
 
 def detectors(model, slicer):
     return {
-        "slice": SliceDetector(slicer),
-        "slice_forest": SliceDetector(slicer, classifier="forest"),
+        "slice": SliceDetector(slicer),  # defaults: the stage before the last (conv1), a forest
+        "slice_paper": SliceDetector(slicer, layer=-1, classifier="tree"),
         "effective_path": SliceDetector(nnslicer.Slicer(model, rule="effective_path").fit(profile=slicer.profile_)),
         "feature_map": FeatureMapDetector(model),
         "mahalanobis": MahalanobisDetector(model),
@@ -61,7 +61,7 @@ def fitted(model, slicer, digits):
 
 
 # --------------------------------------------------------------------------- the contract
-@pytest.mark.parametrize("name", ["slice", "slice_forest", "effective_path", "feature_map", "mahalanobis"])
+@pytest.mark.parametrize("name", ["slice", "slice_paper", "effective_path", "feature_map", "mahalanobis"])
 def test_outlier_contract(fitted, digits, name):
     det = fitted[name]
     _, (x, _) = digits
@@ -84,7 +84,7 @@ def test_fit_returns_self_and_not_fitted(model, slicer, digits, name):
 
 def test_tree_flags_where_its_class_differs(fitted, digits):
     """predict is -1 exactly where the tree's class differs from the model's (the paper's rule)."""
-    det = fitted["slice"]
+    det = fitted["slice_paper"]
     _, (x, _) = digits
     feats = det.features(x[:60])
     tree = det.classifier_.predict(feats.values)
@@ -94,10 +94,11 @@ def test_tree_flags_where_its_class_differs(fitted, digits):
 def test_slice_features_are_the_layer_counts(fitted, slicer, digits):
     """A slice detector's features are, row by row, the chosen layer's synapse counts of the
     predicted class's slice of each input."""
-    det = fitted["slice"]
+    det = fitted["slice_paper"]
     _, (x, _) = digits
     feats = det.features(x[:5])
     assert det.layer_ == default_layer(slicer.graph_) == "conv2"
+    assert fitted["slice"].layer_ == "conv1" and fitted["slice"].classifier == "forest"
     for i in range(5):
         s = slicer.slice(x[i])
         assert s.targets == [int(feats.predicted[i])]
@@ -159,7 +160,7 @@ def test_fgsm_scores_lower_than_clean(fitted, model, digits):
     assert len(adv) > 50
     from sklearn.metrics import roc_auc_score
 
-    for name in ("slice", "slice_forest"):
+    for name in ("slice", "slice_paper"):
         det = fitted[name]
         clean, attacked = det.detect(adv.x_clean), det.detect(adv.x_adv)
         assert attacked.scores.mean() < clean.scores.mean() - 0.1, name
@@ -198,7 +199,7 @@ def test_unfitted_slicer_is_fitted_on_x(model, digits):
 
 
 # --------------------------------------------------------------------------- files
-@pytest.mark.parametrize("name", ["slice", "slice_forest", "effective_path", "feature_map", "mahalanobis"])
+@pytest.mark.parametrize("name", ["slice", "slice_paper", "effective_path", "feature_map", "mahalanobis"])
 def test_file_round_trip(fitted, model, digits, tmp_path, name):
     det = fitted[name]
     _, (x, _) = digits
