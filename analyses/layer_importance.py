@@ -584,7 +584,7 @@ CRITERIA = {
 #: The members of ``criterion="combined"`` unless ``criteria=`` says otherwise: chosen greedily
 #: (by mean Spearman correlation) on half of the models of ``benchmarks/layer_ranking.py`` and
 #: checked on the other half (see its results).
-DEFAULT_COMBINED = ("fit/l1", "vargrad/linf", "slice/p99")
+DEFAULT_COMBINED = ("fit/l2", "taylor/l1", "vargrad/l1", "slice/p50")
 
 
 # --------------------------------------------------------------------------- public API
