@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.lift", "nnslicer.slicer",
-           "nnslicer.models", "nnslicer.render"]
+           "nnslicer.models", "nnslicer.render", "analyses.layer_importance"]
 
 
 @pytest.mark.parametrize("name", MODULES)
