@@ -19,7 +19,7 @@ from nnslicer.cli import main  # noqa: E402
 from analyses import protection  # noqa: E402
 from analyses.protection import ProtectionSecret, protect, restore, steal, weights_digest  # noqa: E402
 
-from tiny import tiny_cnn  # noqa: E402
+from tiny import self_labelled, tiny_cnn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def data(model):
-    x = np.random.default_rng(0).normal(size=(60, 6, 6, 1)).astype("float32")
-    return x, model.predict(x, verbose=0).argmax(axis=1)
+    return self_labelled(model, 60, 0)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from nnslicer.cli import main  # noqa: E402
 from analyses import pruning  # noqa: E402
 from analyses.pruning import class_focused_prune  # noqa: E402
 from analyses.synapse_scores import class_slices  # noqa: E402
+from tiny import self_labelled  # noqa: E402
 
 L = keras.layers
 
@@ -56,8 +57,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def data(model):
-    x = np.random.default_rng(1).normal(size=(40, 6, 6, 1)).astype("float32")
-    return x, model.predict(x, verbose=0).argmax(axis=1)
+    return self_labelled(model, 40, 1)
 
 
 @pytest.fixture(scope="module")
