@@ -228,7 +228,8 @@ def summarise(rows, metas, main):
 def markdown(result):
     s = result["summary"]
     lines = [f"# Adversarial input detection\n\nMachine: {s['machine']}. "
-             "Command: `python benchmarks/adversarial.py`.\n",
+             "Command: `python benchmarks/adversarial.py` (one model at a time with `--models`, "
+             "joined with `--combine`; each model's settings are in its heading).\n",
              f"Main model: {s['main_model']}; summary detectors: "
              + ", ".join(f"{k} = `{v}`" for k, v in s["detectors"].items()) + ".\n",
              "## Average over attacks (main model), beside the paper (ResNet10 / CIFAR-10, 17 attacks)\n"]
@@ -241,12 +242,16 @@ def markdown(result):
           if (fam := d.split("/")[0]) in paper else "-"] for d, v in avg.items()]))
     for meta in result["models"]:
         model = meta["model"]
+        art = result["settings"].get(model, {}).get("art", "?")
         lines.append(f"\n## {model} (test accuracy {meta['test_accuracy']:.3f}; detectors fit on "
-                     f"{meta['fit_images']:,} clean training images; {meta['clean_images']} clean test images)\n")
+                     f"{meta['fit_images']:,} clean training images; {meta['clean_images']} clean test images, "
+                     f"the first {art} of them for the ART attacks)\n")
         attacks = [a for a in meta["attacks"] if meta["attacks"][a]["successes"]]
         dets = list(averages(result["rows"], model))
         cell = {(r["detector"], r["attack"]): r for r in result["rows"] if r["model"] == model}
-        lines.append("F1 (AUROC) per attack; `n`: successful adversarial examples.\n")
+        failed = [a for a in meta["attacks"] if not meta["attacks"][a]["successes"]]
+        lines.append("F1 (AUROC) per attack; `n`: successful adversarial examples"
+                     + (f"; no success, so left out: {', '.join(failed)}" if failed else "") + ".\n")
         lines.append(markdown_table(
             ["attack", "n", *dets],
             [[a, meta["attacks"][a]["successes"], *(f"{cell[d, a]['f1']:.2f} ({cell[d, a]['auroc']:.2f})"
