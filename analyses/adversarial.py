@@ -396,23 +396,14 @@ class SliceDetector(_ClassifierDetector):
                 "chunk": self.chunk, "slicer": {"theta": s.theta_, "rule": s.rule, "granularity": s.granularity,
                                                  "baseline": s.baseline, "propagation": s.propagation,
                                                  "batch_size": s.batch_size}}
-        p = s.profile_
-        arrays = {f"mean/{k}": v for k, v in p.means.items()}
-        if p.class_means is not None:
-            arrays.update({f"class_mean/{k}": v for k, v in p.class_means.items()})
-            arrays["class_counts"] = p.class_counts
-        meta["profile"] = {"n_samples": p.n_samples}
+        meta["profile"], arrays = s.profile_.to_arrays()
         return meta, {**arrays, **self._classifier_state()}
 
     @classmethod
     def _restore(cls, model, meta, arrays, path):
         from nnslicer import Profile, Slicer
 
-        means = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
-        class_means = {k[11:]: v for k, v in arrays.items() if k.startswith("class_mean/")} or None
-        profile = Profile(means, meta["profile"]["n_samples"], meta["model"], meta["fingerprint"],
-                          class_means, arrays.get("class_counts"))
-        slicer = Slicer(model, **meta["slicer"]).fit(profile=profile)
+        slicer = Slicer(model, **meta["slicer"]).fit(profile=Profile.from_arrays(meta["profile"], arrays))
         det = cls(slicer, layer=meta["layer"], classifier=meta["classifier"],
                   random_state=meta["random_state"], chunk=meta["chunk"])
         det.layer_ = _check_layer(slicer.graph_, meta["layer"])

@@ -59,21 +59,31 @@ class Profile:
 
     def save(self, path):
         """Write the profile to ``path`` (.npz); :meth:`load` reads it back exactly."""
+        return save_archive(path, "profile", *self.to_arrays())
+
+    def to_arrays(self):
+        """``(meta, arrays)``: the profile as JSON-able metadata and named arrays, for files
+        that carry a profile (:meth:`save`, detectors); :meth:`from_arrays` reads them back."""
         arrays = {f"mean/{k}": v for k, v in self.means.items()}
         if self.class_means is not None:
             arrays.update({f"class_mean/{k}": v for k, v in self.class_means.items()})
             arrays["class_counts"] = self.class_counts
-        meta = {"model": self.model, "fingerprint": self.fingerprint, "n_samples": self.n_samples}
-        return save_archive(path, "profile", meta, arrays)
+        return {"model": self.model, "fingerprint": self.fingerprint, "n_samples": self.n_samples}, arrays
+
+    @classmethod
+    def from_arrays(cls, meta, arrays):
+        """The profile of :meth:`to_arrays` (extra arrays are ignored); KeyError or TypeError
+        when something is missing."""
+        means = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
+        class_means = {k[11:]: v for k, v in arrays.items() if k.startswith("class_mean/")} or None
+        return cls(means, meta["n_samples"], meta["model"], meta["fingerprint"], class_means,
+                   arrays.get("class_counts"))
 
     @classmethod
     def load(cls, path):
         meta, arrays = load_archive(path, "profile")
         try:
-            means = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
-            class_means = {k[11:]: v for k, v in arrays.items() if k.startswith("class_mean/")} or None
-            return cls(means, meta["n_samples"], meta["model"], meta["fingerprint"], class_means,
-                       arrays.get("class_counts"))
+            return cls.from_arrays(meta, arrays)
         except (KeyError, TypeError) as exc:
             raise FileFormatError(f"{path!r} is an incomplete profile file ({exc}).") from exc
 
