@@ -20,7 +20,7 @@ log = logging.getLogger("nnslicer")
 #: ``load_array``, ``add_slicing_options``, ``make_slicer``, ``progress_bar``). They must import
 #: nothing heavy (TensorFlow, scikit-learn) at module level.
 ANALYSIS_COMMANDS = ("analyses.adversarial", "analyses.pruning", "analyses.protection",
-                     "analyses.layer_importance")
+                     "analyses.layer_importance", "analyses.compression", "analyses.compression_report")
 
 EPILOG = """examples:
   nnslicer demo                                   train, profile and slice on bundled digits
@@ -48,6 +48,10 @@ def load_model(path):
         raise FileFormatError(f"{path!r}: models are read from .keras or .h5 files.")
     import keras
 
+    for module in ANALYSIS_COMMANDS:  # custom layers of the analyses (e.g. FakeQuant) must be known
+        register = getattr(sys.modules.get(module), "register_keras_objects", None)
+        if register is not None:
+            register()
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many kinds for a bad file

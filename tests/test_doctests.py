@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.lift", "nnslicer.slicer",
-           "nnslicer.models", "nnslicer.render", "analyses.layer_importance"]
+           "nnslicer.models", "nnslicer.render", "analyses.layer_importance",
+           "analyses.budgets", "analyses.quantization", "analyses.faults", "analyses.compression"]
 
 
 @pytest.mark.parametrize("name", MODULES)

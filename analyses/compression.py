@@ -1,0 +1,244 @@
+"""Compress a model with budgets set by a layer ranking (SAFER, SPEC.md section 6).
+
+:func:`compress` ranks the layers (:func:`analyses.layer_importance.layer_importance`), turns
+the ranking into budgets (:mod:`analyses.budgets`) and applies them:
+
+* **structured pruning** (:func:`structured_prune`) of whole output units (Dense) and filters
+  (Conv2D): in each layer the ``round(rate_l * units)`` units with the smallest L1 norm of their
+  weights go. A pruned unit's kernel column and bias become zero, and so do the ``gamma`` and
+  ``beta`` of a BatchNormalization that reads the layer directly, so the unit outputs exactly
+  zero, as if it had been removed (the model keeps its shapes, so it can be compared and sliced
+  against the original). The classifier (the last weighted layer) is never pruned.
+* **mixed-precision quantization** (:func:`analyses.quantization.quantize`): weights at the
+  bit-widths of :func:`analyses.budgets.bit_widths`, activations at 8 bits.
+
+Faults and duplicate-checking are in :mod:`analyses.faults`; what compression changes beyond
+accuracy is reported by :mod:`analyses.compression_report`.
+
+Examples
+--------
+>>> import numpy as np, keras
+>>> keras.utils.set_random_seed(0)
+>>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="h"),
+...                       keras.layers.Dense(8, activation="relu", name="g"), keras.layers.Dense(3, name="o")])
+>>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+>>> small = compress(m, x, criterion="gradient", prune=0.25, bits=4)
+>>> small.compression["bits"]                 # most important layer first
+{'o': 5, 'g': 4, 'h': 3}
+>>> round(small.compression["pruned_fraction"], 2)   # whole units: near 0.25
+0.29
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+
+from nnslicer.errors import InvalidInputError, InvalidParameterError
+
+from .budgets import DIRECTIONS, bit_widths, pruning_rates
+from .quantization import quantize, quantized_layers, register_keras_objects
+
+__all__ = ["compress", "structured_prune", "prunable_layers", "unit_norms", "register_keras_objects",
+           "add_commands"]
+
+log = logging.getLogger(__name__)
+
+PRUNABLE = ("Dense", "Conv2D")
+
+
+def prunable_layers(model):
+    """Dense and Conv2D layers in model order, less the classifier (the last weighted layer)."""
+    weighted = quantized_layers(model)
+    return [layer for layer in weighted[:-1] if type(layer).__name__ in PRUNABLE]
+
+
+def unit_norms(layer):
+    """L1 norm of each output unit's (filter's) kernel weights."""
+    kernel = np.asarray(layer.get_weights()[0])
+    return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+
+
+def _readers(layer):
+    """The layers that read ``layer``'s output."""
+    return [node.operation for node in getattr(layer, "_outbound_nodes", [])]
+
+
+def structured_prune(model, rates):
+    """A copy of ``model`` with the fraction ``rates[layer]`` of units removed from each layer
+    (smallest L1 norm first; the input model is not changed).
+
+    Parameters
+    ----------
+    model : keras.Model
+    rates : dict of str to float in [0, 1)
+        Layers of :func:`prunable_layers` and their pruning rates.
+
+    Returns
+    -------
+    keras.Model
+        ``model.pruning`` holds per layer the units removed and the weights zeroed, and
+        ``pruned_fraction``: the share of the prunable layers' kernel weights removed.
+    """
+    from .pruning import rebuild
+    from .synapse_scores import rank_mask
+
+    layers = {layer.name: layer for layer in prunable_layers(model)}
+    unknown = sorted(set(rates) - set(layers))
+    if unknown:
+        raise InvalidParameterError(f"Cannot prune {unknown}: prunable layers are {sorted(layers)} "
+                                    "(Dense and Conv2D, not the classifier).")
+    weights = {layer.name: layer.get_weights() for layer in model.layers}
+    report, removed, total = {}, 0, 0
+    for name, layer in layers.items():
+        kernel = weights[name][0]
+        total += kernel.size
+        rate = float(rates.get(name, 0.0))
+        if not 0 <= rate < 1:
+            raise InvalidParameterError(f"The pruning rate of {name!r} must be in [0, 1). Got {rate!r} instead.")
+        gone = rank_mask(unit_norms(layer), rate, largest=False)
+        if not gone.any():
+            continue
+        weights[name] = [np.where(gone, 0, w).astype(w.dtype) for w in weights[name]]
+        for reader in _readers(layer):
+            if type(reader).__name__ == "BatchNormalization":
+                weights[reader.name] = [np.where(gone, 0, w).astype(w.dtype) if v.name in ("gamma", "beta") else w
+                                        for v, w in zip(reader.weights, weights[reader.name])]
+        zeroed = int(gone.sum()) * (kernel.size // kernel.shape[-1])
+        removed += zeroed
+        report[name] = {"units": int(kernel.shape[-1]), "removed_units": int(gone.sum()), "removed_weights": zeroed}
+    new = rebuild(model, weights)
+    new.pruning = {"layers": report, "pruned_fraction": removed / total if total else 0.0}
+    return new
+
+
+def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bits=None,
+             activation_bits=8, direction="inverse", max_rate=0.9, ranking=None, **options):
+    """Rank the layers, then prune and/or quantize with budgets from the ranking.
+
+    Parameters
+    ----------
+    model : keras.Model
+    x : array
+        Calibration inputs (ranking, activation ranges).
+    y : array of int, optional
+        Labels for the ranking; default: the model's predictions.
+    criterion, reduction : str
+        The layer criterion (see :func:`analyses.layer_importance.layer_importance`), or
+        ``"uniform"`` for the same budget in every layer (no ranking).
+    prune : float in [0, max_rate], optional
+        Global structured pruning rate (share of the prunable layers' weights).
+    bits : int >= 3, optional
+        Average weight bit-width of mixed-precision quantization.
+    activation_bits : int or None
+        Activation bits when quantizing (default 8).
+    direction : {"inverse", "paper"}
+        How the ranking sets pruning rates (:func:`analyses.budgets.pruning_rates`).
+    max_rate : float
+        Largest pruning rate of one layer.
+    ranking : dict, optional
+        A ready ranking (layer -> score, most important first) instead of computing one.
+    **options
+        Passed to ``layer_importance``.
+
+    Returns
+    -------
+    keras.Model
+        A new model; ``model.compression`` records the ranking, rates, bits and the share of
+        weights pruned.
+    """
+    from .layer_importance import layer_importance
+
+    if prune is None and bits is None:
+        raise InvalidParameterError("compress needs prune=RATE, bits=B or both.")
+    uniform = criterion == "uniform"
+    if ranking is None and not uniform:
+        ranking = layer_importance(model, x, criterion=criterion, reduction=reduction, y=y, **options)
+    info = {"criterion": criterion, "reduction": None if uniform else reduction,
+            "ranking": None if uniform else {k: float(v) for k, v in ranking.items()}}
+    out = model
+    if prune is not None:
+        layers = prunable_layers(model)
+        if not layers:
+            raise InvalidInputError("The model has no Dense or Conv2D layer to prune besides its classifier.")
+        sizes = {layer.name: int(np.prod(layer.get_weights()[0].shape)) for layer in layers}
+        scores = {k: 1.0 for k in sizes} if uniform else ranking
+        rates = pruning_rates(scores, sizes, prune, direction=direction, max_rate=max_rate)
+        out = structured_prune(out, rates)
+        info.update(rates=rates, direction=direction, pruned_fraction=out.pruning["pruned_fraction"])
+    if bits is not None:
+        names = [layer.name for layer in quantized_layers(model)]
+        widths = {name: bits for name in names} if uniform else \
+            bit_widths([k for k in ranking if k in set(names)], bits)
+        out = quantize(out, widths, x, activation_bits=activation_bits)
+        info.update(bits=widths, activation_bits=activation_bits)
+    out.compression = info
+    return out
+
+
+# --------------------------------------------------------------------------- CLI
+def cmd_compress(args):
+    from nnslicer.cli import load_array, load_model
+    from nnslicer.io import atomic_path
+
+    model = load_model(args.model)
+    x = load_array(args.data, "x")
+    y = load_array(args.labels, "y") if args.labels else None
+    out = compress(model, x, y, criterion=args.criterion, reduction=args.reduction, prune=args.prune,
+                   bits=args.bits, activation_bits=None if args.activation_bits == 0 else args.activation_bits,
+                   direction=args.direction)
+    with atomic_path(args.output, ".keras") as tmp:
+        out.save(tmp)
+    info = out.compression
+    names = list(info["ranking"] or info.get("bits") or info.get("rates"))
+    width = max(len("layer"), *(len(n) for n in names))
+    print(f"{'layer':<{width}}  {'score':>10}  {'bits':>4}  {'pruned':>6}")
+    for name in names:
+        score = f"{info['ranking'][name]:.4g}" if info["ranking"] else "-"
+        bits = info.get("bits", {}).get(name, "-")
+        rate = info.get("rates", {}).get(name)
+        print(f"{name:<{width}}  {score:>10}  {bits:>4}  {'-' if rate is None else f'{rate:.0%}':>6}")
+    done = []
+    if "pruned_fraction" in info:
+        done.append(f"{info['pruned_fraction']:.1%} of the prunable weights removed")
+    if "bits" in info:
+        done.append(f"weights at {args.bits} bits on average, activations at "
+                    f"{info['activation_bits'] or 32} bits")
+    print(f"\n{'; '.join(done)} -> {args.output}")
+    return 0
+
+
+def add_commands(subparsers):
+    """Add ``nnslicer compress``."""
+    from .layer_importance import CRITERIA, REDUCTIONS
+
+    p = subparsers.add_parser(
+        "compress", help="prune and/or quantize with per-layer budgets from a layer ranking",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rank the layers on --data with a layer criterion (see 'nnslicer layers'), "
+                    "then give the most important layers the most bits (--bits B: the least "
+                    "important third at B-1, the most important third at B+1, activations at 8) "
+                    "and/or the smallest pruning rates (--prune R: structured pruning of the "
+                    "filters with the smallest L1 norms, R of the weights overall). "
+                    "--criterion uniform gives every layer the same budget.",
+        epilog="examples:\n"
+               "  nnslicer compress model.keras --data x.npy --bits 4 --criterion fit -o q4.keras\n"
+               "  nnslicer compress model.keras --data x.npy --prune 0.3 --criterion gradient -o p30.keras\n"
+               "  nnslicer compress model.keras --data x.npy --prune 0.3 --bits 6 --criterion uniform -o both.keras\n"
+               "  nnslicer compare model.keras q4.keras --data x_test.npy --labels y_test.npy -o report.html")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help="calibration inputs (.npy/.npz), e.g. 256-1000 samples")
+    p.add_argument("--labels", help="their labels (.npy/.npz); default: the model's predictions")
+    p.add_argument("--bits", type=int, default=None, help="average weight bit-width (>= 3)")
+    p.add_argument("--activation-bits", type=int, default=8, help="activation bits (default 8; 0: float32)")
+    p.add_argument("--prune", type=float, default=None, help="global structured pruning rate, e.g. 0.3")
+    p.add_argument("--criterion", default="fit", choices=tuple(CRITERIA) + ("combined", "uniform"),
+                   help="layer criterion setting the budgets (default: fit)")
+    p.add_argument("--reduction", default="linf", choices=tuple(REDUCTIONS), help="(default: linf)")
+    p.add_argument("--direction", default="inverse", choices=DIRECTIONS,
+                   help="pruning rates fall (inverse) or grow (paper: SAFER eq. 12 as written) "
+                        "with importance (default: inverse)")
+    p.add_argument("-o", "--output", required=True, help="where to write the compressed model (.keras)")
+    p.set_defaults(func=cmd_compress)
