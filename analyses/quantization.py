@@ -79,7 +79,8 @@ def _fake_quant_class():
     @keras.saving.register_keras_serializable(package="nnslicer")
     class FakeQuant(keras.layers.Layer):
         """Asymmetric uniform fake quantization of activations: ``2^bits`` levels over
-        ``[low, high]``, values outside clipped."""
+        ``[low, high]``, values outside clipped. Gradients pass straight through (as if the
+        layer were the identity), so saliency maps and fine-tuning work on quantized models."""
 
         def __init__(self, low, high, bits=8, **kwargs):
             super().__init__(**kwargs)
@@ -94,8 +95,8 @@ def _fake_quant_class():
         def call(self, x):
             from keras import ops
 
-            q = ops.round((ops.clip(x, self.low, self.high) - self.low) / self.step)
-            return ops.cast(q * self.step + self.low, x.dtype)
+            q = ops.round((ops.clip(x, self.low, self.high) - self.low) / self.step) * self.step + self.low
+            return x + ops.stop_gradient(ops.cast(q, x.dtype) - x)  # straight-through gradient
 
         def compute_output_shape(self, input_shape):
             return input_shape

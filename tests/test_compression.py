@@ -150,6 +150,13 @@ def test_quantize_model(data, tmp_path):
     seen = keras.Model(q.inputs, q.get_layer("g_fq").output).predict(x, verbose=0)
     assert len(np.unique(seen)) <= 256
     assert q.quantization["bits"] == {"h": 3, "g": 5}
+    import tensorflow as tf  # gradients pass FakeQuant straight through (saliency maps need them)
+
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        top = tf.reduce_sum(q(xt)[:, 0])
+    assert np.any(tape.gradient(top, xt).numpy() != 0)
     path = tmp_path / "q.keras"
     q.save(path)
     quantization.register_keras_objects()
