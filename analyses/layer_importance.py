@@ -222,9 +222,14 @@ def _objective(ctx, out, kind="score", per_sample=False, target=None):
     return vals if per_sample else tf.reduce_mean(vals)
 
 
+#: Samples per batch of per-sample gradients (``tape.jacobian`` memory grows with it).
+JACOBIAN_CHUNK = 16
+
+
 def _gradients(ctx, values=None, kind="score", per_sample=False):
     """One batched GradientTape pass: ``(f, [df/dv for each trainable variable])`` at
-    ``values``; with ``per_sample`` the gradients carry a leading sample axis."""
+    ``values``; with ``per_sample`` the gradients carry a leading sample axis (computed
+    :data:`JACOBIAN_CHUNK` samples at a time)."""
     import tensorflow as tf
 
     values = [tf.convert_to_tensor(v) for v in (ctx.values if values is None else values)]
@@ -232,17 +237,26 @@ def _gradients(ctx, values=None, kind="score", per_sample=False):
         ctx.compiled = {}
     key = (kind, per_sample)
     if key not in ctx.compiled:
-        def run(values):
+        def run(values, x, target):
             with tf.GradientTape() as tape:
                 tape.watch(values)
-                f = _objective(ctx, _evaluate(ctx, values), kind, per_sample)
+                f = _objective(ctx, _evaluate(ctx, values, x=x), kind, per_sample, target)
             return f, (tape.jacobian(f, values, experimental_use_pfor=True) if per_sample
                        else tape.gradient(f, values))
-        ctx.compiled[key] = tf.function(run)
-    f, grads = ctx.compiled[key](values)
-    shape = (lambda v: (len(ctx.target),) + tuple(v.shape)) if per_sample else (lambda v: tuple(v.shape))
-    return f.numpy(), [np.zeros(shape(v), np.float32) if g is None else g.numpy()
-                       for g, v in zip(grads, values)]
+        ctx.compiled[key] = tf.function(run, reduce_retracing=True)
+    n = len(ctx.target)
+    step = JACOBIAN_CHUNK if per_sample else n
+    parts = [ctx.compiled[key](values, ctx.x[i:i + step], tf.constant(ctx.target[i:i + step]))
+             for i in range(0, n, step)]
+    shape = (lambda v: (n,) + tuple(v.shape)) if per_sample else (lambda v: tuple(v.shape))
+    f = np.concatenate([np.atleast_1d(p[0].numpy()) for p in parts]) if per_sample else parts[0][0].numpy()
+    grads = []
+    for j, v in enumerate(values):
+        if parts[0][1][j] is None:
+            grads.append(np.zeros(shape(v), np.float32))
+        else:
+            grads.append(np.concatenate([p[1][j].numpy() for p in parts]) if per_sample else parts[0][1][j].numpy())
+    return f, grads
 
 
 def _per_layer(ctx, arrays):
