@@ -555,6 +555,8 @@ def main(argv=None):
     p.add_argument("--stem", default="layer_ranking")
     p.add_argument("--records", default=os.path.join(tempfile.gettempdir(), "nnslicer-layer-ranking-records.jsonl"),
                    help="where to keep every model's raw scores and ground truth (JSON lines)")
+    p.add_argument("--resume", action="store_true",
+                   help="append to --records, running only the models it does not hold yet")
     p.add_argument("--rescore", metavar="RECORDS", help="score saved records (JSON lines) instead of running models")
     p.add_argument("--truth", default="accuracy", choices=("accuracy", "output"),
                    help="ground truth: accuracy drop (ties by output change), or output change alone "
@@ -580,15 +582,22 @@ def main(argv=None):
         args.models_per_family = max(sum(r["family"] == f for r in records) for f in args.families)
         args.repeats = records[0]["repeats"]
     else:
-        jobs = [(fam, seed, args.repeats) for seed in range(args.models_per_family) for fam in args.families]
         records = []
+        if args.resume and os.path.exists(args.records):  # keep the models already run, run the rest
+            with open(args.records) as f:
+                records = [r for r in map(json.loads, filter(str.strip, f))
+                           if r.get("family") in args.families and r["seed"] < args.models_per_family
+                           and r["repeats"] == args.repeats]
+        done = {(r["family"], r["seed"]) for r in records}
+        jobs = [(fam, seed, args.repeats) for seed in range(args.models_per_family) for fam in args.families
+                if (fam, seed) not in done]
         start = time.perf_counter()
         try:
             from tqdm import tqdm
         except ImportError:  # pragma: no cover
             def tqdm(it, **kw):
                 return it
-        with open(args.records, "w") as log:  # one JSON line per model, as they finish
+        with open(args.records, "a" if args.resume else "w") as log:  # one JSON line per model, as they finish
             if args.workers > 1:
                 import multiprocessing as mp
 

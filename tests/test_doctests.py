@@ -7,7 +7,8 @@ import pytest
 
 MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.lift", "nnslicer.slicer",
            "nnslicer.models", "nnslicer.render", "analyses.layer_importance",
-           "analyses.budgets", "analyses.quantization", "analyses.faults", "analyses.compression"]
+           "analyses.budgets", "analyses.quantization", "analyses.faults", "analyses.compression",
+           "analyses.compression_report"]
 
 
 @pytest.mark.parametrize("name", MODULES)
