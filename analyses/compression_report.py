@@ -58,6 +58,8 @@ import numpy as np
 
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError
 
+from .checks import check_inputs, check_labels
+
 __all__ = ["compare", "CompressionReport", "add_commands"]
 
 log = logging.getLogger(__name__)
@@ -285,24 +287,8 @@ def _check_models(model_a, model_b):
 
 
 def _check_data(x, y, input_shape, n_classes):
-    x = np.asarray(x)
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
-        raise InvalidInputError(f"x must be a numeric array. Got dtype {x.dtype} instead.")
-    if x.ndim != len(input_shape) + 1 or any(w is not None and w != s for w, s in zip(input_shape, x.shape[1:])):
-        raise InvalidInputError(f"x must be a batch of inputs shaped {input_shape}; got shape {x.shape}.")
-    if len(x) == 0:
-        raise InvalidInputError("x is empty: give at least one sample.")
-    if not np.all(np.isfinite(x)):
-        raise InvalidInputError("x holds NaN or infinite values.")
-    labels = np.asarray(y)
-    if labels.ndim == 2 and labels.shape[1] == n_classes and labels.shape[0] == len(x):  # one-hot
-        labels = labels.argmax(axis=1)
-    if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
-        raise InvalidInputError(f"y must hold one integer label per sample ({len(x)}); got shape "
-                                f"{np.shape(y)} and dtype {labels.dtype}.")
-    if labels.min() < 0 or labels.max() >= n_classes:
-        raise InvalidInputError(f"y holds labels outside [0, {n_classes}): the models have {n_classes} classes.")
-    return x, labels.astype(np.int64)
+    x = check_inputs(x, input_shape)
+    return x, check_labels(y, len(x), n_classes)
 
 
 # --------------------------------------------------------------------------- figures

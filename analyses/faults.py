@@ -30,7 +30,9 @@ import numbers
 
 import numpy as np
 
-from nnslicer.errors import InvalidInputError, InvalidParameterError
+from nnslicer.errors import InvalidParameterError
+
+from .checks import check_inputs, check_labels
 
 __all__ = ["flip_bits", "fault_outputs", "fault_accuracy", "fault_curve", "layers_to_check"]
 
@@ -66,18 +68,8 @@ def _layers(model):
 
 
 def _check_data(model, x, y):
-    x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
-    if y.ndim == 2:
-        y = y.argmax(1)
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-        raise InvalidInputError(f"y must hold one integer label per sample ({len(x)}); got shape "
-                                f"{np.shape(y)} and dtype {y.dtype}.")
-    if len(x) == 0:
-        raise InvalidInputError("x is empty.")
-    want = tuple(model.inputs[0].shape[1:])
-    if x.shape[1:] != want:
-        raise InvalidInputError(f"x must be a batch of inputs shaped {want}; got shape {x.shape}.")
-    return x, y.astype(np.int64)
+    x = check_inputs(x, model.inputs[0].shape[1:]).astype(np.float32)
+    return x, check_labels(y, len(x), int(model.outputs[0].shape[-1]))
 
 
 def _seed(seed, repeat, layer, batch=-1):

@@ -70,6 +70,8 @@ import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError
 
+from .checks import check_inputs, check_labels
+
 log = logging.getLogger(__name__)
 
 __all__ = ["layer_importance", "criterion_scores", "reduce_scores", "combine", "ranked_layers",
@@ -148,16 +150,7 @@ def _context(model, x, y, seed):
     graph = _runnable(model)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InvalidInputError("layer_importance needs a model with one input and one output.")
-    x = np.asarray(x)
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
-        raise InvalidInputError(f"x must be a numeric array. Got dtype {x.dtype} instead.")
-    want = tuple(model.inputs[0].shape[1:])
-    if x.ndim != len(want) + 1 or any(w is not None and w != s for w, s in zip(want, x.shape[1:])):
-        raise InvalidInputError(f"x must be a batch of inputs shaped {want}; got shape {x.shape}.")
-    if len(x) == 0:
-        raise InvalidInputError("x is empty: give at least one calibration sample.")
-    if not np.all(np.isfinite(x)):
-        raise InvalidInputError("x holds NaN or infinite values.")
+    x = check_inputs(x, model.inputs[0].shape[1:])
     layers = ranked_layers(model)
     if not layers:
         raise InvalidInputError("The model has no layer with trainable weights to rank.")
@@ -166,17 +159,7 @@ def _context(model, x, y, seed):
     if out.ndim != 2:
         raise InvalidInputError(f"layer_importance needs a classifier with outputs shaped "
                                 f"(batch, classes); got {out.shape}.")
-    if y is None:
-        target = out.argmax(1)
-    else:
-        target = np.asarray(y)
-        if target.ndim == 2 and target.shape[1] == out.shape[1]:
-            target = target.argmax(1)
-        if target.shape != (len(x),) or not np.issubdtype(target.dtype, np.integer):
-            raise InvalidInputError(f"y must hold one integer label per sample ({len(x)}); "
-                                    f"got shape {np.shape(y)} and dtype {target.dtype}.")
-        if target.min() < 0 or target.max() >= out.shape[1]:
-            raise InvalidInputError(f"y holds labels outside [0, {out.shape[1]}).")
+    target = out.argmax(1) if y is None else check_labels(y, len(x), out.shape[1])
     variables = list(model.trainable_variables)
     ids = {id(v): i for i, v in enumerate(variables)}
     index = {layer.name: [ids[id(v)] for v in layer.trainable_weights] for layer in layers}
