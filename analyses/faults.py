@@ -34,7 +34,7 @@ from nnslicer.errors import InvalidParameterError
 
 from .checks import check_inputs, check_labels
 
-__all__ = ["flip_bits", "fault_outputs", "fault_accuracy", "fault_curve", "layers_to_check"]
+__all__ = ["flip_bits", "fault_outputs", "fault_accuracy", "fault_curve", "exposure", "layers_to_check"]
 
 
 def _check_rate(rate, caller):
@@ -229,6 +229,25 @@ def fault_curve(model, x, y, ranking, rate, repeats=3, seed=0, batch_size=256, c
         acc.append(float(np.mean(runs)))
         std.append(float(np.std(runs)))
     return {"unchecked": list(range(len(order) + 1)), "accuracy": acc, "std": std}
+
+
+def exposure(model):
+    """Bits at risk per layer and inference: 32 x (the layer's weights + its output values for
+    one sample). At a bit-error rate ``r`` a layer takes ``r * exposure`` flips per inference on
+    average, so checking layers in this order (largest first) removes the most flips; a
+    ranking for :func:`fault_curve`, most exposed first.
+
+    >>> import keras
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"), keras.layers.Dense(3, name="o")])
+    >>> exposure(m)        # h: 32 * (4*8 + 8 + 8), o: 32 * (8*3 + 3 + 3)
+    {'h': 1536, 'o': 960}
+    """
+    sizes = {}
+    for layer in model.layers:
+        if layer.name in set(_layers(model)):
+            outputs = int(np.prod([d for d in layer.output.shape[1:]]))
+            sizes[layer.name] = 32 * (sum(int(np.prod(v.shape)) for v in layer.weights) + outputs)
+    return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
 
 
 def layers_to_check(curve, max_loss=0.01):

@@ -14,7 +14,8 @@ rank-average ``combined``), ranked on 256 training images with the model's own p
 * **bit flips** in the weights and outputs of every layer with weights, at one bit-error rate
   (the smallest of ``--fault-rates`` that costs the unchecked model at least 5 points),
   leaving 0, 1, 2, ... of the least important layers unchecked; the number of layers to check
-  to stay within 1 point of the clean accuracy. A random layer order is the reference;
+  to stay within 1 point of the clean accuracy. References: a random layer order, and the
+  layers' exposure (bits of weights and outputs per inference, ``analyses.faults.exposure``);
 * **beyond accuracy**: ``analyses.compression_report.compare`` of the original against the
   best mixed-precision and the best pruned model (flips, confidence, saliency, slice survival).
 
@@ -43,6 +44,9 @@ from common import RESULTS, load_data, machine, markdown_table, trained_model, w
 
 MODELS = {"lenet": 5, "resnet10": 3}  # architecture -> training epochs (the other benchmarks' models)
 MAIN = "resnet10"
+#: Reference orders beside the criteria: a random one, and the layers' exposure to bit flips
+#: (bits of weights and outputs per inference, ``analyses.faults.exposure``).
+REFERENCES = ("random", "exposure")
 
 #: SAFER's figures (different models and data: ResNet-8/CIFAR-10, ResNet-50/ImageNet).
 PAPER = {
@@ -62,6 +66,7 @@ def accuracy(model, x, y):
 
 
 def rankings(model, x, criteria, log):
+    from analyses.faults import exposure
     from analyses.layer_importance import layer_importance
 
     out, seconds = {}, {}
@@ -74,6 +79,7 @@ def rankings(model, x, criteria, log):
     names = list(out[criteria[0]])
     out["random"] = {n: float(s) for n, s in zip([names[i] for i in rng.permutation(len(names))],
                                                 range(len(names), 0, -1))}
+    out["exposure"] = {k: float(v) for k, v in exposure(model).items()}
     return out, seconds
 
 
@@ -171,7 +177,7 @@ def run_model(arch, args, log):
     fault = faults(model, x_te[:args.fault_samples], y_te[:args.fault_samples], ranks, args.fault_rates,
                    args.repeats, log)
     t["faults"] = time.perf_counter() - start
-    real = [c for c in ranks if c != "random"]
+    real = [c for c in ranks if c not in REFERENCES]
     best_bits = max((r for r in quant if r["bits"] == 4 and r["criterion"] in real), key=lambda r: r["accuracy"])
     best_prune = max((r for r in prune if r["rate"] == 0.2 and r["criterion"] in real), key=lambda r: r["accuracy"])
     start = time.perf_counter()
@@ -186,7 +192,7 @@ def run_model(arch, args, log):
 
 def summarise(result):
     """The figures of one model: best criterion against uniform budgets."""
-    real = [c for c in result["rankings"] if c != "random"]
+    real = [c for c in result["rankings"] if c not in REFERENCES]
     q4 = {r["criterion"]: r["accuracy"] for r in result["quantization"] if r["bits"] == 4}
     p20 = [r for r in result["pruning"] if r["rate"] == 0.2]
     best_q = max(real, key=q4.get)
@@ -206,6 +212,7 @@ def summarise(result):
                                                   for d in ("inverse", "paper")},
         "checked_layers_for_1pt_loss": curves[best_f]["checked_for_1pt"], "checked_layers_criterion": best_f,
         "checked_layers_random_order": curves["random"]["checked_for_1pt"],
+        "checked_layers_exposure_order": curves["exposure"]["checked_for_1pt"],
         "total_layers": len(result["rankings"][best_f]), "criteria": len(real),
     }
 
@@ -231,7 +238,8 @@ def markdown(data):
             f"uniform {s['uniform_pruning_acc']}% (criteria above uniform: {s['ranked_pruning_criteria_above_uniform']}). "
             f"Bit flips: checking {s['checked_layers_for_1pt_loss']} of {s['total_layers']} layers "
             f"({s['checked_layers_criterion']}) keeps within 1 point; a random order needs "
-            f"{s['checked_layers_random_order']}.")
+            f"{s['checked_layers_random_order']}, the exposure order (most bits at risk first) "
+            f"{s['checked_layers_exposure_order']}.")
         paper_p = PAPER["pruning_resnet8_cifar10_gamma20_row_avg"]
         paper_q = PAPER["quantization_resnet50_imagenet_powerquant_w4a8"]
         rates = sorted({r["rate"] for r in result["pruning"]})

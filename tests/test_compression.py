@@ -260,6 +260,17 @@ def test_fault_accuracy_and_curve(data):
         pytest.approx(a["accuracy"][1])
 
 
+def test_exposure_counts_bits_of_weights_and_outputs(data):
+    _, x = data
+    model = cnn()
+    # per sample: c1 8x8x4 out, 2*3*3*4 + 4 weights; bn1 4 x 4 weights; dw 3*3*4 + 4; c2 4*4 + 4; out 4*3 + 3
+    want = {"c1": 256 + 76, "bn1": 256 + 16, "dw": 256 + 40, "c2": 256 + 20, "out": 3 + 15}
+    got = faults.exposure(model)
+    assert got == {k: 32 * v for k, v in sorted(want.items(), key=lambda kv: -kv[1])}
+    y = model.predict(x, verbose=0).argmax(1)
+    assert fault_curve(model, x, y, list(got), 1e-4, repeats=1)["unchecked"] == [0, 1, 2, 3, 4, 5]
+
+
 def test_layers_to_check():
     curve = {"unchecked": [0, 1, 2, 3, 4], "accuracy": [0.90, 0.90, 0.895, 0.87, 0.80]}
     assert layers_to_check(curve) == 2
