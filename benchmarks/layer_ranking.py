@@ -460,7 +460,9 @@ def markdown(summary, cells, families, records, args, elapsed, combined_members)
              f"Command: `{' '.join(['python', 'benchmarks/layer_ranking.py'] + sys.argv[1:])}`  ",
              f"Models per family: {args.models_per_family}; repeats per perturbation strength: "
              f"{args.repeats}; " + (f"wall time {elapsed / 60:.1f} min with {args.workers} worker process(es). "
-                                     if elapsed else "wall time: see below. ") +
+                                     if elapsed and not args.rescore else
+                                     f"recorded run time {elapsed / 60:.1f} min (see the note). " if elapsed
+                                     else "wall time: see below. ") +
              f"'combined' = mean rank of {', '.join(combined_members)}.  ",
              f"Ground truth: {GROUND_TRUTH[args.truth]}.  ",
              "Criterion options (else the library defaults): "

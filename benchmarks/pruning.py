@@ -24,6 +24,8 @@ Writes ``benchmarks/results/pruning.json`` and ``pruning.md``.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import os
 import sys
 import time
@@ -58,6 +60,59 @@ def class_subsets(n, seed=0):
     return out[:n]
 
 
+def mean_acc(grid, method, mc, ratio):
+    v = [r["accuracy"] for r in grid if r["method"] == method and r["mean_compensation"] == mc and r["ratio"] == ratio]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def markdown(data):
+    """The report, from the JSON data alone."""
+    grid, summary, settings, sec = data["grid"], data["summary"], data["settings"], data["seconds"]
+    header = ["ratio"] + [f"{m} comp/none" for m in METHODS] + ["paper (ours / all / magnitude / EP / channel)"]
+    rows = []
+    for ratio in settings["ratios"]:
+        paper = PAPER.get(ratio, {})
+        cells = [f"{mean_acc(grid, m, True, ratio):.1f} / {mean_acc(grid, m, False, ratio):.1f}" for m in METHODS]
+        ptxt = " / ".join(str(paper.get(k, "-")) for k in ("nnslicer", "nnslicer_all", "magnitude", "effective_path", "channel"))
+        rows.append([ratio] + cells + [ptxt])
+    unpruned = float(np.mean([r["accuracy"] for r in grid if r["method"] == "unpruned"]))
+
+    def paper_ft(r):
+        paper = PAPER_FINE_TUNED.get(r["ratio"], {})
+        return str(paper.get(r["method"], paper.get("others", "-")))
+
+    ft_rows = [[r["ratio"], r["method"], f"{r['accuracy']:.1f}", paper_ft(r)] for r in data["fine_tuned"]]
+    size_rows = [[s["ratio"], s["method"], f"{s['params']:,}", f"{s['flops']:,}", f"{s['nonzero_flops']:,}",
+                  s["removed_units"], f"{s['accuracy']:.1f}"] for s in data["sizes"]]
+    before = data["size_before"]
+    redone = data.get("fine_tune_rerun")
+    return "\n\n".join([
+        "# Class-focused pruning: ResNet10 on Fashion-MNIST",
+        f"Machine: {data['machine']}. Command: `{data['command']}`. Model: ResNet10 (SPEC.md), 3 epochs, "
+        f"test accuracy {data['model']['test_accuracy']:.4f}. Total {sec['total']:.0f} s "
+        f"(profiling {settings['profile_samples']} samples {sec['profile']:.0f} s; slicing {settings['per_class']} "
+        f"samples per class: NNSlicer {sec['slice_nnslicer']:.0f} s, EffectivePath {sec['slice_effective_path']:.0f} s).",
+        f"**Summary**: NNSlicer at ratio 0.55, no fine-tuning, mean over {summary['n_class_subsets']} class subsets: "
+        f"**{summary['targeted_acc_r055']}%** target-class accuracy (paper: ~78%); best baseline "
+        f"{summary['best_baseline_r055']}: {summary['best_baseline_acc_r055']}%. Target (>= 78% and above "
+        f"every baseline): {'met' if summary['target_met'] else 'missed'}.",
+        "## Target-class accuracy (%) without fine-tuning, mean over class subsets",
+        f"Each cell: with mean compensation / without. Unpruned model on the same images: {unpruned:.1f}%. "
+        f"Subsets: {', '.join(str(tuple(s)) for s in settings['subsets'])}. The paper's figures are ResNet10 on CIFAR-10.",
+        markdown_table(header, rows),
+        f"## One epoch of fine-tuning (classes 0, 1, 5; Adam {settings.get('fine_tune_lr', 1e-4):g} on "
+        f"{settings.get('fine_tune_samples', 10000):,} of their training samples, pruned synapses held at 0)",
+        *([f"Redone with `{redone['command']}` ({redone['seconds']:.0f} s); the rest of the report is from the "
+           "command above."] if redone else []),
+        markdown_table(["ratio", "method", "accuracy %", "paper"], ft_rows),
+        f"## Size of the physically pruned models (classes 0, 1, 5; before: {before['params']:,} parameters, "
+        f"{before['flops']:,} FLOPs)",
+        "FLOPs = 2 x multiply-adds of the weighted layers. Mean compensation adds a bias to each pruned "
+        "bias-free convolution, so an unpruned-width model can have a few more parameters than the original.",
+        markdown_table(["ratio", "method", "params", "FLOPs", "non-zero FLOPs", "removed units", "accuracy %"], size_rows),
+    ]) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 subsets, 3 ratios, fewer samples")
@@ -68,6 +123,10 @@ def main(argv=None):
     parser.add_argument("--ratios", default="0.2,0.5,0.55,0.7,0.95", help="pruning ratios")
     parser.add_argument("--fine-tune-ratios", default="0.6,0.95", help="ratios fine-tuned (classes 0,1,5)")
     parser.add_argument("--fine-tune-samples", type=int, default=10000, help="fine-tuning samples (default 10000)")
+    parser.add_argument("--fine-tune-lr", type=float, default=None,
+                        help="Adam learning rate of fine-tuning (default: class_focused_prune's)")
+    parser.add_argument("--fine-tune-only", action="store_true",
+                        help="redo only the fine-tuning rows of the existing results/pruning.json")
     parser.add_argument("--out", default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     if args.quick:
@@ -110,6 +169,27 @@ def main(argv=None):
                                    method=method, slices=ep_slices if method == "effective_path" else slices,
                                    **kw)
 
+    ft_classes = (0, 1, 5)
+    ft_lr = args.fine_tune_lr or inspect.signature(class_focused_prune).parameters["fine_tune_lr"].default
+
+    def fine_tune():  # one epoch on (0, 1, 5) for every method
+        ft_idx = np.flatnonzero(np.isin(y_tr, ft_classes))[:args.fine_tune_samples]
+        return [{"method": method, "ratio": ratio, "accuracy": accuracy(
+                    prune(ft_classes, method, ratio, True, x=x_tr[ft_idx], y=y_tr[ft_idx], fine_tune_epochs=1,
+                          remove=False, fine_tune_lr=ft_lr), ft_classes)}
+                for ratio in ft_ratios for method in METHODS]
+
+    if args.fine_tune_only:
+        path = os.path.join(args.out, "pruning.json")
+        with open(path) as f:
+            data = json.load(f)
+        data["fine_tuned"] = fine_tune()
+        data["settings"].update(fine_tune_ratios=ft_ratios, fine_tune_lr=ft_lr,
+                                fine_tune_samples=args.fine_tune_samples)
+        data["fine_tune_rerun"] = {"command": command.strip(), "seconds": round(time.perf_counter() - start_all, 1)}
+        write_results(args.out, "pruning", data, markdown(data))
+        return 0
+
     subsets = class_subsets(args.subsets)
     grid = []  # rows: subset, method, mean_compensation, ratio, accuracy
     t = time.perf_counter()
@@ -127,20 +207,8 @@ def main(argv=None):
               file=sys.stderr, flush=True)
     grid_s = time.perf_counter() - t
 
-    def mean_acc(method, mc, ratio):
-        v = [r["accuracy"] for r in grid if r["method"] == method and r["mean_compensation"] == mc and r["ratio"] == ratio]
-        return float(np.mean(v)) if v else float("nan")
-
-    # fine-tuning and sizes on (0, 1, 5)
-    ft_classes = (0, 1, 5)
     t = time.perf_counter()
-    fine = []
-    ft_idx = np.flatnonzero(np.isin(y_tr, ft_classes))[:args.fine_tune_samples]
-    for ratio in ft_ratios:
-        for method in METHODS:
-            m = prune(ft_classes, method, ratio, True, x=x_tr[ft_idx], y=y_tr[ft_idx], fine_tune_epochs=1,
-                      remove=False)
-            fine.append({"method": method, "ratio": ratio, "accuracy": accuracy(m, ft_classes)})
+    fine = fine_tune()
     fine_s = time.perf_counter() - t
     sizes = []
     for ratio in ratios:
@@ -152,13 +220,13 @@ def main(argv=None):
                           "removed_units": r.removed_units, "accuracy": accuracy(m, ft_classes)})
     params_before, flops_before = r.params_before, r.flops_before
 
-    targeted = mean_acc("nnslicer", True, 0.55) if 0.55 in ratios else float("nan")
-    baseline_r055 = {f"{m}{'' if mc else ' (no comp.)'}": mean_acc(m, mc, 0.55)
+    targeted = mean_acc(grid, "nnslicer", True, 0.55) if 0.55 in ratios else float("nan")
+    baseline_r055 = {f"{m}{'' if mc else ' (no comp.)'}": mean_acc(grid, m, mc, 0.55)
                      for m in BASELINES for mc in (True, False)} if 0.55 in ratios else {}
     best_name = max(baseline_r055, key=baseline_r055.get) if baseline_r055 else None
     summary = {
         "targeted_acc_r055": round(targeted, 2),
-        "targeted_acc_r055_no_compensation": round(mean_acc("nnslicer", False, 0.55), 2) if 0.55 in ratios else None,
+        "targeted_acc_r055_no_compensation": round(mean_acc(grid, "nnslicer", False, 0.55), 2) if 0.55 in ratios else None,
         "best_baseline_acc_r055": round(baseline_r055[best_name], 2) if best_name else None,
         "best_baseline_r055": best_name,
         "n_class_subsets": len(subsets),
@@ -168,7 +236,8 @@ def main(argv=None):
         "summary": summary, "machine": machine(), "command": command, "model": info,
         "settings": {"subsets": [list(s) for s in subsets], "ratios": ratios, "per_class": args.per_class,
                      "profile_samples": args.profile, "test_per_class": args.test_per_class,
-                     "fine_tune_ratios": ft_ratios, "fine_tune_classes": list(ft_classes)},
+                     "fine_tune_ratios": ft_ratios, "fine_tune_classes": list(ft_classes),
+                     "fine_tune_lr": ft_lr, "fine_tune_samples": args.fine_tune_samples},
         "seconds": {"profile": round(profile_s, 1), "slice_nnslicer": round(slice_s, 1),
                     "slice_effective_path": round(ep_slice_s, 1), "grid": round(grid_s, 1),
                     "fine_tune": round(fine_s, 1), "total": round(time.perf_counter() - start_all, 1)},
@@ -178,43 +247,7 @@ def main(argv=None):
             "fine_tuned_0_1_5": {str(k): v for k, v in PAPER_FINE_TUNED.items()}},
     }
 
-    header = ["ratio"] + [f"{m} comp/none" for m in METHODS] + ["paper (ours / all / magnitude / EP / channel)"]
-    rows = []
-    for ratio in ratios:
-        paper = PAPER.get(ratio, {})
-        cells = [f"{mean_acc(m, True, ratio):.1f} / {mean_acc(m, False, ratio):.1f}" for m in METHODS]
-        ptxt = " / ".join(str(paper.get(k, "-")) for k in ("nnslicer", "nnslicer_all", "magnitude", "effective_path", "channel"))
-        rows.append([ratio] + cells + [ptxt])
-    unpruned = float(np.mean([r["accuracy"] for r in grid if r["method"] == "unpruned"]))
-    def paper_ft(r):
-        paper = PAPER_FINE_TUNED.get(r["ratio"], {})
-        return str(paper.get(r["method"], paper.get("others", "-")))
-
-    ft_rows = [[r["ratio"], r["method"], f"{r['accuracy']:.1f}", paper_ft(r)] for r in fine]
-    size_rows = [[s["ratio"], s["method"], f"{s['params']:,}", f"{s['flops']:,}", f"{s['nonzero_flops']:,}",
-                  s["removed_units"], f"{s['accuracy']:.1f}"] for s in sizes]
-    md = "\n\n".join([
-        "# Class-focused pruning: ResNet10 on Fashion-MNIST",
-        f"Machine: {machine()}. Command: `{command}`. Model: ResNet10 (SPEC.md), 3 epochs, "
-        f"test accuracy {info['test_accuracy']:.4f}. Total {data['seconds']['total']:.0f} s "
-        f"(profiling {args.profile} samples {profile_s:.0f} s; slicing {args.per_class} samples per class: "
-        f"NNSlicer {slice_s:.0f} s, EffectivePath {ep_slice_s:.0f} s).",
-        f"**Summary**: NNSlicer at ratio 0.55, no fine-tuning, mean over {len(subsets)} class subsets: "
-        f"**{summary['targeted_acc_r055']}%** target-class accuracy (paper: ~78%); best baseline "
-        f"{summary['best_baseline_r055']}: {summary['best_baseline_acc_r055']}%. Target (>= 78% and above "
-        f"every baseline): {'met' if summary['target_met'] else 'missed'}.",
-        "## Target-class accuracy (%) without fine-tuning, mean over class subsets",
-        f"Each cell: with mean compensation / without. Unpruned model on the same images: {unpruned:.1f}%. "
-        f"Subsets: {', '.join(str(s) for s in subsets)}. The paper's figures are ResNet10 on CIFAR-10.",
-        markdown_table(header, rows),
-        "## One epoch of fine-tuning (classes 0, 1, 5; Adam 1e-4 on their training samples, pruned synapses held at 0)",
-        markdown_table(["ratio", "method", "accuracy %", "paper"], ft_rows),
-        f"## Size of the physically pruned models (classes 0, 1, 5; before: {params_before:,} parameters, "
-        f"{flops_before:,} FLOPs)",
-        "FLOPs = 2 x multiply-adds of the weighted layers. Mean compensation adds a bias to each pruned "
-        "bias-free convolution, so an unpruned-width model can have a few more parameters than the original.",
-        markdown_table(["ratio", "method", "params", "FLOPs", "non-zero FLOPs", "removed units", "accuracy %"], size_rows),
-    ]) + "\n"
+    md = markdown(data)
     write_results(args.out, "pruning", data, md)
     return 0
 
