@@ -243,10 +243,10 @@ def exposure(model):
     {'h': 1536, 'o': 960}
     """
     sizes = {}
-    for layer in model.layers:
-        if layer.name in set(_layers(model)):
-            outputs = int(np.prod([d for d in layer.output.shape[1:]]))
-            sizes[layer.name] = 32 * (sum(int(np.prod(v.shape)) for v in layer.weights) + outputs)
+    for name in _layers(model):
+        layer = model.get_layer(name)
+        values = sum(int(np.prod(v.shape)) for v in layer.weights) + int(np.prod(layer.output.shape[1:]))
+        sizes[name] = 32 * values
     return dict(sorted(sizes.items(), key=lambda kv: -kv[1]))
 
 
