@@ -1,4 +1,5 @@
-"""Checks of user data shared by the analyses: a batch of model inputs and its labels.
+"""Checks of user data shared by the analyses: a model that can be run op by op, a batch of
+model inputs and its labels.
 
 >>> import numpy as np
 >>> check_labels(np.eye(3)[[2, 0]], 2, 3)       # one-hot rows become class indices
@@ -11,7 +12,7 @@ import numpy as np
 
 from nnslicer.errors import InvalidInputError
 
-__all__ = ["check_inputs", "check_labels"]
+__all__ = ["check_inputs", "check_labels", "runnable_graph"]
 
 
 def check_inputs(x, input_shape):
@@ -42,3 +43,13 @@ def check_labels(y, n, n_classes):
     if n and (labels.min() < 0 or labels.max() >= n_classes):
         raise InvalidInputError(f"y holds labels outside [0, {n_classes}): the model has {n_classes} classes.")
     return labels.astype(np.int64)
+
+
+def runnable_graph(model, caller):
+    """The functional graph of a functional or Sequential Keras model, which the analyses run
+    op by op (hooking layer outputs); a clear error for anything else."""
+    graph = getattr(model, "_functional", None) or model
+    if not hasattr(graph, "_run_through_graph"):
+        raise InvalidInputError(f"{caller} needs a functional or Sequential Keras model with a known input "
+                                f"shape; got {type(model).__name__}.")
+    return graph

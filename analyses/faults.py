@@ -32,7 +32,7 @@ import numpy as np
 
 from nnslicer.errors import InvalidParameterError
 
-from .checks import check_inputs, check_labels
+from .checks import check_inputs, check_labels, runnable_graph
 
 __all__ = ["flip_bits", "fault_outputs", "fault_accuracy", "fault_curve", "exposure", "layers_to_check"]
 
@@ -80,7 +80,7 @@ def _faulty_outputs(model, x, faulty, rate, repeat, seed, batch_size):
     """The model's outputs, batch by batch, with faults in the ``faulty`` layer indices."""
     import keras
 
-    graph = getattr(model, "_functional", None) or model
+    graph = runnable_graph(model, "fault injection")
     names = _layers(model)
     mapping = []
     for i in sorted(faulty):
@@ -116,7 +116,7 @@ def fault_outputs(model, x, rate, checked=(), repeat=0, seed=0, batch_size=256):
     and the output's flips in batch ``k`` from ``default_rng([seed, r, i, k + 1])``.
     """
     rate = _check_rate(rate, "fault_outputs")
-    x = _check_data(model, x, np.zeros(len(x), np.int64))[0]
+    x = check_inputs(x, model.inputs[0].shape[1:]).astype(np.float32)
     faulty = _faulty(model, checked)
     return np.concatenate(list(_faulty_outputs(model, x, faulty, rate, repeat, seed, batch_size)))
 

@@ -70,7 +70,7 @@ import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError
 
-from .checks import check_inputs, check_labels
+from .checks import check_inputs, check_labels, runnable_graph
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +133,12 @@ def ranked_layers(model):
     return [layer for layer in model.layers if layer.trainable_weights]
 
 
-def _runnable(model):
-    graph = getattr(model, "_functional", None) or model
-    if not hasattr(graph, "_run_through_graph"):
-        raise InvalidInputError(
-            f"layer_importance needs a functional or Sequential Keras model with a known input "
-            f"shape; got {type(model).__name__}.")
-    return graph
-
-
 def _context(model, x, y, seed):
     import tensorflow as tf
 
     if not hasattr(model, "layers") or not hasattr(model, "inputs"):
         raise InvalidInputError(f"model must be a Keras model. Got {type(model).__name__} instead.")
-    graph = _runnable(model)
+    graph = runnable_graph(model, "layer_importance")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InvalidInputError("layer_importance needs a model with one input and one output.")
     x = check_inputs(x, model.inputs[0].shape[1:])

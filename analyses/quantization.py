@@ -29,6 +29,8 @@ import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError
 
+from .checks import runnable_graph
+
 __all__ = ["quantize_array", "quantize", "quantized_layers", "register_keras_objects", "FakeQuant"]
 
 #: Variable names that are quantized.
@@ -153,19 +155,11 @@ def __getattr__(name):  # FakeQuant is made on first use: importing this module 
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _graph(model):
-    graph = getattr(model, "_functional", None) or model
-    if not hasattr(graph, "_run_through_graph"):
-        raise InvalidInputError(f"quantize needs a functional or Sequential Keras model; got "
-                                f"{type(model).__name__}.")
-    return graph
-
-
 def _input_ranges(model, names, x, batch_size):
     """min and max of each named layer's (first) input over the calibration batches."""
     import keras
 
-    graph = _graph(model)
+    graph = runnable_graph(model, "quantize")
     ranges = {}
 
     def wrap(op):
@@ -243,7 +237,7 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
     else:
         ranges = {}
     fake_quant = register_keras_objects()["nnslicer>FakeQuant"]
-    graph = _graph(model)
+    graph = runnable_graph(model, "quantize")
     clones = {}
 
     def wrap(op):

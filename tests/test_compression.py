@@ -176,6 +176,21 @@ def test_quantized_model_slices_like_keras(data):
     assert slicer.slice(x[:2]).n_synapses > 0
 
 
+def test_subclassed_models_are_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 4), "float32"))
+    with pytest.raises(InvalidInputError, match="quantize needs a functional or Sequential"):
+        quantize(net, 4, activation_bits=None)
+
+
 def test_quantize_errors(data):
     x, _ = data
     with pytest.raises(InvalidParameterError, match="No quantizable layer"):
