@@ -155,11 +155,10 @@ def __getattr__(name):  # FakeQuant is made on first use: importing this module 
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _input_ranges(model, names, x, batch_size):
+def _input_ranges(graph, names, x, batch_size):
     """min and max of each named layer's (first) input over the calibration batches."""
     import keras
 
-    graph = runnable_graph(model, "quantize")
     ranges = {}
 
     def wrap(op):
@@ -217,6 +216,7 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
     """
     import keras
 
+    graph = runnable_graph(model, "quantize")
     layers = {layer.name: layer for layer in quantized_layers(model)}
     if isinstance(bits, dict):
         unknown = sorted(set(bits) - set(layers))
@@ -233,11 +233,10 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
         x = np.asarray(x, dtype="float32")
         if not np.all(np.isfinite(x)):
             raise InvalidInputError("x holds NaN or infinite values.")
-        ranges = _input_ranges(model, set(plan), x, batch_size)
+        ranges = _input_ranges(graph, set(plan), x, batch_size)
     else:
         ranges = {}
     fake_quant = register_keras_objects()["nnslicer>FakeQuant"]
-    graph = runnable_graph(model, "quantize")
     clones = {}
 
     def wrap(op):
