@@ -175,6 +175,17 @@ def _labels(y, predicted):
     return keep
 
 
+def _check_contamination(contamination, owner, optional):
+    """``contamination`` as a float in (0, 0.5), or None where ``optional``."""
+    c = contamination
+    if c is None and optional:
+        return None
+    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0 < c < 0.5:
+        raise InvalidParameterError(f"The 'contamination' parameter of {owner} must be a float in (0, 0.5)"
+                                    f"{' or None' if optional else ''}. Got {c!r} instead.")
+    return float(c)
+
+
 # --------------------------------------------------------------------------- base class
 class _Detector:
     """The outlier contract over ``_features(x) -> (features, predicted)`` and a scorer."""
@@ -237,6 +248,8 @@ class _Detector:
         meta, arrays = self._state()
         meta.update(detector=self.kind, fingerprint=self._graph().fingerprint, model=self._graph().name,
                     offset=float(self.offset_))
+        if hasattr(self, "clean_scores_"):
+            arrays["clean_scores"] = self.clean_scores_
         return save_archive(path, "detector", meta, arrays)
 
 
@@ -247,26 +260,51 @@ class _ClassifierDetector(_Detector):
         if self.classifier not in CLASSIFIERS:
             raise InvalidParameterError(f"The 'classifier' parameter of {type(self).__name__} must be one of "
                                         f"{', '.join(map(repr, CLASSIFIERS))}. Got {self.classifier!r} instead.")
+        _check_contamination(self.contamination, type(self).__name__, optional=True)
 
     def _fit(self, feats, labels):
+        """Fit the classifier; with ``contamination``, also score every fit sample with a
+        classifier that did not see it (out-of-bag for a forest, 5-fold for a tree) and put
+        ``offset_`` at that quantile of those held-out clean scores."""
         require("sklearn", "analyses")
         from sklearn.ensemble import RandomForestClassifier
         from sklearn.tree import DecisionTreeClassifier
 
+        held_out = self.contamination is not None
         if self.classifier == "tree":
             clf = DecisionTreeClassifier(random_state=self.random_state)
         else:
-            clf = RandomForestClassifier(n_estimators=100, random_state=self.random_state, n_jobs=-1)
+            clf = RandomForestClassifier(n_estimators=100, random_state=self.random_state, n_jobs=-1,
+                                         oob_score=held_out)
         self.classifier_ = clf.fit(feats, labels)
         # A forest's threads add tree votes in any order: predict in one, so that the same
         # inputs always get the same scores (to the last bit).
         self.classifier_.n_jobs = None
         self.offset_ = 0.0
+        if held_out:
+            proba = clf.oob_decision_function_ if self.classifier == "forest" else self._cross_validated(feats, labels)
+            seen = ~np.isnan(proba).any(axis=1)  # a sample in every bootstrap has no out-of-bag vote
+            self.clean_scores_ = self._margin(proba[seen], labels[seen])
+            self.offset_ = float(np.quantile(self.clean_scores_, self.contamination))
+
+    def _cross_validated(self, feats, labels):
+        """Class probabilities of each sample from a tree fit on the other folds (5-fold)."""
+        from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+        from sklearn.tree import DecisionTreeClassifier
+
+        if len(labels) < 5:
+            raise InvalidInputError(f"contamination needs at least 5 fit samples; got {len(labels)}.")
+        stratify = np.bincount(labels)[np.unique(labels)].min() >= 5
+        cv = (StratifiedKFold if stratify else KFold)(5, shuffle=True, random_state=self.random_state)
+        return cross_val_predict(DecisionTreeClassifier(random_state=self.random_state), feats, labels, cv=cv,
+                                 method="predict_proba")
 
     def _score(self, feats, predicted):
+        return self._margin(self.classifier_.predict_proba(feats), predicted)
+
+    def _margin(self, proba, predicted):
         """``p(model's class) - max p(other class)`` under the classifier, in [-1, 1]: >= 0 when
         the classifier agrees with the model. A class the classifier never saw scores -1."""
-        proba = self.classifier_.predict_proba(feats)
         full = np.zeros((len(proba), self._n_classes()), dtype=np.float64)
         full[:, self.classifier_.classes_] = proba
         mine = full[np.arange(len(full)), predicted]
@@ -325,13 +363,23 @@ class SliceDetector(_ClassifierDetector):
         Ray workers for slicing (see :meth:`nnslicer.Slicer.slice_many`).
     chunk : int, default 128
         Samples sliced at a time (only the chosen layer's counts are kept).
+    contamination : float in (0, 0.5), optional
+        The share of clean inputs to flag. None (default, the paper's rule): flag an input
+        when the classifier prefers another class than the model. A float: flag the inputs
+        that score below that quantile of held-out clean scores (out-of-bag for a forest,
+        5-fold cross-validated for a tree), which sets the false-alarm rate: at most about
+        ``contamination`` of clean inputs like the fit ones. A tree's scores are mostly -1
+        or 1, so a tree flags about its disagreement rate or almost nothing.
 
     Attributes
     ----------
     layer_ : str
     classifier_ : the fitted scikit-learn classifier
     offset_ : float
-        0: an input is flagged when the classifier prefers another class.
+        0 without ``contamination``: an input is flagged when the classifier prefers another
+        class; else the ``contamination`` quantile of ``clean_scores_``.
+    clean_scores_ : ndarray
+        With ``contamination``: the held-out scores of the clean fit samples.
 
     Examples
     --------
@@ -343,17 +391,20 @@ class SliceDetector(_ClassifierDetector):
 
     kind = "slice"
 
-    def __init__(self, slicer, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0, n_jobs=None, chunk=128):
+    def __init__(self, slicer, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0, n_jobs=None, chunk=128,
+                 contamination=None):
         self.slicer = slicer
         self.layer = layer
         self.classifier = classifier
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.chunk = chunk
+        self.contamination = contamination
 
     def __repr__(self):
         return (f"SliceDetector(rule={self.slicer.rule!r}, granularity={self.slicer.granularity!r}, "
-                f"layer={getattr(self, 'layer_', self.layer)!r}, classifier={self.classifier!r})")
+                f"layer={getattr(self, 'layer_', self.layer)!r}, classifier={self.classifier!r}, "
+                f"contamination={self.contamination})")
 
     def _graph(self):
         return self.slicer.graph_
@@ -393,9 +444,9 @@ class SliceDetector(_ClassifierDetector):
     def _state(self):
         s = self.slicer
         meta = {"layer": self.layer_, "classifier": self.classifier, "random_state": self.random_state,
-                "chunk": self.chunk, "slicer": {"theta": s.theta_, "rule": s.rule, "granularity": s.granularity,
-                                                 "baseline": s.baseline, "propagation": s.propagation,
-                                                 "batch_size": s.batch_size}}
+                "chunk": self.chunk, "contamination": self.contamination,
+                "slicer": {"theta": s.theta_, "rule": s.rule, "granularity": s.granularity, "baseline": s.baseline,
+                           "propagation": s.propagation, "batch_size": s.batch_size}}
         meta["profile"], arrays = s.profile_.to_arrays()
         return meta, {**arrays, **self._classifier_state()}
 
@@ -405,7 +456,7 @@ class SliceDetector(_ClassifierDetector):
 
         slicer = Slicer(model, **meta["slicer"]).fit(profile=Profile.from_arrays(meta["profile"], arrays))
         det = cls(slicer, layer=meta["layer"], classifier=meta["classifier"],
-                  random_state=meta["random_state"], chunk=meta["chunk"])
+                  random_state=meta["random_state"], chunk=meta["chunk"], contamination=meta.get("contamination"))
         det.layer_ = _check_layer(slicer.graph_, meta["layer"])
         det._load_classifier(arrays, path)
         det.offset_ = float(meta["offset"])
@@ -449,7 +500,7 @@ class _ActivationDetector(_Detector):
 
     @classmethod
     def _restore(cls, model, meta, arrays, path):
-        det = cls(model, **{k: meta[k] for k in cls._params})
+        det = cls(model, **{k: meta[k] for k in cls._params if k in meta})
         det._prepare()
         if det.layer_ != meta["layer"]:
             raise FileFormatError(f"{path!r} was made for layer {meta['layer']!r}, not {det.layer_!r}.")
@@ -469,19 +520,23 @@ class FeatureMapDetector(_ActivationDetector, _ClassifierDetector):
         A weighted op of the lifted model, or a stage as in :class:`SliceDetector`.
     classifier : {"tree", "forest"}, default "forest"
     random_state : int, default 0
+    contamination : float in (0, 0.5), optional
+        As in :class:`SliceDetector`.
     """
 
     kind = "feature_map"
-    _params = ("layer", "classifier", "random_state")
+    _params = ("layer", "classifier", "random_state", "contamination")
 
-    def __init__(self, model, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0):
+    def __init__(self, model, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0, contamination=None):
         self.model = model
         self.layer = layer
         self.classifier = classifier
         self.random_state = random_state
+        self.contamination = contamination
 
     def __repr__(self):
-        return f"FeatureMapDetector(layer={getattr(self, 'layer_', self.layer)!r}, classifier={self.classifier!r})"
+        return (f"FeatureMapDetector(layer={getattr(self, 'layer_', self.layer)!r}, classifier={self.classifier!r}, "
+                f"contamination={self.contamination})")
 
     def _pick_layer(self):
         return _check_layer(self.graph_, self.layer)
@@ -491,8 +546,8 @@ class FeatureMapDetector(_ActivationDetector, _ClassifierDetector):
         return f.reshape(len(f), -1)
 
     def _state(self):
-        return {"layer": self.layer_, "classifier": self.classifier, "random_state": self.random_state}, \
-            self._classifier_state()
+        return {k: getattr(self, k) for k in ("classifier", "random_state", "contamination")} | \
+            {"layer": self.layer_}, self._classifier_state()
 
     def _load_arrays(self, arrays, path):
         self._load_classifier(arrays, path)
@@ -512,6 +567,11 @@ class MahalanobisDetector(_ActivationDetector):
         An op of the lifted model (default: the op feeding the logits: the penultimate features).
     contamination : float in (0, 0.5), default 0.05
         Share of the clean fit samples flagged: sets ``offset_``.
+
+    Attributes
+    ----------
+    clean_scores_ : ndarray
+        The scores of the clean fit samples (in-sample: the Gaussians were fit on them).
     """
 
     kind = "mahalanobis"
@@ -540,10 +600,7 @@ class MahalanobisDetector(_ActivationDetector):
         return f.mean(axis=(1, 2)) if f.ndim == 4 else f.reshape(len(f), -1)
 
     def _check_params(self):
-        c = self.contamination
-        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0 < c < 0.5:
-            raise InvalidParameterError(f"The 'contamination' parameter of MahalanobisDetector must be a float "
-                                        f"in (0, 0.5). Got {c!r} instead.")
+        _check_contamination(self.contamination, "MahalanobisDetector", optional=False)
 
     def _fit(self, feats, labels):
         """Class means and the shared covariance; ``offset_`` at the contamination quantile."""
@@ -556,7 +613,8 @@ class MahalanobisDetector(_ActivationDetector):
         cov = centred.T @ centred / len(feats)
         self.means_, self.classes_ = means, classes
         self.precision_ = np.linalg.pinv(cov, hermitian=True)
-        self.offset_ = float(np.quantile(self._score(feats, labels), self.contamination))
+        self.clean_scores_ = self._score(feats, labels)  # in-sample: the Gaussians saw them
+        self.offset_ = float(np.quantile(self.clean_scores_, self.contamination))
 
     def _score(self, feats, predicted):
         d = feats[:, None, :] - self.means_[self.classes_][None]
@@ -599,7 +657,10 @@ def load_detector(path, model):
         raise FileFormatError(f"{path!r} was fitted for model {meta.get('model')!r} (fingerprint "
                               f"{meta.get('fingerprint')}), not for {model.name!r} (fingerprint {fingerprint}).")
     try:
-        return _KINDS[kind]._restore(model, meta, arrays, path)
+        det = _KINDS[kind]._restore(model, meta, arrays, path)
+        if "clean_scores" in arrays:
+            det.clean_scores_ = arrays["clean_scores"]
+        return det
     except (KeyError, TypeError) as exc:
         raise FileFormatError(f"{path!r} is an incomplete detector file ({exc}).") from exc
 
@@ -625,10 +686,11 @@ def _detector_from_args(model, args):
         if args.method == "effective_path":
             args.rule = "effective_path"
         return SliceDetector(make_slicer(model, args), layer=args.layer, classifier=args.classifier,
-                             n_jobs=args.workers)
+                             n_jobs=args.workers, contamination=args.contamination)
     if args.method == "feature_map":
-        return FeatureMapDetector(model, layer=args.layer, classifier=args.classifier)
-    return MahalanobisDetector(model, layer=args.layer)
+        return FeatureMapDetector(model, layer=args.layer, classifier=args.classifier,
+                                  contamination=args.contamination)
+    return MahalanobisDetector(model, layer=args.layer, contamination=args.contamination or 0.05)
 
 
 def cmd_detect_fit(args):
@@ -703,6 +765,10 @@ def add_commands(subparsers):
                                    "paper), -2 of the stage before (default) ('nnslicer info MODEL' lists ops)")
     f.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=CLASSIFIERS,
                    help="random forest (default) or decision tree (the paper)")
+    f.add_argument("--contamination", type=float, default=None, metavar="RATE",
+                   help="flag this share of clean inputs, in (0, 0.5), measured on held-out clean fit "
+                        "inputs (default: flag where the classifier names another class than the model; "
+                        "mahalanobis: 0.05)")
     add_slicing_options(f, granularity="channel")  # better and faster (benchmarks/adversarial.py)
     f.add_argument("--workers", type=int, default=None, help="Ray workers for slicing (default: serially)")
     f.add_argument("-o", "--output", required=True, help="where to write the detector (.nnsd)")

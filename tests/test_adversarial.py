@@ -147,6 +147,68 @@ def test_mahalanobis_against_literal(model, digits):
     assert np.isclose(np.mean(det.score_samples(x[:500]) < det.offset_), 0.1, atol=0.01)
 
 
+def _margin_literal(proba, classes, predicted, n_classes=10):
+    """p(model's class) - max p(other class), one row at a time."""
+    out = []
+    for row, p in zip(proba, predicted):
+        full = np.zeros(n_classes)
+        full[classes] = row
+        out.append(full[p] - max(full[c] for c in range(n_classes) if c != p))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("classifier", ["forest", "tree"])
+def test_contamination_sets_offset_on_held_out_scores(model, slicer, digits, classifier):
+    """offset_ is the contamination quantile of scores that no classifier saw the sample of:
+    out-of-bag votes of a forest, 5-fold cross-validated trees; both checked literally."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.tree import DecisionTreeClassifier
+
+    (x, y), (xt, _) = digits
+    det = SliceDetector(slicer, classifier=classifier, contamination=0.1).fit(x[:600], y[:600])
+    feats = det.features(x[:600])
+    keep = feats.predicted == y[:600]
+    labels = feats.predicted[keep]
+    if classifier == "forest":
+        proba = det.classifier_.oob_decision_function_
+    else:
+        cv = StratifiedKFold(5, shuffle=True, random_state=0)
+        proba = cross_val_predict(DecisionTreeClassifier(random_state=0), feats.values[np.flatnonzero(keep)],
+                                  labels, cv=cv, method="predict_proba")
+    want = _margin_literal(proba, det.classifier_.classes_, labels)
+    np.testing.assert_allclose(det.clean_scores_, want)
+    assert det.offset_ == np.quantile(want, 0.1) and det.offset_ < 0
+    assert np.mean(det.clean_scores_ < det.offset_) <= 0.1
+    # on new clean inputs the rule is the same: flagged exactly below the offset
+    test = det.detect(xt[:100])
+    assert np.array_equal(test.adversarial, test.scores < det.offset_)
+
+
+def test_contamination_moves_the_operating_point(model, slicer, digits):
+    """Without contamination nothing is held out and the paper's rule (offset 0) applies; a
+    larger contamination flags at least as many clean inputs."""
+    (x, y), (xt, _) = digits
+    feats = FeatureMapDetector(model).features(x[:600])
+    plain = FeatureMapDetector(model).fit(feats, y[:600])
+    assert plain.offset_ == 0.0 and not hasattr(plain, "clean_scores_")
+    flagged = [FeatureMapDetector(model, contamination=c).fit(feats, y[:600]).predict(xt[:300]).tolist().count(-1)
+               for c in (0.02, 0.1, 0.3)]
+    assert flagged == sorted(flagged) and flagged[-1] > flagged[0]
+    assert "contamination=0.1" in repr(FeatureMapDetector(model, contamination=0.1))
+
+
+def test_contamination_file_round_trip(model, slicer, digits, tmp_path):
+    (x, y), (xt, _) = digits
+    for det in (SliceDetector(slicer, contamination=0.2), FeatureMapDetector(model, contamination=0.2),
+                MahalanobisDetector(model, contamination=0.2)):
+        det.fit(x[:300], y[:300])
+        det.save(tmp_path / "d.nnsd")
+        back = load_detector(tmp_path / "d.nnsd", model)
+        assert back.contamination == 0.2 and back.offset_ == det.offset_
+        np.testing.assert_array_equal(back.clean_scores_, det.clean_scores_)
+        np.testing.assert_array_equal(back.predict(xt[:40]), det.predict(xt[:40]))
+
+
 def test_mahalanobis_pools_feature_maps(model, digits):
     (x, _), _ = digits
     det = MahalanobisDetector(model, layer="conv2").fit(x[:200])
@@ -184,6 +246,17 @@ def test_bad_parameters(model, slicer, digits):
         SliceDetector(slicer, layer=-3).fit(x[:50])
     with pytest.raises(InvalidParameterError, match="'contamination' parameter"):
         MahalanobisDetector(model, contamination=0.7).fit(x[:50])
+    for bad in (0, 0.5, -0.1, True, "0.1"):
+        with pytest.raises(InvalidParameterError, match="'contamination' parameter of SliceDetector"):
+            SliceDetector(slicer, contamination=bad).fit(x[:50])
+        with pytest.raises(InvalidParameterError, match="'contamination' parameter of FeatureMapDetector"):
+            FeatureMapDetector(model, contamination=bad).fit(x[:50])
+    with pytest.raises(InvalidParameterError, match="or None"):
+        FeatureMapDetector(model, contamination=1).fit(x[:50])
+    with pytest.raises(InvalidParameterError, match="MahalanobisDetector must be a float in \\(0, 0.5\\)\\. Got None"):
+        MahalanobisDetector(model, contamination=None).fit(x[:50])
+    with pytest.raises(InvalidInputError, match="at least 5 fit samples"):
+        FeatureMapDetector(model, classifier="tree", contamination=0.1).fit(x[:4])
     with pytest.raises(InvalidInputError, match="shape"):
         FeatureMapDetector(model).fit(x[:50, :4])
     with pytest.raises(InvalidInputError, match="labels"):
@@ -295,6 +368,20 @@ def test_cli_methods(model, digits, tmp_path, method, capsys):
     assert type(back) is kind
     if method == "effective_path":
         assert back.slicer.rule == "effective_path"
+
+
+def test_cli_contamination(model, digits, tmp_path, capsys):
+    (x, _), _ = digits
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x[:200])
+    det = str(tmp_path / "d.nnsd")
+    assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                 "--method", "feature_map", "--contamination", "0.1", "-o", det]) == 0
+    back = load_detector(det, model)
+    assert back.contamination == 0.1 and back.offset_ == np.quantile(back.clean_scores_, 0.1)
+    assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                 "--method", "feature_map", "--contamination", "0.7", "-o", det]) == 2
+    assert "'contamination' parameter" in capsys.readouterr().err
 
 
 def test_cli_help(capsys):
