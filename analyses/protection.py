@@ -1,7 +1,7 @@
 """Selective model protection (NNSlicer, SPEC.md section 5): hide what the target classes need.
 
-:func:`protect` zeroes, in every weighted layer, the fraction ``fraction`` of synapses with the
-*largest* score for the target classes (NNSlicer: aggregated ``|count|`` over slices of their
+:func:`protect` zeroes, in every weighted layer (or across the model: ``scope="model"``), the
+fraction ``fraction`` of synapses with the *largest* score for the target classes (NNSlicer: aggregated ``|count|`` over slices of their
 samples; baselines: ``|w|``, random, EffectivePath) and hands the hidden values back as a
 :class:`ProtectionSecret` (positions and original values, to keep somewhere safe, e.g. a
 trusted execution environment). :func:`restore` puts them back bitwise, and refuses a secret
@@ -41,6 +41,7 @@ from .synapse_scores import check_classes, rank_mask, synapse_scores
 __all__ = ["ProtectionSecret", "protect", "restore", "steal", "weights_digest", "add_commands"]
 
 PROTECT_METHODS = ("nnslicer", "magnitude", "random", "effective_path")
+SCOPES = ("layer", "model")
 
 
 def weights_digest(model):
@@ -131,7 +132,7 @@ def _check_fraction(fraction):
 
 
 def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_per_class=None,
-            slices=None, random_state=0):
+            slices=None, random_state=0, scope="layer"):
     """Hide (zero) the synapses that matter most for ``classes``; returns ``(protected, secret)``.
 
     Parameters
@@ -145,12 +146,18 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
     classes : list of int
         Classes to protect; each must be an output of the model and have samples in ``y``.
     fraction : float in (0, 1), default 0.5
-        Share of each weighted layer's synapses hidden (exactly ``round(fraction * n)``).
+        Share of the synapses hidden: exactly ``round(fraction * n)`` of each weighted layer's
+        ``n`` (``scope="layer"``) or of the whole model's (``scope="model"``).
     method : {"nnslicer", "magnitude", "random", "effective_path"}
     max_per_class : int, optional
         Slice at most this many samples per class.
     slices : dict of int to Slice, optional
         Precomputed per-class slices (:func:`analyses.synapse_scores.class_slices`).
+    scope : {"layer", "model"}, default "layer"
+        Rank synapses within each layer, or across the model ("the 50% of parameters with the
+        largest aggregated count", SPEC.md section 5). Across the model, scores are compared
+        as they are: a convolution's count is summed over its output positions, so the early,
+        large feature maps rank highest and their layers are hidden almost whole.
 
     Returns
     -------
@@ -163,6 +170,8 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
     from .pruning import rebuild
 
     fraction = _check_fraction(fraction)
+    if scope not in SCOPES:
+        raise InvalidParameterError(f"The 'scope' parameter of protect must be 'layer' or 'model'. Got {scope!r} instead.")
     if method not in PROTECT_METHODS:
         raise InvalidParameterError(
             f"The 'method' parameter of protect must be one of {', '.join(map(repr, PROTECT_METHODS))}. "
@@ -174,11 +183,12 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
     classes = check_classes(classes, y, graph.num_outputs, "protect")
     scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
     weights = {layer.name: layer.get_weights() for layer in model.layers}
+    kernels = {name: weights[graph[name].layer][0] for name in graph.weighted_ops}
+    masks = _hidden_masks(scores, kernels, fraction, scope)
     indices, values, shapes = {}, {}, {}
-    for name in graph.weighted_ops:
+    for name, hidden in masks.items():
         layer = model.get_layer(graph[name].layer)
-        kernel = weights[layer.name][0]
-        hidden = rank_mask(scores[name], fraction, largest=True, tie=np.abs(kernel))
+        kernel = kernels[name]
         key = f"{layer.name}/kernel"
         flat = np.flatnonzero(hidden.ravel())
         indices[key], values[key], shapes[key] = flat, kernel.ravel()[flat].copy(), kernel.shape
@@ -186,9 +196,20 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
         new.ravel()[flat] = 0
         weights[layer.name] = [new] + list(weights[layer.name][1:])
     protected = rebuild(model, weights)
-    meta = {"model": model.name, "method": method, "classes": list(classes), "fraction": fraction}
+    meta = {"model": model.name, "method": method, "classes": list(classes), "fraction": fraction, "scope": scope}
     secret = ProtectionSecret(indices, values, shapes, weights_digest(protected), weights_digest(model), meta)
     return protected, secret
+
+
+def _hidden_masks(scores, kernels, fraction, scope):
+    """Op name -> bool mask of the hidden synapses: the largest scores (ties: larger ``|w|``)."""
+    if scope == "layer":
+        return {name: rank_mask(scores[name], fraction, largest=True, tie=np.abs(k)) for name, k in kernels.items()}
+    names = list(kernels)
+    flat = rank_mask(np.concatenate([np.ravel(scores[n]) for n in names]), fraction, largest=True,
+                     tie=np.concatenate([np.abs(kernels[n]).ravel() for n in names]))
+    ends = np.cumsum([kernels[n].size for n in names])
+    return {n: part.reshape(kernels[n].shape) for n, part in zip(names, np.split(flat, ends[:-1]))}
 
 
 def _secret_key(key):
@@ -269,7 +290,7 @@ def cmd_protect(args):
     model, x, y, classes = load_class_data(args, "protect")
     slicer = make_slicer(model, args).fit(x, y) if args.method in ("nnslicer", "effective_path") else None
     protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
-                                max_per_class=args.max_per_class)
+                                max_per_class=args.max_per_class, scope=args.scope)
     with atomic_path(args.output, ".keras") as tmp:
         protected.save(tmp)
     secret.save(args.secret)
@@ -308,6 +329,8 @@ def add_commands(subparsers):
     add_class_data_options(p, "protect")
     p.add_argument("--fraction", type=float, default=0.5, help="share of each layer's synapses hidden (default 0.5)")
     p.add_argument("--method", default="nnslicer", choices=PROTECT_METHODS, help="how synapses are ranked (default nnslicer)")
+    p.add_argument("--scope", default="layer", choices=SCOPES,
+                   help="hide --fraction of each layer (default) or of the whole model")
     p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras)")
     p.add_argument("--secret", required=True, help="where to write the secret (.npz)")
     p.set_defaults(func=cmd_protect)

@@ -1,7 +1,7 @@
 """Selective model protection of ResNet10 on Fashion-MNIST, against NNSlicer's paper (SPEC.md section 5).
 
-What it measures: the owner hides (zeroes) the 50% of each weighted layer's synapses that
-count most for the target classes (NNSlicer: aggregated |count| over slices of their samples;
+What it measures: the owner hides (zeroes) the 50% of each weighted layer's synapses (or, with
+``--scope model``, of the whole model's) that count most for the target classes (NNSlicer: aggregated |count| over slices of their samples;
 baselines: weight magnitude, random, EffectivePath). The attacker holds the protected model,
 knows which positions are hidden, and retrains only them for 5 epochs (SGD lr 5e-3,
 momentum 0.5, batch 256: the paper's set-up) on 10k to 50k training images labelled by the
@@ -16,7 +16,8 @@ Run (from the repository root)::
     nice -n 10 python benchmarks/protection.py         # about 60 minutes on 2 busy cores
     python benchmarks/protection.py --quick            # a few minutes
 
-Writes ``benchmarks/results/protection.json`` and ``protection.md``.
+Writes ``benchmarks/results/protection.json`` and ``protection.md`` (``--scope model``:
+``protection_model_scope.json`` and ``.md``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--granularity", default="element", choices=("element", "channel"),
                         help="slicing granularity of the nnslicer method (default element)")
     parser.add_argument("--theta", type=float, default=None, help="slicing theta (default 0.2)")
+    parser.add_argument("--scope", default="layer", choices=("layer", "model"),
+                        help="hide --fraction of each layer (default) or of the whole model")
     parser.add_argument("--batchnorm", default="train", choices=("train", "frozen"),
                         help="attacker trains batch norm in training mode (default) or frozen")
     parser.add_argument("--out", default=RESULTS, help="results folder")
@@ -89,12 +92,13 @@ def main(argv=None):
     t = time.perf_counter()
     for method in METHODS:
         protected, secret = protect(model, slicer, x_tr, y_tr, classes, args.fraction, method,
-                                    slices=ep_slices if method == "effective_path" else slices)
+                                    slices=ep_slices if method == "effective_path" else slices, scope=args.scope)
+        hidden_by_layer = {k: round(float(m.mean()), 3) for k, m in secret.masks().items()}
         restored_exact = all(np.array_equal(a, b) for a, b in zip(restore(protected, secret).get_weights(),
                                                                    model.get_weights()))
         row = {"method": method, "protected_target_acc": accuracy(protected),
                "protected_all_acc": accuracy(protected, False), "restored_exact": restored_exact,
-               "hidden": secret.n_hidden, "attack": []}
+               "hidden": secret.n_hidden, "hidden_share_by_layer": hidden_by_layer, "attack": []}
         for budget in budgets:
             s = time.perf_counter()
             stolen = steal(protected, secret, pool[:budget], victim_labels[:budget], epochs=args.epochs,
@@ -119,7 +123,7 @@ def main(argv=None):
                "target_met": bool(ours < 10 and all(v > ours for v in baselines.values()))}
     data = {"summary": summary, "machine": machine(), "command": command, "model": info,
             "settings": {"classes": list(classes), "budgets": budgets, "epochs": args.epochs,
-                         "fraction": args.fraction, "per_class": args.per_class, "profile": args.profile,
+                         "fraction": args.fraction, "scope": args.scope, "per_class": args.per_class, "profile": args.profile,
                          "attacker": "SGD lr 5e-3 momentum 0.5 batch 256, labels = victim's predictions",
                          "batchnorm": args.batchnorm, "granularity": args.granularity, "theta": args.theta},
             "seconds": {"profile_and_slice": round(slice_s, 1), "attacks": round(attack_s, 1),
@@ -139,7 +143,8 @@ def main(argv=None):
         f"**{summary['nnslicer_target_acc_max_budget']}%** (paper ~7%), lowest baseline {best} "
         f"{summary['best_baseline_target_acc_max_budget']}%. Target (< 10% and every baseline higher): "
         f"{'met' if summary['target_met'] else 'missed'}.",
-        f"## Target-class test accuracy (%), {args.fraction:.0%} of each layer hidden",
+        f"## Target-class test accuracy (%), {args.fraction:.0%} of "
+        f"{'each layer' if args.scope == 'layer' else 'the whole model'} hidden",
         f"The attacker retrains only the hidden weights for {args.epochs} epochs (SGD lr 5e-3, momentum 0.5, "
         "batch 256) on training images labelled by the unprotected model, "
         + ("in training mode (batch norm normalises with batch statistics and its moving statistics "
@@ -150,7 +155,11 @@ def main(argv=None):
         f"{all(r['restored_exact'] for r in rows)}. The paper's figures are ResNet10 on CIFAR-10.",
         markdown_table(header, table),
     ]) + "\n"
-    write_results(args.out, "protection", data, md)
+    if args.scope == "model":
+        md += "\n## Share of each layer hidden\n\n" + markdown_table(
+            ["layer", *(r["method"] for r in rows)],
+            [[k, *(r["hidden_share_by_layer"][k] for r in rows)] for k in rows[0]["hidden_share_by_layer"]]) + "\n"
+    write_results(args.out, "protection" if args.scope == "layer" else "protection_model_scope", data, md)
     return 0
 
 

@@ -75,6 +75,20 @@ def test_magnitude_hides_the_largest_weights_by_hand(model, data, classes):
         np.testing.assert_array_equal(secret.masks()[f"{layer}/kernel"].ravel(), expect)
 
 
+def test_model_scope_ranks_across_layers_by_hand(model, data, classes):
+    """scope="model": the largest |w| of the whole model, exactly round(fraction * total) of them."""
+    prot, secret = protect(model, None, *data, classes, fraction=0.3, method="magnitude", scope="model")
+    kernels = [model.get_layer(n).get_weights()[0] for n in ("conv", "dense")]
+    w = np.abs(np.concatenate([k.ravel() for k in kernels]))
+    expect = np.zeros(w.size, bool)
+    expect[np.argsort(-w, kind="stable")[:round(0.3 * w.size)]] = True
+    got = np.concatenate([secret.masks()[f"{n}/kernel"].ravel() for n in ("conv", "dense")])
+    np.testing.assert_array_equal(got, expect)
+    assert secret.meta["scope"] == "model" and secret.n_hidden == round(0.3 * w.size)
+    assert all(np.all(prot.get_layer(n).get_weights()[0][secret.masks()[f"{n}/kernel"]] == 0) for n in ("conv", "dense"))
+    assert same_weights(restore(prot, secret), model)
+
+
 def test_nnslicer_hides_the_highest_counts(model, data, slicer, classes, protected):
     """Every hidden synapse has an aggregated |count| >= every visible one's."""
     from analyses.synapse_scores import class_slices
@@ -184,6 +198,7 @@ def test_masked_training_on_a_logits_model_learns():
     (dict(classes=[10]), InvalidParameterError, "Class 10 does not exist: the model has 10 classes"),
     (dict(fraction=1.0), InvalidParameterError, "The 'fraction' parameter of protect must be a float in (0, 1). Got 1.0"),
     (dict(method="channel"), InvalidParameterError, "'method' parameter of protect"),
+    (dict(scope="global"), InvalidParameterError, "The 'scope' parameter of protect must be 'layer' or 'model'"),
 ])
 def test_bad_parameters(model, data, slicer, classes, kwargs, error, words):
     args = dict(classes=classes)
@@ -228,3 +243,6 @@ def test_cli_protect_restore_round_trip(tmp_path, model, data, classes, capsys):
     assert main(args[:-1] + ["12", "-o", str(tmp_path / "p3.keras"), "--secret", str(tmp_path / "s3.npz")]) == 2
     assert "Class 12 does not exist" in capsys.readouterr().err
     assert not (tmp_path / "p3.keras").exists() and not (tmp_path / "s3.npz").exists()
+    assert main(args + ["--scope", "model", "--method", "magnitude", "-o", str(tmp_path / "p4.keras"),
+                        "--secret", str(tmp_path / "s4.npz")]) == 0
+    assert ProtectionSecret.load(tmp_path / "s4.npz").meta["scope"] == "model"
