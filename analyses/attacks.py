@@ -285,12 +285,19 @@ def _art_classifier(model, clip):
     )
 
 
-def _run_art(model, x, y, clip, batch_size, make_attack, attack):
+def _run_art(model, x, y, clip, batch_size, make_attack, attack, target_seed=None):
+    """Run an ART attack; with ``target_seed``, a targeted one towards a class drawn at random
+    (seeded) among those other than each input's prediction."""
     clip = _check_clip(clip)
     x, y, pred = _check_inputs(model, x, y, batch_size)
     classifier = _art_classifier(model, clip)
     art_attack = make_attack(classifier)
-    x_adv = np.asarray(art_attack.generate(x=x), dtype=np.float32)
+    targets = None
+    if target_seed is not None:
+        n_classes = classifier.nb_classes
+        shift = np.random.default_rng(target_seed).integers(1, n_classes, size=len(pred))
+        targets = np.eye(n_classes, dtype=np.float32)[(pred + shift) % n_classes]
+    x_adv = np.asarray(art_attack.generate(x=x, y=targets), dtype=np.float32)
     if clip is not None:
         x_adv = np.clip(x_adv, clip[0], clip[1])
     return _finish(model, x, y, pred, x_adv, batch_size, attack)
@@ -349,12 +356,13 @@ def deepfool(
 
 
 def jsma(
-    model, x, y=None, theta=0.1, gamma=0.1, clip=(0.0, 1.0), batch_size=256,
+    model, x, y=None, theta=0.1, gamma=0.1, clip=(0.0, 1.0), batch_size=256, seed=0,
 ) -> AdversarialSet:
     """Jacobian-based Saliency Map Attack through ART's ``SaliencyMapMethod``.
 
-    ART's JSMA is targeted; with no target it picks a random class other than the prediction.
-    ``gamma`` is the largest share of features it may change.
+    JSMA is targeted: each input's target is a class other than its prediction, drawn with
+    ``seed`` (so that a run is reproducible; ART alone would draw it unseeded). ``gamma`` is
+    the largest share of features it may change.
     """
     if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta == 0 or not np.isfinite(theta):
         raise InvalidParameterError(f"theta must be a non-zero number, got {theta!r}")
@@ -369,5 +377,5 @@ def jsma(
             classifier, theta=float(theta), gamma=gamma, batch_size=batch_size, verbose=False,
         )
 
-    attack = {"name": "jsma", "theta": theta, "gamma": gamma, "clip": _check_clip(clip)}
-    return _run_art(model, x, y, clip, batch_size, make, attack)
+    attack = {"name": "jsma", "theta": theta, "gamma": gamma, "clip": _check_clip(clip), "seed": seed}
+    return _run_art(model, x, y, clip, batch_size, make, attack, target_seed=seed)

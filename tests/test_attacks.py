@@ -162,3 +162,14 @@ def test_art_attacks_contract(trained, name, kwargs):
     assert len(res) > 0
     check_contract(model, res, x, y)
     assert res.attack["name"] == name
+
+
+def test_jsma_is_reproducible_and_targets_another_class(trained):
+    """The same seed gives the same examples; a successful example lands on a class other than
+    its source's (its target, drawn among the classes other than the prediction)."""
+    pytest.importorskip("art")
+    model, x, y = trained
+    a = A.jsma(model, x[:10], y[:10], theta=0.5, gamma=0.2, seed=3)
+    b = A.jsma(model, x[:10], y[:10], theta=0.5, gamma=0.2, seed=3)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+    assert a.attack["seed"] == 3 and np.all(a.pred_adv != a.y_clean)
