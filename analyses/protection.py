@@ -1,8 +1,8 @@
 """Selective model protection (NNSlicer, SPEC.md section 5): hide what the target classes need.
 
 :func:`protect` zeroes, in every weighted layer (or across the model: ``scope="model"``), the
-fraction ``fraction`` of synapses with the *largest* score for the target classes (NNSlicer: aggregated ``|count|`` over slices of their
-samples; baselines: ``|w|``, random, EffectivePath) and hands the hidden values back as a
+fraction ``fraction`` of synapses with the *largest* score for the target classes (NNSlicer:
+aggregated ``|count|`` over slices of their samples; baselines: ``|w|``, random, EffectivePath) and hands the hidden values back as a
 :class:`ProtectionSecret` (positions and original values, to keep somewhere safe, e.g. a
 trusted execution environment). :func:`restore` puts them back bitwise, and refuses a secret
 made for another model. :func:`steal` is the paper's attacker: it holds the published
@@ -171,7 +171,8 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
 
     fraction = _check_fraction(fraction)
     if scope not in SCOPES:
-        raise InvalidParameterError(f"The 'scope' parameter of protect must be 'layer' or 'model'. Got {scope!r} instead.")
+        raise InvalidParameterError(
+            f"The 'scope' parameter of protect must be 'layer' or 'model'. Got {scope!r} instead.")
     if method not in PROTECT_METHODS:
         raise InvalidParameterError(
             f"The 'method' parameter of protect must be one of {', '.join(map(repr, PROTECT_METHODS))}. "

@@ -155,8 +155,8 @@ def scores(clean, adversarial, threshold):
     from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
     truth = np.r_[np.zeros(len(clean)), np.ones(len(adversarial))]
+    flagged = np.r_[clean, adversarial] < threshold
     score = -np.r_[clean, adversarial]  # higher: more adversarial
-    flagged = score > -threshold
     return {"precision": float(precision_score(truth, flagged, zero_division=0)),
             "recall": float(recall_score(truth, flagged, zero_division=0)),
             "f1": float(f1_score(truth, flagged, zero_division=0)),
@@ -241,9 +241,10 @@ def summarise(rows, metas, main):
         if f1:
             best = max(f1, key=f1.get)
             summary[f"best_{family}_config"], summary[f"best_{family}_f1"] = best, f1[best]
+    matched = {point: averages(rows, main, point) for point in MATCHED}
     summary["f1_at_matched_false_alarms"] = {
-        point: {family: averages(rows, main, point)[det]["f1"] for family, det in SUMMARY_DETECTORS.items()
-                if det in averages(rows, main, point)} for point in MATCHED}
+        point: {family: avg_p[det]["f1"] for family, det in SUMMARY_DETECTORS.items() if det in avg_p}
+        for point, avg_p in matched.items()}
     summary["machine"] = machine()
     return summary
 

@@ -1,11 +1,11 @@
 """Selective model protection of ResNet10 on Fashion-MNIST, against NNSlicer's paper (SPEC.md section 5).
 
 What it measures: the owner hides (zeroes) the 50% of each weighted layer's synapses (or, with
-``--scope model``, of the whole model's) that count most for the target classes (NNSlicer: aggregated |count| over slices of their samples;
-baselines: weight magnitude, random, EffectivePath). The attacker holds the protected model,
-knows which positions are hidden, and retrains only them for 5 epochs (SGD lr 5e-3,
-momentum 0.5, batch 256: the paper's set-up) on 10k to 50k training images labelled by the
-victim (the unprotected model's predictions, as a prediction API would give them). Reported:
+``--scope model``, of the whole model's) that count most for the target classes (NNSlicer:
+aggregated |count| over slices of their samples; baselines: weight magnitude, random,
+EffectivePath). The attacker holds the protected model, knows which positions are hidden, and
+retrains only them for 5 epochs (SGD lr 5e-3, momentum 0.5, batch 256: the paper's set-up) on
+10k to 50k training images labelled by the victim (the unprotected model's predictions, as a prediction API would give them). Reported:
 the target-class test accuracy of the protected model and of the attacker's model (lower is
 better for the owner), and the attacker's accuracy on all classes.
 
