@@ -288,16 +288,15 @@ class _ClassifierDetector(_Detector):
             self.offset_ = float(np.quantile(self.clean_scores_, self.contamination))
 
     def _cross_validated(self, feats, labels):
-        """Class probabilities of each sample from a tree fit on the other folds (5-fold)."""
+        """Class probabilities of each sample from the same classifier fit on the other folds (5-fold)."""
+        from sklearn.base import clone
         from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
-        from sklearn.tree import DecisionTreeClassifier
 
         if len(labels) < 5:
             raise InvalidInputError(f"contamination needs at least 5 fit samples; got {len(labels)}.")
         stratify = np.bincount(labels)[np.unique(labels)].min() >= 5
         cv = (StratifiedKFold if stratify else KFold)(5, shuffle=True, random_state=self.random_state)
-        return cross_val_predict(DecisionTreeClassifier(random_state=self.random_state), feats, labels, cv=cv,
-                                 method="predict_proba")
+        return cross_val_predict(clone(self.classifier_), feats, labels, cv=cv, method="predict_proba")
 
     def _score(self, feats, predicted):
         return self._margin(self.classifier_.predict_proba(feats), predicted)
@@ -546,8 +545,8 @@ class FeatureMapDetector(_ActivationDetector, _ClassifierDetector):
         return f.reshape(len(f), -1)
 
     def _state(self):
-        return {k: getattr(self, k) for k in ("classifier", "random_state", "contamination")} | \
-            {"layer": self.layer_}, self._classifier_state()
+        return {"layer": self.layer_, "classifier": self.classifier, "random_state": self.random_state,
+                "contamination": self.contamination}, self._classifier_state()
 
     def _load_arrays(self, arrays, path):
         self._load_classifier(arrays, path)

@@ -184,6 +184,15 @@ def test_contamination_sets_offset_on_held_out_scores(model, slicer, digits, cla
     assert np.array_equal(test.adversarial, test.scores < det.offset_)
 
 
+def test_contamination_tree_with_small_classes(model, digits):
+    """With a class of fewer than 5 fit samples the folds are not stratified; every kept
+    sample still gets one held-out score."""
+    (x, y), _ = digits
+    det = FeatureMapDetector(model, classifier="tree", contamination=0.2).fit(x[:30])
+    assert np.bincount(det.features(x[:30]).predicted).min() < 5
+    assert det.clean_scores_.shape == (30,) and det.offset_ == np.quantile(det.clean_scores_, 0.2)
+
+
 def test_contamination_moves_the_operating_point(model, slicer, digits):
     """Without contamination nothing is held out and the paper's rule (offset 0) applies; a
     larger contamination flags at least as many clean inputs."""
