@@ -285,9 +285,10 @@ def markdown(result):
                      f"the first {art} of them for the ART attacks)\n")
         attacks = [a for a in meta["attacks"] if meta["attacks"][a]["successes"]]
         dets = list(averages(result["rows"], model))
-        cell = {(r["detector"], r["attack"]): r for r in result["rows"] if r["model"] == model}
+        cell = {(r["detector"], r["attack"]): r for r in result["rows"]
+                if r["model"] == model and r.get("operating_point", RULE) == RULE}
         failed = [a for a in meta["attacks"] if not meta["attacks"][a]["successes"]]
-        lines.append("F1 (AUROC) per attack; `n`: successful adversarial examples"
+        lines.append("F1 (AUROC) per attack at each detector's own rule; `n`: successful adversarial examples"
                      + (f"; no success, so left out: {', '.join(failed)}" if failed else "") + ".\n")
         lines.append(markdown_table(
             ["attack", "n", *dets],
