@@ -281,7 +281,7 @@ def markdown(result):
         model = meta["model"]
         art = result["settings"].get(model, {}).get("art", "?")
         lines.append(f"\n## {model} (test accuracy {meta['test_accuracy']:.3f}; detectors fit on "
-                     f"{meta['fit_images']:,} clean training images; {meta['clean_images']} clean test images, "
+                     f"the correctly classified of {meta['fit_images']:,} clean training images; {meta['clean_images']} clean test images, "
                      f"the first {art} of them for the ART attacks)\n")
         attacks = [a for a in meta["attacks"] if meta["attacks"][a]["successes"]]
         dets = list(averages(result["rows"], model))

@@ -48,11 +48,12 @@ def write_results(out, stem, data, markdown):
 
 
 def markdown_table(header, rows):
-    """A markdown table from a header and rows of cells (floats printed with 3 digits)."""
+    """A markdown table from a header and rows of cells (floats printed with 3 digits; a ``|``
+    inside a cell is escaped)."""
     def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        return (f"{v:.3f}" if isinstance(v, float) else str(v)).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 

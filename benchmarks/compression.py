@@ -32,6 +32,7 @@ Writes ``benchmarks/results/compression.json`` and ``compression.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -202,6 +203,7 @@ def summarise(result):
     best_f = min(real, key=lambda c: (curves[c]["checked_for_1pt"], c))
     return {
         "mixed_precision_acc": round(q4[best_q], 2), "mixed_precision_criterion": best_q,
+        "mixed_precision_tied_with": [c for c in real if c != best_q and q4[c] == q4[best_q]],
         "uniform_precision_acc": round(q4["uniform"], 2),
         "mixed_precision_criteria_above_uniform": sum(q4[c] > q4["uniform"] for c in real),
         "ranked_pruning_acc": round(best_p["accuracy"], 2),
@@ -215,6 +217,10 @@ def summarise(result):
         "checked_layers_exposure_order": curves["exposure"]["checked_for_1pt"],
         "total_layers": len(result["rankings"][best_f]), "criteria": len(real),
     }
+
+
+def _pct(fraction):
+    return "-" if fraction is None else f"{fraction * 100:.1f}"
 
 
 def markdown(data):
@@ -232,7 +238,8 @@ def markdown(data):
         parts.append(f"## {arch} ({info['epochs']} epochs, test accuracy {info['test_accuracy'] * 100:.2f}%)")
         parts.append(
             f"**Summary**: mixed precision W4/A8 best criterion **{s['mixed_precision_criterion']}** "
-            f"{s['mixed_precision_acc']}% vs uniform W4/A8 {s['uniform_precision_acc']}% "
+            + (f"(tied with {', '.join(s['mixed_precision_tied_with'])}) " if s.get("mixed_precision_tied_with") else "")
+            + f"{s['mixed_precision_acc']}% vs uniform W4/A8 {s['uniform_precision_acc']}% "
             f"({s['mixed_precision_criteria_above_uniform']} of {s['criteria']} criteria above uniform). "
             f"Structured pruning at 20%: best {s['ranked_pruning_criterion']} {s['ranked_pruning_acc']}% vs "
             f"uniform {s['uniform_pruning_acc']}% (criteria above uniform: {s['ranked_pruning_criteria_above_uniform']}). "
@@ -279,12 +286,12 @@ def markdown(data):
                      f"{data['settings']['max_per_class']} per class sliced; 'Beyond test accuracy' saw up to "
                      "7.5% flips and ~7.5% saliency MAD):")
         parts.append(markdown_table(
-            ["model", "setting", "acc before", "acc after", "flipped", "|conf. shift|", "saliency MAD",
-             "slice survival", "largest class change"],
-            [[k, ", ".join(f"{a}={v}" for a, v in r["setting"].items()), f"{r['accuracy_a'] * 100:.1f}",
-              f"{r['accuracy_b'] * 100:.1f}", f"{r['flipped']:.3f}", f"{r['confidence_shift_abs']:.3f}",
-              "-" if r["saliency_mad"] is None else f"{r['saliency_mad']:.3f}",
-              "-" if r["survival_mean"] is None else f"{r['survival_mean']:.3f}", str(r["max_class_change"])]
+            ["model", "setting", "acc before (%)", "acc after (%)", "flipped (%)", "mean abs. confidence shift (pts)",
+             "saliency MAD (%)", "slice survival (%)", "largest class change"],
+            [[k, ", ".join(f"{a}={v}" for a, v in r["setting"].items()),
+              *(_pct(r[f]) for f in ("accuracy_a", "accuracy_b", "flipped", "confidence_shift_abs",
+                                     "saliency_mad", "survival_mean")),
+              "class {}: {:+.1f} pts".format(*r["max_class_change"])]
              for k, r in b.items()]))
     return "\n\n".join(parts) + "\n"
 
@@ -304,8 +311,17 @@ def main(argv=None):
     p.add_argument("--compare-samples", type=int, default=1000)
     p.add_argument("--max-per-class", type=int, default=10, help="samples sliced per class for slice survival")
     p.add_argument("--quick", action="store_true", help="LeNet, five criteria, small samples")
+    p.add_argument("--render", metavar="JSON", help="only rewrite the summaries and tables of this "
+                   "compression.json (no run)")
     p.add_argument("--out", default=RESULTS)
     args = p.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            data = json.load(f)
+        data["summaries"] = {arch: summarise(r) for arch, r in data["models"].items()}
+        data["summary"] = dict(data["summaries"][data["summary"]["model"]], model=data["summary"]["model"])
+        write_results(args.out, "compression", data, markdown(data))
+        return 0
     if args.quick:
         args.models, args.criteria = ["lenet"], args.criteria or ["weight", "gradient", "fit", "taylor", "combined"]
         args.test, args.fault_samples, args.repeats, args.compare_samples, args.max_per_class = 2000, 300, 3, 300, 3

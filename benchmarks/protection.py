@@ -58,7 +58,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.budgets, args.epochs, args.per_class = "2000,5000", 2, 20
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = sorted({int(b) for b in args.budgets.split(",")})  # the last is the largest
     classes = tuple(int(c) for c in args.classes.split(","))
     command = "python benchmarks/protection.py " + " ".join(argv if argv is not None else sys.argv[1:])
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-sys.path.insert(0, BENCHMARKS)
+sys.path.append(BENCHMARKS)  # after everything else: its modules shadow nothing
 
 import adversarial  # noqa: E402
 
@@ -32,3 +32,27 @@ def test_adversarial_per_attack_table_shows_the_own_rule():
     assert "| mean |  | 0.220 (0.500) |" in per_attack
     assert result["summary"]["feature_map_f1"] == pytest.approx(0.22)
     assert result["summary"]["f1_at_matched_false_alarms"]["20%"]["feature_map"] == pytest.approx(0.92)
+
+
+def test_markdown_table_escapes_pipes_in_cells():
+    from common import markdown_table
+
+    text = markdown_table(["a", "|x|"], [[0.5, "b|c"]])
+    assert text.splitlines() == ["| a | \\|x\\| |", "|---|---|", "| 0.500 | b\\|c |"]
+
+
+def test_layer_ranking_linf_best_is_a_single_criterion():
+    import layer_ranking
+
+    rows = [f"{n}/{t}" for n, t in layer_ranking.safer_rows("vanilla")]
+    cells = {}
+    for row in rows:  # combined best overall; fit best with linf; gradient best with l1
+        cells[("vanilla", row, "combined", "linf")] = (50.0, 0.9, 0.8, 10)
+        cells[("vanilla", row, "fit", "linf")] = (30.0, 0.7, 0.6, 10)
+        cells[("vanilla", row, "gradient", "l1")] = (40.0, 0.5, 0.4, 10)
+        cells[("vanilla", row, "gradient", "linf")] = (10.0, 0.5, 0.4, 10)
+        cells[("vanilla", row, layer_ranking.GT_CHECK, "linf")] = (60.0, 0.9, 0.9, 10)
+    summary, _ = layer_ranking.summarize(cells, ["vanilla"])
+    assert summary["vanilla_best_criterion"] == "combined"
+    assert (summary["vanilla_best_linf_criterion"], summary["vanilla_best_linf_exact"]) == ("fit", 30.0)
+    assert summary["vanilla_ground_truth_redraw_exact"] == 60.0
