@@ -14,7 +14,7 @@ four families, ``--models-per-family`` each:
   to even), 2-6 sublayers alternately attention (MultiHeadAttention, 2 heads, residual,
   LayerNormalization) and feed-forward (Dense+ReLU, residual), then Flatten and a head.
 
-Each is trained with Adam (lr 0.01) for 6 epochs, batch 64; a model under 95% test accuracy is
+Each is trained with Adam (lr 0.01) for 6 epochs, batch 128; a model under 95% test accuracy is
 replaced by a new draw (counted). Ranked layers are those with weights.
 
 Ground truth, per model and per perturbation row (pepper / Gaussian / Dirac, on the weights or
@@ -25,6 +25,8 @@ units; Gaussian: sigma = 0.25/0.5/1 x max|w| (or max|a|); Dirac: add +-max|w| (m
 drops are ties), ties broken by the mean change of the output ``E|f_eps - f|`` (SAFER eq. 1).
 How reproducible that is: the draws are split in two halves and the half-size ground truths
 are compared with each other (``ground_truth_redraw``, a rough ceiling for any criterion).
+A second reference ignores the model: ``input_first`` ranks the layers from the input to the
+output (what the networks' structure alone scores on the metric).
 
 Each criterion x reduction ranks the layers from 256 calibration points (unlabelled: targets
 are the model's predictions); its score on a row is the share of models whose full ranking is
@@ -68,6 +70,11 @@ GROUND_TRUTH = {"accuracy": "mean accuracy drop (0.5-point steps), ties by mean 
 #: Pseudo-criterion: the ground truth of one half of the draws ranking against the other half's
 #: (how reproducible a half-size ground truth is: a rough ceiling for any criterion).
 GT_CHECK = "ground_truth_redraw"
+#: Pseudo-criterion that ignores the model: layers from the input to the output (how far the
+#: network's structure alone gets on the exact-order metric).
+INPUT_FIRST = "input_first"
+#: Reference columns: reported beside the criteria, never counted as the best criterion.
+REFERENCES = (INPUT_FIRST, GT_CHECK)
 REDUCTIONS = ("mean", "l1", "l2", "linf", "p50", "p90", "p99")
 CRITERIA = ("slice", "weight", "gradient", "weight_x_gradient", "gradcam_pp", "integrated_gradients",
             "guided_ig", "idgi", "smoothgrad", "vargrad", "hsic", "fit", "shapley", "taylor", "apoz")
@@ -365,6 +372,7 @@ def evaluate(records, combined_members, group=lambda rec: rec["family"], by="acc
         # one ranking, each member with its own reduction (linf when none is named), filed under linf
         scores["combined"] = {"linf": list(combine([dict(enumerate(scores[c][r or "linf"]))
                                                     for c, _, r in members]).values())}
+        scores[INPUT_FIRST] = {"linf": [-float(i) for i in range(len(rec["layers"]))]}
         for row, t in rec["truth"].items():
             order = true_order(t["drop"], t["change"], by)
             halves = rec["truth_halves"][row]
@@ -436,7 +444,7 @@ def summarize(cells, families):
     summary, best = {}, {}
     for fam in families:
         rows = [f"{n}/{t}" for n, t in safer_rows(fam)]
-        combos = sorted({(c, r) for (f, row, c, r) in cells if f == fam and c != GT_CHECK})
+        combos = sorted({(c, r) for (f, row, c, r) in cells if f == fam and c not in REFERENCES})
         avg = {k: np.mean([cells[(fam, row, *k)][0] for row in rows if (fam, row, *k) in cells])
                for k in combos}
         (c, r), v = max(avg.items(), key=lambda kv: kv[1])
@@ -449,8 +457,9 @@ def summarize(cells, families):
         summary[f"{fam}_best_linf_exact"] = round(float(vl), 2)
         summary[f"{fam}_best_linf_criterion"] = cl
         summary[f"{fam}_best_single_cell"] = round(float(cell_best), 2)
-        summary[f"{fam}_ground_truth_redraw_exact"] = round(float(np.mean(
-            [cells[(fam, row, GT_CHECK, "linf")][0] for row in rows if (fam, row, GT_CHECK, "linf") in cells])), 2)
+        for ref in REFERENCES:
+            summary[f"{fam}_{ref}_exact"] = round(float(np.mean(
+                [cells[(fam, row, ref, "linf")][0] for row in rows if (fam, row, ref, "linf") in cells])), 2)
         best[fam] = avg
     return summary, best
 
@@ -480,13 +489,14 @@ def markdown(summary, cells, families, records, args, elapsed, combined_members)
         rows.append([fam_names[fam], f"{summary[f'{fam}_best_exact']:.1f} ({summary[f'{fam}_best_criterion']})",
                      f"{summary[f'{fam}_best_linf_exact']:.1f} ({summary[f'{fam}_best_linf_criterion']}/linf)",
                      f"{summary[f'{fam}_best_single_cell']:.1f}",
-                     f"{summary[f'{fam}_ground_truth_redraw_exact']:.1f}",
+                     f"{summary[f'{fam}_{INPUT_FIRST}_exact']:.1f}",
+                     f"{summary[f'{fam}_{GT_CHECK}_exact']:.1f}",
                      f"{safer_avg:.1f} ({safer_name}/linf)", f"{safer_cell}"])
     lines.append(markdown_table(["family", "ours: best (criterion/reduction)", "ours: best single criterion with linf",
-                                 "ours: best single cell", "ground truth redrawn (ceiling)",
+                                 "ours: best single cell", "input first (no model)", "ground truth redrawn (ceiling)",
                                  "SAFER: best (criterion)", "SAFER: best single cell"],
                                 rows))
-    crits = sorted({c for (_, _, c, _) in cells}, key=lambda c: (CRITERIA + ("combined", GT_CHECK)).index(c))
+    crits = sorted({c for (_, _, c, _) in cells}, key=lambda c: (CRITERIA + ("combined",) + REFERENCES).index(c))
     lines.append("\n## Table 1 analogue: % exactly right rankings with linf (SAFER's number after the slash)\n")
     t1 = []
     for fam in families:
@@ -530,9 +540,9 @@ def markdown(summary, cells, families, records, args, elapsed, combined_members)
     lines.append("\n## Table 2 analogue: % exactly right per reduction, averaged over criteria and all rows\n")
     t2 = []
     for r in REDUCTIONS:
-        vals = [v[0] for k, v in cells.items() if k[3] == r and k[2] not in ("combined", GT_CHECK)]
+        vals = [v[0] for k, v in cells.items() if k[3] == r and k[2] not in ("combined",) + REFERENCES]
         t2.append([r, float(np.mean(vals))])
-    pct = [float(np.mean([v[0] for k, v in cells.items() if k[3] == r and k[2] not in ("combined", GT_CHECK)]))
+    pct = [float(np.mean([v[0] for k, v in cells.items() if k[3] == r and k[2] not in ("combined",) + REFERENCES]))
            for r in REDUCTIONS if r.startswith("p")]
     t2.append(["best percentile", max(pct)])
     lines.append(markdown_table(["reduction", "ours"], t2))
@@ -629,7 +639,7 @@ def main(argv=None):
             for r in REDUCTIONS if any(k[2] == "slice" and k[3] == r for k in cells)},
         "mean_spearman_linf": {
             c: round(float(np.mean([v[1] for k, v in cells.items() if k[2] == c and k[3] == "linf"])), 4)
-            for c in CRITERIA + ("combined", GT_CHECK) if any(k[2] == c and k[3] == "linf" for k in cells)},
+            for c in CRITERIA + ("combined",) + REFERENCES if any(k[2] == c and k[3] == "linf" for k in cells)},
         "models_per_family": args.models_per_family,
         "ground_truth": GROUND_TRUTH[args.truth],
         "repeats": args.repeats,
