@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import logging
 import numbers
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, NotFittedError, require
 from nnslicer.io import load_archive, save_archive
+from nnslicer.profile import check_labels
 
 __all__ = ["SliceDetector", "FeatureMapDetector", "MahalanobisDetector", "Detection", "Features", "load_detector",
            "default_layer", "add_commands"]
@@ -161,15 +163,13 @@ def _predict(model, x, batch_size=256):
                            for i in range(0, len(x), batch_size)]).astype(np.int64)
 
 
-def _labels(y, predicted):
-    """Which fit samples to keep, and their labels: all, labelled by the model's class, without
-    ``y``; with ``y``, only the correctly classified ones (a slice is of the predicted class)."""
+def _labels(y, predicted, num_classes):
+    """Which fit samples to keep: all (each labelled by the model's class) without ``y``; with
+    ``y`` (class indices or one-hot rows), only the correctly classified ones (a slice is of
+    the predicted class)."""
     if y is None:
         return np.ones(len(predicted), bool)
-    y = np.asarray(y).reshape(-1)
-    if len(y) != len(predicted):
-        raise InvalidInputError(f"y has {len(y)} labels for {len(predicted)} inputs.")
-    keep = y == predicted
+    keep = check_labels(y, len(predicted), num_classes) == predicted
     if not keep.any():
         raise InvalidInputError("No fit sample is classified correctly: nothing to learn from.")
     return keep
@@ -215,7 +215,8 @@ class _Detector:
         self._check_params()
         self._prepare(x, y)
         feats = self.features(x)
-        feats = feats[_labels(y, feats.predicted)]
+        feats = feats[_labels(y, feats.predicted, self._n_classes())]
+        self.n_fit_ = len(feats.predicted)
         self._fit(feats.values, feats.predicted)
         return self
 
@@ -247,7 +248,7 @@ class _Detector:
         self._check_fitted()
         meta, arrays = self._state()
         meta.update(detector=self.kind, fingerprint=self._graph().fingerprint, model=self._graph().name,
-                    offset=float(self.offset_))
+                    offset=float(self.offset_), n_fit=getattr(self, "n_fit_", None))
         if hasattr(self, "clean_scores_"):
             arrays["clean_scores"] = self.clean_scores_
         return save_archive(path, "detector", meta, arrays)
@@ -262,15 +263,24 @@ class _ClassifierDetector(_Detector):
                                         f"{', '.join(map(repr, CLASSIFIERS))}. Got {self.classifier!r} instead.")
         _check_contamination(self.contamination, type(self).__name__, optional=True)
 
+    @property
+    def held_out_flag_rate(self):
+        """The share of clean fit samples flagged by a classifier that did not learn from them
+        (out-of-bag votes of a forest; 5-fold cross-validation of a tree, only computed with
+        ``contamination``): the false-alarm rate to expect on clean inputs. None if unknown."""
+        self._check_fitted()
+        scores = getattr(self, "clean_scores_", None)
+        return None if scores is None or not len(scores) else float(np.mean(scores < self.offset_))
+
     def _fit(self, feats, labels):
-        """Fit the classifier; with ``contamination``, also score every fit sample with a
-        classifier that did not see it (out-of-bag for a forest, 5-fold for a tree) and put
-        ``offset_`` at that quantile of those held-out clean scores."""
+        """Fit the classifier and score every fit sample with a classifier that did not see it
+        (out-of-bag for a forest, always; 5-fold for a tree, with ``contamination``); with
+        ``contamination``, put ``offset_`` at that quantile of those held-out clean scores."""
         require("sklearn", "analyses")
         from sklearn.ensemble import RandomForestClassifier
         from sklearn.tree import DecisionTreeClassifier
 
-        held_out = self.contamination is not None
+        held_out = self.contamination is not None or self.classifier == "forest"
         if self.classifier == "tree":
             clf = DecisionTreeClassifier(random_state=self.random_state)
         else:
@@ -285,7 +295,8 @@ class _ClassifierDetector(_Detector):
             proba = clf.oob_decision_function_ if self.classifier == "forest" else self._cross_validated(feats, labels)
             seen = ~np.isnan(proba).any(axis=1)  # a sample in every bootstrap has no out-of-bag vote
             self.clean_scores_ = self._margin(proba[seen], labels[seen])
-            self.offset_ = float(np.quantile(self.clean_scores_, self.contamination))
+            if self.contamination is not None:
+                self.offset_ = float(np.quantile(self.clean_scores_, self.contamination))
 
     def _cross_validated(self, feats, labels):
         """Class probabilities of each sample from the same classifier fit on the other folds (5-fold)."""
@@ -659,6 +670,8 @@ def load_detector(path, model):
         det = _KINDS[kind]._restore(model, meta, arrays, path)
         if "clean_scores" in arrays:
             det.clean_scores_ = arrays["clean_scores"]
+        if meta.get("n_fit") is not None:
+            det.n_fit_ = int(meta["n_fit"])
         return det
     except (KeyError, TypeError) as exc:
         raise FileFormatError(f"{path!r} is an incomplete detector file ({exc}).") from exc
@@ -700,30 +713,32 @@ def cmd_detect_fit(args):
     y = load_array(args.labels, "y") if args.labels else None
     det = _detector_from_args(model, args).fit(x, y)
     det.save(args.output)
-    print(f"{det!r} fitted on {len(x):,} clean inputs -> {args.output}")
+    print(f"{det!r} fitted on {det.n_fit_:,} clean inputs -> {args.output}")
+    rate = getattr(det, "held_out_flag_rate", None)
+    if rate is not None:
+        print(f"clean fit inputs flagged when held out: {rate:.1%} (the false-alarm rate to expect)")
+        if rate > 0.2:
+            print("that is high: try another --layer, more --data, or set the rate with --contamination",
+                  file=sys.stderr)
     return 0
 
 
 def _write_verdicts(path, result):
     from nnslicer.io import atomic_path
 
-    if path.endswith(".csv"):
+    if path.lower().endswith(".csv"):
         with atomic_path(path, ".csv") as tmp, open(tmp, "w") as f:
             f.write("index,predicted,score,verdict\n")
             for i, (p, s, v) in enumerate(zip(result.predicted, result.scores, result.flags)):
                 f.write(f"{i},{p},{s:.6g},{'clean' if v == 1 else 'adversarial'}\n")
-    elif path.endswith(".npz"):
+    else:  # .npz (the command line refuses other names)
         with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, predicted=result.predicted, scores=result.scores, flags=result.flags)
-    else:
-        raise InvalidParameterError(f"-o takes a .npz or .csv file; got {path!r}.")
 
 
 def cmd_detect_score(args):
     from nnslicer.cli import load_array, load_model
 
-    if args.output and not args.output.endswith((".npz", ".csv")):
-        raise InvalidParameterError(f"-o takes a .npz or .csv file; got {args.output!r}.")
     model = load_model(args.model)
     det = load_detector(args.detector, model)
     result = det.detect(load_array(args.input, "x"))
@@ -771,7 +786,7 @@ def add_commands(subparsers):
     add_slicing_options(f, granularity="channel")  # better and faster (benchmarks/adversarial.py)
     f.add_argument("--workers", type=int, default=None, help="Ray workers for slicing (default: serially)")
     f.add_argument("-o", "--output", required=True, help="where to write the detector (.nnsd)")
-    f.set_defaults(func=cmd_detect_fit)
+    f.set_defaults(func=cmd_detect_fit, outputs={"-o": ("output", None)})
 
     s = sub.add_parser("score", help="score inputs with a saved detector",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DETECT_EPILOG,
@@ -780,4 +795,4 @@ def add_commands(subparsers):
     s.add_argument("detector", help="a detector file from 'nnslicer detect fit'")
     s.add_argument("--input", required=True, help="inputs to check (.npy/.npz)")
     s.add_argument("-o", "--output", help="also write the verdicts (.npz or .csv)")
-    s.set_defaults(func=cmd_detect_score)
+    s.set_defaults(func=cmd_detect_score, outputs={"-o": ("output", (".npz", ".csv"))})

@@ -125,11 +125,13 @@ def bit_widths(ranking, bits):
     ----------
     ranking : dict or sequence of str
         Layer names, most important first (a ``layer_importance`` result).
-    bits : int >= 3
+    bits : int in [3, 15]
     """
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits < 3:
-        raise InvalidParameterError(f"The 'bits' parameter of bit_widths must be an int >= 3 "
-                                    f"(the least important layers get bits - 1). Got {bits!r} instead.")
+    from .quantization import MAX_BITS
+
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 3 <= bits < MAX_BITS:
+        raise InvalidParameterError(f"The 'bits' parameter of bit_widths must be an int in [3, {MAX_BITS - 1}] "
+                                    f"(layers get bits - 1 to bits + 1). Got {bits!r} instead.")
     names = list(ranking)
     third = len(names) // 3
     out = {}

@@ -1,16 +1,12 @@
 """Checks of user data shared by the analyses: a model that can be run op by op, a batch of
-model inputs and its labels.
-
->>> import numpy as np
->>> check_labels(np.eye(3)[[2, 0]], 2, 3)       # one-hot rows become class indices
-array([2, 0])
-"""
+model inputs and its labels (:func:`nnslicer.profile.check_labels`, the engine's own)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from nnslicer.errors import InvalidInputError
+from nnslicer.profile import check_labels
 
 __all__ = ["check_inputs", "check_labels", "runnable_graph"]
 
@@ -29,20 +25,6 @@ def check_inputs(x, input_shape):
     if not np.all(np.isfinite(x)):
         raise InvalidInputError("x holds NaN or infinite values.")
     return x
-
-
-def check_labels(y, n, n_classes):
-    """``y`` as int64 class indices: one per sample (``n``), in ``[0, n_classes)``; one-hot rows
-    are accepted."""
-    labels = np.asarray(y)
-    if labels.ndim == 2 and labels.shape == (n, n_classes):
-        labels = labels.argmax(axis=1)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise InvalidInputError(f"y must hold one integer label per sample ({n}); got shape "
-                                f"{np.shape(y)} and dtype {labels.dtype}.")
-    if n and (labels.min() < 0 or labels.max() >= n_classes):
-        raise InvalidInputError(f"y holds labels outside [0, {n_classes}): the model has {n_classes} classes.")
-    return labels.astype(np.int64)
 
 
 def runnable_graph(model, caller):

@@ -36,6 +36,7 @@ import logging
 
 import numpy as np
 
+from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import InvalidInputError, InvalidParameterError
 
 from .budgets import DIRECTIONS, bit_widths, pruning_rates
@@ -130,7 +131,7 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
         ``"uniform"`` for the same budget in every layer (no ranking).
     prune : float in [0, max_rate], optional
         Global structured pruning rate (share of the prunable layers' weights).
-    bits : int >= 3, optional
+    bits : int in [3, 15], optional
         Average weight bit-width of mixed-precision quantization.
     activation_bits : int or None
         Activation bits when quantizing (default 8).
@@ -180,8 +181,7 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
 
 # --------------------------------------------------------------------------- CLI
 def cmd_compress(args):
-    from nnslicer.cli import load_array, load_model
-    from nnslicer.io import atomic_path
+    from nnslicer.cli import load_array, load_model, save_model
 
     model = load_model(args.model)
     x = load_array(args.data, "x")
@@ -189,8 +189,7 @@ def cmd_compress(args):
     out = compress(model, x, y, criterion=args.criterion, reduction=args.reduction, prune=args.prune,
                    bits=args.bits, activation_bits=None if args.activation_bits == 0 else args.activation_bits,
                    direction=args.direction)
-    with atomic_path(args.output, ".keras") as tmp:
-        out.save(tmp)
+    save_model(out, args.output)
     info = out.compression
     names = list(info["ranking"] or info.get("bits") or info.get("rates"))
     width = max(len("layer"), *(len(n) for n in names))
@@ -231,7 +230,7 @@ def add_commands(subparsers):
     p.add_argument("model", help="a .keras or .h5 model")
     p.add_argument("--data", required=True, help="calibration inputs (.npy/.npz), e.g. 256-1000 samples")
     p.add_argument("--labels", help="their labels (.npy/.npz); default: the model's predictions")
-    p.add_argument("--bits", type=int, default=None, help="average weight bit-width (>= 3)")
+    p.add_argument("--bits", type=int, default=None, help="average weight bit-width, 3 to 15")
     p.add_argument("--activation-bits", type=int, default=8, help="activation bits (default 8; 0: float32)")
     p.add_argument("--prune", type=float, default=None, help="global structured pruning rate, e.g. 0.3")
     p.add_argument("--criterion", default="fit", choices=tuple(CRITERIA) + ("combined", "uniform"),
@@ -240,5 +239,5 @@ def add_commands(subparsers):
     p.add_argument("--direction", default="inverse", choices=DIRECTIONS,
                    help="pruning rates fall (inverse) or grow (paper: SAFER eq. 12 as written) "
                         "with importance (default: inverse)")
-    p.add_argument("-o", "--output", required=True, help="where to write the compressed model (.keras)")
-    p.set_defaults(func=cmd_compress)
+    p.add_argument("-o", "--output", required=True, help="where to write the compressed model (.keras or .h5)")
+    p.set_defaults(func=cmd_compress, outputs={"-o": ("output", MODEL_FILES)})

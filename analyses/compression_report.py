@@ -624,18 +624,12 @@ def _html(report):
 
 # --------------------------------------------------------------------------- CLI
 def cmd_compare(args):
-    from nnslicer.cli import load_array, load_model
+    from nnslicer.cli import check_outputs, load_array, load_model
 
     from .pruning import parse_classes
 
     json_path = args.json or os.path.splitext(args.output)[0] + ".json"
-    if os.path.abspath(json_path) == os.path.abspath(args.output):
-        raise InvalidParameterError(f"The HTML and JSON reports would both be written to {args.output!r}: "
-                                    "give --json another path.")
-    for path in (args.output, json_path):  # fail before the work, not after
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"No such directory: {directory!r}")
+    check_outputs({"-o": (args.output, None), "--json": (json_path, None)})  # before the work
     model_a, model_b = load_model(args.model_a), load_model(args.model_b)
     x, y = load_array(args.data, "x"), load_array(args.labels, "y")
     names = [os.path.basename(p) for p in (args.model_a, args.model_b)]
@@ -665,7 +659,7 @@ def add_commands(subparsers):
                     "samples: accuracy per class, the share of flipped predictions, the confidence\n"
                     "shift of A's predicted class, the saliency-map mean absolute deviation, and how\n"
                     "much of A's class slices survives in B (Beyond test accuracy, SAFEAI 2022;\n"
-                    "SPEC.md section 7). Writes an HTML report with plots and its figures as JSON.\n"
+                    "docs/SPEC.md section 7). Writes an HTML report with plots and its figures as JSON.\n"
                     "Slice survival needs both models' weighted layers to have the same kernel\n"
                     "shapes (masked pruning, quantization); otherwise the report says why not.",
         epilog="examples:\n"

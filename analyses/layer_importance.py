@@ -759,10 +759,16 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
 def cmd_layers(args):
     from nnslicer.cli import load_array, load_model
 
+    if args.q is not None and args.reduction != "percentile":
+        raise InvalidParameterError("--q goes with --reduction percentile.")
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None
-    ranking = layer_importance(model, x, criterion=args.criterion, reduction=args.reduction, y=y, q=args.q)
+    try:
+        ranking = layer_importance(model, x, criterion=args.criterion, reduction=args.reduction, y=y, q=args.q)
+    except UnsupportedLayerError as exc:
+        raise UnsupportedLayerError(f"{exc}\nThe {args.criterion!r} criterion slices the model; every other "
+                                    "criterion (e.g. --criterion fit) works on it.") from exc
     width = max(len("layer"), *(len(k) for k in ranking))
     print(f"{'rank':>4}  {'layer':<{width}}  score")
     for i, (name, score) in enumerate(ranking.items(), 1):
@@ -779,7 +785,7 @@ def add_commands(subparsers):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Rank the layers that hold weights, most important first: a criterion gives "
                     "each weight or unit a score on the calibration data, a reduction turns a "
-                    "layer's scores into one number (SAFER, SPEC.md section 6). 'slice' needs a "
+                    "layer's scores into one number (SAFER, docs/SPEC.md section 6). 'slice' needs a "
                     "model nnslicer can lift; the other criteria work on any functional or "
                     "Sequential classifier, transformers included.",
         epilog="examples:\n"

@@ -34,6 +34,7 @@ import numbers
 
 import numpy as np
 
+from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import FileFormatError, InvalidParameterError
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
@@ -283,8 +284,7 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
 
 # --------------------------------------------------------------------------- CLI
 def cmd_protect(args):
-    from nnslicer.cli import make_slicer
-    from nnslicer.io import atomic_path
+    from nnslicer.cli import make_slicer, save_model
 
     from .pruning import load_class_data
 
@@ -292,22 +292,19 @@ def cmd_protect(args):
     slicer = make_slicer(model, args).fit(x, y) if args.method in ("nnslicer", "effective_path") else None
     protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
                                 max_per_class=args.max_per_class, scope=args.scope)
-    with atomic_path(args.output, ".keras") as tmp:
-        protected.save(tmp)
-    secret.save(args.secret)
+    secret.save(args.secret)  # first: a protected model without its secret would lose the weights
+    save_model(protected, args.output)
     print(f"{secret!r}\nprotected model -> {args.output}, secret -> {args.secret}")
     return 0
 
 
 def cmd_restore(args):
-    from nnslicer.cli import load_model
-    from nnslicer.io import atomic_path
+    from nnslicer.cli import load_model, save_model
 
     protected = load_model(args.model)
     secret = ProtectionSecret.load(args.secret)
     restored = restore(protected, secret)
-    with atomic_path(args.output, ".keras") as tmp:
-        restored.save(tmp)
+    save_model(restored, args.output)
     print(f"restored {secret.n_hidden:,} weights -> {args.output}")
     return 0
 
@@ -332,9 +329,9 @@ def add_commands(subparsers):
     p.add_argument("--method", default="nnslicer", choices=PROTECT_METHODS, help="how synapses are ranked (default nnslicer)")
     p.add_argument("--scope", default="layer", choices=SCOPES,
                    help="hide --fraction of each layer (default) or of the whole model")
-    p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras)")
+    p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras or .h5)")
     p.add_argument("--secret", required=True, help="where to write the secret (.npz)")
-    p.set_defaults(func=cmd_protect)
+    p.set_defaults(func=cmd_protect, outputs={"-o": ("output", MODEL_FILES), "--secret": ("secret", None)})
 
     p = subparsers.add_parser(
         "restore", help="put a protected model's hidden weights back",
@@ -344,5 +341,5 @@ def add_commands(subparsers):
         epilog="example:\n  nnslicer restore protected.keras --secret secret.npz -o restored.keras")
     p.add_argument("model", metavar="PROTECTED", help="the protected .keras or .h5 model")
     p.add_argument("--secret", required=True, help="the secret written by 'nnslicer protect'")
-    p.add_argument("-o", "--output", required=True, help="where to write the restored model (.keras)")
-    p.set_defaults(func=cmd_restore)
+    p.add_argument("-o", "--output", required=True, help="where to write the restored model (.keras or .h5)")
+    p.set_defaults(func=cmd_restore, outputs={"-o": ("output", MODEL_FILES)})

@@ -47,7 +47,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import InvalidInputError, InvalidParameterError
+from nnslicer.profile import check_labels
 
 from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 
@@ -456,7 +458,9 @@ def load_class_data(args, caller):
     y = load_array(args.labels, "y")
     if len(x) != len(y):
         raise InvalidInputError(f"--data has {len(x)} samples and --labels {len(y)}.")
-    classes = check_classes(parse_classes(args.classes), y, int(model.output_shape[-1]), caller)
+    num_classes = int(model.output_shape[-1])
+    y = check_labels(y, len(x), num_classes)
+    classes = check_classes(parse_classes(args.classes), y, num_classes, caller)
     return model, x, y, classes
 
 
@@ -484,10 +488,9 @@ def cmd_prune(args):
                                  mean_compensation=not args.no_mean_compensation,
                                  fine_tune_epochs=args.fine_tune_epochs, method=args.method,
                                  max_per_class=args.max_per_class)
-    from nnslicer.io import atomic_path
+    from nnslicer.cli import save_model
 
-    with atomic_path(args.output, ".keras") as tmp:
-        pruned.save(tmp)
+    save_model(pruned, args.output)
     print(pruned.prune_report.table())
     print(f"\n{pruned.prune_report!r} -> {args.output}")
     return 0
@@ -513,5 +516,5 @@ def add_commands(subparsers):
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="epochs of fine-tuning on the target classes (default 0)")
     p.add_argument("--no-mean-compensation", action="store_true",
                    help="pruned synapses contribute nothing (default: their mean input)")
-    p.add_argument("-o", "--output", required=True, help="where to write the pruned model (.keras)")
-    p.set_defaults(func=cmd_prune)
+    p.add_argument("-o", "--output", required=True, help="where to write the pruned model (.keras or .h5)")
+    p.set_defaults(func=cmd_prune, outputs={"-o": ("output", MODEL_FILES)})

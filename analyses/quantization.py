@@ -33,14 +33,16 @@ from .checks import runnable_graph
 
 __all__ = ["quantize_array", "quantize", "quantized_layers", "register_keras_objects", "FakeQuant"]
 
+#: The widest bit-width quantized (wider is float32 in all but name).
+MAX_BITS = 16
 #: Variable names that are quantized.
 KERNELS = ("kernel", "depthwise_kernel")
 
 
 def _check_bits(bits, name="bits", low=2):
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not low <= bits <= 16:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not low <= bits <= MAX_BITS:
         raise InvalidParameterError(f"The {name!r} parameter of quantize must be an int in "
-                                    f"[{low}, 16]. Got {bits!r} instead.")
+                                    f"[{low}, {MAX_BITS}]. Got {bits!r} instead.")
     return int(bits)
 
 

@@ -27,6 +27,7 @@ import numbers
 import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError, NotFittedError
+from nnslicer.profile import check_labels
 
 __all__ = ["METHODS", "check_classes", "class_slices", "synapse_scores", "rank_mask"]
 
@@ -54,20 +55,11 @@ def check_classes(classes, y, num_classes, caller):
                 f"Class {int(c)} does not exist: the model has {num_classes} classes (0..{num_classes - 1}).")
         out.append(int(c))
     if y is not None:
-        present = set(np.unique(np.asarray(y)).tolist())
+        present = set(np.unique(check_labels(y, len(y), num_classes)).tolist())
         missing = [c for c in out if c not in present]
         if missing:
             raise InvalidInputError(f"No sample of class(es) {missing} in the data: they cannot be sliced.")
     return tuple(sorted(set(out)))
-
-
-def _labels(y, n):
-    y = np.asarray(y)
-    if y.ndim == 2:  # one-hot
-        y = y.argmax(axis=1)
-    if y.shape != (n,):
-        raise InvalidInputError(f"labels have shape {y.shape}; expected ({n},), one per sample.")
-    return y.astype(np.int64)
 
 
 def class_slices(slicer, x, y, classes, max_per_class=None, n_jobs=None, progress=None):
@@ -89,7 +81,11 @@ def class_slices(slicer, x, y, classes, max_per_class=None, n_jobs=None, progres
     """
     if not hasattr(slicer, "graph_"):
         raise NotFittedError("The slicer is not fitted yet: call slicer.fit(x) first.")
-    y = _labels(y, len(x))
+    if max_per_class is not None and (isinstance(max_per_class, bool) or not isinstance(max_per_class, numbers.Integral)
+                                      or max_per_class < 1):
+        raise InvalidParameterError(f"The 'max_per_class' parameter must be a positive int or None. "
+                                    f"Got {max_per_class!r} instead.")
+    y = check_labels(y, len(x), slicer.graph_.num_outputs)
     out = {}
     for c in check_classes(classes, y, slicer.graph_.num_outputs, "class_slices"):
         xc = np.asarray(x)[y == c][:max_per_class]
@@ -156,7 +152,7 @@ def synapse_scores(model, slicer, x, y, classes, method="nnslicer", random_state
 
             use = Slicer(model, rule="effective_path", granularity=slicer.granularity,
                          batch_size=slicer.batch_size).fit(profile=slicer.profile_)
-        present = set(np.unique(_labels(y, len(x))).tolist())
+        present = set(np.unique(check_labels(y, len(x), graph.num_outputs)).tolist())
         slices = class_slices(use, x, y, [c for c in wanted if c in present], max_per_class)
     missing = [c for c in wanted if c not in slices]
     if method != "nnslicer_all" and missing:

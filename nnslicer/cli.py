@@ -35,8 +35,27 @@ Models are .keras or .h5 files; data are .npy or .npz files (an .npz's array nam
 
 
 # --------------------------------------------------------------------------- helpers
+#: Extensions of the model files the commands read and write.
+MODEL_FILES = (".keras", ".h5")
+
+
 def _quiet_tensorflow():
+    """Keep TensorFlow's start-up lines (oneDNN, CPU features: C++ logging that no setting
+    silences in TF 2.21) off stderr by importing it with stderr muted; ``-v`` shows them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or log.isEnabledFor(logging.INFO):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # said again, audibly, where it is needed
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def load_model(path):
@@ -44,8 +63,15 @@ def load_model(path):
     _quiet_tensorflow()
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such model file: {path!r}")
-    if not path.endswith((".keras", ".h5")):
+    if not path.lower().endswith(MODEL_FILES):
         raise FileFormatError(f"{path!r}: models are read from .keras or .h5 files.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.lower().endswith(".keras") and not head.startswith(b"PK"):
+        raise FileFormatError(f"{path!r} is not a Keras model: a .keras file is a zip archive "
+                              "(model.save('model.keras')).")
+    if path.lower().endswith(".h5") and head != b"\x89HDF\r\n\x1a\n":
+        raise FileFormatError(f"{path!r} is not a Keras model: a .h5 file is an HDF5 file.")
     import keras
 
     for module in ANALYSIS_COMMANDS:  # custom layers of the analyses (e.g. FakeQuant) must be known
@@ -72,6 +98,34 @@ def load_array(path, key="x"):
         if not data.files:
             raise InvalidInputError(f"{path!r} holds no arrays.")
         return data[key] if key in data.files else data[data.files[0]]
+
+
+def check_outputs(outputs):
+    """Refuse, before any work, output files that could not be written or would not load
+    back. ``outputs`` maps an option (``"-o"``) to ``(path, extensions)``; a None path is
+    skipped and None extensions accept any name."""
+    from .errors import InvalidParameterError
+    from .io import check_writable
+
+    seen = {}
+    for option, (path, extensions) in outputs.items():
+        if path is None:
+            continue
+        if extensions and not path.lower().endswith(extensions):
+            raise InvalidParameterError(f"{option} takes a {' or '.join(extensions)} file; got {path!r}.")
+        check_writable(path, option)
+        key = os.path.realpath(path)
+        if key in seen:
+            raise InvalidParameterError(f"{seen[key]} and {option} name the same file {path!r}.")
+        seen[key] = option
+
+
+def save_model(model, path):
+    """Write a Keras model atomically, as .keras or (legacy) .h5 after the path's extension."""
+    from .io import atomic_path
+
+    with atomic_path(path, os.path.splitext(path)[1].lower()) as tmp:
+        model.save(tmp)
 
 
 def progress_bar(total, what):
@@ -101,7 +155,7 @@ def add_slicing_options(p, granularity="element"):
                    help=f"a neuron of a feature map is an element or a channel (default: {granularity})")
     p.add_argument("--baseline", default="global", choices=("global", "class"),
                    help="deltas from the global mean or the predicted class's mean "
-                        "(class needs a profile made with --labels)")
+                        "(class needs per-class means: labels when profiling)")
     p.add_argument("--propagation", default="code", choices=("code", "paper"),
                    help="how ReLU, batch norm and max pooling pass counts back (default: code)")
 
@@ -177,6 +231,7 @@ def cmd_slice(args):
 
 
 def cmd_demo(args):
+    _quiet_tensorflow()
     from . import demo
 
     return demo.run(args.out, samples=args.samples)
@@ -189,6 +244,8 @@ def cmd_render(args):
 
     if args.top_k < 0:
         raise InvalidParameterError(f"--top-k must be 0 or more. Got {args.top_k} instead.")
+    if args.names and not args.other:
+        raise InvalidParameterError("--names goes with --other (the two slices of a diff).")
     if args.file.endswith((".keras", ".h5")):  # a model on its own: its op graph
         if args.model or args.other:
             raise InvalidParameterError("--model and --other go with a slice file, not a model.")
@@ -226,7 +283,8 @@ def build_parser():
     p = sub.add_parser("info", help="show the lifted graph of a model",
                        description="Lift a model and print its ops, shapes, neurons and synapses.")
     p.add_argument("model", help="a .keras or .h5 model")
-    p.add_argument("--granularity", default="element", choices=("element", "channel"))
+    p.add_argument("--granularity", default="element", choices=("element", "channel"),
+                   help="a neuron of a feature map is an element or a channel (default: element)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("profile", help="record every neuron's mean activation over a data set",
@@ -237,7 +295,7 @@ def build_parser():
     p.add_argument("--labels", help="class labels (.npy/.npz) for per-class means")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument("-o", "--output", required=True, help="where to write the profile (.npz)")
-    p.set_defaults(func=cmd_profile)
+    p.set_defaults(func=cmd_profile, outputs={"-o": ("output", None)})
 
     p = sub.add_parser("slice", help="slice a model for some inputs",
                        description="Forward and backward analysis of --input against a saved "
@@ -256,7 +314,7 @@ def build_parser():
     p.add_argument("--ray-address", default=None,
                    help="a running Ray cluster to use (from 'ray start --head'; RAY_ADDRESS works too)")
     p.add_argument("-o", "--output", required=True, help="where to write the slice (.npz)")
-    p.set_defaults(func=cmd_slice)
+    p.set_defaults(func=cmd_slice, outputs={"-o": ("output", None)})
 
     p = sub.add_parser("demo", help="train, profile and slice a small CNN on bundled digits",
                        description="Train a small CNN on scikit-learn's 8x8 digits (cached in "
@@ -300,7 +358,7 @@ def build_parser():
                    help="output format (default: from OUT's extension)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="where to write the picture (.svg, .png, .pdf or .dot)")
-    p.set_defaults(func=cmd_render)
+    p.set_defaults(func=cmd_render, outputs={"-o": ("output", None)})
 
     for module in ANALYSIS_COMMANDS:  # the analyses add their own subcommands
         importlib.import_module(module).add_commands(sub)
@@ -315,12 +373,17 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    _quiet_tensorflow()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
+        check_outputs({option: (getattr(args, dest), extensions)
+                       for option, (dest, extensions) in getattr(args, "outputs", {}).items()})
         return args.func(args)
-    except (NNSlicerError, FileNotFoundError) as exc:
+    except (NNSlicerError, FileNotFoundError, IsADirectoryError) as exc:
         print(f"nnslicer {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import FileFormatError
 
-__all__ = ["save_archive", "load_archive", "atomic_path"]
+__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable"]
 
 
 def _umask_mode():
@@ -21,13 +21,25 @@ def _umask_mode():
     return 0o666 & ~mask
 
 
+def check_writable(path, what=""):
+    """Refuse a ``path`` that names a directory (IsADirectoryError) or lies in a missing one
+    (FileNotFoundError); ``what``, e.g. the option that gave it, goes into the message. Returns
+    the directory."""
+    path = os.fspath(path)
+    where = f" (for {what} {path!r})" if what else ""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory; give a file name{where}.")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"No such directory: {directory!r}{where}")
+    return directory
+
+
 @contextmanager
 def atomic_path(path, suffix=""):
     """A temporary path beside ``path`` that replaces ``path`` when the block ends without
     error; on an error nothing is left behind and an existing file stays untouched."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"No such directory: {directory!r}")
+    directory = check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=".nnslicer-", suffix=suffix, dir=directory)
     os.close(fd)
     try:

@@ -8,14 +8,15 @@ model predicts correctly (the authors' code).
 from __future__ import annotations
 
 import logging
+import numbers
 
 import numpy as np
 
-from .errors import FileFormatError, InvalidInputError
+from .errors import FileFormatError, InvalidInputError, InvalidParameterError
 from .forward import as_batch, batch_sums
 from .io import load_archive, save_archive
 
-__all__ = ["Profile", "profile", "iter_batches"]
+__all__ = ["Profile", "profile", "iter_batches", "check_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,22 @@ class Profile:
             raise FileFormatError(f"{path!r} is an incomplete profile file ({exc}).") from exc
 
 
+def check_batch_size(batch_size, owner):
+    """Refuse a batch size that is not a positive int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise InvalidParameterError(
+            f"The 'batch_size' parameter of {owner} must be a positive int. Got {batch_size!r} instead.")
+
+
+def _is_array(data):
+    return isinstance(data, np.ndarray) or (hasattr(data, "__len__") and hasattr(data, "shape"))
+
+
 def iter_batches(data, labels=None, batch_size=256):
     """Yield ``(x, y)`` batches from arrays, or from an iterable of ``x`` or ``(x, y)`` batches
     (a generator or a ``tf.data.Dataset``), so that a data set larger than memory streams."""
-    if isinstance(data, np.ndarray) or (hasattr(data, "__len__") and hasattr(data, "shape")):
+    check_batch_size(batch_size, "profile")
+    if _is_array(data):
         data = np.asarray(data)
         if labels is not None:
             labels = np.asarray(labels)
@@ -129,6 +142,8 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
     n = 0
     labelled = None
     num_classes = graph.num_outputs
+    if labels is not None and _is_array(data):  # check them whole, not batch by batch
+        labels = check_labels(labels, len(data), num_classes)
     for x, y in iter_batches(data, labels, batch_size):
         if labelled is None:
             labelled = y is not None
@@ -136,7 +151,7 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
             raise InvalidInputError("Some batches have labels and some do not.")
         x = as_batch(graph, x, what="data")
         if y is not None:
-            y = _check_labels(y, len(x), num_classes)
+            y = check_labels(y, len(x), num_classes)
         batch, batch_class, batch_counts = batch_sums(graph, x, y)
         if sums is None:
             sums = batch
@@ -170,16 +185,28 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
     return Profile(means, n, graph.name, graph.fingerprint, class_means, class_counts)
 
 
-def _check_labels(y, n, num_classes):
+def check_labels(y, n, num_classes):
+    """``y`` as ``n`` int64 class indices in ``[0, num_classes)``, from a vector, a column or
+    one-hot rows (integral floats are accepted); anything else is refused with
+    :class:`InvalidInputError`.
+
+    >>> check_labels(np.eye(3)[[2, 0]], 2, 3)       # one-hot rows become class indices
+    array([2, 0])
+    """
     y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == num_classes:  # one-hot
+    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise InvalidInputError(f"labels must be integer class indices; got an array of {y.dtype}.")
+    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:  # one-hot
         y = y.argmax(axis=1)
+    elif y.ndim == 2 and y.shape[1] == 1:  # a column
+        y = y[:, 0]
     if y.shape != (n,):
-        raise InvalidInputError(f"labels have shape {y.shape}; expected ({n},), one per sample.")
+        raise InvalidInputError(f"labels must be one integer label per sample ({n}) or one-hot rows "
+                                f"({n}, {num_classes}); got shape {y.shape}.")
     if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise InvalidInputError("labels must be integer class indices.")
-        y = y.astype(np.int64)
+        if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
+            raise InvalidInputError(f"labels must be integer class indices; got non-integral {y.dtype} values.")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise InvalidInputError(f"labels must lie in [0, {num_classes}); got values from {y.min()} to {y.max()}.")
-    return y
+        raise InvalidInputError(f"labels outside [0, {num_classes}): got values from {y.min():g} to {y.max():g}; "
+                                f"the model has {num_classes} classes.")
+    return y.astype(np.int64)

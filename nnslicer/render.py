@@ -1038,14 +1038,20 @@ def to_dot(obj, view=None, **kw) -> str:
 
 
 def _format_of(path, fmt):
+    """The format to write ``path`` in: ``fmt``, else the one its extension names; the two must
+    agree when both are given."""
+    ext = os.path.splitext(str(path))[1].lower().lstrip(".")
+    named = {"gv": "dot"}.get(ext, ext)
     if fmt is None:
-        ext = os.path.splitext(str(path))[1].lower().lstrip(".")
-        fmt = {"gv": "dot"}.get(ext, ext)
-        if fmt not in FORMATS:
+        if named not in FORMATS:
             raise InvalidParameterError(
                 f"Cannot tell the format from {os.fspath(path)!r}: name it .svg, .png, .pdf or .dot, "
                 "or give the format (format=..., --format).")
+        fmt = named
     _check_choice("format", fmt, FORMATS)
+    if named in FORMATS and named != fmt:
+        raise InvalidParameterError(f"{os.fspath(path)!r} names a .{ext} file but the format is {fmt!r}: "
+                                    "make them agree.")
     return fmt
 
 

@@ -10,7 +10,7 @@ from .errors import InvalidInputError, InvalidParameterError, NotFittedError
 from .forward import as_batch, forward
 from .lift import lift
 from .parallel import map_backward, use_ray
-from .profile import Profile
+from .profile import Profile, check_batch_size
 from .profile import profile as make_profile
 from .select import check_rule
 from .slice import Slice
@@ -92,10 +92,7 @@ class Slicer:
         _choice("granularity", self.granularity, ("element", "channel"))
         _choice("baseline", self.baseline, ("global", "class"))
         _choice("propagation", self.propagation, ("code", "paper"))
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) \
-                or self.batch_size < 1:
-            raise InvalidParameterError(
-                f"The 'batch_size' parameter of Slicer must be a positive int. Got {self.batch_size!r} instead.")
+        check_batch_size(self.batch_size, "Slicer")
         return theta
 
     def fit(self, x=None, y=None, *, profile=None, progress=None):

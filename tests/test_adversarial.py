@@ -194,16 +194,36 @@ def test_contamination_tree_with_small_classes(model, digits):
 
 
 def test_contamination_moves_the_operating_point(model, slicer, digits):
-    """Without contamination nothing is held out and the paper's rule (offset 0) applies; a
-    larger contamination flags at least as many clean inputs."""
+    """Without contamination the paper's rule (offset 0) applies; a larger contamination flags
+    at least as many clean inputs."""
     (x, y), (xt, _) = digits
     feats = FeatureMapDetector(model).features(x[:600])
     plain = FeatureMapDetector(model).fit(feats, y[:600])
-    assert plain.offset_ == 0.0 and not hasattr(plain, "clean_scores_")
+    assert plain.offset_ == 0.0
     flagged = [FeatureMapDetector(model, contamination=c).fit(feats, y[:600]).predict(xt[:300]).tolist().count(-1)
                for c in (0.02, 0.1, 0.3)]
     assert flagged == sorted(flagged) and flagged[-1] > flagged[0]
     assert "contamination=0.1" in repr(FeatureMapDetector(model, contamination=0.1))
+
+
+def test_held_out_flag_rate(model, digits):
+    """A forest always scores its fit samples out of bag, so it can say what share of clean
+    inputs its rule will flag; a tree only with contamination. n_fit_ counts the kept samples."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    (x, y), _ = digits
+    feats = FeatureMapDetector(model).features(x[:400])
+    keep = feats.predicted == y[:400]
+    forest = FeatureMapDetector(model).fit(feats, y[:400])
+    assert forest.n_fit_ == keep.sum() < 400
+    oob = RandomForestClassifier(100, random_state=0, oob_score=True).fit(feats.values[keep], feats.predicted[keep])
+    want = _margin_literal(oob.oob_decision_function_, oob.classes_, feats.predicted[keep])
+    assert forest.held_out_flag_rate == pytest.approx(np.mean(want < 0))
+    assert FeatureMapDetector(model, classifier="tree").fit(feats, y[:400]).held_out_flag_rate is None
+    tree = FeatureMapDetector(model, classifier="tree", contamination=0.1).fit(feats, y[:400])
+    assert tree.held_out_flag_rate == pytest.approx(np.mean(tree.clean_scores_ < tree.offset_))
+    with pytest.raises(NotFittedError):
+        FeatureMapDetector(model).held_out_flag_rate
 
 
 def test_contamination_file_round_trip(model, slicer, digits, tmp_path):
@@ -213,7 +233,7 @@ def test_contamination_file_round_trip(model, slicer, digits, tmp_path):
         det.fit(x[:300], y[:300])
         det.save(tmp_path / "d.nnsd")
         back = load_detector(tmp_path / "d.nnsd", model)
-        assert back.contamination == 0.2 and back.offset_ == det.offset_
+        assert back.contamination == 0.2 and back.offset_ == det.offset_ and back.n_fit_ == det.n_fit_
         np.testing.assert_array_equal(back.clean_scores_, det.clean_scores_)
         np.testing.assert_array_equal(back.predict(xt[:40]), det.predict(xt[:40]))
 
@@ -397,3 +417,15 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit):
         main(["detect", "fit", "--help"])
     assert "nnslicer detect fit model.keras" in capsys.readouterr().out
+
+
+def test_fit_takes_one_hot_and_column_labels(model, digits):
+    (x, y), (xt, _) = digits
+    feats = FeatureMapDetector(model).features(x[:300])
+    want = FeatureMapDetector(model).fit(feats, y[:300])
+    for labels in (np.eye(10)[y[:300]], y[:300, None]):
+        got = FeatureMapDetector(model).fit(feats, labels)
+        assert got.n_fit_ == want.n_fit_
+        np.testing.assert_array_equal(got.score_samples(xt[:50]), want.score_samples(xt[:50]))
+    with pytest.raises(InvalidInputError, match="integer class indices"):
+        FeatureMapDetector(model).fit(feats, y[:300].astype(str))

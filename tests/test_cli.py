@@ -84,7 +84,8 @@ def test_slice_a_batch_from_npz_with_options(files, tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("missing_model", "No such model file"),
     ("bad_extension", ".keras or .h5"),
-    ("corrupt_model", "not a loadable Keras model"),
+    ("corrupt_model", "is not a Keras model: a .keras file is a zip archive"),
+    ("zip_not_a_model", "not a loadable Keras model"),
     ("missing_data", "No such data file"),
     ("wrong_shape", "shape"),
     ("nan", "NaN"),
@@ -108,6 +109,12 @@ def test_errors_exit_2_and_write_nothing(files, tmp_path, capsys, case, message)
     elif case == "corrupt_model":
         model_path = str(tmp_path / "bad.keras")
         open(model_path, "wb").write(b"not a zip")
+    elif case == "zip_not_a_model":
+        import zipfile
+
+        model_path = str(tmp_path / "zip.keras")
+        with zipfile.ZipFile(model_path, "w") as z:
+            z.writestr("hello.txt", "not a model")
     elif case == "missing_data":
         inp = str(tmp_path / "nope.npy")
     elif case == "wrong_shape":
@@ -171,3 +178,75 @@ def test_h5_models_load_too(files, tmp_path, capsys):
     model.save(h5)
     assert main(["info", h5]) == 0
     assert "conv/relu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, message", [
+    ("output_is_a_directory", "is a directory"),
+    ("output_in_missing_directory", "No such directory"),
+    ("model_output_not_keras", "-o takes a .keras or .h5 file"),
+    ("secret_in_missing_directory", "No such directory"),
+    ("secret_on_the_model_output", "-o and --secret name the same file"),
+    ("picture_format_disagrees", "make them agree"),
+])
+def test_outputs_are_checked_before_any_work(files, tmp_path, capsys, case, message):
+    """A bad output path fails at once, with nothing written (no protected model without its
+    secret, above all)."""
+    paths, model, x, y = files
+    cls = str(int(y[0]))
+    protect = ["protect", paths["model"], "--data", paths["x"], "--labels", paths["y"], "--classes", cls]
+    prof = str(tmp_path / "p.npz")
+    argv = {
+        "output_is_a_directory": ["profile", paths["model"], "--data", paths["x"], "-o", str(tmp_path)],
+        "output_in_missing_directory": ["profile", paths["model"], "--data", paths["x"],
+                                        "-o", str(tmp_path / "no" / "p.npz")],
+        "model_output_not_keras": protect + ["-o", prof, "--secret", str(tmp_path / "s.npz")],
+        "secret_in_missing_directory": protect + ["-o", str(tmp_path / "m.keras"),
+                                                  "--secret", str(tmp_path / "no" / "s.npz")],
+        "secret_on_the_model_output": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "m.keras")],
+        "picture_format_disagrees": ["render", paths["model"], "--format", "png", "-o", str(tmp_path / "g.svg")],
+    }[case]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_model_outputs_load_back_in_the_format_named(files, tmp_path):
+    """-o x.h5 writes HDF5 (not a .keras zip under another name) and loads back."""
+    paths, model, x, y = files
+    out = tmp_path / "p.h5"
+    assert main(["prune", paths["model"], "--data", paths["x"], "--labels", paths["y"], "--classes", str(int(y[0])),
+                 "--ratio", "0.5", "--method", "magnitude", "-o", str(out)]) == 0
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89HDF\r\n\x1a\n"
+    assert keras.models.load_model(out, compile=False).count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("labels, argv, message", [
+    (np.array(["a"] * 40), [], "labels must be integer class indices; got an array of <U1"),
+    (np.zeros((40, 1, 1), int), [], "got shape (40, 1, 1)"),
+    (np.full(40, 0.5), [], "non-integral"),
+    (np.full(40, 9), [], "labels outside [0, 4)"),
+    (None, ["--batch-size", "0"], "'batch_size' parameter of profile must be a positive int"),
+])
+def test_profile_refuses_bad_labels_and_batch_sizes(files, tmp_path, capsys, labels, argv, message):
+    paths, *_ = files
+    label_args = []
+    if labels is not None:
+        np.save(tmp_path / "y.npy", labels)
+        label_args = ["--labels", str(tmp_path / "y.npy")]
+    out = tmp_path / "p.npz"
+    assert main(["profile", paths["model"], "--data", paths["x"], *label_args, *argv, "-o", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_profile_takes_column_and_one_hot_labels(files, tmp_path):
+    paths, model, x, y = files
+    want = nnslicer.Slicer(model).fit(x, y).profile_
+    for i, labels in enumerate((y[:, None], np.eye(4)[y])):
+        np.save(tmp_path / f"y{i}.npy", labels)
+        out = tmp_path / f"p{i}.npz"
+        assert main(["profile", paths["model"], "--data", paths["x"], "--labels", str(tmp_path / f"y{i}.npy"),
+                     "-o", str(out)]) == 0
+        got = nnslicer.Profile.load(out)
+        np.testing.assert_array_equal(got.class_counts, want.class_counts)

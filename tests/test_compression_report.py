@@ -304,7 +304,7 @@ def test_models_must_match(models, data):
     (lambda x, y: (np.where(x > 2, np.nan, x), y), "NaN or infinite"),
     (lambda x, y: (x.astype(str), y), "numeric array"),
     (lambda x, y: (x, y[:-1]), r"one integer label per sample \(40\)"),
-    (lambda x, y: (x, y.astype(float)), "dtype float64"),
+    (lambda x, y: (x, y + 0.5), "non-integral float64"),
     (lambda x, y: (x, y + 10), r"labels outside \[0, 10\)"),
     (lambda x, y: (x[:0], y[:0]), "x is empty"),
 ])
@@ -377,7 +377,7 @@ def test_cli_compare_json_path_and_no_slices(files, capsys):
 @pytest.mark.parametrize("b, more, words", [
     ("five.keras", [], "different numbers of classes"),
     ("b.keras", ["--max-per-class", "0"], "'max_per_class' parameter of compare must be a positive int"),
-    ("b.keras", ["--json", "{out}"], "give --json another path"),
+    ("b.keras", ["--json", "{out}"], "-o and --json name the same file"),
     ("missing.keras", [], "No such model file"),
 ])
 def test_cli_compare_fails_cleanly(files, capsys, b, more, words):
