@@ -389,7 +389,10 @@ class SliceDetector(_ClassifierDetector):
         0 without ``contamination``: an input is flagged when the classifier prefers another
         class; else the ``contamination`` quantile of ``clean_scores_``.
     clean_scores_ : ndarray
-        With ``contamination``: the held-out scores of the clean fit samples.
+        The held-out scores of the clean fit samples (a forest's always, a tree's with
+        ``contamination``); :attr:`held_out_flag_rate` is the share of them flagged.
+    n_fit_ : int
+        The clean samples fit on (with ``y``, the correctly classified ones).
 
     Examples
     --------
