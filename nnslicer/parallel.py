@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import deque
 
 from .backward import backward
@@ -31,11 +32,25 @@ def use_ray(n_jobs, address):
     return (n_jobs is not None and n_jobs > 1) or bool(address) or bool(os.environ.get("RAY_ADDRESS") and n_jobs != 1)
 
 
+def _check_reachable(address, timeout=5.0):
+    """Refuse at once a ``host:port`` address where nothing listens (Ray itself would retry
+    for minutes); ``auto`` and other forms are left to Ray."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InvalidParameterError(f"No Ray cluster answers at {address!r} ({exc}). Start one with "
+                                    "'ray start --head', or leave the address out to start Ray here.") from None
+
+
 def _init_ray(n_jobs, address):
     ray = require("ray", "ray")
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
+            _check_reachable(address)
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         else:
             ray.init(num_cpus=n_jobs, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,

@@ -87,6 +87,22 @@ def test_ray_is_not_started_for_serial_work(setup):
             os.environ["RAY_ADDRESS"] = env
 
 
+def test_an_address_where_nothing_listens_fails_at_once(setup):
+    """Ray would retry a dead address for minutes; nnslicer refuses it after one connect,
+    before Ray is started."""
+    import socket
+
+    slicer, x, _ = setup
+    if ray.is_initialized():
+        ray.shutdown()
+    with socket.socket() as sock:  # a port that was free a moment ago
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(InvalidParameterError, match=f"No Ray cluster answers at '127.0.0.1:{port}'"):
+        slicer.slice_many(x[:2], address=f"127.0.0.1:{port}")
+    assert not ray.is_initialized()
+
+
 @pytest.mark.slow
 def test_an_existing_cluster_by_address(setup):
     """`ray start --head`, then address=...: the slices equal the serial ones."""
