@@ -117,6 +117,8 @@ def map_backward(graph, chunks, params, reduce=None, n_jobs=None, address=None, 
     remote = _remote(ray)
     graph_ref = ray.put(graph)
     width = 2 * max(1, n_jobs or int(ray.available_resources().get("CPU", 1)))
+    log.info("backward analysis on Ray (%s CPUs, up to %d tasks in flight)",
+             ray.available_resources().get("CPU", "?"), width)
     pending = deque()
 
     def finish():

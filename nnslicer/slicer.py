@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import numbers
+import time
 
 import numpy as np
 
@@ -14,6 +16,8 @@ from .profile import Profile, check_batch_size
 from .profile import profile as make_profile
 from .select import check_rule
 from .slice import Slice
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Slicer"]
 
@@ -115,10 +119,13 @@ class Slicer:
         """
         theta = self._validate()
         graph = lift(self.model, self.granularity)
+        log.info("lifted %r", graph)
         if profile is None:
             if x is None:
                 raise InvalidInputError("fit() needs profiling data x, or a saved profile.")
+            start = time.perf_counter()
             profile = make_profile(graph, x, y, self.batch_size, progress=progress)
+            log.info("profiled %s samples in %.2f s", f"{profile.n_samples:,}", time.perf_counter() - start)
         elif not isinstance(profile, Profile):
             raise InvalidParameterError(f"profile must be a Profile. Got {type(profile).__name__} instead.")
         else:
