@@ -691,9 +691,24 @@ score (higher: more normal) and the verdict (clean / ADVERSARIAL); -o writes the
 (arrays 'predicted', 'scores', 'flags': +1 clean, -1 adversarial) or .csv."""
 
 
+#: ``detect fit`` options that only some methods read: option -> (dest, default, methods).
+_METHOD_OPTIONS = {
+    "--rule": ("rule", "nnslicer", ("slice",)),
+    **{option: (dest, default, ("slice", "effective_path"))
+       for option, dest, default in (("--theta", "theta", None), ("--granularity", "granularity", "channel"),
+                                     ("--baseline", "baseline", "global"), ("--propagation", "propagation", "code"),
+                                     ("--workers", "workers", None))},
+    "--classifier": ("classifier", DEFAULT_CLASSIFIER, ("slice", "effective_path", "feature_map")),
+}
+
+
 def _detector_from_args(model, args):
     from nnslicer.cli import make_slicer
 
+    for option, (dest, default, methods) in _METHOD_OPTIONS.items():
+        if args.method not in methods and getattr(args, dest) != default:
+            raise InvalidParameterError(f"{option} has no effect with --method {args.method} "
+                                        f"(only with {' or '.join(methods)}).")
     if args.layer is not None and args.layer.lstrip("-").isdigit():
         args.layer = int(args.layer)
 

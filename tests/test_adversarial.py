@@ -413,6 +413,23 @@ def test_cli_contamination(model, digits, tmp_path, capsys):
     assert "'contamination' parameter" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method, extra, option", [
+    ("mahalanobis", ["--classifier", "tree"], "--classifier"),
+    ("mahalanobis", ["--theta", "0.3"], "--theta"),
+    ("feature_map", ["--granularity", "element"], "--granularity"),
+    ("feature_map", ["--workers", "2"], "--workers"),
+    ("effective_path", ["--rule", "paper"], "--rule"),
+])
+def test_cli_refuses_options_the_method_ignores(model, digits, tmp_path, capsys, method, extra, option):
+    (x, _), _ = digits
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x[:50])
+    assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                 "--method", method, *extra, "-o", str(tmp_path / "d.nnsd")]) == 2
+    assert f"{option} has no effect with --method {method}" in capsys.readouterr().err
+    assert not (tmp_path / "d.nnsd").exists()
+
+
 def test_cli_help(capsys):
     with pytest.raises(SystemExit):
         main(["detect", "fit", "--help"])
