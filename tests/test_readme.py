@@ -39,3 +39,30 @@ def test_the_readme_python_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "digit.npz").exists() and (tmp_path / "detector.nnsd").exists()
     assert (tmp_path / "slice.svg").stat().st_size > 0 and (tmp_path / "report.html").exists()
     assert list(namespace["ranking"]) and np.isfinite(list(namespace["ranking"].values())).all()
+
+
+def shell_commands():
+    """Every ``nnslicer ...`` command of the README's sh blocks, continuation lines joined,
+    comments and ``[optional]`` synopsis parts left out."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\[[^\]]*\]", "", line.split("#")[0]).strip()
+            if line.startswith("nnslicer "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_the_readme_commands_parse():
+    """Each command the README shows is accepted by the parser (options exist, values fit)."""
+    from nnslicer.cli import build_parser
+
+    commands = shell_commands()
+    assert len(commands) >= 15
+    parser = build_parser()
+    for argv in commands:
+        args = parser.parse_args(argv)
+        assert args.command == argv[0] and callable(args.func)
