@@ -415,7 +415,8 @@ class SliceDetector(_ClassifierDetector):
         self.contamination = contamination
 
     def __repr__(self):
-        return (f"SliceDetector(rule={self.slicer.rule!r}, granularity={self.slicer.granularity!r}, "
+        return (f"SliceDetector(rule={getattr(self.slicer, 'rule', None)!r}, "
+                f"granularity={getattr(self.slicer, 'granularity', None)!r}, "
                 f"layer={getattr(self, 'layer_', self.layer)!r}, classifier={self.classifier!r}, "
                 f"contamination={self.contamination})")
 
@@ -433,6 +434,12 @@ class SliceDetector(_ClassifierDetector):
 
     def _prepare(self, x, y=None):
         """Fit the slicer on ``x`` when it is not fitted yet; pick the layer."""
+        from nnslicer import Slicer
+
+        if not isinstance(self.slicer, Slicer):  # a Keras model here would be trained by fit(x, y)
+            raise InvalidParameterError(f"The 'slicer' parameter of SliceDetector must be an nnslicer.Slicer "
+                                        f"(e.g. Slicer(model, granularity='channel')). Got "
+                                        f"{type(self.slicer).__name__} instead.")
         if not hasattr(self.slicer, "graph_"):
             if isinstance(x, Features):
                 raise NotFittedError("Features come from a fitted slicer: fit the slicer first.")

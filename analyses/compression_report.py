@@ -76,7 +76,7 @@ def _pct(value):
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-@dataclass(repr=False)
+@dataclass(repr=False, eq=False)
 class CompressionReport:
     """The figures of :func:`compare`; per-class figures are dicts keyed by class index.
 
@@ -174,6 +174,12 @@ class CompressionReport:
             rows.append(f"{c:>5} {self.class_samples[c]:>8} {_pct(self.class_accuracy_a[c]):>8} "
                         f"{_pct(self.class_accuracy_b[c]):>8} {change:>+6.2f} pp {survival:>9}")
         return "\n".join(rows)
+
+    def __eq__(self, other):
+        """Equal when both would write the same JSON (saliency examples at its 4 decimals)."""
+        if not isinstance(other, CompressionReport):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
     # ------------------------------------------------------------------ files
     def to_dict(self):

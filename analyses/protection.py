@@ -36,6 +36,7 @@ import numpy as np
 
 from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import FileFormatError, InvalidParameterError
+from nnslicer.io import same_arrays
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
 
@@ -78,6 +79,15 @@ class ProtectionSecret:
         self.protected_digest = protected_digest
         self.original_digest = original_digest
         self.meta = dict(meta or {})
+
+    def __eq__(self, other):
+        if not isinstance(other, ProtectionSecret):
+            return NotImplemented
+        return (self.shapes, self.protected_digest, self.original_digest, self.meta) == \
+            (other.shapes, other.protected_digest, other.original_digest, other.meta) \
+            and same_arrays(self.indices, other.indices) and same_arrays(self.values, other.values)
+
+    __hash__ = None
 
     @property
     def n_hidden(self):

@@ -177,6 +177,9 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
     layers whose dead units are removed for real.
     """
     names = graph.weighted_ops if layers is None else [n for n in graph.weighted_ops if n in set(layers)]
+    calls = {}  # Keras layer -> its ops (a layer called twice is two ops with one kernel)
+    for name in graph.weighted_ops:
+        calls.setdefault(graph[name].layer, []).append(name)
     kept, by_rank = {}, {}
     for name in graph.weighted_ops:
         w = graph[name].weights[graph[name].handler.synapse_weight]
@@ -187,19 +190,22 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
         if method == "channel":  # whole filters (units) by L1 norm
             norms = np.abs(w).reshape(-1, w.shape[-1]).sum(axis=0)
             drop = np.broadcast_to(rank_mask(norms, ratio, largest=False), w.shape)
-        else:
-            drop = rank_mask(scores[name], ratio, largest=False, tie=np.abs(w))
+        else:  # one mask per kernel: a shared layer's calls add their scores
+            drop = rank_mask(sum(scores[n] for n in calls[graph[name].layer]), ratio, largest=False, tie=np.abs(w))
         kept[name] = ~drop
         by_rank[name] = int(drop.sum())
+    # layers called more than once (the lift names a layer's later calls "layer#k")
+    shared_layers = {op.layer for op in graph.ops if "#" in op.name.split("/")[0]}
+    shared = {op.name for op in graph.ops if op.layer in shared_layers}
     plans = {}
     for name in graph.weighted_ops:  # topological: a layer's readers are visited after it
         op = graph[name]
-        if op.kind == "depthwise_conv2d":
+        if op.kind == "depthwise_conv2d" or name in shared:
             continue
         dead = ~kept[name].reshape(-1, kept[name].shape[-1]).any(axis=0)
         wiring = _channel_consumers(graph, name)
-        if wiring is None:
-            continue
+        if wiring is None or any(n in shared for n in wiring[0] + [r for r, _ in wiring[1]]):
+            continue  # a shared layer's kernel also serves its other calls: masked, not cut
         path, readers = wiring
         plans[name] = (path, readers, dead)
         if dead.any():

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import FileFormatError
 
-__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable"]
+__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "same_arrays", "plain"]
 
 
 def _umask_mode():
@@ -51,12 +51,33 @@ def atomic_path(path, suffix=""):
             os.unlink(tmp)
 
 
+def same_arrays(a, b):
+    """Whether two dicts of arrays (or None) hold the same keys, dtypes and values: the
+    equality of the objects that files load back."""
+    if a is None or b is None:
+        return a is b
+    return a.keys() == b.keys() and all(
+        np.asarray(a[k]).dtype == np.asarray(b[k]).dtype and np.array_equal(a[k], b[k]) for k in a)
+
+
+def plain(value):
+    """A numpy scalar or array as the Python value JSON knows (a number or a list); anything
+    else as it is."""
+    return value.tolist() if isinstance(value, (np.generic, np.ndarray)) else value
+
+
+def _json_default(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return plain(value)
+    raise TypeError(f"{type(value).__name__} cannot go into an nnslicer file header: {value!r}")
+
+
 def save_archive(path, kind, meta, arrays):
     """Write ``arrays`` (name -> ndarray) and ``meta`` to ``path`` as one .npz, atomically."""
     path = os.fspath(path)
     header = {"format": f"nnslicer-{kind}", "version": 1, "meta": meta, "names": list(arrays)}
     payload = {f"a{i}": np.asarray(v) for i, v in enumerate(arrays.values())}
-    payload["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    payload["header"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
     with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **payload)
     return path

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
 from .forward import as_batch, batch_sums
-from .io import load_archive, save_archive
+from .io import load_archive, same_arrays, save_archive
 
 __all__ = ["Profile", "profile", "iter_batches", "check_labels"]
 
@@ -45,6 +45,15 @@ class Profile:
         self.fingerprint = fingerprint
         self.class_means = class_means
         self.class_counts = None if class_counts is None else np.asarray(class_counts, dtype=np.int64)
+
+    def __eq__(self, other):
+        if not isinstance(other, Profile):
+            return NotImplemented
+        return (self.n_samples, self.model, self.fingerprint) == (other.n_samples, other.model, other.fingerprint) \
+            and same_arrays(self.means, other.means) and same_arrays(self.class_means, other.class_means) \
+            and same_arrays({"n": self.class_counts}, {"n": other.class_counts})
+
+    __hash__ = None
 
     def __repr__(self):
         per_class = "" if self.class_counts is None else f", classes={len(self.class_counts)}"

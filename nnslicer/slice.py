@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
-from .io import load_archive, save_archive
+from .io import load_archive, plain, same_arrays, save_archive
 
 __all__ = ["Slice", "aggregate"]
 
@@ -44,7 +44,11 @@ class Slice:
             raise InvalidParameterError(f"Unknown slice metadata: {sorted(unknown)}")
         self.neuron_counts = {k: np.asarray(v) for k, v in neuron_counts.items()}
         self.synapse_counts = {k: np.asarray(v) for k, v in synapse_counts.items()}
-        self.meta = {k: meta.get(k) for k in META_KEYS}
+        odd = sorted(k for counts in (self.neuron_counts, self.synapse_counts) for k, v in counts.items()
+                     if v.dtype == bool or not np.issubdtype(v.dtype, np.integer))
+        if odd:
+            raise InvalidInputError(f"Slice counts are integers; got other values for {odd}.")
+        self.meta = {k: plain(meta.get(k)) for k in META_KEYS}
         self.meta["samples"] = int(meta.get("samples") or 1)
         self.graph = graph
 
@@ -146,10 +150,8 @@ class Slice:
     def __eq__(self, other):
         if not isinstance(other, Slice):
             return NotImplemented
-        same = lambda x, y: x.keys() == y.keys() and all(
-            x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]) for k in x)
-        return self.meta == other.meta and same(self.neuron_counts, other.neuron_counts) \
-            and same(self.synapse_counts, other.synapse_counts)
+        return self.meta == other.meta and same_arrays(self.neuron_counts, other.neuron_counts) \
+            and same_arrays(self.synapse_counts, other.synapse_counts)
 
     __hash__ = None
 

@@ -446,3 +446,17 @@ def test_fit_takes_one_hot_and_column_labels(model, digits):
         np.testing.assert_array_equal(got.score_samples(xt[:50]), want.score_samples(xt[:50]))
     with pytest.raises(InvalidInputError, match="integer class indices"):
         FeatureMapDetector(model).fit(feats, y[:300].astype(str))
+
+
+def test_numpy_parameters_save_and_a_model_is_not_a_slicer(model, digits, tmp_path):
+    (x, y), (xt, _) = digits
+    for det in (FeatureMapDetector(model, random_state=np.int64(1)),
+                MahalanobisDetector(model, contamination=np.float32(0.1))):
+        det.fit(x[:200], y[:200]).save(tmp_path / "d.nnsd")
+        back = load_detector(tmp_path / "d.nnsd", model)
+        np.testing.assert_array_equal(back.score_samples(xt[:20]), det.score_samples(xt[:20]))
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(InvalidParameterError, match="must be an nnslicer.Slicer"):
+        SliceDetector(model).fit(x[:20], y[:20])
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # not trained
+    assert "SliceDetector(rule=None" in repr(SliceDetector(model))

@@ -244,7 +244,8 @@ def test_json_round_trip(biased, same, tmp_path):
     for report in (biased, same):
         path = report.save_json(tmp_path / "r.json")
         back = CompressionReport.load(path)
-        assert back.to_dict() == report.to_dict()
+        assert back.to_dict() == report.to_dict() and back == report and not back != report
+        assert (biased == same) is False and report != "a report"
         assert back.classes == report.classes and back.class_accuracy_b == report.class_accuracy_b
         assert back.survival == report.survival and repr(back) == repr(report)
     raw = json.loads((tmp_path / "r.json").read_text())

@@ -129,6 +129,9 @@ def test_secret_file_round_trip(tmp_path, protected):
         assert loaded.values[k].dtype == secret.values[k].dtype
         np.testing.assert_array_equal(loaded.values[k], secret.values[k])
     assert same_weights(restore(protected[0], loaded), restore(*protected))
+    assert loaded == secret
+    loaded.meta["fraction"] = 0.1
+    assert loaded != secret
     np.save(tmp_path / "bad.npy", np.zeros(3))
     with pytest.raises(FileFormatError):
         ProtectionSecret.load(tmp_path / "bad.npy")

@@ -317,3 +317,25 @@ def test_cli_prune_refuses_bad_classes(files, data, capsys, classes_arg, words):
     err = capsys.readouterr().err
     assert err.startswith("nnslicer prune: error:") and words in err
     assert not out.exists()
+
+
+def test_a_shared_layer_keeps_one_mask_and_its_units(tmp_path):
+    """A Dense called twice is two ops with one kernel: the kernel gets one mask (the ratio
+    holds), nothing that feeds or is fed by it is cut, and the pruned model runs."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((3,), name="x")
+    shared = L.Dense(3, activation="relu", name="shared")
+    h = shared(L.Dense(3, activation="relu", name="a")(shared(inp)))
+    out = L.Dense(2, activation="softmax", name="out")(L.Dense(4, activation="relu", name="b")(h))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(2).normal(size=(60, 3)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(axis=1)
+    slicer = nnslicer.Slicer(model).fit(x, y)
+    classes = [int(y[0])]
+    pruned = class_focused_prune(model, slicer, x, y, classes, 0.5)
+    kernel = pruned.get_layer("shared").get_weights()[0]
+    assert kernel.shape == (3, 3) and np.count_nonzero(kernel) == 9 - round(0.5 * 9)
+    assert pruned.get_layer("a").get_weights()[0].shape == (3, 3)
+    assert pruned(x).shape == (60, 2)
+    report = {r.name: r for r in pruned.prune_report.layers}
+    assert not report["shared"].removable and not report["a"].removable

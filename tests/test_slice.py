@@ -544,3 +544,14 @@ def test_to_networkx_at_channel_granularity(channel_slicer, data):
     assert g.number_of_nodes() == s.n_neurons
     assert _check_neuron_graph(g, s, channel_slicer.graph_) > 0
     assert {i for t, i in g.nodes if t == "conv"} <= {0, 1, 2}
+
+
+def test_counts_must_be_integers_and_numpy_metadata_saves(tmp_path):
+    with pytest.raises(InvalidInputError, match=r"integers; got other values for \['a'\]"):
+        Slice({"a": np.array([0.5, 1.0])}, {})
+    with pytest.raises(InvalidInputError, match="'w'"):
+        Slice({"a": np.array([1, 0])}, {"w": np.array([True, False])})
+    s = Slice({"a": np.array([1, 0])}, {"w": np.array([[2, -1]])}, theta=np.float32(0.2), samples=np.int64(3),
+              targets=np.array([1, 2]))
+    back = Slice.load(s.save(tmp_path / "s.npz"))
+    assert back == s and back.samples == 3 and back.targets == [1, 2]

@@ -304,12 +304,17 @@ def test_profile_round_trip(tmp_path, labelled):
     np.testing.assert_array_equal(q.class_counts, p.class_counts)
     assert q.class_counts.sum() == 50  # labels are the predictions: all correct
     assert repr(q) == repr(p) == "Profile(model='tiny', samples=50, tensors=7, classes=10)"
+    assert q == p and not q != p
+    first = next(iter(q.means))
+    q.means[first] = q.means[first] + 1
+    assert q != p and p != "a profile"
 
 
 def test_profile_round_trip_without_labels(tmp_path, slicer):
     slicer.profile_.save(tmp_path / "p.npz")
     q = Profile.load(tmp_path / "p.npz")
     assert q.class_means is None and q.class_counts is None
+    assert q == slicer.profile_
     for k, v in slicer.profile_.means.items():
         np.testing.assert_array_equal(q.means[k], v)
 
