@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnslicer.errors import InvalidInputError, InvalidParameterError, require
+from nnslicer.errors import InvalidParameterError, require
+from nnslicer.profile import check_labels
+
+from .checks import check_inputs
 
 __all__ = ["AdversarialSet", "fgsm", "bim", "pgd", "cw_l2", "deepfool", "jsma"]
 
@@ -78,33 +81,11 @@ class AdversarialSet:
 
 
 def _check_inputs(model, x, y, batch_size):
-    x = np.asarray(x)
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise InvalidInputError("x is empty: give at least one input")
-    if not np.issubdtype(x.dtype, np.number):
-        raise InvalidInputError(f"x must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise InvalidInputError("x holds NaN or infinite values")
+    x = check_inputs(x, model.inputs[0].shape[1:]).astype(np.float32)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InvalidParameterError(f"batch_size must be an int >= 1, got {batch_size!r}")
     pred = _predict(model, x, batch_size)
-    if y is None:
-        y = pred.copy()
-    else:
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[0] == x.shape[0] and y.shape[1] > 1:
-            y = y.argmax(axis=1)  # one-hot
-        y = y.reshape(-1)
-        if y.shape[0] != x.shape[0]:
-            raise InvalidInputError(f"y has {y.shape[0]} labels for {x.shape[0]} inputs")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                raise InvalidInputError("y must hold integer class labels")
-        y = y.astype(np.int64)
-        n_classes = _n_classes(model)
-        if np.any(y < 0) or np.any(y >= n_classes):
-            raise InvalidInputError(f"y labels must lie in [0, {n_classes - 1}]")
+    y = pred.copy() if y is None else check_labels(y, len(x), _n_classes(model))
     return x, y, pred
 
 

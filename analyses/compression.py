@@ -40,6 +40,7 @@ from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import InvalidInputError, InvalidParameterError
 
 from .budgets import DIRECTIONS, bit_widths, pruning_rates
+from .checks import check_inputs
 from .quantization import quantize, quantized_layers, register_keras_objects
 
 __all__ = ["compress", "structured_prune", "prunable_layers", "unit_norms", "register_keras_objects",
@@ -154,6 +155,14 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
 
     if prune is None and bits is None:
         raise InvalidParameterError("compress needs prune=RATE, bits=B or both.")
+    x = check_inputs(x, model.inputs[0].shape[1:])
+    if ranking is not None:
+        if not isinstance(ranking, dict):
+            raise InvalidParameterError(f"The 'ranking' parameter of compress must be a dict of layer -> score (a "
+                                        f"layer_importance result). Got {type(ranking).__name__} instead.")
+        unknown = sorted(set(ranking) - {layer.name for layer in model.layers})
+        if unknown:
+            raise InvalidParameterError(f"The ranking names layers the model does not have: {unknown}.")
     uniform = criterion == "uniform"
     if ranking is None and not uniform:
         ranking = layer_importance(model, x, criterion=criterion, reduction=reduction, y=y, **options)

@@ -136,8 +136,13 @@ def ranked_layers(model):
 def _context(model, x, y, seed):
     import tensorflow as tf
 
-    if not hasattr(model, "layers") or not hasattr(model, "inputs"):
+    if not hasattr(model, "layers") or not hasattr(model, "count_params"):
         raise InvalidInputError(f"model must be a Keras model. Got {type(model).__name__} instead.")
+    try:
+        model.inputs
+    except (AttributeError, ValueError):  # a Sequential without an Input, or a subclassed model
+        raise InvalidInputError(f"layer_importance needs a functional or Sequential Keras model with a known "
+                                f"input shape (keras.Input(...) first); got {type(model).__name__}.") from None
     graph = runnable_graph(model, "layer_importance")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InvalidInputError("layer_importance needs a model with one input and one output.")
@@ -736,7 +741,12 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
     _check_choice("criterion", criterion, tuple(CRITERIA) + ("combined",))
     _check_choice("reduction", reduction, tuple(REDUCTIONS))
     q = _check_q(q)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InvalidParameterError(f"The 'seed' parameter of layer_importance must be an int. Got {seed!r} instead.")
     if criterion == "combined":
+        if options:
+            raise InvalidParameterError(f"Criterion options ({', '.join(sorted(options))}) go with one criterion, "
+                                        "not with 'combined' (its members use their defaults).")
         members = [_member(m, reduction, q) for m in _members(criteria)]
         scores = []
         for c, r, mq in members:
@@ -752,6 +762,9 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
     if criteria is not None:
         raise InvalidParameterError("The 'criteria' parameter of layer_importance goes with "
                                     "criterion='combined' only.")
+    if q is not None and reduction != "percentile":
+        raise InvalidParameterError(f"The 'q' parameter of layer_importance goes with reduction='percentile'. "
+                                    f"Got reduction={reduction!r}.")
     return _ordered(reduce_scores(criterion_scores(model, x, criterion, y, seed, **options), reduction, q))
 
 
@@ -759,8 +772,6 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
 def cmd_layers(args):
     from nnslicer.cli import load_array, load_model
 
-    if args.q is not None and args.reduction != "percentile":
-        raise InvalidParameterError("--q goes with --reduction percentile.")
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError
+from nnslicer.profile import check_labels
 
 __all__ = ["train_masked"]
 
@@ -78,9 +79,9 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
         raise InvalidParameterError(f"The 'batchnorm' parameter must be 'frozen' or 'train'. Got {batchnorm!r} instead.")
     training = batchnorm == "train"
     x = np.asarray(x, dtype="float32")
-    y = np.asarray(y).astype("int64").ravel()
-    if len(x) != len(y) or len(x) == 0:
-        raise InvalidInputError(f"x and y must hold the same non-zero number of samples; got {len(x)} and {len(y)}.")
+    if len(x) == 0:
+        raise InvalidInputError("x is empty: give at least one sample.")
+    y = check_labels(y, len(x), int(model.outputs[0].shape[-1]))  # indices, a column or one-hot rows
     variables, masks, frozen = [], [], []
     for layer in model.layers:
         for w in layer.weights:

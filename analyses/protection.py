@@ -37,6 +37,7 @@ import numpy as np
 from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import FileFormatError, InvalidParameterError
 from nnslicer.io import same_arrays
+from nnslicer.profile import check_labels
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
 
@@ -190,8 +191,7 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
             f"Got {method!r} instead.")
     graph = slicer.graph_ if slicer is not None and hasattr(slicer, "graph_") else lift(model)
     if y is not None:
-        y = np.asarray(y)
-        y = y.argmax(axis=1) if y.ndim == 2 else y
+        y = check_labels(y, len(y), graph.num_outputs)
     classes = check_classes(classes, y, graph.num_outputs, "protect")
     scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
     weights = {layer.name: layer.get_weights() for layer in model.layers}

@@ -392,9 +392,10 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
     graph = slicer.graph_ if fitted and slicer.granularity == "element" else lift(model)
     x = None if x is None else np.asarray(x)
     if y is not None:
-        y = np.asarray(y)
-        y = y.argmax(axis=1) if y.ndim == 2 else y
+        y = check_labels(y, len(y), graph.num_outputs)
     classes = check_classes(classes, y, graph.num_outputs, caller)
+    if isinstance(layers, str):
+        layers = [layers]
     if layers is not None:
         unknown = sorted(set(layers) - set(graph.weighted_ops))
         if unknown:

@@ -139,13 +139,24 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
 
     Parameters
     ----------
-    graph : DataFlowGraph
+    graph : DataFlowGraph or keras.Model
+        A lifted model (:func:`nnslicer.lift`), or a Keras model to lift here.
     data : array or iterable of batches
     labels : array of int, optional
-        Class labels; with them, per-class means are kept too.
+        Class labels (or one-hot rows); with them, per-class means are kept too.
+    batch_size : int, default 256
     progress : callable, optional
         Called with the number of samples done after each batch.
     """
+    from .graph import DataFlowGraph
+
+    if not isinstance(graph, DataFlowGraph):
+        if not hasattr(graph, "layers"):
+            raise InvalidParameterError(f"profile needs a DataFlowGraph (nnslicer.lift(model)) or a Keras model. "
+                                        f"Got {type(graph).__name__} instead.")
+        from .lift import lift
+
+        graph = lift(graph)
     sums, class_sums = None, None
     class_counts = None
     n = 0

@@ -100,7 +100,7 @@ class Slice:
                   "both": [self.neuron_counts, self.synapse_counts]}[kind]
         parts = []
         for table in tables:
-            names = list(table) if layers is None else list(layers)
+            names = list(table) if layers is None else [layers] if isinstance(layers, str) else list(layers)
             missing = [n for n in names if n not in table and not any(n in t for t in tables)]
             if missing:
                 raise InvalidParameterError(f"No {kind} counts for {missing}; known: {list(table)}")

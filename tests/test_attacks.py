@@ -142,6 +142,12 @@ def test_bad_inputs(trained):
         A.fgsm(model, x[:5], np.full(5, 10))
     with pytest.raises(ValueError):  # also a built-in
         A.pgd(model, x[:5], y[:3])
+    with pytest.raises(InvalidInputError, match="batch of inputs shaped"):
+        A.fgsm(model, x[0])  # one input without its batch axis
+    with pytest.raises(InvalidInputError, match="batch of inputs shaped"):
+        A.fgsm(model, np.moveaxis(x[:3], -1, 1))  # channels first
+    with pytest.raises(InvalidInputError, match="integer class indices"):
+        A.fgsm(model, x[:3], ["1", "2", "3"])
 
 
 # ---------------------------------------------------------------- ART attacks

@@ -356,6 +356,12 @@ def test_compress_budgets(data):
     assert list(ranked.compression["bits"]) == order
     with pytest.raises(InvalidParameterError, match="prune=RATE, bits=B"):
         compression.compress(model, x)
+    with pytest.raises(InvalidParameterError, match="must be a dict of layer -> score"):
+        compression.compress(model, x, bits=4, ranking=list(ranking))
+    with pytest.raises(InvalidParameterError, match=r"does not have: \['zz'\]"):
+        compression.compress(model, x, bits=4, ranking={**ranking, "zz": 0.5})
+    with pytest.raises(InvalidInputError, match="batch of inputs shaped"):
+        compression.compress(cnn(), np.moveaxis(xi, -1, 1), criterion="uniform", bits=4)  # channels first
 
 
 def test_cli_compress(data, tmp_path, capsys):

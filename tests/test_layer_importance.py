@@ -413,6 +413,15 @@ def test_bad_parameters_and_inputs_are_refused(tiny):
         LI.layer_importance(model, x, criterion="weight", criteria=["gradient"])
     with pytest.raises(InvalidParameterError, match="'criteria'"):
         LI.layer_importance(model, x, criterion="combined", criteria=["combined"])
+    with pytest.raises(InvalidParameterError, match="'q' parameter of layer_importance goes with reduction"):
+        LI.layer_importance(model, x, criterion="weight", reduction="l2", q=50)
+    with pytest.raises(InvalidParameterError, match=r"options \(steps\) go with one criterion"):
+        LI.layer_importance(model, x, criterion="combined", steps=3)
+    with pytest.raises(InvalidParameterError, match="'seed'"):
+        LI.layer_importance(model, x, criterion="smoothgrad", seed="a")
+    unbuilt = keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(2)])
+    with pytest.raises(InvalidInputError, match=r"known input shape \(keras.Input"):
+        LI.layer_importance(unbuilt, x, criterion="weight")
     with pytest.raises(InvalidInputError, match="shaped"):
         LI.layer_importance(model, x[:, :1], criterion="weight")
     with pytest.raises(InvalidInputError, match="empty"):

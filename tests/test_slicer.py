@@ -538,3 +538,11 @@ def test_synapse_counts_errors(model, data):
         slicer.synapse_counts(data, "nope")
     with pytest.raises(InvalidInputError, match="empty"):
         slicer.synapse_counts(data[:0], slicer.graph_.weighted_ops[0])
+
+
+def test_profile_takes_a_model_or_its_graph(model, data):
+    from nnslicer import lift, profile
+
+    want = profile(lift(model), data)
+    assert profile(model, data) == want
+    _raises(InvalidParameterError, ValueError, "DataFlowGraph", profile, "model.keras", data)
