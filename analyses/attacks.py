@@ -6,6 +6,23 @@ through the Adversarial Robustness Toolbox (``pip install 'nnslicer[analyses]'``
 Every attack returns an :class:`AdversarialSet` holding only the *successful* examples: the
 clean source was classified correctly (prediction == label) and the adversarial example is
 classified differently.
+
+Parameters every attack takes
+-----------------------------
+model : keras.Model
+    A classifier with one input and one output.
+x : array
+    A batch of inputs shaped as the model's input (one input needs its batch axis).
+y : array of int, optional
+    Their labels (class indices, a column or one-hot rows); default: the model's predictions,
+    so that every input counts as correctly classified.
+clip : (float, float) or None, default (0.0, 1.0)
+    The valid input range the adversarial examples are clipped to.
+batch_size : int, default 256
+    Inputs attacked at a time.
+
+The strength parameters (``eps``, ``step``, ``steps``, ``confidence``, ``epsilon``,
+``theta``, ``gamma``, ...) are in each function's signature and docstring.
 """
 
 from __future__ import annotations

@@ -165,6 +165,8 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
         Slice at most this many samples per class.
     slices : dict of int to Slice, optional
         Precomputed per-class slices (:func:`analyses.synapse_scores.class_slices`).
+    random_state : int, default 0
+        Seed of ``method="random"``.
     scope : {"layer", "model"}, default "layer"
         Rank synapses within each layer, or across the model ("the 50% of parameters with the
         largest aggregated count", SPEC.md section 5). Across the model, scores are compared

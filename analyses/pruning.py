@@ -366,6 +366,8 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
         Precomputed per-class slices (:func:`analyses.synapse_scores.class_slices`).
     random_state : int
         Seed of ``method="random"`` and of fine-tuning's shuffling.
+    batch_size : int, default 256
+        Fine-tuning's batch size.
 
     Returns
     -------

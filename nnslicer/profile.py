@@ -157,6 +157,8 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
         from .lift import lift
 
         graph = lift(graph)
+    if labels is not None and isinstance(data, (list, tuple)):  # samples with their labels, not batches
+        data = np.asarray(data)
     sums, class_sums = None, None
     class_counts = None
     n = 0

@@ -1075,6 +1075,8 @@ def render(obj, path, format=None, *, view=None, dpi=None, timeout=300, **kw) ->
         See :func:`to_dot`, which also lists the other keyword arguments.
     dpi : float, optional
         Resolution of a PNG (Graphviz's default: 96).
+    timeout : float, default 300
+        Seconds Graphviz may take before :class:`RenderError` is raised.
 
     Raises
     ------

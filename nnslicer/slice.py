@@ -24,6 +24,9 @@ class Slice:
     Parameters
     ----------
     neuron_counts, synapse_counts : dict of str to ndarray of int
+    graph : DataFlowGraph, optional
+        The lifted model the slice is of (slices from a Slicer keep it); views and
+        :meth:`to_networkx` need it, and a loaded slice gets it from ``render(..., model=)``.
     **meta
         ``model``, ``fingerprint``, ``granularity``, ``theta``, ``rule``, ``baseline``,
         ``propagation``, ``samples``, ``aggregate`` and ``targets`` (the output indices of a

@@ -546,3 +546,9 @@ def test_profile_takes_a_model_or_its_graph(model, data):
     want = profile(lift(model), data)
     assert profile(model, data) == want
     _raises(InvalidParameterError, ValueError, "DataFlowGraph", profile, "model.keras", data)
+
+
+def test_fit_on_lists_of_samples_and_labels(model, data):
+    labels = _labels_of(model, data)
+    want = Slicer(model).fit(data, labels).profile_
+    assert Slicer(model).fit(data.tolist(), labels.tolist()).profile_ == want
