@@ -62,11 +62,15 @@ def _activation_name(layer_or_fn):
     import keras
 
     fn = getattr(layer_or_fn, "activation", layer_or_fn)
-    name = keras.activations.serialize(fn)
+    try:
+        name = keras.activations.serialize(fn)
+    except Exception:  # a lambda or another function Keras does not know by name
+        name = None
     if isinstance(name, dict):
         name = name.get("config", name.get("class_name"))
     if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise Unsupported(f"activation {name!r}")
+        shown = name if isinstance(name, str) else getattr(fn, "__name__", type(fn).__name__)
+        raise Unsupported(f"activation {shown!r} (supported: {', '.join(sorted(ACTIVATIONS))})")
     return name
 
 

@@ -568,6 +568,12 @@ def test_unsupported_fused_activation_followed_by_layers():
         nnslicer.lift(model)
 
 
+def test_a_lambda_activation_is_named_as_such():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2, activation=lambda t: t * 2, name="twice")])
+    with pytest.raises(UnsupportedLayerError, match=r"'twice' \(Dense\): activation '<lambda>' \(supported: elu"):
+        nnslicer.lift(model)
+
+
 def test_refused_config_and_unknown_class_named_together():
     x = keras.Input((2, 8, 8), name="x")
     h = L.Conv2D(2, 3, data_format="channels_first", name="cf")(x)
