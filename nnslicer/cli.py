@@ -60,7 +60,6 @@ def _quiet_tensorflow():
 
 def load_model(path):
     """A Keras model from a .keras or .h5 file, with a clear error for anything else."""
-    _quiet_tensorflow()
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such model file: {path!r}")
     if not path.lower().endswith(MODEL_FILES):
@@ -72,6 +71,7 @@ def load_model(path):
                               "(model.save('model.keras')).")
     if path.lower().endswith(".h5") and head != b"\x89HDF\r\n\x1a\n":
         raise FileFormatError(f"{path!r} is not a Keras model: a .h5 file is an HDF5 file.")
+    _quiet_tensorflow()
     import keras
 
     for module in ANALYSIS_COMMANDS:  # custom layers of the analyses (e.g. FakeQuant) must be known
