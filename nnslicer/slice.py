@@ -52,7 +52,10 @@ class Slice:
         if odd:
             raise InvalidInputError(f"Slice counts are integers; got other values for {odd}.")
         self.meta = {k: plain(meta.get(k)) for k in META_KEYS}
-        self.meta["samples"] = int(meta.get("samples") or 1)
+        samples = 1 if meta.get("samples") is None else meta["samples"]
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise InvalidParameterError(f"A slice is of at least one sample; got samples={samples!r}.")
+        self.meta["samples"] = int(samples)
         self.graph = graph
 
     def __getattr__(self, name):

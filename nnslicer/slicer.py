@@ -276,6 +276,8 @@ class Slicer:
             for b, t in enumerate(chunk_targets):
                 out.append(Slice({k: v[b].copy() for k, v in neurons.items()}, {k: v[b].copy() for k, v in synapses.items()},
                                  graph=self.graph_, **self._meta(1, None, [int(i) for i in t])))
+        if not out:  # an empty stream, as slice() and synapse_counts() say
+            raise InvalidInputError("x is empty: it holds no samples.")
         return out
 
     def synapse_counts(self, x, op, targets=None, n_jobs=None, address=None, progress=None):

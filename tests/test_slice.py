@@ -551,6 +551,9 @@ def test_counts_must_be_integers_and_numpy_metadata_saves(tmp_path):
         Slice({"a": np.array([0.5, 1.0])}, {})
     with pytest.raises(InvalidInputError, match="'w'"):
         Slice({"a": np.array([1, 0])}, {"w": np.array([True, False])})
+    for samples in (0, -2, 1.5, True):
+        with pytest.raises(InvalidParameterError, match="at least one sample"):
+            Slice({}, {}, samples=samples)
     s = Slice({"a": np.array([1, 0])}, {"w": np.array([[2, -1]])}, theta=np.float32(0.2), samples=np.int64(3),
               targets=np.array([1, 2]))
     back = Slice.load(s.save(tmp_path / "s.npz"))

@@ -53,6 +53,8 @@ def test_stream_errors(setup):
         slicer.slice_many(batches(x), targets=[0] * 50)
     with pytest.raises(nnslicer.InvalidInputError, match="empty"):
         slicer.slice(iter([]))
+    with pytest.raises(nnslicer.InvalidInputError, match="empty"):
+        slicer.slice_many(iter([]))
     bad = x[:7].copy()
     bad[0, 0, 0, 0] = np.inf
     with pytest.raises(nnslicer.InvalidInputError, match="NaN or inf"):
