@@ -55,7 +55,7 @@ def check_classes(classes, y, num_classes, caller):
                 f"Class {int(c)} does not exist: the model has {num_classes} classes (0..{num_classes - 1}).")
         out.append(int(c))
     if y is not None:
-        present = set(np.unique(check_labels(y, len(y), num_classes)).tolist())
+        present = set(np.unique(np.asarray(y)).tolist())  # y: class indices (check_labels)
         missing = [c for c in out if c not in present]
         if missing:
             raise InvalidInputError(f"No sample of class(es) {missing} in the data: they cannot be sliced.")
