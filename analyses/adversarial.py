@@ -698,22 +698,20 @@ score (higher: more normal) and the verdict (clean / ADVERSARIAL); -o writes the
 (arrays 'predicted', 'scores', 'flags': +1 clean, -1 adversarial) or .csv."""
 
 
-#: ``detect fit`` options that only some methods read: option -> (dest, default, methods).
+#: ``detect fit`` options that only some methods read: option -> (dest, methods).
 _METHOD_OPTIONS = {
-    "--rule": ("rule", "nnslicer", ("slice",)),
-    **{option: (dest, default, ("slice", "effective_path"))
-       for option, dest, default in (("--theta", "theta", None), ("--granularity", "granularity", "channel"),
-                                     ("--baseline", "baseline", "global"), ("--propagation", "propagation", "code"),
-                                     ("--workers", "workers", None))},
-    "--classifier": ("classifier", DEFAULT_CLASSIFIER, ("slice", "effective_path", "feature_map")),
+    "--rule": ("rule", ("slice",)),
+    **{f"--{dest}": (dest, ("slice", "effective_path"))
+       for dest in ("theta", "granularity", "baseline", "propagation", "workers")},
+    "--classifier": ("classifier", ("slice", "effective_path", "feature_map")),
 }
 
 
 def _detector_from_args(model, args):
     from nnslicer.cli import make_slicer
 
-    for option, (dest, default, methods) in _METHOD_OPTIONS.items():
-        if args.method not in methods and getattr(args, dest) != default:
+    for option, (dest, methods) in _METHOD_OPTIONS.items():  # a value other than the parser's default
+        if args.method not in methods and getattr(args, dest) != args.defaults[dest]:
             raise InvalidParameterError(f"{option} has no effect with --method {args.method} "
                                         f"(only with {' or '.join(methods)}).")
     if args.layer is not None and args.layer.lstrip("-").isdigit():
@@ -812,6 +810,7 @@ def add_commands(subparsers):
     f.add_argument("--workers", type=int, default=None, help="Ray workers for slicing (default: serially)")
     f.add_argument("-o", "--output", required=True, help="where to write the detector (.nnsd)")
     f.set_defaults(func=cmd_detect_fit, outputs={"-o": ("output", None)})
+    f.set_defaults(defaults={dest: f.get_default(dest) for dest, _ in _METHOD_OPTIONS.values()})
 
     s = sub.add_parser("score", help="score inputs with a saved detector",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DETECT_EPILOG,
