@@ -263,7 +263,7 @@ def cmd_render(args):
     extra = {"names": names} if names else {}
     start = time.perf_counter()
     path = render(first, args.output, args.format, view=args.view, other=other, model=model,
-                  top_k=args.top_k, **extra)
+                  top_k=args.top_k, max_nodes=args.max_nodes, max_edges=args.max_edges, **extra)
     print(f"wrote {path} ({os.path.getsize(path):,} bytes, {time.perf_counter() - start:.2f} s)")
     return 0
 
@@ -324,6 +324,8 @@ def build_parser():
     p.add_argument("--samples", type=int, default=50, help="test digits to slice (default 50)")
     p.set_defaults(func=cmd_demo)
 
+    from .render import FORMATS, MAX_EDGES, MAX_NODES, VIEWS
+
     p = sub.add_parser(
         "render", help="draw a slice, two slices' difference, or a model as SVG/PNG/PDF/DOT",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -347,15 +349,18 @@ def build_parser():
                                                  ".keras/.h5 model to draw its op graph")
     p.add_argument("--model", help="the slice's model (.keras/.h5); needed for a slice file, which "
                                    "holds counts but not the model's wiring")
-    p.add_argument("--view", choices=("neuron", "collapsed", "model", "diff"),
+    p.add_argument("--view", choices=VIEWS,
                    help="what to draw (default: see above)")
     p.add_argument("--other", metavar="SLICE2", help="a second slice of the same model, for --view diff")
     p.add_argument("--names", nargs=2, metavar=("A", "B"),
                    help="what to call the two slices of a diff (default: the file names)")
     p.add_argument("--top-k", type=int, default=5,
                    help="neurons or channels shown per op in the collapsed and diff views (default 5)")
-    p.add_argument("--format", choices=("svg", "png", "pdf", "dot"),
-                   help="output format (default: from OUT's extension)")
+    p.add_argument("--max-nodes", type=int, default=MAX_NODES,
+                   help=f"most neurons the neuron view draws before it refuses (default {MAX_NODES})")
+    p.add_argument("--max-edges", type=int, default=MAX_EDGES,
+                   help=f"most synapses the neuron view draws before it refuses (default {MAX_EDGES:,})")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: from OUT's extension)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="where to write the picture (.svg, .png, .pdf or .dot)")
     p.set_defaults(func=cmd_render, outputs={"-o": ("output", None)})

@@ -735,8 +735,8 @@ def _neuron_nodes(graph, groups, s):
 def _too_big(graph, what, n, limit):
     return InvalidParameterError(
         f"The neuron view of {graph.name!r} would have {n:,} {what}, over the limit of {limit:,}: "
-        "use view='collapsed' (top neurons per op) or view='model' (the op graph), "
-        "or raise max_nodes/max_edges.")
+        "draw the 'collapsed' view (top neurons per op) or the 'model' view (the op graph), "
+        "or raise the limits (max_nodes/max_edges; CLI --max-nodes/--max-edges).")
 
 
 def _neuron_edges(graph, groups, of, s, nodes, max_edges):

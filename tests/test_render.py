@@ -473,7 +473,7 @@ def test_bad_targets(a, graph, tmp_path):
 
 def test_neuron_view_refuses_big_models_and_points_to_collapsed(cnn_slicer):
     big = nnslicer.lift(models.small_cnn())
-    with pytest.raises(InvalidParameterError, match="2,068 neurons.*view='collapsed'"):
+    with pytest.raises(InvalidParameterError, match="2,068 neurons.*'collapsed' view.*--max-nodes"):
         to_dot(big, view="neuron")
     slicer, x = cnn_slicer
     s = slicer.slice(x[:20], aggregate="abs")
@@ -511,6 +511,8 @@ def test_cli_render(cli_files, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     drawn, _, _ = parse_svg(out)
     assert len(drawn["node"]) == 6 and len(drawn["edge"]) == 7  # the neuron view
+    assert main(["render", str(d / "clean.npz"), "--model", str(d / "maxnet.keras"), "--view", "neuron",
+                 "--max-nodes", "6", "--max-edges", "7", "-o", str(out)]) == 0  # the limits are inclusive
 
     out = tmp_path / "d.svg"
     assert main(["render", str(d / "clean.npz"), "--other", str(d / "adversarial.npz"), "--model",
@@ -548,6 +550,7 @@ def test_cli_render_dot_and_help(cli_files, tmp_path, capsys):
     ("bad_extension", ".svg, .png"),
     ("missing_slice", "No such file"),
     ("bad_top_k", "--top-k"),
+    ("max_nodes", "--max-nodes"),
     ("no_dot", "apt-get install graphviz"),
 ])
 def test_cli_render_errors_exit_2(cli_files, tmp_path, capsys, monkeypatch, case, message):
@@ -568,6 +571,8 @@ def test_cli_render_errors_exit_2(cli_files, tmp_path, capsys, monkeypatch, case
         args[1] = str(tmp_path / "nope.npz")
     elif case == "bad_top_k":
         args += ["--top-k", "-2"]
+    elif case == "max_nodes":  # the neuron view of clean.npz has 6 neurons
+        args += ["--view", "neuron", "--max-nodes", "5"]
     elif case == "no_dot":
         monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert main(args + ["-o", str(out)]) == 2
