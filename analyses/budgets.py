@@ -77,7 +77,7 @@ def pruning_rates(scores, sizes, rate, direction="inverse", max_rate=0.9):
     rate = _fraction("rate", rate, "pruning_rates", high=1.0)
     if rate > max_rate:
         raise InvalidParameterError(f"rate={rate:g} cannot be reached when no layer may lose more "
-                                    f"than max_rate={max_rate:g} of its weights.")
+                                    f"than max_rate={max_rate:g} of its weights (--prune at most {max_rate:g}).")
     names = list(sizes)
     if not names:
         raise InvalidParameterError("pruning_rates needs at least one layer in 'sizes'.")

@@ -154,7 +154,7 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
     from .layer_importance import layer_importance
 
     if prune is None and bits is None:
-        raise InvalidParameterError("compress needs prune=RATE, bits=B or both.")
+        raise InvalidParameterError("compress needs prune=RATE, bits=B or both (--prune R, --bits B).")
     x = check_inputs(x, model.inputs[0].shape[1:])
     if ranking is not None:
         if not isinstance(ranking, dict):
@@ -239,8 +239,11 @@ def add_commands(subparsers):
     p.add_argument("model", help="a .keras or .h5 model")
     p.add_argument("--data", required=True, help="calibration inputs (.npy/.npz), e.g. 256-1000 samples")
     p.add_argument("--labels", help="their labels (.npy/.npz); default: the model's predictions")
-    p.add_argument("--bits", type=int, default=None, help="average weight bit-width, 3 to 15")
-    p.add_argument("--activation-bits", type=int, default=8, help="activation bits (default 8; 0: float32)")
+    p.add_argument("--bits", type=int, default=None,
+                   help="average weight bit-width: 3 to 15 with a ranking criterion (layers get B-1 to "
+                        "B+1), 2 to 16 with --criterion uniform")
+    p.add_argument("--activation-bits", type=int, default=8,
+                   help="activation bit-width, 2 to 16, or 0 to keep float32 (default 8)")
     p.add_argument("--prune", type=float, default=None, help="global structured pruning rate, e.g. 0.3")
     p.add_argument("--criterion", default="fit", choices=tuple(CRITERIA) + ("combined", "uniform"),
                    help="layer criterion setting the budgets (default: fit)")

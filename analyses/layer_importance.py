@@ -778,7 +778,7 @@ def cmd_layers(args):
     try:
         ranking = layer_importance(model, x, criterion=args.criterion, reduction=args.reduction, y=y, q=args.q)
     except UnsupportedLayerError as exc:
-        raise UnsupportedLayerError(f"{exc}\nThe {args.criterion!r} criterion slices the model; every other "
+        raise UnsupportedLayerError(f"{exc} The {args.criterion!r} criterion slices the model; every other "
                                     "criterion (e.g. --criterion fit) works on it.") from exc
     width = max(len("layer"), *(len(k) for k in ranking))
     print(f"{'rank':>4}  {'layer':<{width}}  score")

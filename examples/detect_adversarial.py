@@ -28,10 +28,11 @@ model = small_cnn()
 model.compile("adam", "sparse_categorical_crossentropy")
 model.fit(x_train, y_train, epochs=25, batch_size=64, verbose=0)
 
+# This CNN has two conv stages: layer=-1 is the last (conv2), the library's default -2 the first.
 detectors = {
-    "NNSlicer (channel, forest)": SliceDetector(nnslicer.Slicer(model, granularity="channel"), classifier="forest"),
-    "NNSlicer (element, tree: the paper)": SliceDetector(nnslicer.Slicer(model)),
-    "FeatureMap (tree)": FeatureMapDetector(model),
+    "NNSlicer (channel, forest)": SliceDetector(nnslicer.Slicer(model, granularity="channel"), layer=-1),
+    "NNSlicer (element, tree: the paper)": SliceDetector(nnslicer.Slicer(model), layer=-1, classifier="tree"),
+    "FeatureMap (forest)": FeatureMapDetector(model, layer=-1),
     "Mahalanobis": MahalanobisDetector(model),
 }
 for det in detectors.values():

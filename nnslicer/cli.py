@@ -249,8 +249,11 @@ def cmd_render(args):
     if args.file.endswith((".keras", ".h5")):  # a model on its own: its op graph
         if args.model or args.other:
             raise InvalidParameterError("--model and --other go with a slice file, not a model.")
+        if args.view in ("collapsed", "diff"):
+            raise InvalidParameterError(f"--view {args.view} draws slices: give a slice file (and --model), "
+                                        "or draw the model with --view model or --view neuron.")
         path = render(load_model(args.file), args.output, args.format, view=args.view or "model",
-                      top_k=args.top_k)
+                      top_k=args.top_k, max_nodes=args.max_nodes, max_edges=args.max_edges)
         print(f"wrote {path}")
         return 0
     first = Slice.load(args.file)
@@ -324,7 +327,7 @@ def build_parser():
     p.add_argument("--samples", type=int, default=50, help="test digits to slice (default 50)")
     p.set_defaults(func=cmd_demo)
 
-    from .render import FORMATS, MAX_EDGES, MAX_NODES, VIEWS
+    from .render import AUTO_NEURON_EDGES, AUTO_NEURON_NODES, FORMATS, MAX_EDGES, MAX_NODES, VIEWS
 
     p = sub.add_parser(
         "render", help="draw a slice, two slices' difference, or a model as SVG/PNG/PDF/DOT",
@@ -336,8 +339,9 @@ def build_parser():
                     "             synapses, blue/red by its sign\n"
                     "  model      the whole op graph, ops with members filled\n"
                     "  diff       two slices (--other): members only in one, only in the other, in both\n"
-                    "Default: neuron for a slice of at most a few hundred neurons, else collapsed;\n"
-                    "diff with --other; model for a .keras/.h5 file. SVG, PNG and PDF need Graphviz's\n"
+                    f"Default: neuron for a slice of at most {AUTO_NEURON_NODES} neurons and "
+                    f"{AUTO_NEURON_EDGES} synapses, else\ncollapsed; "
+                    "diff with --other; model for a .keras/.h5 file. SVG, PNG and PDF need\nGraphviz's "
                     "'dot' (Debian/Ubuntu: apt-get install graphviz); without it the DOT text is\n"
                     "written next to OUT and the command fails with exit code 2.",
         epilog="examples:\n"
@@ -355,7 +359,7 @@ def build_parser():
     p.add_argument("--names", nargs=2, metavar=("A", "B"),
                    help="what to call the two slices of a diff (default: the file names)")
     p.add_argument("--top-k", type=int, default=5,
-                   help="neurons or channels shown per op in the collapsed and diff views (default 5)")
+                   help="neurons or channels shown per op in the collapsed and diff views (0 to 50, default 5)")
     p.add_argument("--max-nodes", type=int, default=MAX_NODES,
                    help=f"most neurons the neuron view draws before it refuses (default {MAX_NODES})")
     p.add_argument("--max-edges", type=int, default=MAX_EDGES,
@@ -367,7 +371,35 @@ def build_parser():
 
     for module in ANALYSIS_COMMANDS:  # the analyses add their own subcommands
         importlib.import_module(module).add_commands(sub)
+    _record_options(parser)
     return parser
+
+
+#: Python parameters whose command-line option has another name.
+API_OPTIONS = {"n_jobs": "workers", "rate": "prune"}
+
+
+def _flag_hint(exc, args):
+    """" (option --x)" when ``exc`` names a Python parameter (``The 'x' parameter of ...``) that
+    the command sets with an option of another spelling."""
+    import re
+
+    found = re.search(r"The '(\w+)' parameter", str(exc))
+    options = getattr(args, "options", {})
+    if found is None:
+        return ""
+    option = options.get(API_OPTIONS.get(found.group(1), found.group(1)))
+    return f" (option {option})" if option else ""
+
+
+def _record_options(parser):
+    """Let every (sub)command know its options: destination -> longest option string."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _record_options(sub)
+    options = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+    parser.set_defaults(options=options)
 
 
 def main(argv=None):
@@ -384,7 +416,7 @@ def main(argv=None):
                        for option, (dest, extensions) in getattr(args, "outputs", {}).items()})
         return args.func(args)
     except (NNSlicerError, FileNotFoundError, IsADirectoryError) as exc:
-        print(f"nnslicer {args.command}: error: {exc}", file=sys.stderr)
+        print(f"nnslicer {args.command}: error: {exc}{_flag_hint(exc, args)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -32,7 +32,7 @@ def use_ray(n_jobs, address):
     return (n_jobs is not None and n_jobs > 1) or bool(address) or bool(os.environ.get("RAY_ADDRESS") and n_jobs != 1)
 
 
-def _check_reachable(address, timeout=5.0):
+def _check_reachable(address, source="", timeout=5.0):
     """Refuse at once a ``host:port`` address where nothing listens (Ray itself would retry
     for minutes); ``auto`` and other forms are left to Ray."""
     host, _, port = address.split("://", 1)[-1].rpartition(":")
@@ -41,16 +41,18 @@ def _check_reachable(address, timeout=5.0):
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise InvalidParameterError(f"No Ray cluster answers at {address!r} ({exc}). Start one with "
-                                    "'ray start --head', or leave the address out to start Ray here.") from None
+        leave = "unset RAY_ADDRESS" if source else "leave the address out"
+        raise InvalidParameterError(f"No Ray cluster answers at {address!r}{source} ({exc}). Start one with "
+                                    f"'ray start --head', or {leave} to start Ray here.") from None
 
 
 def _init_ray(n_jobs, address):
     ray = require("ray", "ray")
     if not ray.is_initialized():
+        source = "" if address else " (from the RAY_ADDRESS environment variable)"
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
-            _check_reachable(address)
+            _check_reachable(address, source)
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         else:
             ray.init(num_cpus=n_jobs, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,

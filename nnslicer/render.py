@@ -894,7 +894,7 @@ def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, m
                                         "(on the command line, --other SLICE2.npz).")
         return _diff(g, a, b, top_k, merge, size, wrap, channels, title, tuple(names))
     if b is not None:
-        raise InvalidParameterError(f"Two slices are shown with view='diff', not {view!r}.")
+        raise InvalidParameterError(f"Two slices are shown with view='diff' (--view diff), not {view!r}.")
     if view == "collapsed":
         if a is None:
             raise InvalidParameterError("view='collapsed' shows a slice's top neurons: pass a Slice "
@@ -1112,8 +1112,9 @@ def render(obj, path, format=None, *, view=None, dpi=None, timeout=300, **kw) ->
             done = subprocess.run([exe, f"-T{fmt}", "-o", tmp], input=text.encode("utf-8"),
                                   capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise RenderError(f"Graphviz's dot did not finish within {timeout} s; try view='collapsed' "
-                              "or a smaller top_k, or format='dot'.") from None
+            raise RenderError(f"Graphviz's dot did not finish within {timeout} s; try the collapsed view or "
+                              "a smaller top_k (--view collapsed, --top-k K), or write DOT (format='dot', "
+                              "-o OUT.dot).") from None
         if done.returncode != 0 or not os.path.getsize(tmp):
             raise RenderError(f"Graphviz's dot failed (exit {done.returncode}): "
                               f"{done.stderr.decode('utf-8', 'replace').strip()[:2000]}")

@@ -131,7 +131,8 @@ class Slicer:
         else:
             profile.check(graph)
         if self.baseline == "class" and profile.class_means is None:
-            raise InvalidInputError("baseline='class' needs per-class means: fit with labels y.")
+            raise InvalidInputError("baseline='class' needs per-class means: fit with labels y, or give a "
+                                    "profile made with labels (nnslicer profile ... --labels y.npy).")
         self.graph_, self.profile_, self.theta_ = graph, profile, theta
         return self
 
@@ -262,8 +263,8 @@ class Slicer:
         targets : None, int, or a sequence with one entry (int, list of int or None) per sample
             (None or an int for a stream of batches)
         n_jobs : int, optional
-            Ray workers for the backward analysis (None or 1: serially, here). Results equal
-            the serial run exactly.
+            Ray workers for the backward analysis (1, or None without ``RAY_ADDRESS`` in the
+            environment: serially, here). Results equal the serial run exactly.
         address : str, optional
             A running Ray cluster (``ray start --head`` prints it; ``RAY_ADDRESS`` works too).
         progress : callable, optional

@@ -460,3 +460,22 @@ def test_numpy_parameters_save_and_a_model_is_not_a_slicer(model, digits, tmp_pa
         SliceDetector(model).fit(x[:20], y[:20])
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # not trained
     assert "SliceDetector(rule=None" in repr(SliceDetector(model))
+
+
+@pytest.mark.parametrize("contamination", [None, "0.1"])
+def test_cli_fit_warns_of_a_high_false_alarm_rate(model, digits, tmp_path, capsys, contamination):
+    """Twenty digits teach a forest little: its out-of-bag votes flag many clean fit inputs, and
+    the command says so (suggesting --contamination only when it is not set)."""
+    (x, y), _ = digits
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x[:20])
+    extra = ["--contamination", contamination] if contamination else []
+    assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"), "--granularity",
+                 "channel", *extra, "-o", str(tmp_path / "d.nnsd")]) == 0
+    out, err = capsys.readouterr()
+    rate = float(out.split("clean fit inputs flagged when held out: ")[1].split("%")[0])
+    if contamination is None:
+        assert rate > 20 and "that is high: try another --layer, more --data, or set the rate with " \
+                             "--contamination" in err
+    else:  # the rate asked for is the rate held out
+        assert rate == 10.0 and "that is" not in err

@@ -226,7 +226,8 @@ def test_model_outputs_load_back_in_the_format_named(files, tmp_path):
     (np.zeros((40, 1, 1), int), [], "got shape (40, 1, 1)"),
     (np.full(40, 0.5), [], "non-integral"),
     (np.full(40, 9), [], "labels outside [0, 4)"),
-    (None, ["--batch-size", "0"], "'batch_size' parameter of profile must be a positive int"),
+    (None, ["--batch-size", "0"], "'batch_size' parameter of profile must be a positive int. Got 0 instead. "
+                                  "(option --batch-size)"),
 ])
 def test_profile_refuses_bad_labels_and_batch_sizes(files, tmp_path, capsys, labels, argv, message):
     paths, *_ = files
@@ -250,3 +251,24 @@ def test_profile_takes_column_and_one_hot_labels(files, tmp_path):
                      "-o", str(out)]) == 0
         got = nnslicer.Profile.load(out)
         np.testing.assert_array_equal(got.class_counts, want.class_counts)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["slice", "{model}", "--profile", "{prof}", "--input", "{x}", "--workers", "0", "-o", "{out}.npz"],
+     "'n_jobs' parameter must be None or a positive int. Got 0 instead. (option --workers)"),
+    (["compress", "{model}", "--data", "{x}", "--prune", "1.5", "--criterion", "uniform", "-o", "{out}.keras"],
+     "'rate' parameter of pruning_rates must be a float in [0, 1). Got 1.5 instead. (option --prune)"),
+    (["compress", "{model}", "--data", "{x}", "-o", "{out}.keras"], "(--prune R, --bits B)"),
+    (["render", "{model}", "--view", "diff", "-o", "{out}.svg"], "--view diff draws slices: give a slice file"),
+    (["render", "{model}", "--view", "neuron", "--max-nodes", "5", "-o", "{out}.svg"], "over the limit of 5"),
+])
+def test_python_parameter_errors_name_the_option(files, tmp_path, capsys, argv, message):
+    """A message about a Python parameter names the option the command line sets it with."""
+    paths, *_ = files
+    prof = str(tmp_path / "p.npz")
+    assert main(["profile", paths["model"], "--data", paths["x"], "-o", prof]) == 0
+    capsys.readouterr()
+    names = {"model": paths["model"], "x": paths["x"], "prof": prof, "out": str(tmp_path / "out")}
+    assert main([a.format(**names) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["p.npz"]

@@ -8,7 +8,7 @@ import pytest
 MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.lift", "nnslicer.slicer",
            "nnslicer.models", "nnslicer.render", "analyses.layer_importance",
            "analyses.budgets", "analyses.quantization", "analyses.faults", "analyses.compression",
-           "analyses.compression_report", "nnslicer.profile"]
+           "analyses.compression_report", "nnslicer.profile", "nnslicer.datasets", "analyses.adversarial"]
 
 
 @pytest.mark.parametrize("name", MODULES)

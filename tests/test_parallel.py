@@ -98,8 +98,23 @@ def test_an_address_where_nothing_listens_fails_at_once(setup):
     with socket.socket() as sock:  # a port that was free a moment ago
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(InvalidParameterError, match=f"No Ray cluster answers at '127.0.0.1:{port}'"):
+    with pytest.raises(InvalidParameterError, match=f"No Ray cluster answers at '127.0.0.1:{port}' .*address out"):
         slicer.slice_many(x[:2], address=f"127.0.0.1:{port}")
+    assert not ray.is_initialized()
+
+
+def test_a_dead_address_from_the_environment_is_named_as_such(setup, monkeypatch):
+    import socket
+
+    slicer, x, _ = setup
+    if ray.is_initialized():
+        ray.shutdown()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(InvalidParameterError, match="from the RAY_ADDRESS environment variable.*unset RAY_ADDRESS"):
+        slicer.slice_many(x[:2])
     assert not ray.is_initialized()
 
 

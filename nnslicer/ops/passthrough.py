@@ -93,7 +93,7 @@ class Reshape(RouteHandler):
         if granularity == "channel" and len(op.shape) == 3 and tuple(op.shape) != tuple(op.input_shapes[0]):
             raise UnsupportedLayerError(
                 f"Layer {op.layer!r} ({op.layer_class}) reshapes into a feature map; its counts "
-                "cannot be mapped to channels. Use granularity='element' for this model.")
+                "cannot be mapped to channels. Use granularity='element' (--granularity element) for this model.")
 
     def route(self, op, granularity, out):
         rows = np.arange(len(out))
