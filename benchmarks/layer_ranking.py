@@ -15,7 +15,10 @@ four families, ``--models-per-family`` each:
   LayerNormalization) and feed-forward (Dense+ReLU, residual), then Flatten and a head.
 
 Each is trained with Adam (lr 0.01) for 6 epochs, batch 128; a model under 95% test accuracy is
-replaced by a new draw (counted). Ranked layers are those with weights.
+replaced by a new draw (counted). Ranked layers are those with weights; with ``--ranked blocks``
+only the blocks whose number SAFER draws (2-6) are ranked: vanilla's hidden Dense layers, the
+residual blocks, the transformer's attention and feed-forward sublayers (not the stem, the
+embedding, the layer norms or the head), as the same records scored again.
 
 Ground truth, per model and per perturbation row (pepper / Gaussian / Dirac, on the weights or
 on the activations of one layer at a time): the accuracy drop on 1,000 test points, averaged
@@ -37,6 +40,7 @@ Run::
     nice -n 10 python benchmarks/layer_ranking.py                 # 100 models per family
     python benchmarks/layer_ranking.py --quick                    # 3 models per family
     python benchmarks/layer_ranking.py --models-per-family 20 --families vanilla skip
+    python benchmarks/layer_ranking.py --rescore RECORDS --ranked blocks --stem layer_ranking_blocks
 
 Writes ``benchmarks/results/layer_ranking.{json,md}``.
 """
@@ -73,6 +77,11 @@ GT_CHECK = "ground_truth_redraw"
 #: Pseudo-criterion that ignores the model: layers from the input to the output (how far the
 #: network's structure alone gets on the exact-order metric).
 INPUT_FIRST = "input_first"
+#: ``--ranked blocks``: per family, the name prefixes of the layers SAFER's draw of 2-6 blocks
+#: makes (what is ranked then; see :func:`build`).
+BLOCKS = {"vanilla": ("dense",), "skip": ("block",), "skip_sd": ("block",), "transformer": ("attn", "ffn")}
+RANKED = {"weighted": "every layer with weights", "blocks": "the 2-6 drawn blocks only (" + "; ".join(
+    f"{f}: {', '.join(p + '*' for p in pre)}" for f, pre in BLOCKS.items()) + ")"}
 #: Reference columns: reported beside the criteria, never counted as the best criterion.
 REFERENCES = (INPUT_FIRST, GT_CHECK)
 REDUCTIONS = ("mean", "l1", "l2", "linf", "p50", "p90", "p99")
@@ -359,6 +368,22 @@ def run_model(job):
 
 
 # --------------------------------------------------------------------------- scoring
+def blocks_only(rec):
+    """``rec`` with its ground truths and scores restricted to the family's drawn blocks
+    (:data:`BLOCKS`), in model order."""
+    keep = [i for i, name in enumerate(rec["layers"]) if name.startswith(BLOCKS[rec["family"]])]
+
+    def pick(values):
+        return [values[i] for i in keep]
+
+    out = dict(rec, layers=pick(rec["layers"]))
+    out["truth"] = {row: {k: pick(v) for k, v in t.items()} for row, t in rec["truth"].items()}
+    out["truth_halves"] = {row: {k: [pick(h) for h in v] for k, v in t.items()}
+                           for row, t in rec["truth_halves"].items()}
+    out["scores"] = {c: {r: pick(s) for r, s in by.items()} for c, by in rec["scores"].items()}
+    return out
+
+
 def evaluate(records, combined_members, group=lambda rec: rec["family"], by="accuracy"):
     """Per group (default: family), row, criterion, reduction: exact share, Spearman, Kendall."""
     from scipy.stats import kendalltau, spearmanr
@@ -477,7 +502,7 @@ def markdown(summary, cells, families, records, args, elapsed, combined_members)
                                      else "wall time: see below. ") +
              f"'combined' = mean rank of {', '.join(combined_members)} (each member with its own "
              "reduction; shown in the linf tables).  ",
-             f"Ground truth: {GROUND_TRUTH[args.truth]}.  ",
+             f"Ground truth: {GROUND_TRUTH[args.truth]}. Ranked: {RANKED[args.ranked]}.  ",
              "Criterion options (else the library defaults): "
              + "; ".join(f"{c} {o}" for c, o in OPTIONS.items()) + ". Calibration: 256 unlabelled "
              "points; perturbations measured on 1,000 test points.  ",
@@ -578,6 +603,8 @@ def main(argv=None):
     p.add_argument("--truth", default="accuracy", choices=("accuracy", "output"),
                    help="ground truth: accuracy drop (ties by output change), or output change alone "
                         "(SAFER eq. 1)")
+    p.add_argument("--ranked", default="weighted", choices=tuple(RANKED),
+                   help="rank every layer with weights (default), or only the 2-6 drawn blocks")
     p.add_argument("--select-combined", action="store_true",
                    help="choose members for 'combined' greedily on even seeds (scored on odd seeds)")
     p.add_argument("--note", default="", help="a line for the report's header")
@@ -629,6 +656,8 @@ def main(argv=None):
                     log.write(json.dumps(records[-1]) + "\n")
             elapsed = time.perf_counter() - start
             log.write(json.dumps({"elapsed": elapsed}) + "\n")
+    if args.ranked == "blocks":
+        records = [blocks_only(r) for r in records]
     cells = evaluate(records, members, by=args.truth)
     summary, _ = summarize(cells, args.families)
     slice_sp = [v[1] for k, v in cells.items() if k[2] == "slice" and k[3] == "linf"]
@@ -642,6 +671,7 @@ def main(argv=None):
             for c in CRITERIA + ("combined",) + REFERENCES if any(k[2] == c and k[3] == "linf" for k in cells)},
         "models_per_family": args.models_per_family,
         "ground_truth": GROUND_TRUTH[args.truth],
+        "ranked": RANKED[args.ranked],
         "repeats": args.repeats,
         "combined_members": list(members),
         "mean_test_accuracy": {f: float(np.mean([r["test_accuracy"] for r in records if r["family"] == f]))

@@ -52,7 +52,31 @@ def test_layer_ranking_linf_best_is_a_single_criterion():
         cells[("vanilla", row, "gradient", "l1")] = (40.0, 0.5, 0.4, 10)
         cells[("vanilla", row, "gradient", "linf")] = (10.0, 0.5, 0.4, 10)
         cells[("vanilla", row, layer_ranking.GT_CHECK, "linf")] = (60.0, 0.9, 0.9, 10)
+        cells[("vanilla", row, layer_ranking.INPUT_FIRST, "linf")] = (55.0, 0.8, 0.8, 10)
     summary, _ = layer_ranking.summarize(cells, ["vanilla"])
     assert summary["vanilla_best_criterion"] == "combined"
     assert (summary["vanilla_best_linf_criterion"], summary["vanilla_best_linf_exact"]) == ("fit", 30.0)
-    assert summary["vanilla_ground_truth_redraw_exact"] == 60.0
+    assert summary["vanilla_ground_truth_redraw_exact"] == 60.0 and summary["vanilla_input_first_exact"] == 55.0
+
+
+@pytest.mark.parametrize("family", ["vanilla", "skip", "skip_sd", "transformer"])
+def test_layer_ranking_blocks_are_the_drawn_ones(family):
+    """--ranked blocks keeps exactly the 2-6 blocks a model's draw made, in model order, in its
+    ground truths and scores alike."""
+    import numpy as np
+
+    import layer_ranking
+
+    model, desc = layer_ranking.build(family, np.random.default_rng(3))
+    weighted = [layer.name for layer in model.layers if layer.weights]
+    n = len(weighted)
+    rec = {"family": family, "layers": weighted,
+           "truth": {"pepper/weights": {"drop": list(range(n)), "change": list(range(n))}},
+           "truth_halves": {"pepper/weights": {"drop": [list(range(n))] * 2, "change": [list(range(n))] * 2}},
+           "scores": {"fit": {"linf": [10.0 * i for i in range(n)]}}}
+    out = layer_ranking.blocks_only(rec)
+    assert len(out["layers"]) == desc.get("blocks", desc.get("sublayers"))
+    kept = [weighted.index(name) for name in out["layers"]]
+    assert kept == sorted(kept) and out["truth"]["pepper/weights"]["drop"] == kept
+    assert out["truth_halves"]["pepper/weights"]["change"] == [kept, kept]
+    assert out["scores"]["fit"]["linf"] == [10.0 * i for i in kept] and rec["layers"] == weighted
