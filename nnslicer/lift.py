@@ -313,6 +313,10 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
         if cls not in LIFTERS:
             problems.append(f"{layer.name!r} ({cls})")
             continue
+        if getattr(layer, "quantization_mode", None):  # the kernel holds integers, scaled elsewhere
+            problems.append(f"{layer.name!r} ({cls}): quantized ({layer.quantization_mode}); lift the "
+                            "float model, before model.quantize()")
+            continue
         if len(node.outputs) != 1:
             problems.append(f"{layer.name!r} ({cls}): more than one output")
             continue

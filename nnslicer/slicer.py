@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from .errors import InvalidInputError, InvalidParameterError, NotFittedError
+from .errors import InvalidInputError, InvalidParameterError, NotFittedError, UnsupportedLayerError
 from .forward import as_batch, forward
 from .lift import lift
 from .parallel import map_backward, use_ray
@@ -120,6 +120,11 @@ class Slicer:
         theta = self._validate()
         graph = lift(self.model, self.granularity)
         log.info("lifted %r", graph)
+        if self.granularity == "channel" and len(graph[graph.logits].shape) == 3:
+            raise UnsupportedLayerError(
+                f"Model {graph.name!r} outputs a feature map of shape {graph[graph.logits].shape}: its output "
+                "neurons are elements, which a channel-granularity slice cannot start from. Use "
+                "granularity='element' (--granularity element) for this model.")
         if profile is None:
             if x is None:
                 raise InvalidInputError("fit() needs profiling data x, or a saved profile.")

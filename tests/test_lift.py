@@ -674,3 +674,28 @@ def test_reshape_into_feature_map_refused_at_channel_granularity():
     nnslicer.lift(model)  # fine at element granularity
     with pytest.raises(UnsupportedLayerError, match="to_map"):
         nnslicer.lift(model, granularity="channel")
+
+
+def test_feature_map_output_refused_for_channel_slicing():
+    """A channel-granularity slice cannot start from the elements of an output feature map:
+    refused by fit (slice used to fail with a reshape error); element granularity slices it."""
+    model = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(2, 3, name="conv")], name="maps")
+    x = np.random.default_rng(0).normal(size=(8, 5, 5, 2)).astype("float32")
+    assert nnslicer.Slicer(model).fit(x).slice(x[0], target=17).samples == 1
+    nnslicer.lift(model, granularity="channel")  # its graph is fine to inspect
+    with pytest.raises(UnsupportedLayerError, match=r"'maps' outputs a feature map of shape \(3, 3, 2\).*element"):
+        nnslicer.Slicer(model, granularity="channel").fit(x)
+
+
+def test_quantized_layers_refused():
+    """model.quantize() leaves integer kernels whose scale lives elsewhere: lifting them as
+    weights would slice another network, so they are refused by name."""
+    import warnings
+
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu", name="h"), L.Dense(4, name="out")])
+    nnslicer.lift(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras: "InputLayer does not have a quantize method"
+        model.quantize("int8")
+    with pytest.raises(UnsupportedLayerError, match=r"'h' \(Dense\): quantized \(int8\).*before model.quantize"):
+        nnslicer.lift(model)
