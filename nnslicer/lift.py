@@ -311,7 +311,9 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
         out_history = node.outputs[0]._keras_history
         names[(id(out_history[0]), out_history[1])] = name  # also when refused: later layers read it
         if cls not in LIFTERS:
-            problems.append(f"{layer.name!r} ({cls})")
+            nested = isinstance(layer, require("keras", "tf").Model)
+            problems.append(f"{layer.name!r} ({cls})" + (": a model inside the model; call its layers "
+                                                         "in the outer model instead" if nested else ""))
             continue
         if getattr(layer, "quantization_mode", None):  # the kernel holds integers, scaled elsewhere
             problems.append(f"{layer.name!r} ({cls}): quantized ({layer.quantization_mode}); lift the "

@@ -699,3 +699,11 @@ def test_quantized_layers_refused():
         model.quantize("int8")
     with pytest.raises(UnsupportedLayerError, match=r"'h' \(Dense\): quantized \(int8\).*before model.quantize"):
         nnslicer.lift(model)
+
+
+def test_nested_model_refused_with_a_way_out():
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="a")], name="inner")
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(2, name="out")(inner(x)))
+    with pytest.raises(UnsupportedLayerError, match="'inner' \\(Sequential\\): a model inside the model; call its layers"):
+        nnslicer.lift(model)
