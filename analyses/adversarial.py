@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, NotFittedError, require
+from nnslicer.forward import as_batch
 from nnslicer.io import load_archive, save_archive
 from nnslicer.profile import check_labels
 
@@ -140,22 +141,6 @@ def _check_layer(graph, layer):
                                     f"({options}) or a stage counted from the end (-1, -2, ...). "
                                     f"Got {layer!r} instead.")
     return layer
-
-
-def _check_x(x, input_shape):
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.number):
-        raise InvalidInputError(f"x must be numeric; got dtype {x.dtype}.")
-    if x.shape == tuple(input_shape):
-        x = x[None]
-    if x.shape[1:] != tuple(input_shape):
-        raise InvalidInputError(f"x must have shape (n, {', '.join(map(str, input_shape))}); got {x.shape}.")
-    if len(x) == 0:
-        raise InvalidInputError("x is empty: it holds no samples.")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise InvalidInputError("x holds NaN or infinite values.")
-    return x
 
 
 def _predict(model, x, batch_size=256):
@@ -464,7 +449,7 @@ class SliceDetector(_ClassifierDetector):
         """Sparse per-sample synapse counts of the layer, and the model's classes."""
         from scipy import sparse
 
-        x = _check_x(x, self.slicer.graph_.input_shape)
+        x = as_batch(self.slicer.graph_, x)
         predicted = _predict(self.slicer.model, x, self.slicer.batch_size)
         rows = []
         for start in range(0, len(x), self.chunk):  # the backward analysis stops at the layer
@@ -523,7 +508,7 @@ class _ActivationDetector(_Detector):
         self._feature_model = keras.Model(self.model.inputs[0], [tensor, self.model.outputs[0]])
 
     def _features(self, x):
-        x = _check_x(x, self.graph_.input_shape)
+        x = as_batch(self.graph_, x)
         feats, preds = [], []
         for i in range(0, len(x), 256):
             f, out = self._feature_model(x[i:i + 256], training=False)
@@ -663,6 +648,10 @@ class MahalanobisDetector(_ActivationDetector):
             self.means_, self.classes_, self.precision_ = arrays["means"], arrays["classes"], arrays["precision"]
         except KeyError as exc:
             raise FileFormatError(f"{path!r} is an incomplete Mahalanobis detector ({exc}).") from exc
+        k, d = self.means_.shape if self.means_.ndim == 2 else (-1, -1)
+        if k < 1 or self.classes_.shape != (k,) or self.precision_.shape != (d, d):
+            raise FileFormatError(f"{path!r} is a damaged Mahalanobis detector: means {self.means_.shape}, "
+                                  f"classes {self.classes_.shape} and precision {self.precision_.shape} do not fit.")
 
 
 _KINDS = {cls.kind: cls for cls in (SliceDetector, FeatureMapDetector, MahalanobisDetector)}

@@ -12,10 +12,10 @@ __all__ = ["check_inputs", "check_labels", "runnable_graph"]
 
 
 def check_inputs(x, input_shape):
-    """``x`` as a numpy array: numeric, finite, not empty, a batch of ``input_shape`` (None in
-    the shape matches anything)."""
+    """``x`` as a numpy array: numeric (bool is read as 0/1), finite, not empty, a batch of
+    ``input_shape`` (None in the shape matches anything)."""
     x = np.asarray(x)
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number):
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise InvalidInputError(f"x must be a numeric array. Got dtype {x.dtype} instead.")
     input_shape = tuple(input_shape)
     if x.ndim != len(input_shape) + 1 or any(w is not None and w != s for w, s in zip(input_shape, x.shape[1:])):
@@ -24,7 +24,7 @@ def check_inputs(x, input_shape):
         raise InvalidInputError("x is empty: give at least one sample.")
     if not np.all(np.isfinite(x)):
         raise InvalidInputError("x holds NaN or infinite values.")
-    return x
+    return x.astype(np.float32) if x.dtype == bool else x
 
 
 def runnable_graph(model, caller):

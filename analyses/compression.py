@@ -153,8 +153,8 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
     """
     from .layer_importance import layer_importance
 
-    if prune is None and bits is None:
-        raise InvalidParameterError("compress needs prune=RATE, bits=B or both (--prune R, --bits B).")
+    if not prune and bits is None:  # prune=0 alone would write the model unchanged
+        raise InvalidParameterError("compress needs prune=RATE > 0, bits=B or both (--prune R, --bits B).")
     x = check_inputs(x, model.inputs[0].shape[1:])
     if ranking is not None:
         if not isinstance(ranking, dict):

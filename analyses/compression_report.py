@@ -641,7 +641,7 @@ def cmd_compare(args):
     names = [os.path.basename(p) for p in (args.model_a, args.model_b)]
     if names[0] == names[1]:
         names = [args.model_a, args.model_b]
-    report = compare(model_a, model_b, x, y, classes=parse_classes(args.classes) if args.classes else None,
+    report = compare(model_a, model_b, x, y, classes=None if args.classes is None else parse_classes(args.classes),
                      slices=not args.no_slices, max_per_class=args.max_per_class,
                      saliency_samples=args.saliency_samples, theta=args.theta, granularity=args.granularity,
                      batch_size=args.batch_size, names=tuple(names))

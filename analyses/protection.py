@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import numbers
+import os
 
 import numpy as np
 
@@ -131,9 +132,16 @@ class ProtectionSecret:
             shapes = meta["shapes"]
             indices = {k: arrays[f"index/{k}"] for k in shapes}
             values = {k: arrays[f"value/{k}"] for k in shapes}
-            return cls(indices, values, shapes, meta["protected_digest"], meta["original_digest"], meta["meta"])
-        except (KeyError, TypeError) as exc:
-            raise FileFormatError(f"{path!r} is an incomplete secret file ({exc}).") from exc
+            secret = cls(indices, values, shapes, meta["protected_digest"], meta["original_digest"], meta["meta"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FileFormatError(f"{path!r} is an incomplete secret file ({type(exc).__name__}: {exc}).") from exc
+        for k, idx in secret.indices.items():
+            size = int(np.prod(secret.shapes[k]))
+            in_range = not idx.size or 0 <= idx.min() <= idx.max() < size
+            if idx.ndim != 1 or secret.values[k].shape != idx.shape or not in_range:
+                raise FileFormatError(f"{path!r} is a damaged secret file: the positions or values of {k!r} do not "
+                                      f"fit its shape {secret.shapes[k]}.")
+        return secret
 
 
 def _check_fraction(fraction):
@@ -300,12 +308,19 @@ def cmd_protect(args):
 
     from .pruning import load_class_data
 
+    if os.path.exists(args.secret):  # it may hold the only copy of another model's hidden weights
+        raise InvalidParameterError(f"--secret {args.secret!r} exists: a secret is never overwritten (it may be "
+                                    "the only copy of hidden weights); move it away or name another file.")
     model, x, y, classes = load_class_data(args, "protect")
     slicer = make_slicer(model, args).fit(x, y) if args.method in ("nnslicer", "effective_path") else None
     protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
                                 max_per_class=args.max_per_class, scope=args.scope)
     secret.save(args.secret)  # first: a protected model without its secret would lose the weights
-    save_model(protected, args.output)
+    try:
+        save_model(protected, args.output)
+    except BaseException:  # nor a new secret without its protected model
+        os.remove(args.secret)
+        raise
     print(f"{secret!r}\nprotected model -> {args.output}, secret -> {args.secret}")
     return 0
 
@@ -342,7 +357,8 @@ def add_commands(subparsers):
     p.add_argument("--scope", default="layer", choices=SCOPES,
                    help="hide --fraction of each layer (default) or of the whole model")
     p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras or .h5)")
-    p.add_argument("--secret", required=True, help="where to write the secret (.npz)")
+    p.add_argument("--secret", required=True,
+                   help="where to write the secret (.npz; an existing file is never overwritten)")
     p.set_defaults(func=cmd_protect, outputs={"-o": ("output", MODEL_FILES), "--secret": ("secret", None)})
 
     p = subparsers.add_parser(

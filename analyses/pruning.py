@@ -451,11 +451,14 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
 
 # --------------------------------------------------------------------------- CLI
 def parse_classes(text):
-    """``"0,1,5"`` -> ``[0, 1, 5]`` with a clear error."""
+    """``"0,1,5"`` -> ``[0, 1, 5]``; a clear error for anything else (blanks, repeats)."""
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        classes = [int(t) for t in text.split(",")]
     except ValueError:
-        raise InvalidInputError(f"--classes takes comma-separated class indices; got {text!r}.") from None
+        raise InvalidInputError(f"--classes takes comma-separated class indices, e.g. 0,1,5; got {text!r}.") from None
+    if len(set(classes)) != len(classes):
+        raise InvalidInputError(f"--classes names a class twice: {text!r}.")
+    return classes
 
 
 def load_class_data(args, caller):

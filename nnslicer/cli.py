@@ -88,16 +88,23 @@ def load_array(path, key="x"):
     """An array from .npy, or from .npz (the array named ``key``, else the first one)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such data file: {path!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory, not a .npy or .npz data file.")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic not in (b"\x93NUMPY",) and not magic.startswith(b"PK\x03\x04"):
+        raise FileFormatError(f"{path!r} is not a .npy or .npz array file (numpy.save / numpy.savez write them).")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise FileFormatError(f"{path!r} is not a .npy or .npz array file ({exc}).") from exc
+        raise FileFormatError(f"{path!r} is not a readable .npy or .npz array file ({exc}).") from exc
     if isinstance(data, np.ndarray):
         return data
     with data:
-        if not data.files:
-            raise InvalidInputError(f"{path!r} holds no arrays.")
-        return data[key] if key in data.files else data[data.files[0]]
+        arrays = [name for name in data.files if name + ".npy" in data.zip.namelist()]
+        if not arrays:
+            raise InvalidInputError(f"{path!r} is a zip archive without arrays (a .keras model?), not an .npz data file.")
+        return data[key] if key in arrays else data[arrays[0]]
 
 
 def check_outputs(outputs):
@@ -393,13 +400,14 @@ def _flag_hint(exc, args):
 
 
 def _record_options(parser):
-    """Let every (sub)command know its options: destination -> longest option string."""
+    """Let every (sub)command know its name (``prog``, e.g. "nnslicer detect fit") and its
+    options: destination -> longest option string."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 _record_options(sub)
     options = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
-    parser.set_defaults(options=options)
+    parser.set_defaults(options=options, prog=parser.prog)
 
 
 def main(argv=None):
@@ -415,12 +423,12 @@ def main(argv=None):
         check_outputs({option: (getattr(args, dest), extensions)
                        for option, (dest, extensions) in getattr(args, "outputs", {}).items()})
         return args.func(args)
-    except (NNSlicerError, FileNotFoundError, IsADirectoryError) as exc:
-        print(f"nnslicer {args.command}: error: {exc}{_flag_hint(exc, args)}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except (NNSlicerError, OSError) as exc:  # OSError: files (missing, unwritable, full disk...)
+        print(f"{args.prog}: error: {exc}{_flag_hint(exc, args)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,6 +53,8 @@ def run(out_dir="nnslicer-demo", samples=50, stream=None):
         raise InvalidParameterError(f"--samples must be at least 2. Got {samples} instead.")
     out = stream or sys.stdout
     say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InvalidParameterError(f"--out {out_dir!r} is a file; give a folder (it is made if missing).")
     os.makedirs(out_dir, exist_ok=True)
     (x_train, y_train), (x_test, y_test) = load_digits()
 

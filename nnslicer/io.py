@@ -13,6 +13,9 @@ from .errors import FileFormatError
 
 __all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "same_arrays", "plain"]
 
+#: Version of the archive layout (a JSON header and numbered arrays) that this code writes and reads.
+FORMAT_VERSION = 1
+
 
 def _umask_mode():
     """The mode a new file gets from open(): 0o666 less the umask (mkstemp's files are 0o600)."""
@@ -22,9 +25,10 @@ def _umask_mode():
 
 
 def check_writable(path, what=""):
-    """Refuse a ``path`` that names a directory (IsADirectoryError) or lies in a missing one
-    (FileNotFoundError); ``what``, e.g. the option that gave it, goes into the message. Returns
-    the directory."""
+    """Refuse a ``path`` that names a directory (IsADirectoryError), lies in a missing one
+    (FileNotFoundError) or in one that cannot be written (PermissionError: no permission, a
+    read-only file system); ``what``, e.g. the option that gave it, goes into the message.
+    Returns the directory."""
     path = os.fspath(path)
     where = f" (for {what} {path!r})" if what else ""
     if os.path.isdir(path):
@@ -32,6 +36,8 @@ def check_writable(path, what=""):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"No such directory: {directory!r}{where}")
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"Cannot write in {directory!r} (no permission, or a read-only file system){where}.")
     return directory
 
 
@@ -75,7 +81,7 @@ def _json_default(value):
 def save_archive(path, kind, meta, arrays):
     """Write ``arrays`` (name -> ndarray) and ``meta`` to ``path`` as one .npz, atomically."""
     path = os.fspath(path)
-    header = {"format": f"nnslicer-{kind}", "version": 1, "meta": meta, "names": list(arrays)}
+    header = {"format": f"nnslicer-{kind}", "version": FORMAT_VERSION, "meta": meta, "names": list(arrays)}
     payload = {f"a{i}": np.asarray(v) for i, v in enumerate(arrays.values())}
     payload["header"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
     with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
@@ -91,12 +97,23 @@ def load_archive(path, kind):
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such file: {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-            names = header["names"]
-            arrays = {name: data[f"a{i}"] for i, name in enumerate(names)}
-    except Exception as exc:  # zlib, zipfile, npy-header and JSON errors of a damaged file
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:  # zlib, zipfile and npy-header errors of a damaged file
         raise FileFormatError(f"{path!r} is not a readable nnslicer {kind} file ({exc}).") from exc
-    if header.get("format") != f"nnslicer-{kind}":
-        raise FileFormatError(f"{path!r} is a {header.get('format')!r} file, not an nnslicer {kind} file.")
-    return header["meta"], arrays
+    if isinstance(data, np.ndarray):
+        raise FileFormatError(f"{path!r} holds a single array (.npy), not an nnslicer {kind} file.")
+    try:
+        with data:
+            header = json.loads(bytes(data["header"]).decode())
+            fmt = header.get("format")
+            if fmt != f"nnslicer-{kind}":
+                raise FileFormatError(f"{path!r} is a {fmt!r} file, not an nnslicer {kind} file.")
+            if header.get("version") != FORMAT_VERSION:
+                raise FileFormatError(f"{path!r} is an nnslicer {kind} file of format version "
+                                      f"{header.get('version')!r}; this nnslicer reads version {FORMAT_VERSION}.")
+            arrays = {name: data[f"a{i}"] for i, name in enumerate(header["names"])}
+            return header["meta"], arrays
+    except FileFormatError:
+        raise
+    except Exception as exc:  # zlib, zipfile, npy-header, JSON and missing-entry errors
+        raise FileFormatError(f"{path!r} is not a readable nnslicer {kind} file ({type(exc).__name__}: {exc}).") from exc

@@ -66,6 +66,18 @@ class Profile:
             raise FileFormatError(
                 f"This profile was made for model {self.model!r} (fingerprint {self.fingerprint}), "
                 f"not for {graph.name!r} (fingerprint {graph.fingerprint}): profile this model again.")
+        k = graph.num_outputs if self.class_means is not None else None
+        for op in graph.ops:  # a damaged file can have the right fingerprint and the wrong arrays
+            shapes = [("mean", self.means.get(op.name), tuple(op.shape))]
+            if k is not None:
+                shapes.append(("class mean", self.class_means.get(op.name), (k,) + tuple(op.shape)))
+            for what, arr, shape in shapes:
+                if arr is None or np.shape(arr) != shape:
+                    got = None if arr is None else np.shape(arr)
+                    raise FileFormatError(f"This profile's {what} of {op.name!r} has shape {got}, not {shape}: "
+                                          "profile the model again.")
+        if k is not None and np.shape(self.class_counts) != (k,):
+            raise FileFormatError(f"This profile's class counts have shape {np.shape(self.class_counts)}, not ({k},).")
 
     def save(self, path):
         """Write the profile to ``path`` (.npz); :meth:`load` reads it back exactly."""

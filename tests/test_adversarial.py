@@ -1,5 +1,7 @@
 """Adversarial input detectors: the outlier contract, features, files, CLI, and an end-to-end case."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -325,6 +327,24 @@ def test_file_refuses_other_model_and_damage(fitted, other_model, model, tmp_pat
         load_detector(bad, model)
     with pytest.raises(FileFormatError, match="not an nnslicer detector"):
         load_detector(nnslicer.Profile.save(fitted["slice"].slicer.profile_, tmp_path / "p.npz"), model)
+
+
+@pytest.mark.parametrize("name, key, message", [
+    ("slice", "mean/input", "profile's mean of 'input' has shape (3,)"),
+    ("mahalanobis", "precision", "damaged Mahalanobis detector"),
+])
+def test_file_refuses_arrays_of_the_wrong_shape(fitted, model, tmp_path, name, key, message):
+    """A file with the right fingerprint and a cut array is refused (a cut profile used to load
+    and give other verdicts)."""
+    from nnslicer.io import load_archive, save_archive
+
+    path = tmp_path / "d.nnsd"
+    fitted[name].save(path)
+    meta, arrays = load_archive(path, "detector")
+    arrays[key] = arrays[key].ravel()[:3]
+    save_archive(path, "detector", meta, arrays)
+    with pytest.raises(FileFormatError, match=re.escape(message)):
+        load_detector(path, model)
 
 
 def test_file_refuses_foreign_types(fitted, model, tmp_path):

@@ -187,8 +187,10 @@ def test_h5_models_load_too(files, tmp_path, capsys):
     ("secret_in_missing_directory", "No such directory"),
     ("secret_on_the_model_output", "-o and --secret name the same file"),
     ("picture_format_disagrees", "make them agree"),
+    ("read_only_directory", "Cannot write in"),
+    ("secret_exists", "a secret is never overwritten"),
 ])
-def test_outputs_are_checked_before_any_work(files, tmp_path, capsys, case, message):
+def test_outputs_are_checked_before_any_work(files, tmp_path, capsys, monkeypatch, case, message):
     """A bad output path fails at once, with nothing written (no protected model without its
     secret, above all)."""
     paths, model, x, y = files
@@ -204,9 +206,33 @@ def test_outputs_are_checked_before_any_work(files, tmp_path, capsys, case, mess
                                                   "--secret", str(tmp_path / "no" / "s.npz")],
         "secret_on_the_model_output": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "m.keras")],
         "picture_format_disagrees": ["render", paths["model"], "--format", "png", "-o", str(tmp_path / "g.svg")],
+        "read_only_directory": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "s.npz")],
+        "secret_exists": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "old.npz")],
     }[case]
+    if case == "read_only_directory":  # root may write anywhere: stand in for a read-only file system
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if p == str(tmp_path) else real(p, mode))
+    if case == "secret_exists":
+        (tmp_path / "old.npz").write_bytes(b"the only copy")
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+    assert os.listdir(tmp_path) == (["old.npz"] if case == "secret_exists" else [])
+    if case == "secret_exists":
+        assert (tmp_path / "old.npz").read_bytes() == b"the only copy"
+
+
+def test_protect_leaves_no_secret_when_the_model_cannot_be_written(files, tmp_path, capsys, monkeypatch):
+    import nnslicer.cli
+
+    paths, model, x, y = files
+
+    def full_disk(model, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nnslicer.cli, "save_model", full_disk)
+    assert main(["protect", paths["model"], "--data", paths["x"], "--labels", paths["y"], "--classes", str(int(y[0])),
+                 "-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "s.npz")]) == 2
+    assert "No space left on device" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 
@@ -259,16 +285,24 @@ def test_profile_takes_column_and_one_hot_labels(files, tmp_path):
     (["compress", "{model}", "--data", "{x}", "--prune", "1.5", "--criterion", "uniform", "-o", "{out}.keras"],
      "'rate' parameter of pruning_rates must be a float in [0, 1). Got 1.5 instead. (option --prune)"),
     (["compress", "{model}", "--data", "{x}", "-o", "{out}.keras"], "(--prune R, --bits B)"),
+    (["compress", "{model}", "--data", "{x}", "--prune", "0", "-o", "{out}.keras"], "(--prune R, --bits B)"),
+    (["prune", "{model}", "--data", "{x}", "--labels", "{y}", "--classes", "0,,1", "--ratio", "0.5", "-o", "{out}.keras"],
+     "--classes takes comma-separated class indices, e.g. 0,1,5; got '0,,1'"),
+    (["protect", "{model}", "--data", "{x}", "--labels", "{y}", "--classes", "1,1", "-o", "{out}.keras", "--secret",
+      "{out}.npz"], "--classes names a class twice: '1,1'"),
+    (["compare", "{model}", "{model}", "--data", "{x}", "--labels", "{y}", "--classes", "", "-o", "{out}.html"],
+     "--classes takes comma-separated class indices"),
     (["render", "{model}", "--view", "diff", "-o", "{out}.svg"], "--view diff draws slices: give a slice file"),
     (["render", "{model}", "--view", "neuron", "--max-nodes", "5", "-o", "{out}.svg"], "over the limit of 5"),
 ])
-def test_python_parameter_errors_name_the_option(files, tmp_path, capsys, argv, message):
-    """A message about a Python parameter names the option the command line sets it with."""
+def test_misuse_names_the_option_to_fix(files, tmp_path, capsys, argv, message):
+    """Misused options are refused before any work, and a message about a Python parameter
+    names the option the command line sets it with."""
     paths, *_ = files
     prof = str(tmp_path / "p.npz")
     assert main(["profile", paths["model"], "--data", paths["x"], "-o", prof]) == 0
     capsys.readouterr()
-    names = {"model": paths["model"], "x": paths["x"], "prof": prof, "out": str(tmp_path / "out")}
+    names = {"model": paths["model"], "x": paths["x"], "y": paths["y"], "prof": prof, "out": str(tmp_path / "out")}
     assert main([a.format(**names) for a in argv]) == 2
     assert message in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["p.npz"]

@@ -354,8 +354,10 @@ def test_compress_budgets(data):
     ranked = compression.compress(cnn(), xi, criterion="weight", bits=4)
     order = [k for k in ranked.compression["ranking"] if k in ("c1", "dw", "c2", "out")]  # no bn1
     assert list(ranked.compression["bits"]) == order
-    with pytest.raises(InvalidParameterError, match="prune=RATE, bits=B"):
+    with pytest.raises(InvalidParameterError, match="prune=RATE > 0, bits=B"):
         compression.compress(model, x)
+    with pytest.raises(InvalidParameterError, match="prune=RATE > 0, bits=B"):
+        compression.compress(model, x, prune=0.0)  # nothing to do
     with pytest.raises(InvalidParameterError, match="must be a dict of layer -> score"):
         compression.compress(model, x, bits=4, ranking=list(ranking))
     with pytest.raises(InvalidParameterError, match=r"does not have: \['zz'\]"):

@@ -133,8 +133,43 @@ def test_secret_file_round_trip(tmp_path, protected):
     loaded.meta["fraction"] = 0.1
     assert loaded != secret
     np.save(tmp_path / "bad.npy", np.zeros(3))
-    with pytest.raises(FileFormatError):
+    with pytest.raises(FileFormatError, match="single array"):
         ProtectionSecret.load(tmp_path / "bad.npy")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("index_out_of_range", "do not fit its shape"),
+    ("values_short", "do not fit its shape"),
+    ("index_2d", "do not fit its shape"),
+    ("no_meta", "KeyError: 'meta'"),
+    ("newer_version", "format version 99; this nnslicer reads version 1"),
+])
+def test_damaged_secret_files_are_refused(tmp_path, protected, damage, message):
+    """What a damaged or foreign secret file holds is checked when it loads (it used to reach
+    restore as an IndexError or a shape mismatch)."""
+    import json
+
+    path = str(protected[1].save(tmp_path / "s.npz"))
+    with np.load(path) as f:
+        raw = dict(f)
+    header = json.loads(bytes(raw["header"]).decode())
+    key = next(iter(protected[1].indices))
+    i = header["names"].index(f"index/{key}")
+    v = header["names"].index(f"value/{key}")
+    if damage == "index_out_of_range":
+        raw[f"a{i}"] = raw[f"a{i}"] + 10**6
+    elif damage == "values_short":
+        raw[f"a{v}"] = raw[f"a{v}"][:-1]
+    elif damage == "index_2d":
+        raw[f"a{i}"] = raw[f"a{i}"][None]
+    elif damage == "no_meta":
+        del header["meta"]
+    else:
+        header["version"] = 99
+    raw["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "bad.npz", **raw)
+    with pytest.raises(FileFormatError, match=message):
+        ProtectionSecret.load(tmp_path / "bad.npz")
 
 
 def test_steal_changes_only_hidden_positions(model, data, protected):
