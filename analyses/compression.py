@@ -215,6 +215,9 @@ def cmd_compress(args):
         done.append(f"weights at {args.bits} bits on average, activations at "
                     f"{info['activation_bits'] or 32} bits")
     print(f"\n{'; '.join(done)} -> {args.output}")
+    if "bits" in info:
+        print("(its FakeQuant layers load in Keras after analyses.quantization.register_keras_objects(); "
+              "nnslicer's commands do that themselves)")
     return 0
 
 
