@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import time
 
@@ -387,15 +388,12 @@ API_OPTIONS = {"n_jobs": "workers", "rate": "prune"}
 
 
 def _flag_hint(exc, args):
-    """" (option --x)" when ``exc`` names a Python parameter (``The 'x' parameter of ...``) that
-    the command sets with an option of another spelling."""
-    import re
-
+    """The suffix " (option --x)" when ``exc`` names a Python parameter (``The 'x' parameter of
+    ...``) that the command sets with option ``--x``; else ""."""
     found = re.search(r"The '(\w+)' parameter", str(exc))
-    options = getattr(args, "options", {})
     if found is None:
         return ""
-    option = options.get(API_OPTIONS.get(found.group(1), found.group(1)))
+    option = getattr(args, "options", {}).get(API_OPTIONS.get(found.group(1), found.group(1)))
     return f" (option {option})" if option else ""
 
 
