@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import numbers
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -271,7 +272,9 @@ class _ClassifierDetector(_Detector):
         else:
             clf = RandomForestClassifier(n_estimators=100, random_state=self.random_state, n_jobs=-1,
                                          oob_score=held_out)
-        self.classifier_ = clf.fit(feats, labels)
+        with warnings.catch_warnings():  # samples without an out-of-bag vote are left out below
+            warnings.filterwarnings("ignore", "Some inputs do not have OOB scores", UserWarning)
+            self.classifier_ = clf.fit(feats, labels)
         # A forest's threads add tree votes in any order: predict in one, so that the same
         # inputs always get the same scores (to the last bit).
         self.classifier_.n_jobs = None
