@@ -163,8 +163,11 @@ class DataFlowGraph:
 
     @property
     def logits(self) -> str:
-        """The tensor that slicing criteria live on: the pre-softmax output."""
+        """The tensor that slicing criteria live on: the pre-softmax output (past any identity
+        op after the softmax, e.g. a Dropout)."""
         op = self[self.output]
+        while op.kind == "identity":
+            op = self[op.inputs[0]]
         if op.kind == "activation" and op.params.get("activation") == "softmax":
             return op.inputs[0]
         return self.output

@@ -707,3 +707,18 @@ def test_nested_model_refused_with_a_way_out():
     model = keras.Model(x, L.Dense(2, name="out")(inner(x)))
     with pytest.raises(UnsupportedLayerError, match="'inner' \\(Sequential\\): a model inside the model; call its layers"):
         nnslicer.lift(model)
+
+
+def test_dropout_after_the_softmax_output():
+    """A Dropout (an identity at inference) after the softmax leaves the logits where they were."""
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    plain = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="softmax", name="out")], name="plain")
+    dropped = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="softmax", name="out"),
+                                L.Dropout(0.5, name="drop")], name="plain")
+    dropped.set_weights(plain.get_weights())
+    g = nnslicer.lift(dropped)
+    assert g.logits == nnslicer.lift(plain).logits == "out" and g.num_outputs == 3
+    a = nnslicer.Slicer(plain).fit(x).slice(x[0])
+    b = nnslicer.Slicer(dropped).fit(x).slice(x[0])
+    assert (a.n_neurons, a.n_synapses) == (b.n_neurons, b.n_synapses)
+    assert all(np.array_equal(a.synapse_counts[k], b.synapse_counts[k]) for k in a.synapse_counts)
