@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -280,9 +281,11 @@ def markdown(result):
     for meta in result["models"]:
         model = meta["model"]
         art = result["settings"].get(model, {}).get("art", "?")
+        command = result["settings"].get(model, {}).get("command")
         lines.append(f"\n## {model} (test accuracy {meta['test_accuracy']:.3f}; detectors fit on "
                      f"the correctly classified of {meta['fit_images']:,} clean training images; {meta['clean_images']} clean test images, "
-                     f"the first {art} of them for the ART attacks)\n")
+                     f"the first {art} of them for the ART attacks)\n"
+                     + (f"\nCommand: `{command}`\n" if command else ""))
         attacks = [a for a in meta["attacks"] if meta["attacks"][a]["successes"]]
         dets = list(averages(result["rows"], model))
         cell = {(r["detector"], r["attack"]): r for r in result["rows"]
@@ -317,10 +320,11 @@ def main(argv=None):
     parser.add_argument("--art", type=int, default=100, help="clean images given to the ART attacks")
     parser.add_argument("--quick", action="store_true", help="LeNet on MNIST-5k, 500 fit, 100 clean, 30 ART")
     parser.add_argument("--merge", action="store_true",
-                        help="keep other models' rows of an existing results/adversarial.json")
+                        help="keep other models' rows of an existing results/STEM.json")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
                         help="only write the results of these adversarial.json files as one (no run)")
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--stem", default="adversarial", help="output file names: STEM.json and STEM.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.fit, args.clean, args.art = "lenet/mnist_5k", 500, 100, 30
@@ -332,7 +336,7 @@ def main(argv=None):
     epochs = {f"{a}/{d}": e for a, d, e in MODELS}
     chosen = [] if args.combine else args.models.split(",")
     rows, metas, settings = [], [], {}
-    path = os.path.join(args.out, "adversarial.json")
+    path = os.path.join(args.out, f"{args.stem}.json")
     for source in args.combine or ([path] if args.merge and os.path.exists(path) else []):
         with open(source) as f:
             old = json.load(f)
@@ -346,13 +350,15 @@ def main(argv=None):
         r, m = run_model(arch, dataset, epochs[key], args)
         rows += r
         metas.append(m)
-        settings[key] = {"fit": args.fit, "profile": args.profile, "clean": args.clean, "art": args.art}
+        settings[key] = {"fit": args.fit, "profile": args.profile, "clean": args.clean, "art": args.art,
+                         "command": shlex.join(["python", "benchmarks/adversarial.py"]
+                                               + (argv if argv is not None else sys.argv[1:]))}
     order = [f"{a}/{d}" for a, d, _ in MODELS]
     metas.sort(key=lambda m: order.index(m["model"]))
     main_model = next(m["model"] for m in metas)
     result = {"summary": summarise(rows, metas, main_model), "paper": PAPER, "models": metas, "rows": rows,
               "settings": settings}
-    write_results(args.out, "adversarial", result, markdown(result))
+    write_results(args.out, args.stem, result, markdown(result))
     return 0
 
 
