@@ -335,18 +335,16 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
             continue
         ops.extend(lifted)
         names[(id(out_history[0]), out_history[1])] = lifted[-1].name
-    if not problems:
-        output = names[(id(fn_model.outputs[0]._keras_history[0]), fn_model.outputs[0]._keras_history[1])]
-        by_name = {op.name: op for op in ops}
-        last = output  # the output, past identity ops (a Dropout after the softmax does nothing here)
-        while by_name[last].kind == "identity":
-            last = by_name[last].inputs[0]
-        for op in ops:
-            if op.kind == "activation" and op.params["activation"] == "softmax" and op.name != last:
-                problems.append(f"{op.layer!r} ({op.layer_class}): softmax before the output")
     if problems:
         raise _unsupported(model, problems)
+    output = names[(id(fn_model.outputs[0]._keras_history[0]), fn_model.outputs[0]._keras_history[1])]
     graph = DataFlowGraph(ops, output, name=model.name, granularity=granularity)
+    # the one softmax allowed is the output's, read from the logits (graph.logits looks past a Dropout)
+    misplaced = [f"{op.layer!r} ({op.layer_class}): softmax before the output" for op in graph.ops
+                 if op.kind == "activation" and op.params["activation"] == "softmax"
+                 and op.inputs[0] != graph.logits]
+    if misplaced:
+        raise _unsupported(model, misplaced)
     for op in graph.ops:
         op.handler.check(op, granularity)
     return graph
