@@ -12,11 +12,12 @@ __all__ = ["check_inputs", "check_labels", "runnable_graph"]
 
 
 def check_inputs(x, input_shape):
-    """``x`` as a numpy array: numeric (bool is read as 0/1), finite, not empty, a batch of
+    """``x`` as a numpy array: real numbers (bool is read as 0/1), finite, not empty, a batch of
     ``input_shape`` (None in the shape matches anything)."""
     x = np.asarray(x)
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise InvalidInputError(f"x must be a numeric array. Got dtype {x.dtype} instead.")
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) \
+            or np.iscomplexobj(x):
+        raise InvalidInputError(f"x must be an array of real numbers. Got dtype {x.dtype} instead.")
     input_shape = tuple(input_shape)
     if x.ndim != len(input_shape) + 1 or any(w is not None and w != s for w, s in zip(input_shape, x.shape[1:])):
         raise InvalidInputError(f"x must be a batch of inputs shaped {input_shape}; got shape {x.shape}.")

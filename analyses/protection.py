@@ -111,7 +111,8 @@ class ProtectionSecret:
         return out
 
     def save(self, path):
-        """Write the secret to ``path`` (.npz, no pickle); :meth:`load` reads it back exactly."""
+        """Write the secret to ``path`` (.npz, no pickle, readable by its owner only: mode 0600,
+        also when it replaces a file); :meth:`load` reads it back exactly."""
         arrays = {}
         for k in self.indices:
             arrays[f"index/{k}"] = self.indices[k]
@@ -121,7 +122,7 @@ class ProtectionSecret:
                 "meta": self.meta}
         from nnslicer.io import save_archive
 
-        return save_archive(path, "secret", meta, arrays)
+        return save_archive(path, "secret", meta, arrays, mode=0o600)  # hidden weights: the owner's only
 
     @classmethod
     def load(cls, path):

@@ -108,24 +108,48 @@ def load_array(path, key="x"):
         return data[key] if key in arrays else data[arrays[0]]
 
 
-def check_outputs(outputs):
-    """Refuse, before any work, output files that could not be written or would not load
-    back. ``outputs`` maps an option (``"-o"``) to ``(path, extensions)``; a None path is
-    skipped and None extensions accept any name."""
+def _same_file(a, b):
+    """Whether two paths name one file: the same path, through a symbolic or a hard link."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(outputs, inputs=()):
+    """Refuse, before any work, output files that could not be written, would not load back,
+    or would replace one of the command's input files or another output. ``outputs`` maps an
+    option (``"-o"``) to ``(path, extensions)``; a None path is skipped and None extensions
+    accept any name. ``inputs`` are ``(option, path)`` pairs of the files the command reads."""
     from .errors import InvalidParameterError
     from .io import check_writable
 
-    seen = {}
+    seen = []
     for option, (path, extensions) in outputs.items():
         if path is None:
             continue
         if extensions and not path.lower().endswith(extensions):
             raise InvalidParameterError(f"{option} takes a {' or '.join(extensions)} file; got {path!r}.")
         check_writable(path, option)
-        key = os.path.realpath(path)
-        if key in seen:
-            raise InvalidParameterError(f"{seen[key]} and {option} name the same file {path!r}.")
-        seen[key] = option
+        for other, known in seen:
+            if _same_file(path, known):
+                raise InvalidParameterError(f"{other} and {option} name the same file {path!r}.")
+        for other, known in inputs:
+            if _same_file(path, known):
+                raise InvalidParameterError(f"{option} {path!r} is also the command's input ({other} {known!r}): "
+                                            "writing it would destroy that input; give another output file.")
+        seen.append((option, path))
+
+
+def _input_files(args):
+    """``(option, path)`` of every argument of ``args`` that names an existing file and is not an
+    output: what the command reads."""
+    outputs = {dest for dest, _ in getattr(args, "outputs", {}).values()}
+    for dest, option in getattr(args, "paths", {}).items():
+        values = getattr(args, dest, None)
+        for value in values if isinstance(values, (list, tuple)) else [values]:
+            if dest not in outputs and isinstance(value, str) and os.path.isfile(value):
+                yield option, value
 
 
 def save_model(model, path):
@@ -288,7 +312,8 @@ def build_parser():
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"nnslicer {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what is done (and show the traceback of an unexpected failure)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("info", help="show the lifted graph of a model",
@@ -398,14 +423,18 @@ def _flag_hint(exc, args):
 
 
 def _record_options(parser):
-    """Let every (sub)command know its name (``prog``, e.g. "nnslicer detect fit") and its
-    options: destination -> longest option string."""
+    """Let every (sub)command know its name (``prog``, e.g. "nnslicer detect fit"), its
+    options (destination -> longest option string) and the arguments that may name files
+    (``paths``: free strings, neither choices nor typed nor flags)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 _record_options(sub)
     options = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
-    parser.set_defaults(options=options, prog=parser.prog)
+    paths = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.metavar or a.dest
+             for a in parser._actions
+             if a.type is None and a.choices is None and a.nargs != 0 and a.dest != "help"}
+    parser.set_defaults(options=options, paths=paths, prog=parser.prog)
 
 
 def main(argv=None):
@@ -419,13 +448,23 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         check_outputs({option: (getattr(args, dest), extensions)
-                       for option, (dest, extensions) in getattr(args, "outputs", {}).items()})
+                       for option, (dest, extensions) in getattr(args, "outputs", {}).items()},
+                      list(_input_files(args)))
         return args.func(args)
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        print(f"{args.prog}: interrupted", file=sys.stderr)
+        return 130
     except (NNSlicerError, OSError) as exc:  # OSError: files (missing, unwritable, full disk...)
         print(f"{args.prog}: error: {exc}{_flag_hint(exc, args)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a failure nnslicer did not foresee: still one line, unless -v
+        if args.verbose:
+            raise
+        print(f"{args.prog}: error: {type(exc).__name__}: {exc} (unexpected: run again with -v for the "
+              "traceback, and report it)", file=sys.stderr)
         return 2
 
 

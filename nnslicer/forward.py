@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InvalidInputError, require
 
-__all__ = ["Tape", "execute", "forward", "as_batch"]
+__all__ = ["Tape", "execute", "forward", "as_batch", "check_finite"]
 
 
 @dataclass
@@ -29,7 +29,10 @@ class Tape:
 def as_batch(graph, x, what="x"):
     """``x`` as a float32 batch for ``graph``: a single sample gains a batch axis.
 
-    Raises InvalidInputError for a wrong shape, an empty batch, or NaN/inf values."""
+    Raises InvalidInputError for a wrong shape, an empty batch, complex numbers, or NaN/inf values."""
+    if np.iscomplexobj(x):
+        raise InvalidInputError(f"{what} holds complex numbers; models take real inputs (give x.real or "
+                                "abs(x) if that is what you mean).")
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as exc:
@@ -47,6 +50,19 @@ def as_batch(graph, x, what="x"):
         bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())
         raise InvalidInputError(f"{what} holds NaN or inf values (in {bad} sample(s)).")
     return arr
+
+
+def check_finite(graph, values):
+    """Raise InvalidInputError naming the first op (in graph order) whose values (name -> array
+    with a batch axis, or a sum over one) hold NaN or inf: the model overflows there, or its
+    weights are not finite. Deltas of such values would silently make a wrong slice."""
+    for op in graph.ops:
+        value = values.get(op.name)
+        if value is not None and not np.isfinite(value).all():
+            where = f"op {op.name!r} (layer {op.layer!r})" if op.layer and op.layer != op.name else f"op {op.name!r}"
+            raise InvalidInputError(
+                f"The model's values at {where} are NaN or inf: the input overflows the model there "
+                "(check its range and scaling), or the model's weights are not finite.")
 
 
 def _executor(graph):
@@ -121,6 +137,7 @@ def forward(graph, profile, x, baseline="global", batch_size=256):
     parts = [execute(graph, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
     acts = {name: np.concatenate([p[name] for p in parts]) if len(parts) > 1 else parts[0][name]
             for name in parts[0]}
+    check_finite(graph, acts)
     logits = acts[graph.logits].reshape(len(x), -1)
     predictions = logits.argmax(axis=1)
     deltas = {}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
+import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -13,8 +17,11 @@ from .errors import FileFormatError
 
 __all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "same_arrays", "plain"]
 
-#: Version of the archive layout (a JSON header and numbered arrays) that this code writes and reads.
-FORMAT_VERSION = 1
+#: Version of the archive layout that this code writes: a JSON header (with, from version 2, a
+#: digest of the metadata and arrays) and numbered arrays.
+FORMAT_VERSION = 2
+#: The versions it reads (version 1 files have no digest).
+READ_VERSIONS = (1, 2)
 
 
 def _umask_mode():
@@ -24,37 +31,94 @@ def _umask_mode():
     return 0o666 & ~mask
 
 
+def _kind(mode):
+    """What a file that is not a regular file is, in words."""
+    for test, what in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
 def check_writable(path, what=""):
-    """Refuse a ``path`` that names a directory (IsADirectoryError), lies in a missing one
-    (FileNotFoundError) or in one that cannot be written (PermissionError: no permission, a
-    read-only file system); ``what``, e.g. the option that gave it, goes into the message.
-    Returns the directory."""
+    """Refuse a ``path`` that names anything but a regular file (a directory: IsADirectoryError;
+    a device, FIFO or socket: FileExistsError, since nnslicer replaces only regular files), lies
+    in a missing directory (FileNotFoundError) or in one that cannot be written (PermissionError:
+    no permission, a read-only file system). A symbolic link is followed: its target is what gets
+    written (atomically) and what is checked. ``what``, e.g. the option that gave it, goes into
+    the message. Returns the real path that will be written."""
     path = os.fspath(path)
     where = f" (for {what} {path!r})" if what else ""
-    if os.path.isdir(path):
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
         raise IsADirectoryError(f"{path!r} is a directory; give a file name{where}.")
-    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.lexists(target):
+        mode = os.stat(target).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileExistsError(f"{path!r} is {_kind(mode)}: nnslicer writes only regular files, and never "
+                                  f"replaces anything else{where}.")
+    directory = os.path.dirname(target)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"No such directory: {directory!r}{where}")
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"Cannot write in {directory!r} (no permission, or a read-only file system){where}.")
-    return directory
+    return target
+
+
+def _fsync(path, flags=os.O_RDONLY):
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
-def atomic_path(path, suffix=""):
-    """A temporary path beside ``path`` that replaces ``path`` when the block ends without
-    error; on an error nothing is left behind and an existing file stays untouched."""
-    directory = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=".nnslicer-", suffix=suffix, dir=directory)
-    os.close(fd)
+def _terminate_as_exit():
+    """While the block runs (in the main thread), SIGTERM raises SystemExit like Ctrl-C raises
+    KeyboardInterrupt, so that ``finally`` clauses (the removal of a temporary file) run."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
-        yield tmp
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
+        yield
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def atomic_path(path, suffix="", mode=None):
+    """A temporary path beside ``path`` that replaces ``path`` when the block ends without
+    error; on an error (or Ctrl-C, or SIGTERM) nothing is left behind and an existing file stays
+    untouched.
+
+    Only a regular file (or nothing) is ever replaced (:func:`check_writable`); through a
+    symbolic link, its target is replaced. The new file has ``mode`` if given (e.g. 0o600 for
+    secrets), else the replaced file's mode, else the one ``open()`` would give. The file is
+    flushed to disk before the rename, and the directory after it."""
+    target = check_writable(path)
+    directory = os.path.dirname(target)
+    if mode is None:
+        mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else _umask_mode()
+    with _terminate_as_exit():
+        fd, tmp = tempfile.mkstemp(prefix=".nnslicer-", suffix=suffix, dir=directory)
+        os.close(fd)
+        try:
+            yield tmp
+            os.chmod(tmp, mode)
+            _fsync(tmp)
+            os.replace(tmp, target)
+            _fsync(directory)
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
 
 
 def same_arrays(a, b):
@@ -78,13 +142,27 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} cannot go into an nnslicer file header: {value!r}")
 
 
-def save_archive(path, kind, meta, arrays):
-    """Write ``arrays`` (name -> ndarray) and ``meta`` to ``path`` as one .npz, atomically."""
+def _digest(meta, names, arrays):
+    """SHA-256 of the metadata (as canonical JSON) and of each array's name, dtype, shape and
+    bytes: what a file's content must hash to."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True, default=_json_default).encode())
+    for name, arr in zip(names, arrays):
+        arr = np.ascontiguousarray(arr)
+        h.update(json.dumps([name, arr.dtype.str, arr.shape]).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def save_archive(path, kind, meta, arrays, mode=None):
+    """Write ``arrays`` (name -> ndarray) and ``meta`` to ``path`` as one .npz, atomically
+    (``mode``: see :func:`atomic_path`), with a digest of both that :func:`load_archive` checks."""
     path = os.fspath(path)
-    header = {"format": f"nnslicer-{kind}", "version": FORMAT_VERSION, "meta": meta, "names": list(arrays)}
-    payload = {f"a{i}": np.asarray(v) for i, v in enumerate(arrays.values())}
+    values = [np.asarray(v) for v in arrays.values()]
+    header = {"format": f"nnslicer-{kind}", "version": FORMAT_VERSION, "meta": meta, "names": list(arrays),
+              "digest": _digest(meta, list(arrays), values)}
+    payload = {f"a{i}": v for i, v in enumerate(values)}
     payload["header"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
-    with atomic_path(path, ".npz") as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, ".npz", mode) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **payload)
     return path
 
@@ -108,10 +186,19 @@ def load_archive(path, kind):
             fmt = header.get("format")
             if fmt != f"nnslicer-{kind}":
                 raise FileFormatError(f"{path!r} is a {fmt!r} file, not an nnslicer {kind} file.")
-            if header.get("version") != FORMAT_VERSION:
-                raise FileFormatError(f"{path!r} is an nnslicer {kind} file of format version "
-                                      f"{header.get('version')!r}; this nnslicer reads version {FORMAT_VERSION}.")
-            arrays = {name: data[f"a{i}"] for i, name in enumerate(header["names"])}
+            version = header.get("version")
+            if isinstance(version, bool) or version not in READ_VERSIONS:
+                raise FileFormatError(f"{path!r} is an nnslicer {kind} file of format version {version!r}; "
+                                      f"this nnslicer reads versions {READ_VERSIONS[0]} to {READ_VERSIONS[-1]}.")
+            names = header["names"]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
+                    or len(set(names)) != len(names) or len(names) != len(data.files) - 1:
+                raise FileFormatError(f"{path!r} is a damaged nnslicer {kind} file: its array names do not "
+                                      "match its arrays.")
+            arrays = {name: data[f"a{i}"] for i, name in enumerate(names)}
+            if version >= 2 and header.get("digest") != _digest(header["meta"], names, arrays.values()):
+                raise FileFormatError(f"{path!r} is a damaged or edited nnslicer {kind} file: its content "
+                                      "does not match its digest.")
             return header["meta"], arrays
     except FileFormatError:
         raise

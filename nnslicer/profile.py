@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
-from .forward import as_batch, batch_sums
+from .forward import as_batch, batch_sums, check_finite
 from .io import load_archive, same_arrays, save_archive
 
 __all__ = ["Profile", "profile", "iter_batches", "check_labels"]
@@ -94,20 +94,61 @@ class Profile:
 
     @classmethod
     def from_arrays(cls, meta, arrays):
-        """The profile of :meth:`to_arrays` (extra arrays are ignored); KeyError or TypeError
-        when something is missing."""
+        """The profile of :meth:`to_arrays` (extra arrays are ignored). Raises FileFormatError
+        for anything :meth:`to_arrays` cannot have written: a missing or mistyped field, means
+        that are not finite floats, class means or counts that do not fit the means."""
+        if not isinstance(meta, dict):
+            raise FileFormatError(f"its metadata is a {type(meta).__name__}, not a dict.")
+        for key, types in (("model", str), ("fingerprint", str), ("n_samples", numbers.Integral)):
+            if isinstance(meta.get(key), bool) or not isinstance(meta.get(key), types):
+                raise FileFormatError(f"its {key!r} is {meta.get(key)!r}, not a {types.__name__}.")
+        if meta["n_samples"] < 1:
+            raise FileFormatError(f"it is a profile of {meta['n_samples']} samples.")
         means = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
         class_means = {k[11:]: v for k, v in arrays.items() if k.startswith("class_mean/")} or None
-        return cls(means, meta["n_samples"], meta["model"], meta["fingerprint"], class_means,
-                   arrays.get("class_counts"))
+        counts = arrays.get("class_counts")
+        if not means:
+            raise FileFormatError("it holds no means.")
+        _check_means(means, "mean")
+        if (class_means is None) != (counts is None):
+            raise FileFormatError("it holds class means without class counts, or counts without means.")
+        if class_means is not None:
+            _check_means(class_means, "class mean")
+            _check_class_means(means, class_means, counts, meta["n_samples"])
+        return cls(means, meta["n_samples"], meta["model"], meta["fingerprint"], class_means, counts)
 
     @classmethod
     def load(cls, path):
+        """The profile saved at ``path``; FileFormatError for anything :meth:`save` did not write."""
         meta, arrays = load_archive(path, "profile")
         try:
             return cls.from_arrays(meta, arrays)
-        except (KeyError, TypeError) as exc:
-            raise FileFormatError(f"{path!r} is an incomplete profile file ({exc}).") from exc
+        except FileFormatError as exc:
+            raise FileFormatError(f"{path!r} is not a valid profile file: {exc}") from None
+
+
+def _check_means(means, what):
+    """Means are finite float arrays (an integer, complex or NaN mean changes every slice)."""
+    for name, value in means.items():
+        if value.dtype.kind != "f":
+            raise FileFormatError(f"its {what} of {name!r} is an array of {value.dtype}, not of floats.")
+        if not np.isfinite(value).all():
+            raise FileFormatError(f"its {what} of {name!r} holds NaN or inf values.")
+
+
+def _check_class_means(means, class_means, counts, n_samples):
+    """Per-class means cover the same tensors as the means, one row per class, and the class
+    counts are as many non-negative integers, adding up to at most ``n_samples``."""
+    if counts.dtype.kind not in "iu" or counts.ndim != 1 or len(counts) < 1 \
+            or (counts < 0).any() or counts.sum() > n_samples:
+        raise FileFormatError(f"its class counts {counts!r} are not one count per class of at most "
+                              f"{n_samples} samples.")
+    if set(class_means) != set(means):
+        raise FileFormatError("its class means and its means are of different tensors.")
+    for name, value in class_means.items():
+        if value.shape != (len(counts),) + means[name].shape:
+            raise FileFormatError(f"its class mean of {name!r} has shape {value.shape}, not "
+                                  f"{(len(counts),) + means[name].shape}.")
 
 
 def check_batch_size(batch_size, owner):
@@ -187,6 +228,7 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
         if y is not None:
             y = check_labels(y, len(x), num_classes)
         batch, batch_class, batch_counts = batch_sums(graph, x, y)
+        check_finite(graph, batch)
         if sums is None:
             sums = batch
         else:
@@ -231,6 +273,10 @@ def check_labels(y, n, num_classes):
     if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
         raise InvalidInputError(f"labels must be integer class indices; got an array of {y.dtype}.")
     if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:  # one-hot
+        if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+            raise InvalidInputError(f"labels of shape {y.shape} are read as one-hot rows, but not every row is "
+                                    "a single 1 among 0s (soft labels or probabilities?): give class indices "
+                                    "(e.g. y.argmax(axis=1), if that is what you mean).")
         y = y.argmax(axis=1)
     elif y.ndim == 2 and y.shape[1] == 1:  # a column
         y = y[:, 0]

@@ -83,8 +83,6 @@ def _lift(model, granularity="element"):
 
 def _graph_of(s, graph, model):
     """The DataFlowGraph that slice ``s`` belongs to, at its granularity."""
-    from .graph import DataFlowGraph
-
     if graph is None and model is not None:
         graph = _lift(model, s.granularity or "element")
     graph = graph if graph is not None else s.graph
@@ -93,23 +91,7 @@ def _graph_of(s, graph, model):
             "Rendering a slice needs its model's graph, and this slice has none (it was loaded from "
             "a file): pass model=the Keras model (or graph=nnslicer.lift(model)); on the command "
             "line, --model MODEL.keras.")
-    if not isinstance(graph, DataFlowGraph):
-        raise InvalidParameterError(f"graph must be a DataFlowGraph. Got {type(graph).__name__} instead.")
-    if s.fingerprint is not None and graph.fingerprint != s.fingerprint:
-        raise InvalidParameterError(
-            f"The slice is of another model (fingerprint {s.fingerprint}) than the graph "
-            f"{graph.name!r} (fingerprint {graph.fingerprint}).")
-    if s.granularity and s.granularity != graph.granularity:
-        graph = graph.with_granularity(s.granularity)
-    missing = [op.name for op in graph.ops if op.name not in s.neuron_counts]
-    if missing:
-        raise InvalidParameterError(f"The slice has no counts for {missing[:5]}: it is not of graph {graph.name!r}.")
-    for name in graph._order:
-        if tuple(np.shape(s.neuron_counts[name])) != tuple(graph.neuron_shape(name)):
-            raise InvalidParameterError(
-                f"The slice's counts of {name!r} are shaped {np.shape(s.neuron_counts[name])}, "
-                f"not {graph.neuron_shape(name)} as in graph {graph.name!r}.")
-    return graph
+    return s.check(graph)
 
 
 def _resolve(obj, other, graph, model):

@@ -6,12 +6,44 @@ import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
 from .io import load_archive, plain, same_arrays, save_archive
+from .select import RULES
 
 __all__ = ["Slice", "aggregate"]
 
 #: What a slice records about how it was made; saved and compared with it.
 META_KEYS = ("model", "fingerprint", "granularity", "theta", "rule", "baseline", "propagation",
              "samples", "aggregate", "targets")
+#: The values a metadata field may take besides None (``samples``, ``theta`` and ``targets`` are
+#: checked apart).
+META_CHOICES = {"granularity": ("element", "channel"), "rule": RULES, "baseline": ("global", "class"),
+                "propagation": ("code", "paper"), "aggregate": ("sum", "abs", "union", "intersection")}
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_meta(meta):
+    """Refuse metadata that no slice can have (InvalidParameterError)."""
+    def bad(key, what):
+        raise InvalidParameterError(f"A slice's {key!r} is {what}; got {meta[key]!r}.")
+
+    for key in ("model", "fingerprint"):
+        if meta[key] is not None and not isinstance(meta[key], str):
+            bad(key, "a string")
+    for key, choices in META_CHOICES.items():
+        if meta[key] is not None and (not isinstance(meta[key], str) or meta[key] not in choices):
+            bad(key, f"one of {', '.join(choices)}")
+    theta = meta["theta"]
+    if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float))
+                              or not 0 < theta < 1):
+        bad("theta", "a number in (0, 1)")
+    if not _is_int(meta["samples"]) or meta["samples"] < 1:
+        bad("samples", "at least one sample")
+    targets = meta["targets"]
+    if targets is not None and (not isinstance(targets, list) or not targets
+                                or not all(_is_int(t) and t >= 0 for t in targets)):
+        bad("targets", "a list of output indices")
 
 
 class Slice:
@@ -52,10 +84,9 @@ class Slice:
         if odd:
             raise InvalidInputError(f"Slice counts are integers; got other values for {odd}.")
         self.meta = {k: plain(meta.get(k)) for k in META_KEYS}
-        samples = 1 if meta.get("samples") is None else meta["samples"]
-        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-            raise InvalidParameterError(f"A slice is of at least one sample; got samples={samples!r}.")
-        self.meta["samples"] = int(samples)
+        if self.meta["samples"] is None:
+            self.meta["samples"] = 1
+        _check_meta(self.meta)
         self.graph = graph
 
     def __getattr__(self, name):
@@ -125,6 +156,39 @@ class Slice:
         if set(self.neuron_counts) != set(other.neuron_counts) or \
                 set(self.synapse_counts) != set(other.synapse_counts):
             raise InvalidParameterError("The slices record different tensors or layers.")
+        for mine, theirs in ((self.neuron_counts, other.neuron_counts), (self.synapse_counts, other.synapse_counts)):
+            odd = [k for k in mine if mine[k].shape != theirs[k].shape]
+            if odd:
+                raise InvalidParameterError(f"The slices' counts of {odd[0]!r} have different shapes "
+                                            f"({mine[odd[0]].shape} vs {theirs[odd[0]].shape}).")
+
+    def check(self, graph):
+        """``graph`` at this slice's granularity, after checking that the slice is of it: the same
+        model (fingerprint), and counts for exactly its tensors and weighted ops, shaped as its
+        neurons and kernels. Raises InvalidParameterError otherwise."""
+        from .graph import DataFlowGraph
+
+        if not isinstance(graph, DataFlowGraph):
+            raise InvalidParameterError(f"graph must be a DataFlowGraph. Got {type(graph).__name__} instead.")
+        if self.fingerprint is not None and graph.fingerprint != self.fingerprint:
+            raise InvalidParameterError(
+                f"The slice is of another model (fingerprint {self.fingerprint}) than the graph "
+                f"{graph.name!r} (fingerprint {graph.fingerprint}).")
+        if self.granularity and self.granularity != graph.granularity:
+            graph = graph.with_granularity(self.granularity)
+        expected = {"neuron": ({op.name: graph.neuron_shape(op.name) for op in graph.ops}, self.neuron_counts),
+                    "synapse": ({op.name: op.synapse_shape for op in graph.ops if op.synapse_shape is not None},
+                                self.synapse_counts)}
+        for what, (shapes, counts) in expected.items():
+            if set(counts) != set(shapes):
+                odd = sorted(set(counts) ^ set(shapes))[:5]
+                raise InvalidParameterError(f"The slice's {what} counts are not of graph {graph.name!r}'s "
+                                            f"ops (they differ in {odd}).")
+            for name, shape in shapes.items():
+                if counts[name].shape != tuple(shape):
+                    raise InvalidParameterError(f"The slice's {what} counts of {name!r} are shaped "
+                                                f"{counts[name].shape}, not {tuple(shape)} as in graph {graph.name!r}.")
+        return graph
 
     def _combine(self, other, fn, how):
         self._check_compatible(other)
@@ -172,10 +236,7 @@ class Slice:
         if graph is None:
             raise InvalidParameterError(
                 "to_networkx() needs the model's graph: pass graph=nnslicer.lift(model, granularity=...).")
-        if graph.fingerprint != self.fingerprint and self.fingerprint is not None:
-            raise InvalidParameterError("The graph is of another model than the slice.")
-        graph = graph.with_granularity(self.granularity or graph.granularity)
-        return build_neuron_graph(graph, self.neuron_counts, self.synapse_counts)
+        return build_neuron_graph(self.check(graph), self.neuron_counts, self.synapse_counts)
 
     def to_dot(self, graph=None, view=None, **kw):
         """DOT text of a picture of the slice, built without Graphviz (render it with ``dot`` or
@@ -208,15 +269,26 @@ class Slice:
         return save_archive(path, "slice", self.meta, arrays)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, graph=None):
+        """The slice saved at ``path``; with ``graph`` (the model's DataFlowGraph, from
+        :func:`nnslicer.lift`), also checked against it (:meth:`check`) and kept.
+
+        Raises FileFormatError for anything :meth:`save` did not write, or a slice of another
+        model than ``graph``'s."""
         meta, arrays = load_archive(path, "slice")
         if not isinstance(meta, dict) or set(meta) != set(META_KEYS):
             raise FileFormatError(f"{path!r} is a slice file with incomplete metadata.")
+        if any(not k.startswith(("n/", "s/")) for k in arrays):
+            raise FileFormatError(f"{path!r} is a slice file with unknown arrays.")
         neurons = {k[2:]: v for k, v in arrays.items() if k.startswith("n/")}
         synapses = {k[2:]: v for k, v in arrays.items() if k.startswith("s/")}
-        if any(not np.issubdtype(v.dtype, np.integer) for v in (*neurons.values(), *synapses.values())):
-            raise FileFormatError(f"{path!r} holds non-integer counts.")
-        return cls(neurons, synapses, **meta)
+        try:
+            loaded = cls(neurons, synapses, **meta)
+            if graph is not None:
+                loaded.graph = loaded.check(graph)
+        except (InvalidInputError, InvalidParameterError) as exc:
+            raise FileFormatError(f"{path!r} is not a valid slice file: {exc}") from None
+        return loaded
 
     def __repr__(self):
         extra = "" if self.theta is None else f", theta={self.theta:g}"
