@@ -630,12 +630,12 @@ def _html(report):
 
 # --------------------------------------------------------------------------- CLI
 def cmd_compare(args):
-    from nnslicer.cli import check_outputs, load_array, load_model
+    from nnslicer.cli import check_outputs, input_files, load_array, load_model
 
     from .pruning import parse_classes
 
     json_path = args.json or os.path.splitext(args.output)[0] + ".json"
-    check_outputs({"-o": (args.output, None), "--json": (json_path, None)})  # before the work
+    check_outputs({"-o": (args.output, None), "--json": (json_path, None)}, list(input_files(args)))  # before the work
     model_a, model_b = load_model(args.model_a), load_model(args.model_b)
     x, y = load_array(args.data, "x"), load_array(args.labels, "y")
     names = [os.path.basename(p) for p in (args.model_a, args.model_b)]

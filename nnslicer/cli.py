@@ -61,8 +61,9 @@ def _quiet_tensorflow():
 
 def load_model(path):
     """A Keras model from a .keras or .h5 file, with a clear error for anything else."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No such model file: {path!r}")
+    from .io import check_readable
+
+    check_readable(path, "model file")
     if not path.lower().endswith(MODEL_FILES):
         raise FileFormatError(f"{path!r}: models are read from .keras or .h5 files.")
     with open(path, "rb") as f:
@@ -87,10 +88,9 @@ def load_model(path):
 
 def load_array(path, key="x"):
     """An array from .npy, or from .npz (the array named ``key``, else the first one)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No such data file: {path!r}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a directory, not a .npy or .npz data file.")
+    from .io import check_readable
+
+    check_readable(path, "data file (.npy or .npz)")
     with open(path, "rb") as f:
         magic = f.read(6)
     if magic not in (b"\x93NUMPY",) and not magic.startswith(b"PK\x03\x04"):
@@ -141,7 +141,7 @@ def check_outputs(outputs, inputs=()):
         seen.append((option, path))
 
 
-def _input_files(args):
+def input_files(args):
     """``(option, path)`` of every argument of ``args`` that names an existing file and is not an
     output: what the command reads."""
     outputs = {dest for dest, _ in getattr(args, "outputs", {}).values()}
@@ -449,7 +449,7 @@ def main(argv=None):
     try:
         check_outputs({option: (getattr(args, dest), extensions)
                        for option, (dest, extensions) in getattr(args, "outputs", {}).items()},
-                      list(_input_files(args)))
+                      list(input_files(args)))
         return args.func(args)
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import FileFormatError
 
-__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "same_arrays", "plain"]
+__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "check_readable", "same_arrays", "plain"]
 
 #: Version of the archive layout that this code writes: a JSON header (with, from version 2, a
 #: digest of the metadata and arrays) and numbered arrays.
@@ -64,6 +64,21 @@ def check_writable(path, what=""):
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"Cannot write in {directory!r} (no permission, or a read-only file system){where}.")
     return target
+
+
+def check_readable(path, what="file"):
+    """Refuse a ``path`` that names nothing (FileNotFoundError), a directory (IsADirectoryError)
+    or anything but a regular file (FileFormatError: reading a FIFO or a device could block or
+    never end); ``what`` names the kind of file expected in the message."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such {what}: {path!r}")
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path!r} is a directory, not a {what}.")
+    if not stat.S_ISREG(mode):
+        raise FileFormatError(f"{path!r} is {_kind(mode)}, not a {what}: nnslicer reads regular files only.")
+    return path
 
 
 def _fsync(path, flags=os.O_RDONLY):
@@ -171,9 +186,7 @@ def load_archive(path, kind):
     """Read a file written by :func:`save_archive`; returns ``(meta, arrays)``.
 
     Raises FileFormatError for anything that is not such a file of this ``kind``."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No such file: {path!r}")
+    path = check_readable(path, f"nnslicer {kind} file")
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # zlib, zipfile and npy-header errors of a damaged file

@@ -97,6 +97,21 @@ def test_a_symlink_to_a_device_is_refused(files, tmp_path, capsys):
     assert link.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
+@pytest.mark.timeout(120)
+def test_reading_a_fifo_is_refused_instead_of_blocking(files, tmp_path, capsys):
+    """Opening a FIFO for reading waits for a writer: every input is checked to be a regular
+    file first."""
+    paths, *_ = files
+    out = str(tmp_path / "o.npz")
+    for name, argv in (("m.keras", ["info", "{}"]), ("x.npy", ["slice", paths["model"], "--profile",
+                                                               paths["profile"], "--input", "{}", "-o", out]),
+                       ("p.npz", ["slice", paths["model"], "--profile", "{}", "--input", paths["x"], "-o", out])):
+        fifo = str(tmp_path / name)
+        os.mkfifo(fifo)
+        assert main([a.format(fifo) if a == "{}" else a for a in argv]) == 2
+        assert "FIFO" in error_line(capsys)
+
+
 # --------------------------------------------------------------------------- 2. an output that is an input
 def test_an_output_that_names_an_input_is_refused_before_any_work(files, tmp_path, capsys):
     """``slice -o p.npz`` used to replace the profile with a slice and exit 0."""
@@ -123,6 +138,15 @@ def test_detect_score_refuses_to_write_over_its_input(files, tmp_path, capsys):
     assert main(["detect", "score", paths["model"], str(detector), "--input", paths["xz"], "-o", paths["xz"]]) == 2
     assert "--input" in error_line(capsys)
     assert open(paths["xz"], "rb").read() == before
+
+
+def test_compare_refuses_a_figures_file_that_is_its_data(files, tmp_path, capsys):
+    """``compare`` checks its two outputs itself (the JSON's default name comes from -o)."""
+    paths, *_ = files
+    before = open(paths["x"], "rb").read()
+    assert main(["compare", paths["model"], paths["model"], "--data", paths["x"], "--labels", paths["x"],
+                 "-o", str(tmp_path / "r.html"), "--json", paths["x"]]) == 2
+    assert "--data" in error_line(capsys) and open(paths["x"], "rb").read() == before
 
 
 def test_every_command_knows_its_input_files():
