@@ -20,13 +20,16 @@ Detectors
     on a layer's (pooled) features; the score is minus the distance to the closest class mean.
 
 Detector files (``.nnsd``) hold plain arrays, a JSON header and the classifier in skops'
-format: loading one runs no code and is refused for any other model (:func:`load_detector`).
+format: loading one runs no code, checks everything in it (down to each tree node) and is
+refused for any other model (:func:`load_detector`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import numbers
+import reprlib
 import sys
 import warnings
 from dataclasses import dataclass
@@ -49,12 +52,11 @@ CLASSIFIERS = ("tree", "forest")
 #: the predicted class itself (clean and adversarial alike), the stage before tells them
 #: apart; a forest generalises better than one tree. The paper's choice is layer=-1, "tree".
 DEFAULT_LAYER, DEFAULT_CLASSIFIER = -2, "forest"
-#: scikit-learn types a detector file may hold (anything else is refused when loading).
-_TRUSTED = [
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.tree._tree.Tree",
-]
+#: The scikit-learn type of each classifier, and all the types a detector file may hold
+#: (anything else is refused when loading).
+_CLASSIFIER_TYPES = {"tree": "sklearn.tree._classes.DecisionTreeClassifier",
+                     "forest": "sklearn.ensemble._forest.RandomForestClassifier"}
+_TRUSTED = [*_CLASSIFIER_TYPES.values(), "sklearn.tree._tree.Tree"]
 
 
 @dataclass
@@ -177,6 +179,10 @@ class _Detector:
     """The outlier contract over ``_features(x) -> (features, predicted)`` and a scorer."""
 
     kind = ""
+    #: Header fields (beyond ``detector``, ``fingerprint`` and ``offset``) and arrays that a
+    #: file of this kind cannot do without (see :data:`_FIELDS` and :data:`_ARRAYS`).
+    _fields = ()
+    _arrays = ()
 
     def _check_fitted(self):
         if not hasattr(self, "offset_"):
@@ -242,6 +248,8 @@ class _Detector:
 
 class _ClassifierDetector(_Detector):
     """Detectors that read features with a classifier fit on clean samples labelled by class."""
+
+    _arrays = ("classifier",)
 
     def _check_params(self):
         if self.classifier not in CLASSIFIERS:
@@ -328,9 +336,13 @@ class _ClassifierDetector(_Detector):
             raise
         except Exception as exc:
             raise FileFormatError(f"{path!r} holds no readable classifier ({exc}).") from exc
-        kind = f"{type(classifier).__module__}.{type(classifier).__name__}"
-        if kind not in _TRUSTED[:2]:
-            raise FileFormatError(f"{path!r} holds a {type(classifier).__name__}, which a detector never has.")
+        kind, name = f"{type(classifier).__module__}.{type(classifier).__name__}", type(classifier).__name__
+        if kind not in _CLASSIFIER_TYPES.values():
+            raise FileFormatError(f"{path!r} holds a {name}, which a detector never has.")
+        if kind != _CLASSIFIER_TYPES[self.classifier]:
+            raise _damaged(path, f"it holds a {name}, but its header says classifier={self.classifier!r}")
+        _check_classifier(classifier, self._n_features(), self._n_classes(), path)
+        classifier.n_jobs = None  # as fit leaves it: one thread, the same scores to the last bit
         self.classifier_ = classifier
 
 
@@ -404,6 +416,7 @@ class SliceDetector(_ClassifierDetector):
     """
 
     kind = "slice"
+    _fields = ("layer", "classifier", "random_state", "chunk", "slicer", "profile")
 
     def __init__(self, slicer, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0, n_jobs=None, chunk=128,
                  contamination=None):
@@ -426,6 +439,10 @@ class SliceDetector(_ClassifierDetector):
 
     def _n_classes(self):
         return self.slicer.graph_.num_outputs
+
+    def _n_features(self):
+        """How many features an input has: the layer's synapses."""
+        return self.slicer.graph_[self.layer_].n_synapses
 
     def _check_params(self):
         super()._check_params()
@@ -475,7 +492,10 @@ class SliceDetector(_ClassifierDetector):
     def _restore(cls, model, meta, arrays, path):
         from nnslicer import Profile, Slicer
 
-        slicer = Slicer(model, **meta["slicer"]).fit(profile=Profile.from_arrays(meta["profile"], arrays))
+        try:
+            slicer = Slicer(model, **meta["slicer"]).fit(profile=Profile.from_arrays(meta["profile"], arrays))
+        except FileFormatError as exc:  # the profile's own messages do not name the file
+            raise FileFormatError(f"{path!r} holds a damaged profile: {exc}") from None
         det = cls(slicer, layer=meta["layer"], classifier=meta["classifier"],
                   random_state=meta["random_state"], chunk=meta["chunk"], contamination=meta.get("contamination"))
         det.layer_ = _check_layer(slicer.graph_, meta["layer"])
@@ -488,11 +508,18 @@ class SliceDetector(_ClassifierDetector):
 class _ActivationDetector(_Detector):
     """Detectors that read a layer's activations (no slicing)."""
 
+    _fields = ("layer",)
+
     def _graph(self):
         return self.graph_
 
     def _n_classes(self):
         return self.graph_.num_outputs
+
+    def _n_features(self):
+        """How many features an input has: the size of the layer's output once reduced."""
+        shape = self._feature_model.outputs[0].shape[1:]  # known: lift refuses unknown shapes
+        return self._reduce(np.zeros((1, *shape))).shape[1]
 
     def _prepare(self, x=None, y=None):
         """Lift the model (to name layers as slices do) and build the feature model."""
@@ -597,6 +624,7 @@ class MahalanobisDetector(_ActivationDetector):
 
     kind = "mahalanobis"
     _params = ("layer", "contamination")
+    _arrays = ("means", "classes", "precision")
 
     def __init__(self, model, layer=None, contamination=0.05):
         self.model = model
@@ -647,49 +675,213 @@ class MahalanobisDetector(_ActivationDetector):
             {"means": self.means_, "classes": self.classes_, "precision": self.precision_}
 
     def _load_arrays(self, arrays, path):
-        try:
-            self.means_, self.classes_, self.precision_ = arrays["means"], arrays["classes"], arrays["precision"]
-        except KeyError as exc:
-            raise FileFormatError(f"{path!r} is an incomplete Mahalanobis detector ({exc}).") from exc
-        k, d = self.means_.shape if self.means_.ndim == 2 else (-1, -1)
-        if k < 1 or self.classes_.shape != (k,) or self.precision_.shape != (d, d):
-            raise FileFormatError(f"{path!r} is a damaged Mahalanobis detector: means {self.means_.shape}, "
-                                  f"classes {self.classes_.shape} and precision {self.precision_.shape} do not fit.")
+        """Class means ``[n_classes, d]`` (rows of absent classes unused), the classes seen at fit
+        and the precision ``[d, d]``, for the ``d`` features of the layer."""
+        k, d = self._n_classes(), self._n_features()
+        means, classes, precision = arrays["means"], arrays["classes"], arrays["precision"]
+        if means.shape != (k, d) or precision.shape != (d, d):
+            raise _damaged(path, f"its Mahalanobis means {means.shape} and precision {precision.shape} do not fit "
+                                 f"{k} classes of {d} features")
+        _check_classes(classes, k, path, "its Mahalanobis classes")
+        self.means_, self.classes_, self.precision_ = means, classes, precision
 
 
 _KINDS = {cls.kind: cls for cls in (SliceDetector, FeatureMapDetector, MahalanobisDetector)}
+
+
+# --------------------------------------------------------------------------- detector files
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    """A finite int or float (JSON reads NaN and Infinity as floats)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one_of(options):
+    return f"one of {', '.join(map(repr, options))}", lambda v: isinstance(v, str) and v in options
+
+
+_TEXT = ("a string", lambda v: isinstance(v, str))
+_OBJECT = ("a JSON object", lambda v: isinstance(v, dict))
+#: The header fields of a detector file: name -> (what it must be, a test of its value). Which
+#: ones a kind needs is its ``_fields``; ``model``, ``n_fit`` and ``contamination`` may be absent.
+_FIELDS = {
+    "detector": _one_of(tuple(_KINDS)),
+    "fingerprint": _TEXT,
+    "model": _TEXT,
+    "layer": _TEXT,
+    "offset": ("a finite number", _is_number),
+    "n_fit": ("a positive int or null", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "contamination": ("a number in (0, 0.5) or null", lambda v: v is None or (_is_number(v) and 0 < v < 0.5)),
+    "classifier": _one_of(CLASSIFIERS),
+    "random_state": ("an int or null", lambda v: v is None or _is_int(v)),
+    "chunk": ("a positive int", lambda v: _is_int(v) and v >= 1),
+    "slicer": _OBJECT,  # its values are checked by Slicer, the profile's by Profile.from_arrays
+    "profile": _OBJECT,
+}
+#: The arrays of a detector file besides its profile's: name -> (dtype, dimensions), as saved.
+_ARRAYS = {"classifier": (np.uint8, 1), "clean_scores": (np.float64, 1), "means": (np.float64, 2),
+           "precision": (np.float64, 2), "classes": (np.int64, 1)}
+
+
+def _damaged(path, what):
+    """The error for the detector file at ``path`` that is wrong in ``what`` (on one line)."""
+    return FileFormatError(f"{path!r} is a damaged detector file: {' '.join(what.split()).rstrip('.')}.")
+
+
+def _check_header(meta, path):
+    """The detector class of a file's header ``meta``, once each field of :data:`_FIELDS` that
+    it has is of the right type and range and none that the class needs is missing."""
+    if not isinstance(meta, dict):
+        raise _damaged(path, f"its header is a {type(meta).__name__}, not a JSON object")
+    for name, value in meta.items():
+        what, test = _FIELDS.get(name, (None, None))
+        if test is not None and not test(value):
+            raise _damaged(path, f"its {name!r} is {reprlib.repr(value)}, not {what}")
+    cls = _KINDS.get(meta.get("detector"))
+    missing = [name for name in ("detector", "fingerprint", "offset", *getattr(cls, "_fields", ()))
+               if name not in meta]
+    if missing:
+        raise _damaged(path, f"its header lacks {', '.join(map(repr, missing))}")
+    return cls
+
+
+def _check_arrays(arrays, needed, path):
+    """Every array in ``needed`` is there, and each of :data:`_ARRAYS` has the dtype and number
+    of dimensions it is saved with, and only finite values."""
+    missing = [name for name in needed if name not in arrays]
+    if missing:
+        raise _damaged(path, f"it lacks the array(s) {', '.join(map(repr, missing))}")
+    for name, (dtype, ndim) in _ARRAYS.items():
+        a = arrays.get(name)
+        if a is None:
+            continue
+        if a.dtype != dtype or a.ndim != ndim:
+            raise _damaged(path, f"its array {name!r} is {a.ndim}-D of {a.dtype}, not {ndim}-D of {np.dtype(dtype)}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise _damaged(path, f"its array {name!r} holds NaN or inf values")
+
+
+def _check_classes(classes, n_classes, path, what):
+    """``classes`` is a non-empty array of distinct class indices below ``n_classes``, in order."""
+    if not (isinstance(classes, np.ndarray) and classes.dtype.kind in "iu" and classes.ndim == 1 and len(classes)
+            and classes[0] >= 0 and classes[-1] < n_classes and (np.diff(classes) > 0).all()):
+        raise _damaged(path, f"{what} are not increasing class indices below {n_classes}")
+
+
+def _check_classifier(clf, n_features, n_classes, path):
+    """Refuse a decision tree or random forest (as skops loads it: only type-checked) unless
+    ``predict_proba`` can read ``n_features`` features with it, into classes below ``n_classes``,
+    without reading out of bounds, looping or giving NaN (scikit-learn trusts its trees)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    _check_classes(getattr(clf, "classes_", None), n_classes, path, "its classifier's classes")
+    k = len(clf.classes_)
+    if not isinstance(clf, RandomForestClassifier):
+        _check_tree(clf, n_features, k, path, "its tree")
+        return
+    _check_estimator(clf, n_features, k, path, "its forest")
+    trees = getattr(clf, "estimators_", None)
+    if not isinstance(trees, list) or len(trees) != clf.n_estimators:
+        raise _damaged(path, f"its forest of n_estimators={clf.n_estimators} holds "
+                             f"{len(trees) if isinstance(trees, list) else 'no list of'} trees")
+    for i, tree in enumerate(trees):
+        _check_tree(tree, n_features, k, path, f"tree {i} of its forest")
+
+
+def _check_estimator(est, n_features, n_classes, path, where):
+    """A tree's or forest's hyperparameters (by scikit-learn's own rules) and the fitted
+    attributes that ``predict_proba`` reads."""
+    try:
+        type(est)._validate_params(est)
+    except Exception as exc:  # scikit-learn's InvalidParameterError, or a missing parameter
+        raise _damaged(path, f"{where} has a bad parameter ({type(exc).__name__}: {exc})") from None
+    for name, want in (("n_outputs_", 1), ("n_features_in_", n_features), ("n_classes_", n_classes)):
+        got = getattr(est, name, None)
+        if not _is_int(got) or got != want:
+            raise _damaged(path, f"{where} has {name} {reprlib.repr(got)}, not {want}")
+
+
+def _check_tree(est, n_features, n_classes, path, where):
+    """A fitted DecisionTreeClassifier: :func:`_check_estimator`, then its ``tree_``: one output
+    of ``n_classes`` classes over ``n_features`` features, node arrays of ``node_count`` nodes
+    that form a tree rooted at node 0 (each node but the root the child of exactly one node
+    before it: no cycle; leaves have no children, other nodes two), split on features in range,
+    at finite thresholds, with finite non-negative values, and as deep as its ``max_depth``."""
+    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.tree._tree import TREE_LEAF, Tree
+
+    if type(est) is not DecisionTreeClassifier or type(getattr(est, "tree_", None)) is not Tree:
+        raise _damaged(path, f"{where} is not a fitted DecisionTreeClassifier")
+    _check_estimator(est, n_features, n_classes, path, where)
+    tree = est.tree_
+    if (tree.n_features, tree.n_outputs, tree.n_classes.tolist(), tree.max_n_classes) \
+            != (n_features, 1, [n_classes], n_classes):
+        raise _damaged(path, f"{where} reads {tree.n_features} features into {tree.n_classes.tolist()} classes, "
+                             f"not {n_features} features into [{n_classes}]")
+    n = tree.node_count
+    if not 1 <= n == tree.capacity:  # the node arrays hold `capacity` nodes; reads go to `node_count`
+        raise _damaged(path, f"{where} counts {n} nodes and holds {tree.capacity}")
+    left, right, ids = tree.children_left, tree.children_right, np.arange(n)
+    inner = left != TREE_LEAF
+    children = np.stack([left[inner], right[inner]])
+    if not (np.array_equal(inner, right != TREE_LEAF) and (children > ids[inner]).all() and (children < n).all()):
+        raise _damaged(path, f"{where} has a node whose children are not two nodes after it, or leaves")
+    if not np.array_equal(np.sort(children, axis=None), ids[1:]):
+        raise _damaged(path, f"{where} has a node that is not the child of exactly one node")
+    feature = tree.feature[inner]
+    if not ((feature >= 0) & (feature < n_features)).all():
+        raise _damaged(path, f"{where} splits on a feature out of 0..{n_features - 1}")
+    if tree.value.shape != (n, 1, n_classes) or (tree.value < 0).any() or not all(
+            np.isfinite(a).all() for a in (tree.value, tree.threshold, tree.impurity, tree.weighted_n_node_samples)):
+        raise _damaged(path, f"{where} holds NaN, inf or negative values, or values of shape {tree.value.shape}")
+    if tree.max_depth != _depth(left, right):
+        raise _damaged(path, f"{where} has max_depth {tree.max_depth}, but a depth of {_depth(left, right)}")
+
+
+def _depth(left, right):
+    """The depth of a tree (root 0 alone: 0) whose nodes have one parent each, before them."""
+    level, depth = np.array([0]), -1
+    while len(level):
+        below = np.concatenate([left[level], right[level]])
+        level, depth = below[below >= 0], depth + 1
+    return depth
 
 
 def load_detector(path, model):
     """A fitted detector from a file written by ``detector.save(path)``, for ``model``.
 
     Loading runs no code: the file holds arrays, a JSON header and (for tree and forest
-    classifiers) skops' format restricted to scikit-learn's tree types.
+    classifiers) skops' format restricted to scikit-learn's tree types. Everything in it is
+    checked before use: each header field's type and range, each array's dtype, shape and
+    finiteness, and every node of every tree (scikit-learn reads them without bounds checks).
 
     Raises
     ------
     FileFormatError
-        For a damaged file, a file that is not a detector, or a detector made for another model.
+        For a damaged or crafted file, a file that is not a detector, or a detector made for
+        another model.
     """
     from nnslicer import lift
 
     meta, arrays = load_archive(path, "detector")
-    kind = meta.get("detector")
-    if kind not in _KINDS:
-        raise FileFormatError(f"{path!r} holds an unknown detector kind {kind!r}.")
+    cls = _check_header(meta, path)
+    _check_arrays(arrays, cls._arrays, path)
     fingerprint = lift(model).fingerprint
-    if meta.get("fingerprint") != fingerprint:
+    if meta["fingerprint"] != fingerprint:
         raise FileFormatError(f"{path!r} was fitted for model {meta.get('model')!r} (fingerprint "
-                              f"{meta.get('fingerprint')}), not for {model.name!r} (fingerprint {fingerprint}).")
+                              f"{meta['fingerprint']}), not for {model.name!r} (fingerprint {fingerprint}).")
     try:
-        det = _KINDS[kind]._restore(model, meta, arrays, path)
-        if "clean_scores" in arrays:
-            det.clean_scores_ = arrays["clean_scores"]
-        if meta.get("n_fit") is not None:
-            det.n_fit_ = int(meta["n_fit"])
-        return det
-    except (KeyError, TypeError) as exc:
-        raise FileFormatError(f"{path!r} is an incomplete detector file ({exc}).") from exc
+        det = cls._restore(model, meta, arrays, path)
+    except (KeyError, TypeError, InvalidParameterError, InvalidInputError) as exc:  # e.g. a bad slicer parameter
+        raise _damaged(path, f"{type(exc).__name__}: {exc}") from exc
+    if "clean_scores" in arrays:
+        det.clean_scores_ = arrays["clean_scores"]
+    if meta.get("n_fit") is not None:
+        det.n_fit_ = int(meta["n_fit"])
+    return det
 
 
 # --------------------------------------------------------------------------- command line
