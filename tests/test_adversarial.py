@@ -685,5 +685,7 @@ def test_cli_fit_warns_of_a_high_false_alarm_rate(model, digits, tmp_path, capsy
     if contamination is None:
         assert rate > 20 and "that is high: try another --layer, more --data, or set the rate with " \
                              "--contamination" in err
-    else:  # the rate asked for is the rate held out
-        assert rate == 10.0 and "that is" not in err
+    else:  # the rate asked for is the rate held out (to a tie among the 20 held-out scores)
+        det = load_detector(tmp_path / "d.nnsd", model)
+        assert rate == round(100 * np.mean(det.clean_scores_ < det.offset_), 1) and 5.0 <= rate <= 10.0
+        assert "that is" not in err

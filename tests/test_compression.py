@@ -108,12 +108,17 @@ def test_bit_widths_errors():
 
 # --------------------------------------------------------------------------- quantization
 def test_quantize_array_by_hand():
-    w = np.array([[0.3, -1.0, 0.0], [-0.6, 0.25, 0.0], [0.1, 0.5, 0.0]])
-    # 3 bits: levels -3..3 per column; column 0 step 0.6/3 = 0.2, column 1 step 1/3, column 2 all 0
-    expected = np.array([[0.4, -1.0, 0.0], [-0.6, 1 / 3, 0.0], [0.2, 2 / 3, 0.0]])
+    w = np.array([[0.375, -1.0, 0.0], [-0.75, 0.25, 0.0], [0.125, 0.5, 0.0]])
+    # 3 bits: levels -3..3 per column; column 0 step .75/3 = .25, column 1 step 1/3, column 2 all 0.
+    # Halves round to even: .375/.25 = 1.5 -> 2, .125/.25 = .5 -> 0, .5/(1/3) = 1.5 -> 2. Column 0
+    # is dyadic so that its halves are exact in any order of operations: with .3, -.6, .1 (step
+    # .2) the .1 came to 0.5000000000000001 (-> 1) by w / (peak / 3) but to 0.5 (-> 0) by
+    # w / peak * 3 or in float32, an expected value decided by one rounding.
+    expected = np.array([[0.5, -1.0, 0.0], [-0.75, 1 / 3, 0.0], [0.0, 2 / 3, 0.0]])
     assert np.allclose(quantize_array(w, 3), expected)
     assert quantize_array(w.astype("float32"), 3).dtype == np.float32
-    # per-tensor when every axis is reduced; halves round to even (0.5 -> 0, 1.5 -> 2 above)
+    assert np.allclose(quantize_array(w.astype("float32"), 3), expected)
+    # per-tensor when every axis is reduced (step 1); halves round to even (0.5 -> 0)
     assert np.allclose(quantize_array(w, 2, axes=(0, 1)), np.array([[0, -1, 0], [-1, 0, 0], [0, 0, 0]]))
 
 

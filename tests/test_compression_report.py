@@ -303,7 +303,7 @@ def test_models_must_match(models, data):
 @pytest.mark.parametrize("change, words", [
     (lambda x, y: (x[:, :5], y), r"x must be a batch of inputs shaped \(6, 6, 1\)"),
     (lambda x, y: (np.where(x > 2, np.nan, x), y), "NaN or infinite"),
-    (lambda x, y: (x.astype(str), y), "numeric array"),
+    (lambda x, y: (x.astype(str), y), "array of real numbers"),
     (lambda x, y: (x, y[:-1]), r"one integer label per sample \(40\)"),
     (lambda x, y: (x, y + 0.5), "non-integral float64"),
     (lambda x, y: (x, y + 10), r"labels outside \[0, 10\)"),
