@@ -11,8 +11,8 @@ made this output?"::
 lifted or profiled.
 """
 
-from .errors import (FileFormatError, InvalidInputError, InvalidParameterError, MissingDependencyError,
-                     NNSlicerError, NotFittedError, RenderError, UnsupportedLayerError)
+from .errors import (ExecutionError, FileFormatError, InvalidInputError, InvalidParameterError,
+                     MissingDependencyError, NNSlicerError, NotFittedError, RenderError, UnsupportedLayerError)
 from .graph import DataFlowGraph, Op
 from .lift import lift, register_layer
 from .ops import register_handler
@@ -27,5 +27,6 @@ __all__ = [
     "lift", "Slicer", "Slice", "Profile", "profile", "aggregate", "render", "DataFlowGraph", "Op",
     "register_layer", "register_handler",
     "NNSlicerError", "UnsupportedLayerError", "NotFittedError", "InvalidInputError",
-    "InvalidParameterError", "FileFormatError", "MissingDependencyError", "RenderError", "__version__",
+    "InvalidParameterError", "FileFormatError", "MissingDependencyError", "RenderError", "ExecutionError",
+    "__version__",
 ]

@@ -409,7 +409,7 @@ def build_parser():
 
 
 #: Python parameters whose command-line option has another name.
-API_OPTIONS = {"n_jobs": "workers", "rate": "prune"}
+API_OPTIONS = {"n_jobs": "workers", "rate": "prune", "address": "ray_address"}
 
 
 def _flag_hint(exc, args):

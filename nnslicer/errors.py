@@ -13,6 +13,7 @@ __all__ = [
     "FileFormatError",
     "MissingDependencyError",
     "RenderError",
+    "ExecutionError",
 ]
 
 
@@ -42,6 +43,10 @@ class FileFormatError(NNSlicerError, ValueError):
 
 class RenderError(NNSlicerError, RuntimeError):
     """Graphviz failed to draw a picture."""
+
+
+class ExecutionError(NNSlicerError, RuntimeError):
+    """The machinery running an analysis failed (Ray workers or nodes lost beyond their retries)."""
 
 
 class MissingDependencyError(NNSlicerError, ImportError):
