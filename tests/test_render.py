@@ -548,7 +548,7 @@ def test_cli_render_dot_and_help(cli_files, tmp_path, capsys):
     ("diff_without_other", "--other"),
     ("other_model", "another model"),
     ("bad_extension", ".svg, .png"),
-    ("missing_slice", "No such file"),
+    ("missing_slice", "No such nnslicer slice file"),
     ("bad_top_k", "--top-k"),
     ("max_nodes", "--max-nodes"),
     ("no_dot", "apt-get install graphviz"),
