@@ -38,7 +38,7 @@ import numpy as np
 
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, NotFittedError, require
 from nnslicer.forward import as_batch
-from nnslicer.io import load_archive, save_archive
+from nnslicer.io import is_int, load_archive, save_archive
 from nnslicer.profile import check_labels
 
 __all__ = ["SliceDetector", "FeatureMapDetector", "MahalanobisDetector", "Detection", "Features", "load_detector",
@@ -183,6 +183,8 @@ class _Detector:
     #: file of this kind cannot do without (see :data:`_FIELDS` and :data:`_ARRAYS`).
     _fields = ()
     _arrays = ()
+    #: The range of a score.
+    _score_range = (-np.inf, np.inf)
 
     def _check_fitted(self):
         if not hasattr(self, "offset_"):
@@ -250,6 +252,7 @@ class _ClassifierDetector(_Detector):
     """Detectors that read features with a classifier fit on clean samples labelled by class."""
 
     _arrays = ("classifier",)
+    _score_range = (-1.0, 1.0)  # a margin of two probabilities
 
     def _check_params(self):
         if self.classifier not in CLASSIFIERS:
@@ -292,7 +295,7 @@ class _ClassifierDetector(_Detector):
             seen = ~np.isnan(proba).any(axis=1)  # a sample in every bootstrap has no out-of-bag vote
             self.clean_scores_ = self._margin(proba[seen], labels[seen])
             if self.contamination is not None:
-                self.offset_ = float(np.quantile(self.clean_scores_, self.contamination))
+                self.offset_ = _offset(self.clean_scores_, self.contamination)
 
     def _cross_validated(self, feats, labels):
         """Class probabilities of each sample from the same classifier fit on the other folds (5-fold)."""
@@ -663,7 +666,7 @@ class MahalanobisDetector(_ActivationDetector):
         self.means_, self.classes_ = means, classes
         self.precision_ = np.linalg.pinv(cov, hermitian=True)
         self.clean_scores_ = self._score(feats, labels)  # in-sample: the Gaussians saw them
-        self.offset_ = float(np.quantile(self.clean_scores_, self.contamination))
+        self.offset_ = _offset(self.clean_scores_, self.contamination)
 
     def _score(self, feats, predicted):
         d = feats[:, None, :] - self.means_[self.classes_][None]
@@ -690,10 +693,6 @@ _KINDS = {cls.kind: cls for cls in (SliceDetector, FeatureMapDetector, Mahalanob
 
 
 # --------------------------------------------------------------------------- detector files
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _is_number(value):
     """A finite int or float (JSON reads NaN and Infinity as floats)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
@@ -713,11 +712,11 @@ _FIELDS = {
     "model": _TEXT,
     "layer": _TEXT,
     "offset": ("a finite number", _is_number),
-    "n_fit": ("a positive int or null", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "n_fit": ("a positive int or null", lambda v: v is None or (is_int(v) and v >= 1)),
     "contamination": ("a number in (0, 0.5) or null", lambda v: v is None or (_is_number(v) and 0 < v < 0.5)),
     "classifier": _one_of(CLASSIFIERS),
-    "random_state": ("an int or null", lambda v: v is None or _is_int(v)),
-    "chunk": ("a positive int", lambda v: _is_int(v) and v >= 1),
+    "random_state": ("an int or null", lambda v: v is None or is_int(v)),
+    "chunk": ("a positive int", lambda v: is_int(v) and v >= 1),
     "slicer": _OBJECT,  # its values are checked by Slicer, the profile's by Profile.from_arrays
     "profile": _OBJECT,
 }
@@ -764,6 +763,36 @@ def _check_arrays(arrays, needed, path):
             raise _damaged(path, f"its array {name!r} holds NaN or inf values")
 
 
+def _offset(scores, contamination):
+    """The offset below which a ``contamination`` share of the clean ``scores`` lies (computed
+    in float64 whatever the parameter's type, so that a file's offset can be checked)."""
+    return float(np.quantile(scores, float(contamination)))
+
+
+def _check_offset(cls, meta, arrays, path):
+    """The file holds no array a detector never has, and its clean scores and offset are as
+    ``fit`` makes them: scores in the detector's range, of every fit sample (out-of-bag: of at
+    most every one, for a forest), and the offset their ``contamination`` quantile (0 without)."""
+    unknown = [name for name in arrays if name not in _ARRAYS and name != "class_counts"
+               and not name.startswith(("mean/", "class_mean/"))]
+    if unknown:
+        raise _damaged(path, f"it holds arrays a detector never has: {', '.join(map(repr, unknown[:3]))}")
+    scores, contamination, n_fit = arrays.get("clean_scores"), meta.get("contamination"), meta.get("n_fit")
+    if scores is not None:
+        low, high = cls._score_range
+        every = meta.get("classifier") != "forest"
+        if not len(scores) or scores.min() < low or scores.max() > high or (n_fit is not None and (
+                len(scores) > n_fit or (every and len(scores) != n_fit))):
+            raise _damaged(path, f"its {len(scores)} clean scores are not in [{low}, {high}], or not of its "
+                                 f"{n_fit} fit samples")
+    if contamination is None:
+        if cls is MahalanobisDetector or meta["offset"] != 0.0:
+            raise _damaged(path, f"its offset {meta['offset']!r} comes without a contamination")
+        return
+    if scores is None or meta["offset"] != _offset(scores, contamination):
+        raise _damaged(path, f"its offset {meta['offset']!r} is not the {contamination} quantile of its clean scores")
+
+
 def _check_classes(classes, n_classes, path, what):
     """``classes`` is a non-empty array of distinct class indices below ``n_classes``, in order."""
     if not (isinstance(classes, np.ndarray) and classes.dtype.kind in "iu" and classes.ndim == 1 and len(classes)
@@ -800,7 +829,7 @@ def _check_estimator(est, n_features, n_classes, path, where):
         raise _damaged(path, f"{where} has a bad parameter ({type(exc).__name__}: {exc})") from None
     for name, want in (("n_outputs_", 1), ("n_features_in_", n_features), ("n_classes_", n_classes)):
         got = getattr(est, name, None)
-        if not _is_int(got) or got != want:
+        if not is_int(got) or got != want:
             raise _damaged(path, f"{where} has {name} {reprlib.repr(got)}, not {want}")
 
 
@@ -869,6 +898,7 @@ def load_detector(path, model):
     meta, arrays = load_archive(path, "detector")
     cls = _check_header(meta, path)
     _check_arrays(arrays, cls._arrays, path)
+    _check_offset(cls, meta, arrays, path)
     fingerprint = lift(model).fingerprint
     if meta["fingerprint"] != fingerprint:
         raise FileFormatError(f"{path!r} was fitted for model {meta.get('model')!r} (fingerprint "

@@ -37,7 +37,7 @@ import numpy as np
 
 from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import FileFormatError, InvalidParameterError
-from nnslicer.io import same_arrays
+from nnslicer.io import is_int, same_arrays
 from nnslicer.profile import check_labels
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
@@ -126,23 +126,125 @@ class ProtectionSecret:
 
     @classmethod
     def load(cls, path):
+        """The secret saved at ``path``: equal to the one :meth:`save` wrote.
+
+        Raises FileFormatError, naming the file and the problem, for anything :meth:`save` cannot
+        have written, so that no damaged or edited secret reaches :func:`restore`: a header field
+        missing, unknown or of the wrong type (``shapes``: ``"layer/kernel"`` -> a list of
+        positive ints; the digests: strings; ``meta``: a dict whose ``model`` and ``method``,
+        where present, are strings, ``classes`` distinct class indices, ``fraction`` a number in
+        (0, 1) and ``scope`` "layer" or "model"), NaN or infinity anywhere in the header, arrays
+        other than one ``index/`` and one ``value/`` array per weight, positions that are not
+        distinct integers within the weight, values that are not finite floats, one per position,
+        and (with a ``fraction``) a number of hidden positions other than the ``round(fraction
+        * n)`` of each weight's ``n`` (scope "layer", the default) or of all of them (scope
+        "model") that :func:`protect` hides. Whether the secret fits a model is for
+        :func:`restore` to check (it compares the digests)."""
         from nnslicer.io import load_archive
 
         meta, arrays = load_archive(path, "secret")
         try:
-            shapes = meta["shapes"]
-            indices = {k: arrays[f"index/{k}"] for k in shapes}
-            values = {k: arrays[f"value/{k}"] for k in shapes}
-            secret = cls(indices, values, shapes, meta["protected_digest"], meta["original_digest"], meta["meta"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FileFormatError(f"{path!r} is an incomplete secret file ({type(exc).__name__}: {exc}).") from exc
-        for k, idx in secret.indices.items():
-            size = int(np.prod(secret.shapes[k]))
-            in_range = not idx.size or 0 <= idx.min() <= idx.max() < size
-            if idx.ndim != 1 or secret.values[k].shape != idx.shape or not in_range:
-                raise FileFormatError(f"{path!r} is a damaged secret file: the positions or values of {k!r} do not "
-                                      f"fit its shape {secret.shapes[k]}.")
-        return secret
+            fields = _check_secret(meta, arrays)
+        except FileFormatError as exc:
+            raise FileFormatError(f"{path!r} is a damaged secret file: {exc}") from None
+        return cls(*fields)
+
+
+#: The fields of a secret file's header metadata.
+_SECRET_FIELDS = ("shapes", "protected_digest", "original_digest", "meta")
+#: The most positions a weight can have (a shape beyond it is damage, and would overflow int64).
+_MAX_WEIGHT_SIZE = 2**62
+
+
+def _check_secret_meta(info):
+    """The secret's ``meta`` (model, method, classes, fraction, scope): a dict whose known keys,
+    where present, hold what :func:`protect` writes; other keys are the owner's."""
+    import reprlib
+
+    if not isinstance(info, dict):
+        raise FileFormatError(f"its 'meta' is a {type(info).__name__}, not a dict")
+
+    def bad(key, what):
+        raise FileFormatError(f"its meta {key!r} is {reprlib.repr(info[key])}, not {what}")
+
+    for key in ("model", "method"):
+        if key in info and not isinstance(info[key], str):
+            bad(key, "a string")
+    if "scope" in info and (not isinstance(info["scope"], str) or info["scope"] not in SCOPES):
+        bad("scope", f"one of {', '.join(SCOPES)}")
+    fraction = info.get("fraction")
+    if "fraction" in info and (isinstance(fraction, bool) or not isinstance(fraction, numbers.Real)
+                               or not 0 < fraction < 1):
+        bad("fraction", "a number in (0, 1)")
+    classes = info.get("classes")
+    if "classes" in info and (not isinstance(classes, list) or not classes
+                              or not all(is_int(c) and c >= 0 for c in classes) or len(set(classes)) != len(classes)):
+        bad("classes", "a list of distinct class indices")
+    return info
+
+
+def _check_names(have, expected, what):
+    """Refuse names ``have`` unless they are the ``expected`` ones, no more, no fewer."""
+    import reprlib
+
+    lacking, unknown = [n for n in expected if n not in have], sorted(set(have) - set(expected))
+    wrong = [f"{how} {reprlib.repr(names)}" for how, names in (("lack", lacking), ("have unknown", unknown)) if names]
+    if wrong:
+        raise FileFormatError(f"its {what} {' and '.join(wrong)}")
+
+
+def _check_secret(meta, arrays):
+    """``(indices, values, shapes, protected_digest, original_digest, meta)`` of a secret file's
+    header metadata and arrays, or FileFormatError saying what is wrong (see
+    :meth:`ProtectionSecret.load`)."""
+    import math
+    import reprlib
+
+    if not isinstance(meta, dict):
+        raise FileFormatError(f"its header's metadata is a {type(meta).__name__}, not a dict")
+    _check_names(meta, _SECRET_FIELDS, "header fields")
+    for key in ("protected_digest", "original_digest"):  # restore compares them with the models'
+        if not isinstance(meta[key], str):
+            raise FileFormatError(f"its {key} is {reprlib.repr(meta[key])}, not a string")
+    shapes = meta["shapes"]
+    if not isinstance(shapes, dict):
+        raise FileFormatError(f"its 'shapes' is a {type(shapes).__name__}, not a dict")
+    sizes = {}
+    for key, shape in shapes.items():
+        layer, _, weight = key.rpartition("/")
+        if not layer or weight != "kernel":
+            raise FileFormatError(f"it hides weights of {key!r}, which is not a layer's kernel ('layer/kernel')")
+        if not isinstance(shape, list) or not shape or not all(is_int(d) and d >= 1 for d in shape) \
+                or math.prod(shape) > _MAX_WEIGHT_SIZE:
+            raise FileFormatError(f"the shape of {key!r} is {reprlib.repr(shape)}, not a list of positive ints")
+        sizes[key] = math.prod(shape)
+    info = _check_secret_meta(meta["meta"])
+    _check_names(arrays, [f"{part}/{key}" for key in shapes for part in ("index", "value")], "arrays")
+    indices, values = {}, {}
+    for key, shape in shapes.items():
+        idx, val = arrays[f"index/{key}"], arrays[f"value/{key}"]
+        if idx.dtype.kind not in "iu":
+            raise FileFormatError(f"the positions of {key!r} are an array of {idx.dtype}, not of integers")
+        if val.dtype.kind != "f":
+            raise FileFormatError(f"the values of {key!r} are an array of {val.dtype}, not of floats")
+        if idx.ndim != 1 or val.shape != idx.shape or (idx.size and (idx.min() < 0 or idx.max() >= sizes[key])):
+            raise FileFormatError(f"the positions or values of {key!r} do not fit its shape {tuple(shape)} "
+                                  f"(positions {idx.shape}, values {val.shape})")
+        if np.unique(idx).size != idx.size:
+            raise FileFormatError(f"the positions of {key!r} repeat")
+        if not np.isfinite(val).all():
+            raise FileFormatError(f"the values of {key!r} hold NaN or infinity")
+        indices[key], values[key] = idx.astype(np.int64), val
+    if "fraction" in info:  # protect hides exactly round(fraction * n) of each layer's n, or of the model's
+        groups = [[key] for key in shapes] if info.get("scope", "layer") == "layer" else [list(shapes)]
+        for keys in groups:
+            hidden, total = sum(indices[k].size for k in keys), sum(sizes[k] for k in keys)
+            if total and hidden != int(round(info["fraction"] * total)):
+                where = f"weight {keys[0]!r}" if len(keys) == 1 else "model"
+                raise FileFormatError(f"it hides {hidden} of its {where}'s {total} weights, not the "
+                                      f"{int(round(info['fraction'] * total))} its fraction {info['fraction']} "
+                                      "makes")
+    return indices, values, shapes, meta["protected_digest"], meta["original_digest"], info
 
 
 def _check_fraction(fraction):
@@ -256,7 +358,11 @@ def restore(protected_model, secret):
     weights = {layer.name: [w.copy() for w in layer.get_weights()] for layer in protected_model.layers}
     for key, idx in secret.indices.items():
         layer, _ = _secret_key(key)
-        weights[layer][0].ravel()[idx] = secret.values[key]
+        kernel = (weights.get(layer) or [None])[0]
+        if kernel is None or kernel.shape != tuple(secret.shapes[key]):
+            raise FileFormatError(f"This secret hides weights of {key!r} shaped {tuple(secret.shapes[key])}, which "
+                                  f"protected model {protected_model.name!r} does not have: it cannot restore it.")
+        kernel.ravel()[idx] = secret.values[key]
     restored = rebuild(protected_model, weights)
     if weights_digest(restored) != secret.original_digest:  # pragma: no cover - a damaged secret
         raise FileFormatError("The restored weights do not match the original model's digest.")

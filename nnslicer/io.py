@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import signal
 import stat
@@ -15,7 +17,8 @@ import numpy as np
 
 from .errors import FileFormatError
 
-__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "check_readable", "same_arrays", "plain"]
+__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "check_readable", "same_arrays", "plain",
+           "is_int", "non_finite"]
 
 #: Version of the archive layout that this code writes: a JSON header (with, from version 2, a
 #: digest of the metadata and arrays) and numbered arrays.
@@ -151,6 +154,27 @@ def plain(value):
     return value.tolist() if isinstance(value, (np.generic, np.ndarray)) else value
 
 
+def is_int(value):
+    """Whether a file's field is an integer (not a bool) that fits int64, as counts and indices do."""
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)) \
+        and -2**63 <= value < 2**63
+
+
+def non_finite(value, where):
+    """Where in a JSON value (``where['key'][0]``...) its first NaN or infinity lies, or None:
+    Python writes them into JSON, and they never compare equal to themselves."""
+    stack = [(value, where)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{where} ({value})"
+        if isinstance(value, dict):
+            stack += [(v, f"{where}[{k!r}]") for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            stack += [(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return None
+
+
 def _json_default(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return plain(value)
@@ -203,6 +227,10 @@ def load_archive(path, kind):
             if isinstance(version, bool) or version not in READ_VERSIONS:
                 raise FileFormatError(f"{path!r} is an nnslicer {kind} file of format version {version!r}; "
                                       f"this nnslicer reads versions {READ_VERSIONS[0]} to {READ_VERSIONS[-1]}.")
+            bad = non_finite(header["meta"], "meta")
+            if bad:
+                raise FileFormatError(f"{path!r} is a damaged nnslicer {kind} file: its header holds NaN or "
+                                      f"infinity at {bad}.")
             names = header["names"]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
                     or len(set(names)) != len(names) or len(names) != len(data.files) - 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
-from .io import load_archive, plain, same_arrays, save_archive
+from .io import is_int, load_archive, plain, same_arrays, save_archive
 from .select import RULES
 
 __all__ = ["Slice", "aggregate"]
@@ -17,10 +17,6 @@ META_KEYS = ("model", "fingerprint", "granularity", "theta", "rule", "baseline",
 #: checked apart).
 META_CHOICES = {"granularity": ("element", "channel"), "rule": RULES, "baseline": ("global", "class"),
                 "propagation": ("code", "paper"), "aggregate": ("sum", "abs", "union", "intersection")}
-
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_meta(meta):
@@ -38,11 +34,11 @@ def _check_meta(meta):
     if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float))
                               or not 0 < theta < 1):
         bad("theta", "a number in (0, 1)")
-    if not _is_int(meta["samples"]) or meta["samples"] < 1:
+    if not is_int(meta["samples"]) or meta["samples"] < 1:
         bad("samples", "at least one sample")
     targets = meta["targets"]
     if targets is not None and (not isinstance(targets, list) or not targets
-                                or not all(_is_int(t) and t >= 0 for t in targets)):
+                                or not all(is_int(t) and t >= 0 for t in targets)):
         bad("targets", "a list of output indices")
 
 
@@ -80,7 +76,7 @@ class Slice:
         self.neuron_counts = {k: np.asarray(v) for k, v in neuron_counts.items()}
         self.synapse_counts = {k: np.asarray(v) for k, v in synapse_counts.items()}
         odd = sorted(k for counts in (self.neuron_counts, self.synapse_counts) for k, v in counts.items()
-                     if v.dtype == bool or not np.issubdtype(v.dtype, np.integer))
+                     if v.dtype.kind not in "iu")  # (np.issubdtype counts timedelta64 as an integer)
         if odd:
             raise InvalidInputError(f"Slice counts are integers; got other values for {odd}.")
         self.meta = {k: plain(meta.get(k)) for k in META_KEYS}

@@ -487,7 +487,7 @@ def test_loaded_forest_predicts_in_one_thread(fitted, model, tmp_path):
 
 @pytest.mark.parametrize("meta, message", [
     ({"offset": "abc"}, "its 'offset' is 'abc', not a finite number"),
-    ({"offset": float("nan")}, "its 'offset' is nan, not a finite number"),
+    ({"offset": float("nan")}, r"its header holds NaN or infinity at meta\['offset'\] \(nan\)"),
     ({"n_fit": "x"}, "its 'n_fit' is 'x', not a positive int or null"),
     ({"n_fit": 0}, "its 'n_fit' is 0, not a positive int"),
     ({"chunk": "x"}, "its 'chunk' is 'x', not a positive int"),

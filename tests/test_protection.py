@@ -279,3 +279,19 @@ def test_cli_protect_restore_round_trip(tmp_path, model, data, classes, capsys):
     assert main(args + ["--scope", "model", "--method", "magnitude", "-o", str(tmp_path / "p4.keras"),
                         "--secret", str(tmp_path / "s4.npz")]) == 0
     assert ProtectionSecret.load(tmp_path / "s4.npz").meta["scope"] == "model"
+
+
+@pytest.mark.parametrize("edit", ["renamed", "reshaped", "weightless"])
+def test_a_secret_that_does_not_fit_the_model_is_refused_by_restore(protected, edit):
+    """A secret valid on its own, with the protected model's digest, but naming a weight the
+    model lacks or another shape, used to reach restore as a KeyError or an IndexError."""
+    prot, secret = protected
+    key = next(iter(secret.indices))
+    new = {"renamed": "nolayer/kernel", "reshaped": key, "weightless": "flat/kernel"}[edit]
+    shapes = dict(secret.shapes)
+    shape = [int(np.prod(shapes.pop(key))) * 2, 1] if edit == "reshaped" else shapes.pop(key)
+    forged = ProtectionSecret({**{k: v for k, v in secret.indices.items() if k != key}, new: secret.indices[key]},
+                              {**{k: v for k, v in secret.values.items() if k != key}, new: secret.values[key]},
+                              {**shapes, new: shape}, secret.protected_digest, secret.original_digest, secret.meta)
+    with pytest.raises(FileFormatError, match=f"hides weights of '{new}'"):
+        restore(prot, forged)

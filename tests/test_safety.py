@@ -197,18 +197,29 @@ def test_profiles_with_non_finite_or_non_float_means_are_refused(files, tmp_path
         nnslicer.Profile.load(bad)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(n_samples="abc"), "n_samples"),
-    (lambda m: m.update(n_samples=0), "0 samples"),
-    (lambda m: m.update(model=["x"]), "'model'"),
-    (lambda m: m.pop("fingerprint"), "fingerprint"),
+@pytest.mark.parametrize("kind, edit, message", [
+    ("profile", lambda m: m.update(n_samples="abc"), "n_samples"),
+    ("profile", lambda m: m.update(n_samples=0), "0 samples"),
+    ("profile", lambda m: m.update(model=["x"]), "'model'"),
+    ("profile", lambda m: m.pop("fingerprint"), "fingerprint"),
+    ("slice", lambda m: m.update(theta="x"), "'theta'"),
+    ("slice", lambda m: m.update(theta=5), "'theta'"),
+    ("slice", lambda m: m.update(rule="bogus"), "'rule'"),
+    ("slice", lambda m: m.update(granularity=["element"]), "'granularity'"),
+    ("slice", lambda m: m.update(samples=1.5), "'samples'"),
+    ("slice", lambda m: m.update(targets=[-1]), "'targets'"),
+    ("slice", lambda m: m.update(model=3), "'model'"),
+    ("slice", lambda m: m.update(theta=float("nan")), "NaN or infinity at meta\\['theta'\\]"),
 ])
-def test_profile_metadata_is_checked(files, tmp_path, edit, message):
+def test_metadata_is_checked(files, tmp_path, kind, edit, message):
+    """theta="x" used to break a slice's repr, theta=5 and rule="bogus" to load; a profile's
+    n_samples="abc" gave a traceback."""
     paths, *_ = files
-    header, arrays = read_raw(paths["profile"])
+    header, arrays = read_raw(paths[kind])
     edit(header["meta"])
     with pytest.raises(FileFormatError, match=message):
-        nnslicer.Profile.load(write_raw(tmp_path / "bad.npz", header, arrays))
+        {"profile": nnslicer.Profile, "slice": nnslicer.Slice}[kind].load(write_raw(tmp_path / "bad.npz", header,
+                                                                                     arrays))
 
 
 def test_class_means_must_fit_the_means(files, tmp_path):
@@ -274,23 +285,6 @@ def _profile_for(model, profile):
 
 
 # --------------------------------------------------------------------------- 6. slice files
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(theta="x"), "'theta'"),
-    (lambda m: m.update(theta=5), "'theta'"),
-    (lambda m: m.update(rule="bogus"), "'rule'"),
-    (lambda m: m.update(granularity=["element"]), "'granularity'"),
-    (lambda m: m.update(samples=1.5), "'samples'"),
-    (lambda m: m.update(targets=[-1]), "'targets'"),
-    (lambda m: m.update(model=3), "'model'"),
-])
-def test_slice_metadata_is_checked(files, tmp_path, edit, message):
-    paths, *_ = files
-    header, arrays = read_raw(paths["slice"])
-    edit(header["meta"])
-    with pytest.raises(FileFormatError, match=message):
-        nnslicer.Slice.load(write_raw(tmp_path / "bad.npz", header, arrays))
-
-
 @pytest.fixture
 def misshapen_slice(files, tmp_path):
     """The slice file with the dense layer's synapse counts transposed."""
