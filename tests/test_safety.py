@@ -259,7 +259,7 @@ def test_an_input_that_overflows_the_model_is_refused(files):
     """3e38 used to give inf activations and a one-neuron slice with only a RuntimeWarning."""
     _, model, slicer, x, _ = files
     kernel = model.get_layer("conv").get_weights()[0][:, :, 0, 0]  # the first filter, 3x3
-    assert float(np.abs(kernel).sum()) * 3e38 > np.finfo(np.float32).max  # its first output overflows:
+    assert float(np.abs(kernel).sum()) * 3e38 > float(np.finfo(np.float32).max)  # its first output overflows:
     big = np.zeros_like(x[0])
     big[:3, :3, 0] = 3e38 * np.sign(kernel)
     with pytest.raises(InvalidInputError, match=r"op 'conv' are NaN or inf"):
