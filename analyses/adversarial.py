@@ -796,7 +796,7 @@ def _check_offset(cls, meta, arrays, path):
 def _check_classes(classes, n_classes, path, what):
     """``classes`` is a non-empty array of distinct class indices below ``n_classes``, in order."""
     if not (isinstance(classes, np.ndarray) and classes.dtype.kind in "iu" and classes.ndim == 1 and len(classes)
-            and classes[0] >= 0 and classes[-1] < n_classes and (np.diff(classes) > 0).all()):
+            and (classes >= 0).all() and (classes < n_classes).all() and (np.diff(classes) > 0).all()):
         raise _damaged(path, f"{what} are not increasing class indices below {n_classes}")
 
 

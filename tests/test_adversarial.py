@@ -689,3 +689,12 @@ def test_cli_fit_warns_of_a_high_false_alarm_rate(model, digits, tmp_path, capsy
         det = load_detector(tmp_path / "d.nnsd", model)
         assert rate == round(100 * np.mean(det.clean_scores_ < det.offset_), 1) and 5.0 <= rate <= 10.0
         assert "that is" not in err
+
+
+def test_class_indices_that_wrap_around_are_refused():
+    """[0, 1, -2**63] passed a first-and-last range check with increasing differences, since
+    -2**63 - 1 wraps around to 2**63 - 1 (found by the long fuzzing run)."""
+    from analyses.adversarial import _check_classes
+
+    with pytest.raises(FileFormatError, match="not increasing class indices below 3"):
+        _check_classes(np.array([0, 1, np.iinfo(np.int64).min]), 3, "d.nnsd", "its classes")
