@@ -132,8 +132,8 @@ def _register_with_nnslicer(cls):
 
     if "fake_quant" not in HANDLERS:
         register_handler(FakeQuantOp())
-    if cls.__name__ not in LIFTERS:
-        register_layer(cls.__name__, lambda layer, ctx: [ctx.op(
+    if cls not in LIFTERS:
+        register_layer(cls, lambda layer, ctx: [ctx.op(
             "fake_quant", {"low": layer.low, "high": layer.high, "bits": layer.bits}, layer=layer)])
 
 

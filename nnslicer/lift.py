@@ -13,39 +13,64 @@ import numpy as np
 from .errors import InvalidParameterError, UnsupportedLayerError, require
 from .graph import DataFlowGraph, Op
 
-__all__ = ["lift", "register_layer", "LIFTERS", "ACTIVATIONS"]
+__all__ = ["lift", "register_layer", "LIFTERS", "OP_LIFTERS", "ACTIVATIONS"]
 
 #: Activations that lift to an element-wise ``activation`` op (softmax only at the output).
 ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu", "softplus",
                "softsign", "silu", "swish", "leaky_relu", "hard_sigmoid", "softmax")
 
+#: Lifters by layer class (matched by identity) or class name (see :func:`register_layer`).
 LIFTERS = {}
+#: Lifters of Keras operations on tensors (``x + 3.0``, ``keras.ops.multiply(t, c)``: op layers,
+#: which are no ``keras.layers.Layer``), by the operation's class name in ``keras.ops``.
+OP_LIFTERS = {}
 
 
 class Unsupported(Exception):
     """Raised by a lifter: this layer (as configured) cannot be lifted; the message says why."""
 
 
-def register_layer(class_name, lifter=None, replace=False):
-    """Register ``lifter(layer, ctx) -> list[Op]`` for Keras layers of class ``class_name``.
+def register_layer(layer_class, lifter=None, replace=False):
+    """Register ``lifter(layer, ctx) -> list[Op]`` for Keras layers of ``layer_class``.
 
-    Usable as a decorator. ``ctx`` has ``name``, ``inputs`` (tensor names), ``input_shapes``
-    and ``shape`` (the output shape), all without the batch axis.
+    ``layer_class`` is the class itself (matched by identity), or its name: a name matches a
+    layer of a class with that name unless Keras has a layer class of that name which is
+    another class (``x + 3.0`` is Keras' ``Add`` operation, not the ``Add`` layer), so that no
+    layer is ever lifted as another that shares its name. Usable as a decorator. ``ctx`` has
+    ``name``, ``inputs`` (tensor names), ``input_shapes`` and ``shape`` (the output shape), all
+    without the batch axis, and ``arguments`` (the call's ``args`` and ``kwargs``).
     """
     def deco(fn):
-        if not replace and class_name in LIFTERS:
-            raise InvalidParameterError(f"A lifter for {class_name!r} is already registered.")
-        LIFTERS[class_name] = fn
+        if not replace and layer_class in LIFTERS:
+            raise InvalidParameterError(f"A lifter for {_class_name(layer_class)!r} is already registered.")
+        LIFTERS[layer_class] = fn
         return fn
 
     return deco if lifter is None else deco(lifter)
 
 
+def _class_name(key):
+    return key if isinstance(key, str) else key.__name__
+
+
+def _lifter(layer):
+    """The lifter of ``layer`` (a Keras layer, or a Keras operation on tensors), or None."""
+    keras = require("keras", "tf")
+    cls = type(layer)
+    if not isinstance(layer, keras.layers.Layer):  # an op layer: x + 3.0, keras.ops.multiply(t, c)
+        return OP_LIFTERS.get(cls.__name__) if cls.__module__.startswith("keras.") else None
+    if cls in LIFTERS:
+        return LIFTERS[cls]
+    namesake = getattr(keras.layers, cls.__name__, None)
+    return LIFTERS.get(cls.__name__) if namesake is None or namesake is cls else None
+
+
 class _Call:
     """What a lifter knows of one call of a layer."""
 
-    def __init__(self, name, inputs, input_shapes, shape):
+    def __init__(self, name, inputs, input_shapes, shape, arguments=None):
         self.name, self.inputs, self.input_shapes, self.shape = name, inputs, input_shapes, shape
+        self.arguments = arguments
 
     def op(self, kind, params=None, weights=None, layer=None, name=None, inputs=None, input_shapes=None):
         return Op(name=name or self.name, kind=kind, inputs=tuple(inputs or self.inputs),
@@ -238,6 +263,53 @@ def _add(layer, ctx):
     return [ctx.op("add", layer=layer)]
 
 
+@register_layer("Rescaling")
+def _rescaling(layer, ctx):
+    shape = (1,) * len(ctx.shape)
+    return [ctx.op("constant", {"steps": [["multiply", "scale"], ["add", "offset"]]},
+                   {"scale": _constant(layer.scale, shape), "offset": _constant(layer.offset, shape)}, layer)]
+
+
+def _constant(value, shape):
+    """A constant as float32, once it broadcasts over a tensor of ``shape`` (without batch axis)
+    into that shape."""
+    const = np.asarray(value, dtype=np.float32)
+    if const.ndim > len(shape) + 1 or (const.ndim == len(shape) + 1 and const.shape[0] != 1):
+        raise Unsupported(f"a constant of shape {const.shape} (it would broadcast over the batch)")
+    const = const.reshape(const.shape[-len(shape):] if const.ndim == len(shape) + 1 else const.shape)
+    try:
+        if np.broadcast_shapes(const.shape, tuple(shape)) != tuple(shape):
+            raise ValueError
+    except ValueError:
+        raise Unsupported(f"a constant of shape {const.shape} that does not broadcast into {tuple(shape)}") from None
+    return const
+
+
+def _with_constant(operation):
+    """The lifter of Keras' ``operation`` (add, subtract, multiply, divide) of one tensor and one
+    constant; two tensors of one shape are added as the Add layer."""
+    def lifter(op, ctx):
+        args = list(ctx.arguments.args) + list(ctx.arguments.kwargs.values())
+        tensors = [i for i, a in enumerate(args) if hasattr(a, "_keras_history")]
+        if len(args) != 2:
+            raise Unsupported(f"keras.ops.{operation} with {len(args)} arguments")
+        if len(tensors) == 2 and operation == "add" and len(set(map(tuple, ctx.input_shapes))) == 1:
+            return [ctx.op("add", layer=op)]
+        if len(tensors) != 1:
+            raise Unsupported(f"keras.ops.{operation} of two computed tensors")
+        if operation == "divide" and tensors[0] == 1:
+            raise Unsupported("a constant divided by a tensor")
+        step = "subtract_from" if operation == "subtract" and tensors[0] == 1 else operation
+        const = _constant(args[1 - tensors[0]], ctx.shape)
+        return [ctx.op("constant", {"steps": [[step, "c"]]}, {"c": const}, op)]
+    return lifter
+
+
+for _op in ("add", "subtract", "multiply", "divide"):
+    OP_LIFTERS[_op.capitalize()] = _with_constant(_op)
+OP_LIFTERS["TrueDivide"] = _with_constant("divide")
+
+
 @register_layer("Concatenate")
 def _concatenate(layer, ctx):
     rank = len(ctx.shape)
@@ -310,10 +382,14 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
         name = layer.name if count == 0 else f"{layer.name}#{count}"
         out_history = node.outputs[0]._keras_history
         names[(id(out_history[0]), out_history[1])] = name  # also when refused: later layers read it
-        if cls not in LIFTERS:
-            nested = isinstance(layer, require("keras", "tf").Model)
-            problems.append(f"{layer.name!r} ({cls})" + (": a model inside the model; call its layers "
-                                                         "in the outer model instead" if nested else ""))
+        lifter = _lifter(layer)
+        if lifter is None:
+            keras = require("keras", "tf")
+            why = (": a model inside the model; call its layers in the outer model instead"
+                   if isinstance(layer, keras.Model) else
+                   f": a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
+                   if not isinstance(layer, keras.layers.Layer) else "")
+            problems.append(f"{layer.name!r} ({cls})" + why)
             continue
         if getattr(layer, "quantization_mode", None):  # the kernel holds integers, scaled elsewhere
             problems.append(f"{layer.name!r} ({cls}): quantized ({layer.quantization_mode}); lift the "
@@ -324,9 +400,9 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
             continue
         inputs = tuple(names[(id(t._keras_history[0]), t._keras_history[1])] for t in node.input_tensors)
         ctx = _Call(name, inputs, tuple(tuple(t.shape[1:]) for t in node.input_tensors),
-                    tuple(node.outputs[0].shape[1:]))
+                    tuple(node.outputs[0].shape[1:]), node.arguments)
         try:
-            lifted = LIFTERS[cls](layer, ctx)
+            lifted = lifter(layer, ctx)
         except Unsupported as why:
             problems.append(f"{layer.name!r} ({cls}): {why}")
             continue
@@ -351,7 +427,8 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
 
 
 def _unsupported(model, problems):
-    supported = ", ".join(sorted(LIFTERS))
+    supported = ", ".join(sorted({_class_name(k) for k in LIFTERS}) + [f"keras.ops.{k.lower()} with a constant"
+                                                                         for k in ("add", "subtract", "multiply", "divide")])
     return UnsupportedLayerError(
         f"Model {model.name!r} has {len(problems)} layer(s) nnslicer cannot lift: "
         + "; ".join(problems)

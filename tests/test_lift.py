@@ -722,3 +722,61 @@ def test_dropout_after_the_softmax_output():
     b = nnslicer.Slicer(dropped).fit(x).slice(x[0])
     assert (a.n_neurons, a.n_synapses) == (b.n_neurons, b.n_synapses)
     assert all(np.array_equal(a.synapse_counts[k], b.synapse_counts[k]) for k in a.synapse_counts)
+
+
+# ------------------------------------------------------------------------------ op layers and namesakes
+def _hard_swish_like():
+    """``relu6(conv(x) + 3.0)`` and other Keras ops with a constant, as MobileNetV3 writes them."""
+    keras.utils.set_random_seed(4)
+    x = keras.Input((4, 4, 2))
+    y = L.ReLU(6.0)(L.Conv2D(3, 1)(x) + 3.0)
+    y = 1.0 - keras.ops.divide(keras.ops.multiply(y, 1 / 6), 2.0) - 0.5
+    return keras.Model(x, L.Dense(3)(L.Flatten()(L.Rescaling(1 / 255.0, offset=-1.0)(y))), name="hswish")
+
+
+def test_a_constant_added_by_a_keras_op_is_not_lost():
+    """``x + 3.0`` is Keras' Add operation, whose class name is the Add layer's: it used to lift as
+    the Add layer, dropping the constant (outputs off by 8.4). It lifts as a constant op now,
+    and the lifted model computes exactly what Keras computes."""
+    model = _hard_swish_like()
+    graph = nnslicer.lift(model)
+    kinds = [op.kind for op in graph.ops]
+    assert kinds.count("constant") == 6 and "add" not in kinds
+    x = np.random.default_rng(0).normal(size=(6, 4, 4, 2)).astype("float32") * 3
+    np.testing.assert_array_equal(execute(graph, x)[graph.output], np.asarray(model(x)))
+
+
+def test_a_layer_is_never_lifted_as_its_namesake():
+    """A user's own layer class named like a Keras layer is not lifted as that layer; registered
+    by its class, it is."""
+    class Add(keras.layers.Layer):
+        def call(self, a, b):
+            return a + 2 * b
+
+    x = keras.Input((3,))
+    model = keras.Model(x, L.Dense(2)(Add(name="mine")(x, x)), name="namesake")
+    with pytest.raises(UnsupportedLayerError, match=r"'mine' \(Add\)"):
+        nnslicer.lift(model)
+    with pytest.raises(InvalidParameterError, match="already registered"):  # the name is Keras' Add's
+        nnslicer.register_layer("Add", lambda layer, ctx: [ctx.op("add", layer=layer)])
+    from nnslicer.lift import LIFTERS
+
+    nnslicer.register_layer(Add, lambda layer, ctx: [ctx.op("identity", layer=layer, inputs=ctx.inputs[:1],
+                                                                input_shapes=ctx.input_shapes[:1])])
+    try:
+        assert [op.kind for op in nnslicer.lift(model).ops][1] == "identity"
+    finally:
+        del LIFTERS[Add]
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda t: keras.ops.multiply(t, t), "two computed tensors"),
+    (lambda t: keras.ops.divide(2.0, t), "a constant divided by a tensor"),
+    (lambda t: keras.ops.exp(t), r"'exp' \(Exp\): a Keras operation on tensors"),
+    (lambda t: t + np.ones((2, 3), "float32"), "would broadcast over the batch"),
+])
+def test_keras_ops_that_cannot_lift_are_named(build, message):
+    x = keras.Input((3,))
+    model = keras.Model(x, L.Dense(2)(build(L.Dense(3)(x))), name="ops")
+    with pytest.raises(UnsupportedLayerError, match=message):
+        nnslicer.lift(model)

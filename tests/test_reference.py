@@ -163,6 +163,18 @@ def cnn_misc():
     return keras.Model(x_in, L.Dense(NUM_CLASSES)(x), name="cnn_misc")
 
 
+def const_net():
+    """Rescaling and Keras op layers with constants (as MobileNetV3 writes its hard-swish,
+    relu6(x + 3) * c), a tensor subtracted from a constant, a negative divisor."""
+    x_in = keras.Input((5, 5, 2))
+    x = L.Rescaling(2.0, offset=-0.5)(x_in)
+    x = L.Conv2D(4, 3, padding="same")(x)
+    x = L.ReLU(6.0)(x + 3.0)
+    x = keras.ops.multiply(x, 1.5) - 0.25
+    x = L.Conv2D(3, 2, activation="tanh")(1.0 - x)
+    return keras.Model(x_in, L.Dense(NUM_CLASSES)(L.Flatten()(keras.ops.divide(x, -0.5))), name="const_net")
+
+
 def reshape_net():
     """Reshape between rank 1 and feature maps (element granularity only: a reshape into a
     feature map has no channel reading)."""
@@ -185,7 +197,7 @@ def cnn_wide():
 
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
-                                  concat_net, reshape_net)}
+                                  concat_net, reshape_net, const_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))

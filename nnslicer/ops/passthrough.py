@@ -8,6 +8,8 @@ ReLU passes only where its input is > 0 and batch norm and other activations sen
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..errors import UnsupportedLayerError
@@ -64,6 +66,31 @@ class BatchNormalization(_SameIndex):
         w = op.weights
         inv = tf.math.rsqrt(w["moving_variance"] + op.params["epsilon"]) * w["gamma"]
         return inputs[0] * inv + (w["beta"] - w["moving_mean"] * inv)
+
+    def paper_factor(self, step, index, rows, dst, b):
+        return paper_sign(step, dst, b)
+
+
+def _subtract_from(x, c):
+    return c - x
+
+
+class Constant(_SameIndex):
+    """An element-wise operation with a constant, as Keras computes it: ``x + c``, ``x - c``,
+    ``c - x``, ``x * c``, ``x / c`` (Keras op layers such as ``x + 3.0``, ``x * (1 / 6)``) and
+    Rescaling's ``x * scale + offset``. The constants (``weights``, broadcast over the op's
+    shape) are not synapses: like batch norm, it routes each neuron's count to the same neuron."""
+
+    kind = "constant"
+    #: The operations, from the input ``x`` and the op's weights ``w`` (applied in order).
+    OPERATIONS = {"add": operator.add, "subtract": operator.sub, "subtract_from": _subtract_from,
+                  "multiply": operator.mul, "divide": operator.truediv}
+
+    def forward(self, op, inputs):
+        x = inputs[0]
+        for name, key in op.params["steps"]:
+            x = self.OPERATIONS[name](x, op.weights[key])
+        return x
 
     def paper_factor(self, step, index, rows, dst, b):
         return paper_sign(step, dst, b)
