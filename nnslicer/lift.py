@@ -17,7 +17,9 @@ __all__ = ["lift", "register_layer", "LIFTERS", "OP_LIFTERS", "ACTIVATIONS"]
 
 #: Activations that lift to an element-wise ``activation`` op (softmax only at the output).
 ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu", "softplus",
-               "softsign", "silu", "swish", "leaky_relu", "hard_sigmoid", "softmax")
+               "softsign", "silu", "swish", "leaky_relu", "hard_sigmoid", "softmax", "celu", "exponential",
+               "hard_silu", "hard_swish", "hard_tanh", "hard_shrink", "soft_shrink", "tanh_shrink",
+               "log_sigmoid", "mish", "sparse_plus", "sparse_sigmoid", "squareplus")
 
 #: Lifters by layer class (matched by identity) or class name (see :func:`register_layer`).
 LIFTERS = {}
@@ -72,9 +74,10 @@ class _Call:
         self.name, self.inputs, self.input_shapes, self.shape = name, inputs, input_shapes, shape
         self.arguments = arguments
 
-    def op(self, kind, params=None, weights=None, layer=None, name=None, inputs=None, input_shapes=None):
+    def op(self, kind, params=None, weights=None, layer=None, name=None, inputs=None, input_shapes=None,
+           shape=None):
         return Op(name=name or self.name, kind=kind, inputs=tuple(inputs or self.inputs),
-                  shape=tuple(self.shape), input_shapes=tuple(input_shapes or self.input_shapes),
+                  shape=tuple(shape or self.shape), input_shapes=tuple(input_shapes or self.input_shapes),
                   params=params or {}, weights=weights or {},
                   layer=getattr(layer, "name", ""), layer_class=type(layer).__name__)
 
@@ -217,9 +220,11 @@ def _pool(kind):
 def _global_pool(kind):
     def lifter(layer, ctx):
         _channels_last(layer)
-        if getattr(layer, "keepdims", False):
-            raise Unsupported("keepdims=True")
-        return [ctx.op(kind, layer=layer)]
+        if not getattr(layer, "keepdims", False):
+            return [ctx.op(kind, layer=layer)]
+        channels = (ctx.shape[-1],)  # keepdims: the pooled vector, then a 1x1 map of it
+        return [ctx.op(kind, layer=layer, name=f"{ctx.name}/pool", shape=channels),
+                ctx.op("reshape", layer=layer, inputs=(f"{ctx.name}/pool",), input_shapes=(channels,))]
     return lifter
 
 
@@ -268,6 +273,15 @@ def _rescaling(layer, ctx):
     shape = (1,) * len(ctx.shape)
     return [ctx.op("constant", {"steps": [["multiply", "scale"], ["add", "offset"]]},
                    {"scale": _constant(layer.scale, shape), "offset": _constant(layer.offset, shape)}, layer)]
+
+
+@register_layer("Normalization")
+def _normalization(layer, ctx):
+    mean = _constant(layer.mean, ctx.shape)
+    epsilon = np.float32(require("keras", "tf").backend.epsilon())
+    std = np.maximum(np.sqrt(_constant(layer.variance, ctx.shape)), epsilon)  # as Keras computes it
+    steps = [["multiply", "std"], ["add", "mean"]] if layer.invert else [["subtract", "mean"], ["divide", "std"]]
+    return [ctx.op("constant", {"steps": steps}, {"mean": mean, "std": std}, layer)]
 
 
 def _constant(value, shape):

@@ -175,6 +175,19 @@ def const_net():
     return keras.Model(x_in, L.Dense(NUM_CLASSES)(L.Flatten()(keras.ops.divide(x, -0.5))), name="const_net")
 
 
+def keepdims_net():
+    """Normalization, keepdims global pooling (a squeeze-and-excite's first half: pooled to a
+    1x1 map, a 1x1 conv), newer activations (hard_silu, mish, celu)."""
+    x_in = keras.Input((5, 5, 3))
+    x = L.Normalization(mean=[0.1, -0.2, 0.3], variance=[0.5, 2.0, 1.0])(x_in)
+    x = L.Conv2D(6, 3, padding="same", activation="hard_silu")(x)
+    s = L.GlobalAveragePooling2D(keepdims=True)(x)
+    s = L.Conv2D(4, 1, activation="mish")(s)
+    m = L.GlobalMaxPooling2D(keepdims=True)(L.Conv2D(4, 2, activation="celu")(x))
+    x = L.Concatenate()([L.Flatten()(s), L.Flatten()(m)])
+    return keras.Model(x_in, L.Dense(NUM_CLASSES)(x), name="keepdims_net")
+
+
 def reshape_net():
     """Reshape between rank 1 and feature maps (element granularity only: a reshape into a
     feature map has no channel reading)."""
@@ -197,7 +210,7 @@ def cnn_wide():
 
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
-                                  concat_net, reshape_net, const_net)}
+                                  concat_net, reshape_net, const_net, keepdims_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))

@@ -117,7 +117,9 @@ class Reshape(RouteHandler):
         return tf.reshape(inputs[0], (-1,) + tuple(op.shape))
 
     def check(self, op, granularity):
-        if granularity == "channel" and len(op.shape) == 3 and tuple(op.shape) != tuple(op.input_shapes[0]):
+        vector_to_1x1 = tuple(op.shape) == (1, 1) + tuple(op.input_shapes[0])  # keepdims pooling: channel c is c
+        if granularity == "channel" and len(op.shape) == 3 and tuple(op.shape) != tuple(op.input_shapes[0]) \
+                and not vector_to_1x1:
             raise UnsupportedLayerError(
                 f"Layer {op.layer!r} ({op.layer_class}) reshapes into a feature map; its counts "
                 "cannot be mapped to channels. Use granularity='element' (--granularity element) for this model.")
