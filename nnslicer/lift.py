@@ -309,6 +309,8 @@ def _with_constant(operation):
             raise Unsupported(f"keras.ops.{operation} with {len(args)} arguments")
         if len(tensors) == 2 and operation == "add" and len(set(map(tuple, ctx.input_shapes))) == 1:
             return [ctx.op("add", layer=op)]
+        if len(tensors) == 2 and operation == "multiply":
+            return [_product(op, ctx)]
         if len(tensors) != 1:
             raise Unsupported(f"keras.ops.{operation} of two computed tensors")
         if operation == "divide" and tensors[0] == 1:
@@ -322,6 +324,24 @@ def _with_constant(operation):
 for _op in ("add", "subtract", "multiply", "divide"):
     OP_LIFTERS[_op.capitalize()] = _with_constant(_op)
 OP_LIFTERS["TrueDivide"] = _with_constant("divide")
+
+
+@register_layer("Multiply")
+def _multiply(layer, ctx):
+    return [_product(layer, ctx)]
+
+
+def _product(layer, ctx):
+    """The multiply op of two tensors that broadcast into the output's shape."""
+    if len(ctx.inputs) != 2:
+        raise Unsupported(f"a product of {len(ctx.inputs)} tensors (multiply them two by two)")
+    try:
+        fits = np.broadcast_shapes(*ctx.input_shapes) == tuple(ctx.shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise Unsupported(f"inputs of shapes {list(ctx.input_shapes)} that do not broadcast into {ctx.shape}")
+    return ctx.op("multiply", layer=layer)
 
 
 @register_layer("Concatenate")

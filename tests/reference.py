@@ -249,6 +249,27 @@ class ReferenceSlicer:
         self._tap_means[key] = fsum_seq(values) / (oh_n * ow_n)
         return self._tap_means[key]
 
+    def broadcast_index(self, op, j, index):
+        """The element of input ``j`` that output element ``index`` reads (numpy broadcasting)."""
+        shape = op.input_shapes[j]
+        skip = len(op.shape) - len(shape)
+        return tuple(index[skip + d] % shape[d] for d in range(len(shape)))
+
+    def product_share(self, op, j, n):
+        """Input ``j``'s two-player Shapley share of the product's change at output neuron ``n``:
+        ``delta_j * (base_k + x_k) / 2`` for the other input ``k`` (base: the profile mean, 0 for
+        EffectivePath, which reads raw values); a channel's is the mean over its positions."""
+        def share(index):
+            mine, other = self.broadcast_index(op, j, index), self.broadcast_index(op, 1 - j, index)
+            x = float(self.s.acts[op.inputs[1 - j]][other])
+            base = 0.0 if self.rule == "effective_path" else x - float(self.s.deltas[op.inputs[1 - j]][other])
+            return self.source_element(op.inputs[j], mine) * ((base + x) / 2)
+
+        if self.channel and len(op.shape) == 3:
+            h, w, _ = op.shape
+            return fsum_seq(share((i, k, n[0])) for i in range(h) for k in range(w)) / (h * w)
+        return share(n)
+
     # ------------------------------------------------------------------ run
     def run(self, targets):
         graph = self.graph
@@ -282,7 +303,7 @@ class ReferenceSlicer:
 
     def visit(self, op, n, count):
         kind = op.kind
-        if kind in ("dense", "conv2d", "depthwise_conv2d", "add"):
+        if kind in ("dense", "conv2d", "depthwise_conv2d", "add", "multiply"):
             return self.linear(op, n, count, self.candidates(op, n))
         if kind in ("avg_pool", "global_avg_pool"):
             if self.channel:
@@ -364,6 +385,11 @@ class ReferenceSlicer:
         elif kind == "add":
             for j, name in enumerate(op.inputs):
                 out.append((self.source(name, n), j, n, None))
+        elif kind == "multiply":
+            for j in range(2):
+                dst = (n[0] % op.input_shapes[j][-1],) if self.channel and len(op.shape) == 3 \
+                    else self.broadcast_index(op, j, n)
+                out.append((self.product_share(op, j, n), j, dst, None))
         else:  # pragma: no cover
             raise NotImplementedError(kind)
         return out

@@ -594,3 +594,40 @@ class TestEffectivePathRule:
         # positive 3, 2 (sum 5); theta .7 -> 3.5: 3 (<3.5), 5 -> both.
         assert _keep([np.nan, 3.0, np.nan, 2.0], rule="effective_path", theta=0.7) == [False, True, False, True]
         assert _keep([np.nan, np.nan], rule="effective_path", theta=0.5) == [False, False]
+
+
+# --------------------------------------------------------------------------- a product
+@pytest.fixture(scope="module")
+def product_slicer():
+    """a = x0, b = x1 (one-unit Dense layers), p = a * b, logits (p, -p). Profiled on
+    x = (1, 1) and (3, 3): mean a = mean b = 2, mean p = (1 + 9) / 2 = 5."""
+    x = keras.Input((2,))
+    a = L.Dense(1, name="a")(x)
+    b = L.Dense(1, name="b")(x)
+    p = L.Multiply(name="p")([a, b])
+    model = keras.Model(x, L.Dense(2, name="out")(p), name="product")
+    _set(model, {"a": [[1, 0], [0]], "b": [[0, 1], [0]], "out": [[1, -1], [0, 0]]})
+    return nnslicer.Slicer(model).fit(np.array([[1, 1], [3, 3]], "float32"))
+
+
+def test_product_both_shares_kept(product_slicer):
+    # x = (4, 3): a = 4, b = 3, p = 12 (delta 7 > 0), target 0 (logit p): CONTRIB[p] = +1.
+    # Shapley shares: c_a = (4 - 2) * (2 + 3) / 2 = 5, c_b = (3 - 2) * (2 + 4) / 2 = 3 (sum 8 = 12 - 2 * 2).
+    # S = 8: prefix 5 is 3 from S (not < 1.6), prefix 8 is 0: keep both, +1 each (c > 0, delta_p > 0).
+    # a: candidates 1 * delta_x0 = 2 and 0 * delta_x1 = 0: keep the first: x0 +1, a's kernel[0] +1; b alike.
+    s = product_slicer.slice(np.array([4, 3], "float32"), target=0)
+    assert s.neuron_counts["p"].tolist() == [1]
+    assert s.neuron_counts["a"].tolist() == [1] and s.neuron_counts["b"].tolist() == [1]
+    assert s.neuron_counts[s.graph.input].tolist() == [1, 1]
+    assert s.synapse_counts["a"].tolist() == [[1], [0]] and s.synapse_counts["b"].tolist() == [[0], [1]]
+
+
+def test_product_share_of_an_unchanged_factor_dropped(product_slicer):
+    # x = (5, 2): a = 5, b = 2, p = 10 (delta 5). Target 1, logit -p (delta -10 - (-5) = -5): its
+    # one candidate -1 * 5 = -5 sends sign(-5) * sign(-5) * 1 = +1 to p.
+    # c_a = 3 * (2 + 2) / 2 = 6, c_b = 0 * (2 + 5) / 2 = 0: S = 6, keep c_a only (0 is not
+    # > 0.99 * 6), which sends sign(6) * sign(5) * 1 = +1 to a, then to x0; b and x1 stay out.
+    s = product_slicer.slice(np.array([5, 2], "float32"), target=1)
+    assert s.neuron_counts["p"].tolist() == [1]
+    assert s.neuron_counts["a"].tolist() == [1] and s.neuron_counts["b"].tolist() == [0]
+    assert s.neuron_counts[s.graph.input].tolist() == [1, 0]

@@ -188,6 +188,19 @@ def keepdims_net():
     return keras.Model(x_in, L.Dense(NUM_CLASSES)(x), name="keepdims_net")
 
 
+def se_net():
+    """Squeeze-and-excite (a gate of shape 1x1xC times the map; linear here, so that its share
+    is not always the smaller), a product of two maps, a product of two vectors."""
+    x_in = keras.Input((5, 5, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="relu")(x_in)
+    g = L.Conv2D(4, 1)(L.Conv2D(3, 1, activation="tanh")(L.GlobalAveragePooling2D(keepdims=True)(x)))
+    x = L.Multiply()([x, g])
+    x = x * L.Conv2D(4, 3, padding="same")(x_in)
+    v = L.Flatten()(L.MaxPooling2D(2)(x))
+    v = L.Multiply()([L.Dense(8, activation="relu")(v), L.Dense(8, activation="sigmoid")(v)])
+    return keras.Model(x_in, L.Dense(NUM_CLASSES)(v), name="se_net")
+
+
 def reshape_net():
     """Reshape between rank 1 and feature maps (element granularity only: a reshape into a
     feature map has no channel reading)."""
@@ -210,7 +223,7 @@ def cnn_wide():
 
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
-                                  concat_net, reshape_net, const_net, keepdims_net)}
+                                  concat_net, reshape_net, const_net, keepdims_net, se_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))

@@ -1,10 +1,13 @@
-"""Ops that merge tensors: Add (a weighted sum with weight 1 per input) and Concatenate
-(counts split back to the inputs along the axis)."""
+"""Ops that merge tensors: Add (a weighted sum with weight 1 per input), Multiply (each factor's
+Shapley share of the product's change) and Concatenate (counts split back to the inputs along
+the axis)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UnsupportedLayerError
+from ..graph import neuron_shape
 from .base import LinearHandler, RouteHandler, Wiring
 
 
@@ -23,6 +26,51 @@ class Add(LinearHandler):
         return [Wiring(value=idx, dst=idx) for _ in op.inputs]
 
 
+def _aligned(arr, rank):
+    """``arr`` ([B, *shape]) with size-1 axes after the batch axis up to ``rank`` axes of shape,
+    so that it broadcasts as numpy aligns shapes (from the right)."""
+    return arr.reshape(arr.shape[:1] + (1,) * (rank - arr.ndim + 1) + arr.shape[1:])
+
+
+class Multiply(LinearHandler):
+    """The element-wise product of two tensors, with broadcasting (a squeeze-and-excite gate):
+    output neuron ``n`` has one candidate per factor, its two-player Shapley share of the
+    product's change, ``c_a = delta_a * (base_b + b) / 2`` and ``c_b = delta_b * (base_a + a) / 2``
+    (``c_a + c_b = a*b - base_a*base_b``), the base being the profile's mean (EffectivePath reads
+    raw values: base 0). At channel granularity a share is its mean over the channel's positions.
+    A broadcast input neuron receives the counts of every output neuron it feeds."""
+
+    kind = "multiply"
+
+    def forward(self, op, inputs):
+        return inputs[0] * inputs[1]
+
+    def check(self, op, granularity):
+        if granularity == "channel" and len(op.shape) == 3 and any(len(s) == 2 for s in op.input_shapes):
+            raise UnsupportedLayerError(
+                f"Layer {op.layer!r} ({op.layer_class}) multiplies a feature map by a rank-2 tensor, whose "
+                "neurons are not channels. Use granularity='element' (--granularity element) for this model.")
+
+    def values(self, step, index):
+        a, b = step.op.inputs[index], step.op.inputs[1 - index]
+        rank = len(step.op.shape)
+        other = _aligned(step.act(b).astype(np.float64), rank)
+        base = 0.0 if step.rule == "effective_path" else other - _aligned(step.delta(b).astype(np.float64), rank)
+        share = _aligned(step.source(a).astype(np.float64), rank) * ((base + other) / 2)
+        share = np.broadcast_to(share, (step.batch,) + tuple(step.op.shape))
+        return step._view(share).reshape(step.batch, -1)
+
+    def wiring(self, op, granularity, out):
+        shape = neuron_shape(op.shape, granularity)
+        coords = np.unravel_index(out, shape)
+        wires = []
+        for in_shape in op.input_shapes:
+            in_shape = neuron_shape(in_shape, granularity)
+            mine = [c % size for c, size in zip(coords[len(shape) - len(in_shape):], in_shape)]
+            wires.append(Wiring(value=out[:, None], dst=np.ravel_multi_index(mine, in_shape)[:, None]))
+        return wires
+
+
 class Concatenate(RouteHandler):
     kind = "concatenate"
 
@@ -32,8 +80,6 @@ class Concatenate(RouteHandler):
         return tf.concat(list(inputs), axis=op.params["axis"] + 1)
 
     def route(self, op, granularity, out):
-        from ..graph import neuron_shape
-
         axis = op.params["axis"]
         shape = tuple(op.shape)
         if granularity == "channel" and len(shape) == 3:
