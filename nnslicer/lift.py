@@ -162,6 +162,26 @@ def _depthwise(layer, ctx):
     return _with_activation(ctx, layer, ctx.op("depthwise_conv2d", params, {"kernel": kernel, "bias": bias}, layer))
 
 
+@register_layer("SeparableConv2D")
+def _separable(layer, ctx):
+    """Two ops, as Keras computes it: the depthwise convolution (``name/depthwise``), then the
+    pointwise 1x1 convolution with the bias (``name``), then the fused activation."""
+    _channels_last(layer)
+    if layer.padding not in ("same", "valid"):
+        raise Unsupported(f"padding={layer.padding!r}")
+    depthwise, pointwise = _arr(layer.depthwise_kernel), _arr(layer.pointwise_kernel)
+    bias = _arr(layer.bias) if layer.use_bias else np.zeros(pointwise.shape[-1], np.float32)
+    inner = ctx.shape[:2] + (depthwise.shape[2] * depthwise.shape[3],)
+    params = {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
+              "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
+    first = ctx.op("depthwise_conv2d", params, {"kernel": depthwise, "bias": np.zeros(inner[-1], np.float32)},
+                   layer, name=f"{ctx.name}/depthwise", shape=inner)
+    pointwise_params = {"kernel_size": (1, 1), "strides": (1, 1), "dilation_rate": (1, 1), "padding": "valid"}
+    second = ctx.op("conv2d", pointwise_params, {"kernel": pointwise, "bias": bias}, layer,
+                    inputs=(first.name,), input_shapes=(inner,))
+    return [first] + _with_activation(ctx, layer, second)
+
+
 @register_layer("BatchNormalization")
 def _batch_norm(layer, ctx):
     rank = len(ctx.input_shapes[0])

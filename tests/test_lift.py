@@ -805,3 +805,16 @@ def test_normalization_lifts_exactly(invert):
     graph = nnslicer.lift(model)
     assert graph.ops[1].kind == "constant"
     np.testing.assert_array_equal(execute(graph, x)[graph.output], np.asarray(model(x)))
+
+
+def test_separable_conv_is_two_ops_as_keras_computes_it():
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((6, 6, 3)), L.SeparableConv2D(4, 3, strides=2, padding="same",
+                                                                      depth_multiplier=2, activation="relu",
+                                                                      name="sep"), L.Flatten(), L.Dense(2)])
+    graph = nnslicer.lift(model)
+    assert [(op.name, op.kind, op.shape) for op in graph.ops[1:4]] == [
+        ("sep/depthwise", "depthwise_conv2d", (3, 3, 6)), ("sep", "conv2d", (3, 3, 4)), ("sep/relu", "activation", (3, 3, 4))]
+    assert graph["sep"].synapse_shape == (1, 1, 6, 4) and graph["sep/depthwise"].synapse_shape == (3, 3, 3, 2)
+    x = np.random.default_rng(0).normal(size=(4, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(execute(graph, x)[graph.output], np.asarray(model(x)), rtol=1e-6, atol=1e-6)

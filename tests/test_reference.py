@@ -201,6 +201,16 @@ def se_net():
     return keras.Model(x_in, L.Dense(NUM_CLASSES)(v), name="se_net")
 
 
+def separable_net():
+    """SeparableConv2D (two ops: depthwise, then pointwise with the bias): strided with a depth
+    multiplier, dilated without a bias."""
+    return keras.Sequential([
+        keras.Input((7, 7, 2)),
+        L.SeparableConv2D(4, 3, strides=2, padding="same", depth_multiplier=2, activation="relu"),
+        L.SeparableConv2D(3, 2, dilation_rate=2, use_bias=False), L.Flatten(), L.Dense(NUM_CLASSES),
+    ], name="separable_net")
+
+
 def reshape_net():
     """Reshape between rank 1 and feature maps (element granularity only: a reshape into a
     feature map has no channel reading)."""
@@ -223,7 +233,7 @@ def cnn_wide():
 
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
-                                  concat_net, reshape_net, const_net, keepdims_net, se_net)}
+                                  concat_net, reshape_net, const_net, keepdims_net, se_net, separable_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))
