@@ -16,6 +16,7 @@ from .profile import Profile, check_batch_size
 from .profile import profile as make_profile
 from .select import check_rule
 from .slice import Slice
+from .verify import first_batch, verify
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,13 @@ class Slicer:
         return theta
 
     def fit(self, x=None, y=None, *, profile=None, progress=None):
-        """Lift the model and profile it on ``x`` (or use a saved ``profile``).
+        """Lift the model, check the lift, and profile it on ``x`` (or use a saved ``profile``).
+
+        The lifted model must compute what Keras computes: both run on the first profiling
+        batch (at most 32 samples; with ``profile`` and no usable ``x``, on one sample: the
+        profile's mean of the input), and their outputs may differ by at most 1e-4 of the
+        output's scale (:func:`nnslicer.verify.verify`). The check costs one forward pass of
+        each; a generator's first batch is still profiled.
 
         Parameters
         ----------
@@ -116,6 +123,12 @@ class Slicer:
         Returns
         -------
         self
+
+        Raises
+        ------
+        UnsupportedLayerError
+            For a layer nnslicer cannot lift, or when the lifted model computes another network
+            than Keras (a bug of a lifter: the error names the first op that does).
         """
         theta = self._validate()
         graph = lift(self.model, self.granularity)
@@ -128,6 +141,9 @@ class Slicer:
         if profile is None:
             if x is None:
                 raise InvalidInputError("fit() needs profiling data x, or a saved profile.")
+            x, head = first_batch(graph, x, y)  # a generator's first batch is put back
+            if head is not None:  # else profiling says what is wrong with x
+                verify(graph, self.model, head)
             start = time.perf_counter()
             profile = make_profile(graph, x, y, self.batch_size, progress=progress)
             log.info("profiled %s samples in %.2f s", f"{profile.n_samples:,}", time.perf_counter() - start)
@@ -135,6 +151,8 @@ class Slicer:
             raise InvalidParameterError(f"profile must be a Profile. Got {type(profile).__name__} instead.")
         else:
             profile.check(graph)
+            head = None if x is None else first_batch(graph, x, y)[1]
+            verify(graph, self.model, profile.means[graph.input] if head is None else head)
         if self.baseline == "class" and profile.class_means is None:
             raise InvalidInputError("baseline='class' needs per-class means: fit with labels y, or give a "
                                     "profile made with labels (nnslicer profile ... --labels y.npy).")
