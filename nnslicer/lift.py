@@ -283,9 +283,19 @@ def _cropping(layer, ctx):
 
 @register_layer("Add")
 def _add(layer, ctx):
+    return [_sum("add", layer, ctx)]
+
+
+@register_layer("Subtract")
+def _subtract(layer, ctx):
+    return [_sum("subtract", layer, ctx)]
+
+
+def _sum(kind, layer, ctx):
+    """The add or subtract op of tensors of the output's shape."""
     if any(tuple(s) != tuple(ctx.shape) for s in ctx.input_shapes):
         raise Unsupported("inputs of different shapes (broadcasting)")
-    return [ctx.op("add", layer=layer)]
+    return ctx.op(kind, layer=layer)
 
 
 @register_layer("Rescaling")
@@ -327,8 +337,8 @@ def _with_constant(operation):
         tensors = [i for i, a in enumerate(args) if hasattr(a, "_keras_history")]
         if len(args) != 2:
             raise Unsupported(f"keras.ops.{operation} with {len(args)} arguments")
-        if len(tensors) == 2 and operation == "add" and len(set(map(tuple, ctx.input_shapes))) == 1:
-            return [ctx.op("add", layer=op)]
+        if len(tensors) == 2 and operation in ("add", "subtract"):
+            return [_sum(operation, op, ctx)]
         if len(tensors) == 2 and operation == "multiply":
             return [_product(op, ctx)]
         if len(tensors) != 1:

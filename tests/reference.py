@@ -303,7 +303,7 @@ class ReferenceSlicer:
 
     def visit(self, op, n, count):
         kind = op.kind
-        if kind in ("dense", "conv2d", "depthwise_conv2d", "add", "multiply"):
+        if kind in ("dense", "conv2d", "depthwise_conv2d", "add", "subtract", "multiply"):
             return self.linear(op, n, count, self.candidates(op, n))
         if kind in ("avg_pool", "global_avg_pool"):
             if self.channel:
@@ -385,6 +385,9 @@ class ReferenceSlicer:
         elif kind == "add":
             for j, name in enumerate(op.inputs):
                 out.append((self.source(name, n), j, n, None))
+        elif kind == "subtract":
+            out.append((self.source(op.inputs[0], n), 0, n, None))
+            out.append((-self.source(op.inputs[1], n), 1, n, None))
         elif kind == "multiply":
             for j in range(2):
                 dst = (n[0] % op.input_shapes[j][-1],) if self.channel and len(op.shape) == 3 \

@@ -631,3 +631,35 @@ def test_product_share_of_an_unchanged_factor_dropped(product_slicer):
     assert s.neuron_counts["p"].tolist() == [1]
     assert s.neuron_counts["a"].tolist() == [1] and s.neuron_counts["b"].tolist() == [0]
     assert s.neuron_counts[s.graph.input].tolist() == [1, 0]
+
+
+# --------------------------------------------------------------------------- a difference
+@pytest.fixture(scope="module")
+def difference_slicer():
+    """a = x0, b = x1, d = a - b (Subtract), logits (d, -d). Profiled on (1, 1) and (3, 3):
+    mean a = mean b = 2."""
+    x = keras.Input((2,))
+    a = L.Dense(1, name="a")(x)
+    b = L.Dense(1, name="b")(x)
+    d = L.Subtract(name="d")([a, b])
+    model = keras.Model(x, L.Dense(2, name="out")(d), name="difference")
+    _set(model, {"a": [[1, 0], [0]], "b": [[0, 1], [0]], "out": [[1, -1], [0, 0]]})
+    return nnslicer.Slicer(model).fit(np.array([[1, 1], [3, 3]], "float32"))
+
+
+def test_difference_counts_the_subtracted_input_negatively(difference_slicer):
+    # x = (5, 1): a = 5, b = 1, d = 4 (delta 4 - 0 = 4), target 0: CONTRIB[d] = +1.
+    # Candidates delta_a = 3 and -delta_b = -(1 - 2) = 1: S = 4, prefix 3 is 1 from S (not < 0.8),
+    # prefix 4 is 0: keep both, each sign(c) * sign(4) * 1 = +1: a +1, b +1 (b fell, which raised d).
+    s = difference_slicer.slice(np.array([5, 1], "float32"), target=0)
+    assert s.neuron_counts["d"].tolist() == [1]
+    assert s.neuron_counts["a"].tolist() == [1] and s.neuron_counts["b"].tolist() == [1]
+    # b's own candidate is 1 * delta_x1 = -1 < 0, with delta_b = -1 < 0 and CONTRIB +1: sign(-1) * sign(-1) = +1.
+    assert s.neuron_counts[s.graph.input].tolist() == [1, 1]
+
+
+def test_difference_keeps_the_input_that_explains_it(difference_slicer):
+    # x = (6, 2): candidates delta_a = 4, -delta_b = 0: S = 4, keep delta_a only: a +1, b 0.
+    s = difference_slicer.slice(np.array([6, 2], "float32"), target=0)
+    assert s.neuron_counts["a"].tolist() == [1] and s.neuron_counts["b"].tolist() == [0]
+    assert s.neuron_counts[s.graph.input].tolist() == [1, 0]

@@ -211,6 +211,16 @@ def separable_net():
     ], name="separable_net")
 
 
+def diff_net():
+    """Subtract (the layer, and a difference of two tensors written with -)."""
+    x_in = keras.Input((5, 5, 2))
+    a = L.Conv2D(4, 3, padding="same", activation="relu")(x_in)
+    b = L.Conv2D(4, 3, padding="same")(x_in)
+    x = L.Subtract()([a, b])
+    x = L.Conv2D(3, 2, activation="relu")(x) - L.Conv2D(3, 2)(b)
+    return keras.Model(x_in, L.Dense(NUM_CLASSES)(L.Flatten()(x)), name="diff_net")
+
+
 def reshape_net():
     """Reshape between rank 1 and feature maps (element granularity only: a reshape into a
     feature map has no channel reading)."""
@@ -233,7 +243,8 @@ def cnn_wide():
 
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
-                                  concat_net, reshape_net, const_net, keepdims_net, se_net, separable_net)}
+                                  concat_net, reshape_net, const_net, keepdims_net, se_net, separable_net,
+                                  diff_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))

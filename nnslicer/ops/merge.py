@@ -1,4 +1,5 @@
-"""Ops that merge tensors: Add (a weighted sum with weight 1 per input), Multiply (each factor's
+"""Ops that merge tensors: Add (a weighted sum with weight 1 per input), Subtract (weights +1
+and -1), Multiply (each factor's
 Shapley share of the product's change) and Concatenate (counts split back to the inputs along
 the axis)."""
 
@@ -24,6 +25,19 @@ class Add(LinearHandler):
     def wiring(self, op, granularity, out):
         idx = out[:, None]
         return [Wiring(value=idx, dst=idx) for _ in op.inputs]
+
+
+class Subtract(Add):
+    """``a - b``: as Add with weights +1 and -1, the candidates are ``delta_a`` and ``-delta_b``."""
+
+    kind = "subtract"
+
+    def forward(self, op, inputs):
+        return inputs[0] - inputs[1]
+
+    def values(self, step, index):
+        values = super().values(step, index)
+        return -values if index == 1 else values
 
 
 def _aligned(arr, rank):
