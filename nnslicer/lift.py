@@ -129,7 +129,7 @@ def _input(layer, ctx):
 @register_layer("Dense")
 def _dense(layer, ctx):
     if len(ctx.input_shapes[0]) != 1:
-        raise Unsupported(f"Dense on a rank-{len(ctx.input_shapes[0])} input (Flatten first)")
+        raise Unsupported(f"Dense on a rank-{len(ctx.input_shapes[0])} input (per position; not supported yet)")
     kernel = _arr(layer.kernel)
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1], np.float32)
     return _with_activation(ctx, layer, ctx.op("dense", weights={"kernel": kernel, "bias": bias}, layer=layer))
@@ -449,18 +449,18 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
         lifter = _lifter(layer)
         if lifter is None:
             keras = require("keras", "tf")
-            why = (": a model inside the model; call its layers in the outer model instead"
+            why = ("a model inside the model; call its layers in the outer model instead"
                    if isinstance(layer, keras.Model) else
-                   f": a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
+                   f"a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
                    if not isinstance(layer, keras.layers.Layer) else "")
-            problems.append(f"{layer.name!r} ({cls})" + why)
+            problems.append((layer.name, cls, why))
             continue
         if getattr(layer, "quantization_mode", None):  # the kernel holds integers, scaled elsewhere
-            problems.append(f"{layer.name!r} ({cls}): quantized ({layer.quantization_mode}); lift the "
-                            "float model, before model.quantize()")
+            problems.append((layer.name, cls, f"quantized ({layer.quantization_mode}); lift the float model, "
+                                              "before model.quantize()"))
             continue
         if len(node.outputs) != 1:
-            problems.append(f"{layer.name!r} ({cls}): more than one output")
+            problems.append((layer.name, cls, "more than one output"))
             continue
         inputs = tuple(names[(id(t._keras_history[0]), t._keras_history[1])] for t in node.input_tensors)
         ctx = _Call(name, inputs, tuple(tuple(t.shape[1:]) for t in node.input_tensors),
@@ -468,10 +468,10 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
         try:
             lifted = lifter(layer, ctx)
         except Unsupported as why:
-            problems.append(f"{layer.name!r} ({cls}): {why}")
+            problems.append((layer.name, cls, str(why)))
             continue
         if any(d is None for op in lifted for d in op.shape):
-            problems.append(f"{layer.name!r} ({cls}): unknown output shape {ctx.shape}")
+            problems.append((layer.name, cls, f"unknown output shape {ctx.shape}"))
             continue
         ops.extend(lifted)
         names[(id(out_history[0]), out_history[1])] = lifted[-1].name
@@ -480,7 +480,7 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
     output = names[(id(fn_model.outputs[0]._keras_history[0]), fn_model.outputs[0]._keras_history[1])]
     graph = DataFlowGraph(ops, output, name=model.name, granularity=granularity)
     # the one softmax allowed is the output's, read from the logits (graph.logits looks past a Dropout)
-    misplaced = [f"{op.layer!r} ({op.layer_class}): softmax before the output" for op in graph.ops
+    misplaced = [(op.layer, op.layer_class, "softmax before the output") for op in graph.ops
                  if op.kind == "activation" and op.params["activation"] == "softmax"
                  and op.inputs[0] != graph.logits]
     if misplaced:
@@ -491,11 +491,20 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
 
 
 def _unsupported(model, problems):
+    """One error for every ``(layer name, class, why)`` problem, grouped by class and reason
+    ("SeparableConv2D x34 ('a', 'b', ... +31 more)"), with the supported list once."""
+    groups = {}
+    for name, cls, why in problems:
+        groups.setdefault((cls, why), []).append(name)
+    parts = []
+    for (cls, why), names in groups.items():
+        shown = ", ".join(map(repr, names[:3])) + (f", ... +{len(names) - 3} more" if len(names) > 3 else "")
+        head = f"{names[0]!r} ({cls})" if len(names) == 1 else f"{cls} x{len(names)} ({shown})"
+        parts.append(head + (f": {why}" if why else ""))
     supported = ", ".join(sorted({_class_name(k) for k in LIFTERS}) + [f"keras.ops.{k.lower()} with a constant"
                                                                          for k in ("add", "subtract", "multiply", "divide")])
     return UnsupportedLayerError(
-        f"Model {model.name!r} has {len(problems)} layer(s) nnslicer cannot lift: "
-        + "; ".join(problems)
+        f"Model {model.name!r} has {len(problems)} layer(s) nnslicer cannot lift: " + "; ".join(parts)
         + f". Supported layers: {supported}. To add one, register a lifter with "
-        "nnslicer.lift.register_layer(class_name, lifter) and, for a new kind of op, a handler "
+        "nnslicer.lift.register_layer(layer_class, lifter) and, for a new kind of op, a handler "
         "with nnslicer.ops.register_handler(handler).")

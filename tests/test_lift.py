@@ -697,7 +697,7 @@ def test_quantized_layers_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras: "InputLayer does not have a quantize method"
         model.quantize("int8")
-    with pytest.raises(UnsupportedLayerError, match=r"'h' \(Dense\): quantized \(int8\).*before model.quantize"):
+    with pytest.raises(UnsupportedLayerError, match=r"Dense x2 \('h', 'out'\): quantized \(int8\).*before model.quantize"):
         nnslicer.lift(model)
 
 
@@ -818,3 +818,19 @@ def test_separable_conv_is_two_ops_as_keras_computes_it():
     assert graph["sep"].synapse_shape == (1, 1, 6, 4) and graph["sep/depthwise"].synapse_shape == (3, 3, 3, 2)
     x = np.random.default_rng(0).normal(size=(4, 6, 6, 3)).astype("float32")
     np.testing.assert_allclose(execute(graph, x)[graph.output], np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_refusals_are_grouped_by_class_and_reason():
+    x = keras.Input((8,))
+    h = x
+    for i in range(5):
+        h = L.Dense(8, activation="log_softmax", name=f"d{i}")(h)
+    h = L.Reshape((4, 2))(h)
+    h = L.Conv1D(2, 2, name="c1")(h)
+    model = keras.Model(x, L.Dense(2)(L.Flatten()(h)), name="many")
+    with pytest.raises(UnsupportedLayerError) as info:
+        nnslicer.lift(model)
+    msg = str(info.value)
+    assert "has 6 layer(s)" in msg
+    assert "Dense x5 ('d0', 'd1', 'd2', ... +2 more): activation 'log_softmax'" in msg
+    assert "'c1' (Conv1D)" in msg and msg.count("Supported layers") == 1
