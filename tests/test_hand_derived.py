@@ -597,17 +597,22 @@ class TestEffectivePathRule:
 
 
 # --------------------------------------------------------------------------- a product
-@pytest.fixture(scope="module")
-def product_slicer():
-    """a = x0, b = x1 (one-unit Dense layers), p = a * b, logits (p, -p). Profiled on
-    x = (1, 1) and (3, 3): mean a = mean b = 2, mean p = (1 + 9) / 2 = 5."""
+def _merged_slicer(merge, name):
+    """a = x0, b = x1 (one-unit Dense layers), their ``merge`` (a Keras merge layer) named
+    ``name``, logits (m, -m). Profiled on x = (1, 1) and (3, 3): mean a = mean b = 2."""
     x = keras.Input((2,))
     a = L.Dense(1, name="a")(x)
     b = L.Dense(1, name="b")(x)
-    p = L.Multiply(name="p")([a, b])
-    model = keras.Model(x, L.Dense(2, name="out")(p), name="product")
+    merged = merge(name=name)([a, b])
+    model = keras.Model(x, L.Dense(2, name="out")(merged), name=name)
     _set(model, {"a": [[1, 0], [0]], "b": [[0, 1], [0]], "out": [[1, -1], [0, 0]]})
     return nnslicer.Slicer(model).fit(np.array([[1, 1], [3, 3]], "float32"))
+
+
+@pytest.fixture(scope="module")
+def product_slicer():
+    """p = a * b: mean p = (1 + 9) / 2 = 5."""
+    return _merged_slicer(L.Multiply, "p")
 
 
 def test_product_both_shares_kept(product_slicer):
@@ -636,15 +641,8 @@ def test_product_share_of_an_unchanged_factor_dropped(product_slicer):
 # --------------------------------------------------------------------------- a difference
 @pytest.fixture(scope="module")
 def difference_slicer():
-    """a = x0, b = x1, d = a - b (Subtract), logits (d, -d). Profiled on (1, 1) and (3, 3):
-    mean a = mean b = 2."""
-    x = keras.Input((2,))
-    a = L.Dense(1, name="a")(x)
-    b = L.Dense(1, name="b")(x)
-    d = L.Subtract(name="d")([a, b])
-    model = keras.Model(x, L.Dense(2, name="out")(d), name="difference")
-    _set(model, {"a": [[1, 0], [0]], "b": [[0, 1], [0]], "out": [[1, -1], [0, 0]]})
-    return nnslicer.Slicer(model).fit(np.array([[1, 1], [3, 3]], "float32"))
+    """d = a - b (Subtract): mean d = 0."""
+    return _merged_slicer(L.Subtract, "d")
 
 
 def test_difference_counts_the_subtracted_input_negatively(difference_slicer):
