@@ -198,6 +198,19 @@ def _batch_norm(layer, ctx):
     return [ctx.op("batch_norm", {"epsilon": float(layer.epsilon)}, weights, layer)]
 
 
+@register_layer("LayerNormalization")
+def _layer_norm(layer, ctx):
+    rank = len(ctx.input_shapes[0])
+    axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+    if axis not in (-1, rank):
+        raise Unsupported(f"axis={layer.axis!r} (only the last axis)")
+    n = ctx.input_shapes[0][-1]
+    weights = {"gamma": _arr(layer.gamma) if layer.scale else np.ones(n, np.float32),
+               "beta": _arr(layer.beta) if layer.center else np.zeros(n, np.float32)}
+    params = {"epsilon": float(layer.epsilon), "rms_scaling": bool(getattr(layer, "rms_scaling", False))}
+    return [ctx.op("layer_norm", params, weights, layer)]
+
+
 @register_layer("Activation")
 def _activation(layer, ctx):
     return [ctx.op("activation", {"activation": _activation_name(layer)}, layer=layer)]

@@ -313,7 +313,7 @@ class ReferenceSlicer:
             return self.max_pool(op, n, count)
         if kind == "activation":
             return self.activation(op, n, count)
-        if kind in ("batch_norm", "constant"):
+        if kind in ("batch_norm", "layer_norm", "constant"):
             return self.scale_like(op, n, count)
         if kind == "identity":
             return self.pass_on(op, 0, n, count)
@@ -433,7 +433,7 @@ class ReferenceSlicer:
             return None
         return self.pass_on(op, 0, n, self.paper_sign(op, n, count, n))
 
-    def scale_like(self, op, n, count):  # batch norm, an operation with a constant
+    def scale_like(self, op, n, count):  # batch and layer norm, an operation with a constant
         if self.propagation == "code":
             return self.pass_on(op, 0, n, count)
         return self.pass_on(op, 0, n, self.paper_sign(op, n, count, n))

@@ -834,3 +834,22 @@ def test_refusals_are_grouped_by_class_and_reason():
     assert "has 6 layer(s)" in msg
     assert "Dense x5 ('d0', 'd1', 'd2', ... +2 more): activation 'log_softmax'" in msg
     assert "'c1' (Conv1D)" in msg and msg.count("Supported layers") == 1
+
+
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")  # deprecated by Keras, still computed
+@pytest.mark.parametrize("options", [{}, {"center": False, "epsilon": 0.1}, {"rms_scaling": True}])
+def test_layer_normalization_lifts_as_keras_computes_it(options):
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((4, 4, 3)), L.Conv2D(5, 2), L.LayerNormalization(**options),
+                              L.Flatten(), L.Dense(2)])
+    x = np.random.default_rng(2).normal(size=(5, 4, 4, 3)).astype("float32")
+    graph = nnslicer.lift(model)
+    assert graph.ops[2].kind == "layer_norm"
+    np.testing.assert_allclose(execute(graph, x)[graph.output], np.asarray(model(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_normalization_over_other_axes_is_refused():
+    model = keras.Sequential([keras.Input((4, 4, 3)), L.LayerNormalization(axis=[1, 2, 3], name="ln"),
+                              L.Flatten(), L.Dense(2)])
+    with pytest.raises(UnsupportedLayerError, match=r"'ln' \(LayerNormalization\): axis="):
+        nnslicer.lift(model)

@@ -221,6 +221,15 @@ def diff_net():
     return keras.Model(x_in, L.Dense(NUM_CLASSES)(L.Flatten()(x)), name="diff_net")
 
 
+def layer_norm_net():
+    """LayerNormalization of a feature map and of a vector (without its scale)."""
+    return keras.Sequential([
+        keras.Input((5, 5, 2)), L.Conv2D(4, 3, padding="same", activation="relu"), L.LayerNormalization(),
+        L.Conv2D(3, 2), L.Flatten(), L.Dense(8), L.LayerNormalization(scale=False, epsilon=0.01),
+        L.Dense(NUM_CLASSES),
+    ], name="layer_norm_net")
+
+
 def reshape_net():
     """Reshape between rank 1 and feature maps (element granularity only: a reshape into a
     feature map has no channel reading)."""
@@ -244,7 +253,7 @@ def cnn_wide():
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
                                   concat_net, reshape_net, const_net, keepdims_net, se_net, separable_net,
-                                  diff_net)}
+                                  diff_net, layer_norm_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from ..errors import InvalidParameterError
 from .base import Handler, LinearHandler, RouteHandler, Step, Wiring
 from .merge import Add, Concatenate, Multiply, Subtract
-from .passthrough import Activation, BatchNormalization, Constant, Cropping2D, Identity, Reshape, ZeroPadding2D
+from .passthrough import (Activation, BatchNormalization, Constant, Cropping2D, Identity, LayerNormalization,
+                          Reshape, ZeroPadding2D)
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .weighted import Conv2D, Dense, DepthwiseConv2D
 
@@ -47,6 +48,7 @@ def get_handler(kind):
 
 
 for _cls in (Input, Dense, Conv2D, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D,
-             MaxPooling2D, GlobalMaxPooling2D, Activation, BatchNormalization, Constant, Identity, Reshape,
+             MaxPooling2D, GlobalMaxPooling2D, Activation, BatchNormalization, LayerNormalization, Constant,
+             Identity, Reshape,
              ZeroPadding2D, Cropping2D, Add, Subtract, Multiply, Concatenate):
     register_handler(_cls())

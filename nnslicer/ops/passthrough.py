@@ -96,6 +96,22 @@ class Constant(_SameIndex):
         return paper_sign(step, dst, b)
 
 
+class LayerNormalization(_SameIndex):
+    """Layer normalization over the last axis, as Keras computes it: a per-sample rescaling,
+    whose counts go to the same neuron (as batch norm's)."""
+
+    kind = "layer_norm"
+
+    def forward(self, op, inputs):
+        import keras
+
+        return keras.ops.layer_normalization(inputs[0], op.weights["gamma"], op.weights["beta"], axis=-1,
+                                             epsilon=op.params["epsilon"], rms_scaling=op.params["rms_scaling"])
+
+    def paper_factor(self, step, index, rows, dst, b):
+        return paper_sign(step, dst, b)
+
+
 class Identity(_SameIndex):
     """Dropout (and other inference-time identities)."""
 
