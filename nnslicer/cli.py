@@ -226,13 +226,13 @@ def cmd_info(args):
 def cmd_profile(args):
     from .lift import lift
     from .profile import profile
-    from .verify import CHECK_SAMPLES, verify
+    from .verify import verify_data
 
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None
     graph = lift(model)
-    verify(graph, model, x[:CHECK_SAMPLES] if np.ndim(x) > len(graph.input_shape) else x)  # the lift computes Keras' model
+    verify_data(graph, model, x)  # the lift computes what Keras computes
     update, close = progress_bar(len(x), "profiling")
     try:
         prof = profile(graph, x, y, batch_size=args.batch_size, progress=update)

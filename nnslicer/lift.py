@@ -182,33 +182,29 @@ def _separable(layer, ctx):
     return [first] + _with_activation(ctx, layer, second)
 
 
-@register_layer("BatchNormalization")
-def _batch_norm(layer, ctx):
+def _gamma_beta(layer, ctx):
+    """The scale and shift of a normalization over the last axis (ones and zeros where the
+    layer has none); other axes are refused."""
     rank = len(ctx.input_shapes[0])
     axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
     if axis not in (-1, rank):
         raise Unsupported(f"axis={layer.axis!r} (only the last axis)")
     n = ctx.input_shapes[0][-1]
-    weights = {
-        "gamma": _arr(layer.gamma) if layer.scale else np.ones(n, np.float32),
-        "beta": _arr(layer.beta) if layer.center else np.zeros(n, np.float32),
-        "moving_mean": _arr(layer.moving_mean),
-        "moving_variance": _arr(layer.moving_variance),
-    }
+    return {"gamma": _arr(layer.gamma) if layer.scale else np.ones(n, np.float32),
+            "beta": _arr(layer.beta) if layer.center else np.zeros(n, np.float32)}
+
+
+@register_layer("BatchNormalization")
+def _batch_norm(layer, ctx):
+    weights = dict(_gamma_beta(layer, ctx), moving_mean=_arr(layer.moving_mean),
+                   moving_variance=_arr(layer.moving_variance))
     return [ctx.op("batch_norm", {"epsilon": float(layer.epsilon)}, weights, layer)]
 
 
 @register_layer("LayerNormalization")
 def _layer_norm(layer, ctx):
-    rank = len(ctx.input_shapes[0])
-    axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
-    if axis not in (-1, rank):
-        raise Unsupported(f"axis={layer.axis!r} (only the last axis)")
-    n = ctx.input_shapes[0][-1]
-    weights = {"gamma": _arr(layer.gamma) if layer.scale else np.ones(n, np.float32),
-               "beta": _arr(layer.beta) if layer.center else np.zeros(n, np.float32)}
     params = {"epsilon": float(layer.epsilon), "rms_scaling": bool(getattr(layer, "rms_scaling", False))}
-    return [ctx.op("layer_norm", params, weights, layer)]
+    return [ctx.op("layer_norm", params, _gamma_beta(layer, ctx), layer)]
 
 
 @register_layer("Activation")
@@ -343,8 +339,9 @@ def _constant(value, shape):
 
 
 def _with_constant(operation):
-    """The lifter of Keras' ``operation`` (add, subtract, multiply, divide) of one tensor and one
-    constant; two tensors of one shape are added as the Add layer."""
+    """The lifter of Keras' ``operation`` (one of :data:`CONSTANT_OPERATIONS`) of one tensor and
+    one constant; of two tensors, an add or subtract of one shape lifts as the layer does, and a
+    multiply as the Multiply layer."""
     def lifter(op, ctx):
         args = list(ctx.arguments.args) + list(ctx.arguments.kwargs.values())
         tensors = [i for i, a in enumerate(args) if hasattr(a, "_keras_history")]
@@ -364,7 +361,9 @@ def _with_constant(operation):
     return lifter
 
 
-for _op in ("add", "subtract", "multiply", "divide"):
+#: The Keras operations on a tensor and a constant that lift (as a ``constant`` op).
+CONSTANT_OPERATIONS = ("add", "subtract", "multiply", "divide")
+for _op in CONSTANT_OPERATIONS:
     OP_LIFTERS[_op.capitalize()] = _with_constant(_op)
 OP_LIFTERS["TrueDivide"] = _with_constant("divide")
 
@@ -514,8 +513,8 @@ def _unsupported(model, problems):
         shown = ", ".join(map(repr, names[:3])) + (f", ... +{len(names) - 3} more" if len(names) > 3 else "")
         head = f"{names[0]!r} ({cls})" if len(names) == 1 else f"{cls} x{len(names)} ({shown})"
         parts.append(head + (f": {why}" if why else ""))
-    supported = ", ".join(sorted({_class_name(k) for k in LIFTERS}) + [f"keras.ops.{k.lower()} with a constant"
-                                                                         for k in ("add", "subtract", "multiply", "divide")])
+    supported = ", ".join(sorted({_class_name(k) for k in LIFTERS})
+                          + [f"keras.ops.{k} with a constant" for k in CONSTANT_OPERATIONS])
     return UnsupportedLayerError(
         f"Model {model.name!r} has {len(problems)} layer(s) nnslicer cannot lift: " + "; ".join(parts)
         + f". Supported layers: {supported}. To add one, register a lifter with "

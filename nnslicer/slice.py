@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
 from .io import is_int, load_archive, plain, same_arrays, save_archive
-from .select import RULES
+from .select import RULES, check_rule
 
 __all__ = ["Slice", "aggregate"]
 
@@ -30,10 +30,8 @@ def _check_meta(meta):
     for key, choices in META_CHOICES.items():
         if meta[key] is not None and (not isinstance(meta[key], str) or meta[key] not in choices):
             bad(key, f"one of {', '.join(choices)}")
-    theta = meta["theta"]
-    if theta is not None and (isinstance(theta, bool) or not isinstance(theta, (int, float))
-                              or not 0 < theta < 1):
-        bad("theta", "a number in (0, 1)")
+    if meta["theta"] is not None:
+        check_rule(meta["rule"] or RULES[0], meta["theta"], owner="Slice")
     if not is_int(meta["samples"]) or meta["samples"] < 1:
         bad("samples", "at least one sample")
     targets = meta["targets"]

@@ -16,7 +16,7 @@ from .profile import Profile, check_batch_size
 from .profile import profile as make_profile
 from .select import check_rule
 from .slice import Slice
-from .verify import first_batch, verify
+from .verify import first_batch, verify, verify_data
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,7 @@ class Slicer:
         if profile is None:
             if x is None:
                 raise InvalidInputError("fit() needs profiling data x, or a saved profile.")
-            x, head = first_batch(graph, x, y)  # a generator's first batch is put back
-            if head is not None:  # else profiling says what is wrong with x
-                verify(graph, self.model, head)
+            x = verify_data(graph, self.model, x, y)  # a generator's first batch is put back
             start = time.perf_counter()
             profile = make_profile(graph, x, y, self.batch_size, progress=progress)
             log.info("profiled %s samples in %.2f s", f"{profile.n_samples:,}", time.perf_counter() - start)

@@ -49,6 +49,5 @@ def get_handler(kind):
 
 for _cls in (Input, Dense, Conv2D, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D,
              MaxPooling2D, GlobalMaxPooling2D, Activation, BatchNormalization, LayerNormalization, Constant,
-             Identity, Reshape,
-             ZeroPadding2D, Cropping2D, Add, Subtract, Multiply, Concatenate):
+             Identity, Reshape, ZeroPadding2D, Cropping2D, Add, Subtract, Multiply, Concatenate):
     register_handler(_cls())

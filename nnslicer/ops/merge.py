@@ -1,7 +1,6 @@
 """Ops that merge tensors: Add (a weighted sum with weight 1 per input), Subtract (weights +1
-and -1), Multiply (each factor's
-Shapley share of the product's change) and Concatenate (counts split back to the inputs along
-the axis)."""
+and -1), Multiply (each factor's Shapley share of the product's change) and Concatenate
+(counts split back to the inputs along the axis)."""
 
 from __future__ import annotations
 

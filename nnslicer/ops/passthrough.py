@@ -55,7 +55,15 @@ class Activation(_SameIndex):
         return paper_sign(step, dst, b)
 
 
-class BatchNormalization(_SameIndex):
+class _ScaleLike(_SameIndex):
+    """Element-wise rescalings (normalizations, operations with a constant): the paper's rule is
+    the sign rule, ``sign(count * delta_y * delta_x)``."""
+
+    def paper_factor(self, step, index, rows, dst, b):
+        return paper_sign(step, dst, b)
+
+
+class BatchNormalization(_ScaleLike):
     """Inference-mode batch normalization over the last axis."""
 
     kind = "batch_norm"
@@ -67,15 +75,12 @@ class BatchNormalization(_SameIndex):
         inv = tf.math.rsqrt(w["moving_variance"] + op.params["epsilon"]) * w["gamma"]
         return inputs[0] * inv + (w["beta"] - w["moving_mean"] * inv)
 
-    def paper_factor(self, step, index, rows, dst, b):
-        return paper_sign(step, dst, b)
-
 
 def _subtract_from(x, c):
     return c - x
 
 
-class Constant(_SameIndex):
+class Constant(_ScaleLike):
     """An element-wise operation with a constant, as Keras computes it: ``x + c``, ``x - c``,
     ``c - x``, ``x * c``, ``x / c`` (Keras op layers such as ``x + 3.0``, ``x * (1 / 6)``) and
     Rescaling's ``x * scale + offset``. The constants (``weights``, broadcast over the op's
@@ -92,11 +97,8 @@ class Constant(_SameIndex):
             x = self.OPERATIONS[name](x, op.weights[key])
         return x
 
-    def paper_factor(self, step, index, rows, dst, b):
-        return paper_sign(step, dst, b)
 
-
-class LayerNormalization(_SameIndex):
+class LayerNormalization(_ScaleLike):
     """Layer normalization over the last axis, as Keras computes it: a per-sample rescaling,
     whose counts go to the same neuron (as batch norm's)."""
 
@@ -107,9 +109,6 @@ class LayerNormalization(_SameIndex):
 
         return keras.ops.layer_normalization(inputs[0], op.weights["gamma"], op.weights["beta"], axis=-1,
                                              epsilon=op.params["epsilon"], rms_scaling=op.params["rms_scaling"])
-
-    def paper_factor(self, step, index, rows, dst, b):
-        return paper_sign(step, dst, b)
 
 
 class Identity(_SameIndex):
