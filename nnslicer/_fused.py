@@ -59,7 +59,7 @@ def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, co
             ok = valid[p, t]
             if mode == CONV:
                 for c in range(n_c):
-                    row[t * n_c + c] = np.float64(X[bn, pos, c]) * np.float64(W[t, c, q]) if ok else np.nan
+                    row[t * n_c + c] = np.float64(X[bn, pos, c]) * np.float64(W[q, t, c]) if ok else np.nan
             elif mode == DEPTHWISE:
                 row[t] = np.float64(X[bn, pos, ch]) * np.float64(W[t, ch, wq]) if ok else np.nan
             else:
@@ -102,23 +102,54 @@ def _by_sample(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, 
               starts[s], starts[s + 1], inputs, synapses)
 
 
+@nb.njit(cache=True, parallel=True)
+def _by_part(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, code, theta, one_minus_bar,
+             starts, inputs, synapses):
+    # Fewer samples than threads: each part of the rows adds into its own counts.
+    for s in prange(starts.shape[0] - 1):
+        _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, code, theta, one_minus_bar,
+              starts[s], starts[s + 1], inputs[s], synapses[s])
+
+
+#: Fewest rows worth a thread of their own when a batch has fewer samples than threads.
+MIN_PART_ROWS = 512
+
+
+def _threads():
+    return nb.get_num_threads()
+
+
 def window_backward(X, W, taps, valid, mode, b, o, n_q, direction, y, rule, theta, bar, n_in, n_syn,
                     mult=1, to_channel=False):
     """Counts ``(inputs [B, n_in], synapses [B, n_syn])`` from the active neurons ``(b, o)``
     (``b`` sorted), as :class:`~nnslicer.ops.base.LinearHandler` defines them.
 
     ``direction[n] = sign(delta_y_n) * sign(count_n)``; ``y[n]`` the activation (rule "paper").
+    Samples run in parallel; a batch with fewer samples than threads splits its rows into
+    parts that count apart and are added up (integers: the same counts in any order).
     """
     batch = X.shape[0]
-    inputs = np.zeros((batch, n_in), np.int64)
-    synapses = np.zeros((batch, max(n_syn, 1)), np.int64)
     if W is None:
         W = np.zeros((1, 1, 1), np.float32)
+    elif mode == CONV:  # [Q, T, C]: an output neuron's weights, contiguous
+        W = W.transpose(2, 0, 1)
     if y is None:
         y = np.zeros(len(b), np.float64)
-    starts = np.searchsorted(b, np.arange(batch + 1))
-    _by_sample(np.ascontiguousarray(X), np.ascontiguousarray(W), np.ascontiguousarray(taps, dtype=np.int64),
-               np.ascontiguousarray(valid, dtype=np.bool_), mode, to_channel, mult, b.astype(np.int64),
-               o.astype(np.int64), n_q, direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
-               float(theta), 1.0 - float(bar), starts.astype(np.int64), inputs, synapses)
+    args = (np.ascontiguousarray(X), np.ascontiguousarray(W), np.ascontiguousarray(taps, dtype=np.int64),
+            np.ascontiguousarray(valid, dtype=np.bool_), mode, to_channel, mult, b.astype(np.int64),
+            o.astype(np.int64), n_q, direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
+            float(theta), 1.0 - float(bar))
+    threads = _threads()
+    parts = min(threads, len(b) // MIN_PART_ROWS) if batch < threads else 1
+    if parts <= batch:
+        inputs = np.zeros((batch, n_in), np.int64)
+        synapses = np.zeros((batch, max(n_syn, 1)), np.int64)
+        starts = np.searchsorted(b, np.arange(batch + 1))
+        _by_sample(*args, starts.astype(np.int64), inputs, synapses)
+    else:
+        inputs = np.zeros((parts, batch, n_in), np.int64)
+        synapses = np.zeros((parts, batch, max(n_syn, 1)), np.int64)
+        starts = np.linspace(0, len(b), parts + 1).astype(np.int64)
+        _by_part(*args, starts, inputs, synapses)
+        inputs, synapses = inputs.sum(axis=0), synapses.sum(axis=0)
     return inputs, synapses[:, :n_syn]

@@ -59,6 +59,8 @@ def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code
         step = Step(graph, op, tape, counts, rule, theta, propagation, bar)
         inputs, syn = op.handler.backward(step)
         for name, add in zip(op.inputs, inputs):
+            if name not in contrib and np.may_share_memory(add, counts):
+                add = add.copy()  # a handler that hands its counts on as they are: one table per tensor
             contrib[name] = contrib[name] + add if name in contrib else add
         if syn is not None:
             synapses[op.name] = syn
@@ -76,5 +78,8 @@ def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code
         synapses = {k: (v != 0).astype(np.int64) for k, v in synapses.items()}
     if reduce is None:
         return neurons, synapses
-    fold = (lambda v: v.sum(axis=0)) if reduce == "sum" else (lambda v: np.abs(v).sum(axis=0))
+    def fold(v):
+        v = np.abs(v) if reduce == "abs" else v
+        return v[0] if len(v) == 1 else v.sum(axis=0)
+
     return {k: fold(v) for k, v in neurons.items()}, {k: fold(v) for k, v in synapses.items()}

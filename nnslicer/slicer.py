@@ -26,6 +26,15 @@ __all__ = ["Slicer"]
 CHUNK_BYTES = 128 << 20
 
 
+def _accumulate(total, part):
+    """``total[k] += part[k]`` for every array, in place where ``total[k]`` is writable."""
+    for k, v in part.items():
+        if total[k].flags.writeable:
+            total[k] += v
+        else:
+            total[k] = total[k] + v
+
+
 def _choice(name, value, options):
     if value not in options:
         raise InvalidParameterError(
@@ -261,15 +270,16 @@ class Slicer:
         seen = []
         for n, s, t in self._run(self._samples(x, target, True), aggregate, n_jobs, address, progress):
             seen += t
-            if neurons is None:  # copies: arrays from Ray's object store are read-only
-                neurons, synapses = {k: v.copy() for k, v in n.items()}, {k: v.copy() for k, v in s.items()}
+            if neurons is None:
+                neurons, synapses = n, s
             else:
-                for k in neurons:
-                    neurons[k] += n[k]
-                for k in synapses:
-                    synapses[k] += s[k]
+                _accumulate(neurons, n)
+                _accumulate(synapses, s)
         if not seen:
             raise InvalidInputError("x is empty: it holds no samples.")
+        # arrays from Ray's object store are read-only: a slice owns writable ones
+        neurons = {k: v if v.flags.writeable else v.copy() for k, v in neurons.items()}
+        synapses = {k: v if v.flags.writeable else v.copy() for k, v in synapses.items()}
         single = [int(v) for v in seen[0]] if len(seen) == 1 else None
         return Slice(neurons, synapses, graph=self.graph_,
                      **self._meta(len(seen), aggregate if len(seen) > 1 else None, single))

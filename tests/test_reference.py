@@ -472,6 +472,21 @@ def test_engine_equals_reference_all_combinations(model_name):
     _sweep(model_name, 1)
 
 
+@pytest.mark.parametrize("model_name", ["cnn_same", "resnet", "separable_net", "se_net", "mlp"])
+def test_rows_split_across_threads_equal_reference(model_name, each_kernel, monkeypatch):
+    """A batch with fewer samples than threads splits its rows into parts that count apart
+    (here 64 parts of at least one row): the same counts as the reference."""
+    if each_kernel != "numba":
+        pytest.skip("the fused kernels' split")
+    from nnslicer import _fused
+
+    monkeypatch.setattr(_fused, "_threads", lambda: 64)
+    monkeypatch.setattr(_fused, "MIN_PART_ROWS", 1)
+    for granularity in ("element", "channel"):
+        for rule in RULES:
+            check_engine_equals_reference(model_name, 0, granularity, rule, "global", "code", "multi")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SLOW_SEEDS)
 @pytest.mark.parametrize("model_name", sorted(MODELS))
