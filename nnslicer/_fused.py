@@ -11,8 +11,10 @@ Every op it serves is a *window* op over a source ``X[B, S, C]``: output neuron 
 (position ``p``, channel ``q``) reads, through tap ``t``, source position ``taps[p, t]``
 (``valid[p, t]`` False: padding). ``mode`` says how channels and weights combine:
 
-* ``CONV``: candidates over ``(t, c)``: ``X[b, taps[p, t], c] * W[t, c, q]``; synapse
-  ``(t * C + c) * Q + q``. Dense is a conv with one position and one tap.
+* ``CONV``: candidates over ``(t, c)``: ``X[b, taps[p, t], g + c] * W[t, c, q]``; synapse
+  ``(t * G + c) * Q + q``, ``c < G``, with ``G = W.shape[1]`` input channels a group and
+  ``g = q // (Q / (C / G)) * G`` the first of ``q``'s group (``G = C``: one group, ``g = 0``).
+  Dense is a conv with one position and one tap.
 * ``DEPTHWISE``: ``q = c * M + m``; candidates over ``t``: ``X[b, taps[p, t], c] * W[t, c, m]``.
 * ``POOL``: candidates over ``t``: ``X[b, taps[p, t], q]`` (weight 1, no synapse).
 
@@ -40,7 +42,9 @@ def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, co
           lo, hi, inputs, synapses):
     n_taps = taps.shape[1]
     n_c = X.shape[2]
-    k = n_taps * n_c if mode == CONV else n_taps
+    n_g = W.shape[2] if mode == CONV else n_c  # input channels a group (W is [Q, T, G] here)
+    q_g = n_q // (n_c // n_g)  # output channels a group
+    k = n_taps * n_g if mode == CONV else n_taps
     row = np.empty(k, np.float64)
     keep = np.empty(k, np.bool_)
     ws = scratch(k)
@@ -51,6 +55,9 @@ def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, co
         if mode == DEPTHWISE:
             ch = q // mult
             wq = q % mult
+        elif mode == CONV:
+            ch = q // q_g * n_g  # the group's first input channel
+            wq = q
         else:
             ch = q
             wq = q
@@ -58,8 +65,8 @@ def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, co
             pos = taps[p, t]
             ok = valid[p, t]
             if mode == CONV:
-                for c in range(n_c):
-                    row[t * n_c + c] = np.float64(X[bn, pos, c]) * np.float64(W[q, t, c]) if ok else np.nan
+                for c in range(n_g):
+                    row[t * n_g + c] = np.float64(X[bn, pos, ch + c]) * np.float64(W[q, t, c]) if ok else np.nan
             elif mode == DEPTHWISE:
                 row[t] = np.float64(X[bn, pos, ch]) * np.float64(W[t, ch, wq]) if ok else np.nan
             else:
@@ -81,8 +88,8 @@ def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, co
                 if s == 0:
                     continue
             if mode == CONV:
-                t = i // n_c
-                c = i % n_c
+                t = i // n_g
+                c = ch + i % n_g
                 syn = i * n_q + q
             else:
                 t = i

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidParameterError, UnsupportedLayerError, require
+from .errors import InvalidParameterError, NNSlicerError, UnsupportedLayerError, require
 from .graph import DataFlowGraph, Op
 
 __all__ = ["lift", "register_layer", "LIFTERS", "OP_LIFTERS", "ACTIVATIONS"]
@@ -128,8 +128,6 @@ def _input(layer, ctx):
 
 @register_layer("Dense")
 def _dense(layer, ctx):
-    if len(ctx.input_shapes[0]) != 1:
-        raise Unsupported(f"Dense on a rank-{len(ctx.input_shapes[0])} input (per position; not supported yet)")
     kernel = _arr(layer.kernel)
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1], np.float32)
     return _with_activation(ctx, layer, ctx.op("dense", weights={"kernel": kernel, "bias": bias}, layer=layer))
@@ -138,14 +136,14 @@ def _dense(layer, ctx):
 @register_layer("Conv2D")
 def _conv(layer, ctx):
     _channels_last(layer)
-    if getattr(layer, "groups", 1) != 1:
-        raise Unsupported("groups > 1")
     if layer.padding not in ("same", "valid"):
         raise Unsupported(f"padding={layer.padding!r}")
     kernel = _arr(layer.kernel)
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
     params = {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
               "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
+    if getattr(layer, "groups", 1) != 1:
+        params["groups"] = int(layer.groups)
     return _with_activation(ctx, layer, ctx.op("conv2d", params, {"kernel": kernel, "bias": bias}, layer))
 
 
@@ -192,6 +190,17 @@ def _gamma_beta(layer, ctx):
     n = ctx.input_shapes[0][-1]
     return {"gamma": _arr(layer.gamma) if layer.scale else np.ones(n, np.float32),
             "beta": _arr(layer.beta) if layer.center else np.zeros(n, np.float32)}
+
+
+@register_layer("LayerScale")
+def _layer_scale(layer, ctx):
+    """ConvNeXt's LayerScale (``x * gamma``, one learned factor a channel), or any layer of that
+    name with a ``gamma`` over the last axis."""
+    gamma = getattr(layer, "gamma", None)
+    gamma = None if gamma is None else _arr(gamma)
+    if gamma is None or gamma.shape != (ctx.shape[-1],):
+        raise Unsupported("a LayerScale without one factor a channel in 'gamma'")
+    return [ctx.op("scale", weights={"kernel": gamma}, layer=layer)]
 
 
 @register_layer("BatchNormalization")
@@ -419,6 +428,79 @@ def _nodes(fn_model):
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
+def _key(tensor):
+    """A Keras tensor's identity in its model's graph: the operation and call that made it."""
+    history = tensor._keras_history
+    return id(history[0]), history[1]
+
+
+def _walk(fn_model, inputs, prefix, calls, ops, problems):
+    """Lift ``fn_model``'s nodes into ``ops`` (and what cannot be lifted into ``problems``);
+    returns the name of its output tensor. ``inputs``: the graph tensors that feed a nested
+    model's inputs (None for the outer model, whose InputLayer lifts); its ops are named
+    ``prefix + layer name``. ``calls`` counts each layer's calls (later ones are ``name#k``)."""
+    keras = require("keras", "tf")
+    names = {}  # Keras tensor -> graph tensor name
+    if inputs is not None:
+        names.update({_key(t): name for t, name in zip(fn_model.inputs, inputs)})
+    for node in _nodes(fn_model):
+        layer = node.operation
+        if inputs is not None and _key(node.outputs[0]) in names:  # a nested model's input
+            continue
+        cls = type(layer).__name__
+        count = calls.get(id(layer), 0)
+        calls[id(layer)] = count + 1
+        name = prefix + (layer.name if count == 0 else f"{layer.name}#{count}")
+        out = _key(node.outputs[0])
+        names[out] = name  # also when refused: later layers read it
+        lifter = _lifter(layer)
+        if lifter is None and isinstance(layer, keras.Model):  # inlined: its ops are 'outer/inner'
+            inner = _nested(layer, node)
+            if isinstance(inner, str):
+                problems.append((layer.name, cls, inner))
+            else:
+                names[out] = _walk(inner, [names[_key(t)] for t in node.input_tensors], name + "/", calls, ops,
+                                   problems)
+            continue
+        if lifter is None:
+            why = (f"a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
+                   if not isinstance(layer, keras.layers.Layer) else "")
+            problems.append((layer.name, cls, why))
+            continue
+        if getattr(layer, "quantization_mode", None):  # the kernel holds integers, scaled elsewhere
+            problems.append((layer.name, cls, f"quantized ({layer.quantization_mode}); lift the float model, "
+                                              "before model.quantize()"))
+            continue
+        if len(node.outputs) != 1:
+            problems.append((layer.name, cls, "more than one output"))
+            continue
+        ctx = _Call(name, tuple(names[_key(t)] for t in node.input_tensors),
+                    tuple(tuple(t.shape[1:]) for t in node.input_tensors), tuple(node.outputs[0].shape[1:]),
+                    node.arguments)
+        try:
+            lifted = lifter(layer, ctx)
+        except Unsupported as why:
+            problems.append((layer.name, cls, str(why)))
+            continue
+        if any(d is None for op in lifted for d in op.shape):
+            problems.append((layer.name, cls, f"unknown output shape {ctx.shape}"))
+            continue
+        ops.extend(lifted)
+        names[out] = lifted[-1].name
+    return names[_key(fn_model.outputs[0])]
+
+
+def _nested(model, node):
+    """The functional graph of a model called inside another, or why it cannot be inlined."""
+    try:
+        inner = _functional(model)
+    except NNSlicerError as exc:
+        return str(exc).split(";")[0]
+    if len(inner.inputs) != len(node.input_tensors) or len(inner.outputs) != 1 or len(node.outputs) != 1:
+        return "a model inside the model with another number of inputs or outputs than its call"
+    return inner
+
+
 def lift(model, granularity: str = "element") -> DataFlowGraph:
     """Lift a Keras 3 Sequential or functional model into a :class:`DataFlowGraph`.
 
@@ -446,50 +528,10 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
         raise UnsupportedLayerError(
             f"Model {model.name!r} has {len(fn_model.inputs)} inputs and {len(fn_model.outputs)} "
             "outputs; nnslicer slices models with one input and one output.")
-    nodes = _nodes(fn_model)
-    names = {}  # (id(layer), node_index) -> output tensor name
-    calls = {}
     ops, problems = [], []
-    for node in nodes:
-        layer = node.operation
-        cls = type(layer).__name__
-        count = calls.get(id(layer), 0)
-        calls[id(layer)] = count + 1
-        name = layer.name if count == 0 else f"{layer.name}#{count}"
-        out_history = node.outputs[0]._keras_history
-        names[(id(out_history[0]), out_history[1])] = name  # also when refused: later layers read it
-        lifter = _lifter(layer)
-        if lifter is None:
-            keras = require("keras", "tf")
-            why = ("a model inside the model; call its layers in the outer model instead"
-                   if isinstance(layer, keras.Model) else
-                   f"a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
-                   if not isinstance(layer, keras.layers.Layer) else "")
-            problems.append((layer.name, cls, why))
-            continue
-        if getattr(layer, "quantization_mode", None):  # the kernel holds integers, scaled elsewhere
-            problems.append((layer.name, cls, f"quantized ({layer.quantization_mode}); lift the float model, "
-                                              "before model.quantize()"))
-            continue
-        if len(node.outputs) != 1:
-            problems.append((layer.name, cls, "more than one output"))
-            continue
-        inputs = tuple(names[(id(t._keras_history[0]), t._keras_history[1])] for t in node.input_tensors)
-        ctx = _Call(name, inputs, tuple(tuple(t.shape[1:]) for t in node.input_tensors),
-                    tuple(node.outputs[0].shape[1:]), node.arguments)
-        try:
-            lifted = lifter(layer, ctx)
-        except Unsupported as why:
-            problems.append((layer.name, cls, str(why)))
-            continue
-        if any(d is None for op in lifted for d in op.shape):
-            problems.append((layer.name, cls, f"unknown output shape {ctx.shape}"))
-            continue
-        ops.extend(lifted)
-        names[(id(out_history[0]), out_history[1])] = lifted[-1].name
+    output = _walk(fn_model, None, "", {}, ops, problems)
     if problems:
         raise _unsupported(model, problems)
-    output = names[(id(fn_model.outputs[0]._keras_history[0]), fn_model.outputs[0]._keras_history[1])]
     graph = DataFlowGraph(ops, output, name=model.name, granularity=granularity)
     # the one softmax allowed is the output's, read from the logits (graph.logits looks past a Dropout)
     misplaced = [(op.layer, op.layer_class, "softmax before the output") for op in graph.ops

@@ -30,7 +30,7 @@ import numpy as np
 
 BAR = 0.01
 
-WEIGHTED = ("dense", "conv2d", "depthwise_conv2d")
+WEIGHTED = ("dense", "conv2d", "depthwise_conv2d", "scale")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -303,7 +303,7 @@ class ReferenceSlicer:
 
     def visit(self, op, n, count):
         kind = op.kind
-        if kind in ("dense", "conv2d", "depthwise_conv2d", "add", "subtract", "multiply"):
+        if kind in ("dense", "conv2d", "depthwise_conv2d", "add", "subtract", "multiply", "scale"):
             return self.linear(op, n, count, self.candidates(op, n))
         if kind in ("avg_pool", "global_avg_pool"):
             if self.channel:
@@ -331,29 +331,35 @@ class ReferenceSlicer:
         kind = op.kind
         x = op.inputs[0]
         out = []
-        if kind == "dense":
-            (j,) = n
+        if kind == "dense":  # at each position of a rank > 1 input, with the one kernel
+            *pos, j = n
             kernel = op.weights["kernel"]
             for i in range(kernel.shape[0]):
-                out.append((float(kernel[i, j]) * self.source(x, (i,)), 0, (i,), (i, j)))
-        elif kind == "conv2d":
+                dst = (*pos, i)
+                out.append((float(kernel[i, j]) * self.source(x, dst), 0, dst, (i, j)))
+        elif kind == "scale":
+            c = n[-1]
+            out.append((float(op.weights["kernel"][c]) * self.source(x, n), 0, n, (c,)))
+        elif kind == "conv2d":  # groups: output channel co reads its group's input channels
             kernel = op.weights["kernel"]
-            kh, kw, c_in, _ = kernel.shape
+            kh, kw, c_group, c_out = kernel.shape
+            per_group = c_out // op.params.get("groups", 1)
+            co = n[-1]
+            first = co // per_group * c_group
             if self.channel:
-                (co,) = n
                 for th in range(kh):
                     for tw in range(kw):
-                        for ci in range(c_in):
-                            c = float(kernel[th, tw, ci, co]) * self.tap_mean(op, th, tw, ci)
-                            out.append((c, 0, (ci,), (th, tw, ci, co)))
+                        for ci in range(c_group):
+                            c = float(kernel[th, tw, ci, co]) * self.tap_mean(op, th, tw, first + ci)
+                            out.append((c, 0, (first + ci,), (th, tw, ci, co)))
             else:
                 oh, ow, co = n
                 for th, tw, ih, iw, inside in receptive_field(op, oh, ow):
                     if not inside:
                         continue
-                    for ci in range(c_in):
-                        c = float(kernel[th, tw, ci, co]) * self.source(x, (ih, iw, ci))
-                        out.append((c, 0, (ih, iw, ci), (th, tw, ci, co)))
+                    for ci in range(c_group):
+                        c = float(kernel[th, tw, ci, co]) * self.source(x, (ih, iw, first + ci))
+                        out.append((c, 0, (ih, iw, first + ci), (th, tw, ci, co)))
         elif kind == "depthwise_conv2d":
             kernel = op.weights["kernel"]
             kh, kw, c_in, mult = kernel.shape

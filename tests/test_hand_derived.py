@@ -661,3 +661,43 @@ def test_difference_keeps_the_input_that_explains_it(difference_slicer):
     s = difference_slicer.slice(np.array([6, 2], "float32"), target=0)
     assert s.neuron_counts["a"].tolist() == [1] and s.neuron_counts["b"].tolist() == [0]
     assert s.neuron_counts[s.graph.input].tolist() == [1, 0]
+
+
+# ========================================================================== grouped convolution
+# x (1, 1, 4) -> conv = Conv2D(2, 1, groups=2, no bias): group 0 reads channels 0, 1 with
+# weights [1, 2] into y0; group 1 reads channels 2, 3 with weights [3, -1] into y1.
+# -> flatten -> out = Dense(2), the identity. Profiled on zeros: every mean is 0.
+# x = (3, 1, 2, 1): y0 = 3 + 2 = 5, y1 = 6 - 1 = 5, out = (5, 5).
+@pytest.fixture(scope="module", params=["element", "channel"])
+def grouped_slicer(request):
+    x = keras.Input((1, 1, 4), name="x")
+    y = L.Conv2D(2, 1, groups=2, use_bias=False, name="conv")(x)
+    model = keras.Model(x, L.Dense(2, name="out")(L.Flatten(name="flat")(y)), name="grouped")
+    _set(model, {"conv": [[[1, 3], [2, -1]]], "out": [[[1, 0], [0, 1]], [0, 0]]})
+    # (one position: a channel's mean is its one value, so both granularities count alike)
+    return nnslicer.Slicer(model, granularity=request.param).fit(np.zeros((1, 1, 1, 4), "float32"))
+
+
+GROUPED_X = np.array([3, 1, 2, 1], "float32").reshape(1, 1, 4)
+
+
+def test_grouped_conv_reads_its_group_only(grouped_slicer):
+    # Target 0: out0's candidates [1 * 5, 0 * 5]: keep y0 (+1), out kernel[0, 0] +1.
+    # y0 (delta 5, +1): candidates over group 0 only, c = [1 * 3, 2 * 1] = [3, 2], S = 5,
+    #   theta |S| = 1: P = 3 (2 from S), 5 (0) -> m* = 2: both, +1 each: x0, x1 and
+    #   kernel (0, 0, 0, 0), (0, 0, 1, 0). Channels 2 and 3 are no candidates of y0.
+    s = grouped_slicer.slice(GROUPED_X, target=0)
+    assert s.neuron_counts["conv"].reshape(-1).tolist() == [1, 0]
+    assert s.neuron_counts["x"].reshape(-1).tolist() == [1, 1, 0, 0]
+    assert s.synapse_counts["conv"].shape == (1, 1, 2, 2)
+    assert s.synapse_counts["conv"].reshape(2, 2).tolist() == [[1, 0], [1, 0]]
+
+
+def test_grouped_conv_second_group(grouped_slicer):
+    # Target 1: y1 (+1, delta 5): c = [3 * 2, -1 * 1] = [6, -1], S = 5, theta |S| = 1:
+    #   P = 6 (1 from S, not < 1), 5 (0) -> m* = 2, |c_m*| = 1: keep both;
+    #   x2: sign(6) * sign(5) = +1, x3: sign(-1) * sign(5) = -1; kernel (0, 0, 0, 1) +1, (0, 0, 1, 1) -1.
+    s = grouped_slicer.slice(GROUPED_X, target=1)
+    assert s.neuron_counts["conv"].reshape(-1).tolist() == [0, 1]
+    assert s.neuron_counts["x"].reshape(-1).tolist() == [0, 0, 1, -1]
+    assert s.synapse_counts["conv"].reshape(2, 2).tolist() == [[0, 1], [0, -1]]

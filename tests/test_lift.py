@@ -701,11 +701,48 @@ def test_quantized_layers_refused():
         nnslicer.lift(model)
 
 
-def test_nested_model_refused_with_a_way_out():
-    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="a")], name="inner")
+def _nested_models():
+    """A functional block called twice, holding a Sequential stem (models two deep)."""
+    keras.utils.set_random_seed(3)
+    stem = keras.Sequential([keras.Input((5,)), L.Dense(5, activation="tanh", name="a")], name="stem")
+    b_in = keras.Input((5,))
+    block = keras.Model(b_in, L.Add(name="sum")([b_in, L.Dense(5, name="d")(stem(b_in))]), name="block")
+    x = keras.Input((5,), name="x")
+    return keras.Model(x, L.Dense(3, name="out")(block(block(x))), name="outer")
+
+
+def test_nested_models_are_inlined():
+    """Ops of a model inside the model are named 'outer/inner' (a later call: 'outer#k/...'),
+    and the lifted graph computes what Keras computes."""
+    model = _nested_models()
+    g = nnslicer.lift(model)
+    assert [op.name for op in g.ops] == [
+        "x", "block/stem/a", "block/stem/a/tanh", "block/d", "block/sum",
+        "block#1/stem#1/a#1", "block#1/stem#1/a#1/tanh", "block#1/d#1", "block#1/sum#1", "out"]
+    assert g["block#1/sum#1"].inputs == ("block/sum", "block#1/d#1")
+    assert g["block#1/d#1"].layer == "d" and g.weighted_ops == ["block/stem/a", "block/d", "block#1/stem#1/a#1",
+                                                                 "block#1/d#1", "out"]
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    np.testing.assert_allclose(execute(g, x)[g.output], model.predict(x, verbose=0), rtol=RTOL, atol=ATOL)
+    s = nnslicer.Slicer(model).fit(x).slice(x[0])
+    # one kernel, two calls: each call's synapses are counted apart, on the same shape
+    assert s.synapse_counts["block/d"].shape == s.synapse_counts["block#1/d#1"].shape == (5, 5)
+
+
+def test_nested_model_problems_are_named():
+    """A subclassed model inside cannot be inlined; a refused layer inside is named."""
+    class Twice(keras.Model):
+        def call(self, t):
+            return 2 * t
+
     x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(2, name="out")(Twice(name="twice")(x)))
+    with pytest.raises(UnsupportedLayerError, match="'twice' \\(Twice\\): Model 'twice' is a subclassed keras.Model"):
+        nnslicer.lift(model)
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="a"), L.UnitNormalization(name="unit")],
+                             name="inner")
     model = keras.Model(x, L.Dense(2, name="out")(inner(x)))
-    with pytest.raises(UnsupportedLayerError, match="'inner' \\(Sequential\\): a model inside the model; call its layers"):
+    with pytest.raises(UnsupportedLayerError, match="'unit' \\(UnitNormalization\\)"):
         nnslicer.lift(model)
 
 

@@ -230,6 +230,33 @@ def layer_norm_net():
     ], name="layer_norm_net")
 
 
+def convnext_net():
+    """ConvNeXt's parts: a nested Sequential stem, a grouped 3x3 conv with one channel a group,
+    LayerNormalization, Dense at each position of a feature map, LayerScale, a residual Add, a
+    grouped conv with two channels a group, and a nested functional block called twice."""
+    from keras.src.applications.convnext import LayerScale
+
+    stem = keras.Sequential([L.Conv2D(4, 2, padding="same"), L.LayerNormalization()], name="stem")
+    b_in = keras.Input((6, 6, 4))
+    b = L.Conv2D(4, 3, padding="same", groups=4)(b_in)
+    b = L.Dense(8, activation="gelu")(L.LayerNormalization()(b))
+    b = LayerScale(0.5, 4)(L.Dense(4)(b))
+    block = keras.Model(b_in, L.Add()([b_in, b]), name="block")
+    x_in = keras.Input((6, 6, 3))
+    x = block(block(stem(x_in)))
+    x = L.Conv2D(6, 3, strides=2, groups=2, activation="relu")(x)
+    return keras.Model(x_in, L.Dense(NUM_CLASSES)(L.Flatten()(x)), name="convnext_net")
+
+
+def _randomize_scales(model, rng):
+    """LayerScale factors away from their initial value (the same for every channel)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _randomize_scales(layer, rng)
+        elif type(layer).__name__ == "LayerScale":
+            layer.gamma.assign(rng.uniform(-1.5, 1.5, layer.gamma.shape).astype("float32"))
+
+
 def reshape_net():
     """Reshape between rank 1 and feature maps (element granularity only: a reshape into a
     feature map has no channel reading)."""
@@ -253,7 +280,7 @@ def cnn_wide():
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
                                   concat_net, reshape_net, const_net, keepdims_net, se_net, separable_net,
-                                  diff_net, layer_norm_net)}
+                                  diff_net, layer_norm_net, convnext_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))
@@ -266,6 +293,7 @@ def setup(model_name, seed):
     model = BUILDERS[model_name]()
     rng = np.random.default_rng(seed)
     _randomize_bn(model, rng)
+    _randomize_scales(model, rng)
     shape = model.input_shape[1:]
     x_prof = rng.normal(size=(40,) + shape).astype("float32")
     pred = np.asarray(model(x_prof)).argmax(axis=1)
@@ -366,11 +394,15 @@ def test_reference_geometry_matches_tensorflow(model_name):
             for ow in range(y.shape[1]):
                 taps = [t for t in receptive_field(op, oh, ow)]
                 inside = [t for t in taps if t[4]]
-                if op.kind == "conv2d":
+                if op.kind == "conv2d":  # group by group
                     k = op.weights["kernel"]
+                    groups = op.params.get("groups", 1)
                     want = op.weights["bias"].astype(np.float64).copy()
                     for th, tw, ih, iw, _ in inside:
-                        want += x[ih, iw, :] @ k[th, tw].astype(np.float64)
+                        for g, part in enumerate(np.split(x[ih, iw, :], groups)):
+                            rows = k[th, tw][:, g * k.shape[3] // groups:(g + 1) * k.shape[3] // groups]
+                            want[g * k.shape[3] // groups:(g + 1) * k.shape[3] // groups] += part @ rows.astype(
+                                np.float64)
                 elif op.kind == "depthwise_conv2d":
                     k = op.weights["kernel"]
                     want = op.weights["bias"].astype(np.float64).copy()
@@ -472,7 +504,7 @@ def test_engine_equals_reference_all_combinations(model_name):
     _sweep(model_name, 1)
 
 
-@pytest.mark.parametrize("model_name", ["cnn_same", "resnet", "separable_net", "se_net", "mlp"])
+@pytest.mark.parametrize("model_name", ["cnn_same", "resnet", "separable_net", "se_net", "mlp", "convnext_net"])
 def test_rows_split_across_threads_equal_reference(model_name, each_kernel, monkeypatch):
     """A batch with fewer samples than threads splits its rows into parts that count apart
     (here 64 parts of at least one row): the same counts as the reference."""

@@ -13,7 +13,7 @@ from .merge import Add, Concatenate, Multiply, Subtract
 from .passthrough import (Activation, BatchNormalization, Constant, Cropping2D, Identity, LayerNormalization,
                           Reshape, ZeroPadding2D)
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
-from .weighted import Conv2D, Dense, DepthwiseConv2D
+from .weighted import Conv2D, Dense, DepthwiseConv2D, Scale
 
 __all__ = ["Handler", "LinearHandler", "RouteHandler", "Step", "Wiring", "register_handler",
            "get_handler", "HANDLERS"]
@@ -49,5 +49,5 @@ def get_handler(kind):
 
 for _cls in (Input, Dense, Conv2D, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D,
              MaxPooling2D, GlobalMaxPooling2D, Activation, BatchNormalization, LayerNormalization, Constant,
-             Identity, Reshape, ZeroPadding2D, Cropping2D, Add, Subtract, Multiply, Concatenate):
+             Identity, Reshape, ZeroPadding2D, Cropping2D, Add, Subtract, Multiply, Concatenate, Scale):
     register_handler(_cls())

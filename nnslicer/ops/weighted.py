@@ -1,4 +1,4 @@
-"""Weighted ops: Dense, Conv2D, DepthwiseConv2D.
+"""Weighted ops: Dense, Conv2D, DepthwiseConv2D, and a learned per-channel scale.
 
 Candidates of an output neuron are ``w_i * delta_x_i`` over its receptive field; a kept
 candidate's signed count goes to the input neuron and to the synapse (SPEC.md section 3).
@@ -8,16 +8,37 @@ At channel granularity a conv neuron is a channel and the candidate for kernel w
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .base import LinearHandler, Wiring, all_taps, fused_spec, tap_means, window_of
 
 
+def _positions(op, granularity):
+    """How many neurons of the op's input share one channel axis: 1 for a vector, or for a
+    feature map at channel granularity; its positions otherwise (a sequence, a map)."""
+    from ..graph import neuron_shape
+
+    return int(np.prod(neuron_shape(op.input_shapes[0], granularity)[:-1]))
+
+
+def _each_position(op, granularity):
+    """``(taps, valid)`` of an op applied at each position alone: position ``p`` reads ``p``."""
+    n = _positions(op, granularity)
+    return np.arange(n)[:, None], np.ones((n, 1), dtype=bool)
+
+
 class Dense(LinearHandler):
-    """``y = x @ kernel + bias`` on a rank-1 input; synapse ``(i, j)`` is ``kernel[i, j]``."""
+    """``y = x @ kernel + bias`` over the last axis; synapse ``(i, j)`` is ``kernel[i, j]``.
+    On a rank > 1 input it applies at each position with the one kernel (a 1x1 convolution),
+    so a synapse's counts add up over positions (SPEC.md section 3, ops beyond the paper)."""
 
     kind = "dense"
     synapse_weight = "kernel"
+
+    def channel_axes(self, op):
+        return 0, 1
 
     def forward(self, op, inputs):
         import tensorflow as tf
@@ -28,27 +49,49 @@ class Dense(LinearHandler):
         from .._fused import CONV
 
         n_in, n_out = op.weights["kernel"].shape
-        return fused_spec(CONV, *all_taps(1), n_in, n_out, op.weights["kernel"].reshape(1, n_in, n_out))
+        return fused_spec(CONV, *_each_position(op, granularity), n_in, n_out,
+                          op.weights["kernel"].reshape(1, n_in, n_out))
 
     def wiring(self, op, granularity, out):
         n_in, n_out = op.weights["kernel"].shape
-        idx = np.arange(n_in)[None, :]
-        return [Wiring(value=idx, dst=idx, synapse=idx * n_out + out[:, None])]
+        i = np.arange(n_in)[None, :]
+        idx = (out // n_out)[:, None] * n_in + i  # the input at the output's position
+        return [Wiring(value=idx, dst=idx, synapse=i * n_out + (out % n_out)[:, None])]
 
 
 class Conv2D(LinearHandler):
     """2-D convolution (any stride and dilation, same/valid padding); synapses are the
-    kernel's weights ``(kh, kw, c_in, c_out)``, each shared by every output position."""
+    kernel's weights ``(kh, kw, c_in / groups, c_out)``, each shared by every output position.
+    With ``params["groups"] = g`` (default 1), output channel ``q`` reads only the input
+    channels of its group ``q // (c_out / g)``."""
 
     kind = "conv2d"
     synapse_weight = "kernel"
+
+    def channel_axes(self, op):
+        if op.params.get("groups", 1) != 1:  # a group's channels come and go together
+            return None, None
+        return 2, 3
 
     def forward(self, op, inputs):
         import tensorflow as tf
 
         p = op.params
-        y = tf.nn.conv2d(inputs[0], op.weights["kernel"], strides=p["strides"],
-                         padding=p["padding"].upper(), dilations=p["dilation_rate"])
+        kernel, groups = op.weights["kernel"], p.get("groups", 1)
+        conv = functools.partial(tf.nn.conv2d, strides=p["strides"], padding=p["padding"].upper(),
+                                 dilations=p["dilation_rate"])
+        if groups == 1:
+            y = conv(inputs[0], kernel)
+        elif kernel.shape[2] == 1:  # one input channel a group: a depthwise convolution
+            kh, kw, _, c_out = kernel.shape
+            s = p["strides"]
+            y = tf.nn.depthwise_conv2d(inputs[0], tf.reshape(kernel, (kh, kw, groups, c_out // groups)),
+                                       strides=(1, s[0], s[1], 1), padding=p["padding"].upper(),
+                                       dilations=p["dilation_rate"])
+        else:  # TensorFlow has no grouped convolution on CPU: group by group
+            parts = tf.split(inputs[0], groups, axis=-1)
+            kernels = tf.split(kernel, groups, axis=-1)
+            y = tf.concat([conv(x, k) for x, k in zip(parts, kernels)], axis=-1)
         return y + op.weights["bias"]
 
     def values(self, step, index):
@@ -60,24 +103,28 @@ class Conv2D(LinearHandler):
     def fused_window(self, op, granularity):
         from .._fused import CONV
 
-        kh, kw, c_in, c_out = op.weights["kernel"].shape
+        kh, kw, c_group, c_out = op.weights["kernel"].shape
         taps, valid = all_taps(kh * kw) if granularity == "channel" else window_of(op)[1:]
-        return fused_spec(CONV, taps, valid, c_in, c_out, op.weights["kernel"].reshape(kh * kw, c_in, c_out),
-                          to_channel=granularity == "channel")
+        return fused_spec(CONV, taps, valid, op.input_shapes[0][-1], c_out,
+                          op.weights["kernel"].reshape(kh * kw, c_group, c_out), to_channel=granularity == "channel")
 
     def wiring(self, op, granularity, out):
-        kh, kw, c_in, c_out = op.weights["kernel"].shape
+        kh, kw, c_group, c_out = op.weights["kernel"].shape
+        c_in = op.input_shapes[0][-1]
         n_taps = kh * kw
-        tap_channel = (np.arange(n_taps)[:, None] * c_in + np.arange(c_in)).reshape(1, -1)
-        synapse = tap_channel * c_out + (out % c_out)[:, None]
+        q = out % c_out
+        first = (q // (c_out // (c_in // c_group)) * c_group)[:, None, None]  # of the group's input channels
+        channels = first + np.arange(c_group)  # [n, 1, c_group]
+        synapse = (np.arange(n_taps)[:, None] * c_group + np.arange(c_group)).reshape(1, -1) * c_out + q[:, None]
         if granularity == "channel":
-            dst = np.tile(np.arange(c_in), n_taps)[None, :]
+            tap_channel = (np.arange(n_taps)[None, :, None] * c_in + channels).reshape(len(out), -1)
+            dst = np.broadcast_to(channels, (len(out), n_taps, c_group)).reshape(len(out), -1)
             return [Wiring(value=tap_channel, dst=dst, synapse=synapse)]
         _, taps, valid = window_of(op)
         pos = taps[out // c_out]  # [n, taps]
-        idx = (pos[:, :, None] * c_in + np.arange(c_in)).reshape(len(out), -1)
+        idx = (pos[:, :, None] * c_in + channels).reshape(len(out), -1)
         return [Wiring(value=idx, dst=idx, synapse=synapse,
-                       valid=np.repeat(valid[out // c_out], c_in, axis=1))]
+                       valid=np.repeat(valid[out // c_out], c_group, axis=1))]
 
 
 class DepthwiseConv2D(LinearHandler):
@@ -120,3 +167,25 @@ class DepthwiseConv2D(LinearHandler):
         p = out // (c_in * mult)
         idx = taps[p] * c_in + c[:, None]
         return [Wiring(value=idx, dst=idx, synapse=synapse, valid=valid[p])]
+
+
+class Scale(LinearHandler):
+    """A learned per-channel scale (LayerScale): ``y = x * kernel`` over the last axis. An output
+    neuron has one candidate, ``kernel[c] * delta_x``, always kept (SPEC.md section 3); its count
+    goes to the input neuron and to the synapse ``kernel[c]``."""
+
+    kind = "scale"
+    synapse_weight = "kernel"
+
+    def forward(self, op, inputs):
+        return inputs[0] * op.weights["kernel"]
+
+    def fused_window(self, op, granularity):
+        from .._fused import DEPTHWISE
+
+        c = op.weights["kernel"].shape[0]
+        return fused_spec(DEPTHWISE, *_each_position(op, granularity), c, c, op.weights["kernel"].reshape(1, c, 1))
+
+    def wiring(self, op, granularity, out):
+        idx = out[:, None]
+        return [Wiring(value=idx, dst=idx, synapse=idx % op.weights["kernel"].shape[0])]
