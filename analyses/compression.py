@@ -5,10 +5,13 @@ the ranking into budgets (:mod:`analyses.budgets`) and applies them:
 
 * **structured pruning** (:func:`structured_prune`) of whole output units (Dense) and filters
   (Conv2D): in each layer the ``round(rate_l * units)`` units with the smallest L1 norm of their
-  weights go. A pruned unit's kernel column and bias become zero, and so do the ``gamma`` and
-  ``beta`` of a BatchNormalization that reads the layer directly, so the unit outputs exactly
-  zero, as if it had been removed (the model keeps its shapes, so it can be compared and sliced
-  against the original). The classifier (the last weighted layer) is never pruned.
+  weights go. A pruned unit's kernel column and bias become zero, and so do the per-channel
+  weights that silence a channel-wise layer reading the layer directly (its op handler's
+  ``silencing_weights``: a BatchNormalization's ``gamma`` and ``beta``), so the unit outputs
+  exactly zero, as if it had been removed (the model keeps its shapes, so it can be compared and
+  sliced against the original). Which layers read which is the lifted graph's word
+  (:func:`nnslicer.lift`), so the model must be one nnslicer lifts. The classifier (the last
+  weighted layer) is never pruned.
 * **mixed-precision quantization** (:func:`analyses.quantization.quantize`): weights at the
   bit-widths of :func:`analyses.budgets.bit_widths`, activations at 8 bits.
 
@@ -63,9 +66,33 @@ def unit_norms(layer):
     return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
 
 
-def _readers(layer):
-    """The layers that read ``layer``'s output."""
-    return [node.operation for node in getattr(layer, "_outbound_nodes", [])]
+def _readers(graph, layer):
+    """The ops of the lifted ``graph`` that read an output of Keras layer ``layer`` (a name)
+    and belong to another layer, in topological order."""
+    mine = {op.name for op in graph.ops if op.layer == layer}
+    return [op for op in graph.ops if op.layer != layer and mine.intersection(op.inputs)]
+
+
+def _variable_of(layer, op, key):
+    """Which of ``layer``'s variables holds ``op``'s weight ``key``: the one of that name (the
+    lift keeps Keras' names: ``gamma``, ``beta``), else the only one equal to it; or None."""
+    named = [i for i, v in enumerate(layer.weights) if v.name == key]
+    if named:
+        return named[0]
+    same = [i for i, a in enumerate(layer.get_weights())
+            if np.shape(a) == np.shape(op.weights[key]) and np.array_equal(a, op.weights[key])]
+    return same[0] if len(same) == 1 else None
+
+
+def _silence(model, reader, gone, arrays):
+    """``arrays`` (the weights of ``reader``'s layer) with the reader op's silencing weights zero
+    at the ``gone`` channels, when its handler says that silences them (a channel-wise op)."""
+    handler = reader.handler
+    if not handler.silencing_weights or not handler.is_channelwise(reader) or len(reader.inputs) != 1:
+        return arrays
+    layer = model.get_layer(reader.layer)
+    which = {_variable_of(layer, reader, key) for key in handler.silencing_weights} - {None}
+    return [np.where(gone, 0, w).astype(w.dtype) if i in which else w for i, w in enumerate(arrays)]
 
 
 def structured_prune(model, rates):
@@ -83,7 +110,14 @@ def structured_prune(model, rates):
     keras.Model
         ``model.pruning`` holds per layer the units removed and the weights zeroed, and
         ``pruned_fraction``: the share of the prunable layers' kernel weights removed.
+
+    Raises
+    ------
+    nnslicer.UnsupportedLayerError
+        When nnslicer cannot lift the model (its graph says which layers read a pruned one).
     """
+    from nnslicer import lift
+
     from .pruning import rebuild
     from .synapse_scores import rank_mask
 
@@ -93,6 +127,7 @@ def structured_prune(model, rates):
         raise InvalidParameterError(f"Cannot prune {unknown}: prunable layers are {sorted(layers)} "
                                     "(Dense and Conv2D, not the classifier).")
     weights = {layer.name: layer.get_weights() for layer in model.layers}
+    graph = None
     report, removed, total = {}, 0, 0
     for name, layer in layers.items():
         kernel = weights[name][0]
@@ -104,10 +139,9 @@ def structured_prune(model, rates):
         if not gone.any():
             continue
         weights[name] = [np.where(gone, 0, w).astype(w.dtype) for w in weights[name]]
-        for reader in _readers(layer):
-            if type(reader).__name__ == "BatchNormalization":
-                weights[reader.name] = [np.where(gone, 0, w).astype(w.dtype) if v.name in ("gamma", "beta") else w
-                                        for v, w in zip(reader.weights, weights[reader.name])]
+        graph = lift(model) if graph is None else graph
+        for reader in _readers(graph, name):
+            weights[reader.layer] = _silence(model, reader, gone, weights[reader.layer])
         zeroed = int(gone.sum()) * (kernel.size // kernel.shape[-1])
         removed += zeroed
         report[name] = {"units": int(kernel.shape[-1]), "removed_units": int(gone.sum()), "removed_weights": zeroed}

@@ -5,10 +5,13 @@ synapses with the smallest score goes (see :mod:`analyses.synapse_scores` for th
 ties are broken by ``|w|``). A unit or channel all of whose synapses went is *dead*.
 
 **What is removed for real.** A dead output channel (unit) of a layer is removed from the Keras
-model when everything its output reaches, through channel-wise ops only (activations other than
-softmax, BatchNormalization, Dropout-like identities, pooling, padding, cropping, global
-pooling, Flatten), is weighted layers: that channel's batch-norm statistics and the synapses
-that read it in the consuming layers go with it (those synapses are masked in the "masked"
+model when everything its output reaches, through channel-wise ops only (those whose handler
+says so, :meth:`nnslicer.ops.Handler.is_channelwise`: activations other than softmax,
+BatchNormalization, Dropout-like identities, pooling, padding, cropping, global pooling, and
+Flatten, :meth:`~nnslicer.ops.Handler.flattened_channels`), is weighted layers that read a
+channel through one axis of their kernel (:meth:`~nnslicer.ops.Handler.channel_axes`): that
+channel's batch-norm statistics (the handler's ``channel_weights``) and the synapses that read
+it in the consuming layers go with it (those synapses are masked in the "masked"
 model too, so that the smaller model computes exactly what the masked one does). A channel
 that reaches an ``Add`` (or a Concatenate, a DepthwiseConv2D, the model's output) is never
 removed, only masked: in the pre-activation ResNets this keeps every ``*_conv2`` and
@@ -43,7 +46,7 @@ from __future__ import annotations
 import argparse
 import logging
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -56,10 +59,6 @@ from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 __all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "rebuild", "add_commands"]
 
 log = logging.getLogger(__name__)
-
-#: Op kinds that keep a feature map's channel index (a dead channel stays one channel).
-CHANNELWISE = ("batch_norm", "identity", "max_pool", "avg_pool", "zero_padding", "cropping",
-               "global_avg_pool", "global_max_pool")
 
 
 @dataclass
@@ -124,11 +123,25 @@ class PruneReport:
 
 
 # --------------------------------------------------------------------------- wiring
+def _passes_channel(op, flat):
+    """Whether channel ``c`` of ``op``'s input is channel ``c`` of its output and can be cut out
+    of the op: its handler says it is channel-wise, and each of its weights is one value per
+    channel (the handler's ``channel_weights``, cut with the channel) or a single value. Past a
+    Flatten (``flat``: a channel is the vector's elements ``i % flat == c``) only single values
+    qualify."""
+    handler = op.handler
+    if not handler.is_channelwise(op):
+        return False
+    per_channel = set(handler.channel_weights) if flat is None else set()
+    return all(key in per_channel or np.size(w) == 1 for key, w in op.weights.items())
+
+
 def _channel_consumers(graph, name):
     """Where channel ``c`` of ``name``'s output ends up: ``(path, readers)`` with ``path`` the
-    channel-wise ops on the way and ``readers`` ``(weighted op, layout)`` pairs, layout
-    ``"conv"`` (kernel axis 2), ``"rows"`` (dense row c) or ``("flat", channels)`` (dense rows
-    ``i`` with ``i % channels == c``); None when the channel reaches anything else."""
+    channel-wise ops on the way and ``readers`` ``(weighted op, (axis, flat))`` pairs: the op
+    reads the channel through index ``c`` of its kernel's ``axis`` (``flat`` None), or, past a
+    Flatten of ``flat`` channels, through the indices ``i`` with ``i % flat == c``; None when
+    the channel reaches anything else. What each op does to channels is its handler's word."""
     path, readers = [], []
     todo = [(name, None)]
     while todo:
@@ -140,19 +153,16 @@ def _channel_consumers(graph, name):
             op = graph[c]
             if len(op.inputs) != 1:
                 return None
-            if op.kind == "conv2d" and flat is None:
-                readers.append((c, "conv"))
-            elif op.kind == "dense":
-                readers.append((c, "rows" if flat is None else ("flat", flat)))
-            elif op.kind == "activation" and op.params.get("activation") != "softmax":
+            in_axis = op.handler.channel_axes(op)[0] if op.synapse_shape is not None else None
+            flattens = op.handler.flattened_channels(op) if flat is None else None
+            if in_axis is not None:
+                readers.append((c, (in_axis, flat)))
+            elif _passes_channel(op, flat):
                 path.append(c)
                 todo.append((c, flat))
-            elif op.kind in CHANNELWISE and flat is None:
+            elif flattens:
                 path.append(c)
-                todo.append((c, flat))
-            elif op.kind == "reshape" and flat is None and len(op.input_shapes[0]) == 3 and len(op.shape) == 1:
-                path.append(c)
-                todo.append((c, op.input_shapes[0][-1]))
+                todo.append((c, int(flattens)))
             else:
                 return None
     return path, readers
@@ -160,14 +170,16 @@ def _channel_consumers(graph, name):
 
 def _reader_index(kernel_shape, layout, units):
     """Index selecting the positions of a reader's kernel that read the ``units`` (bool over
-    channels) of its producer."""
-    if layout == "conv":
-        return (slice(None), slice(None), units, slice(None))
-    if layout == "rows":
-        return (units, slice(None))
-    channels = layout[1]
-    rows = np.tile(units, kernel_shape[0] // channels)
-    return (rows, slice(None))
+    channels) of its producer, for the reader's ``layout`` ``(axis, flat)``."""
+    axis, flat = layout
+    index = [slice(None)] * len(kernel_shape)
+    index[axis] = units if flat is None else np.tile(units, kernel_shape[axis] // flat)
+    return tuple(index)
+
+
+def _out_axis(op):
+    """The kernel axis of ``op``'s output units, or None when a unit cannot go alone."""
+    return op.handler.channel_axes(op)[1]
 
 
 def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
@@ -200,9 +212,10 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
     plans = {}
     for name in graph.weighted_ops:  # topological: a layer's readers are visited after it
         op = graph[name]
-        if op.kind == "depthwise_conv2d" or name in shared:
+        if _out_axis(op) is None or name in shared:  # a DepthwiseConv2D's channels are its input's
             continue
-        dead = ~kept[name].reshape(-1, kept[name].shape[-1]).any(axis=0)
+        units = np.moveaxis(kept[name], _out_axis(op), -1)
+        dead = ~units.reshape(-1, units.shape[-1]).any(axis=0)
         wiring = _channel_consumers(graph, name)
         if wiring is None or any(n in shared for n in wiring[0] + [r for r, _ in wiring[1]]):
             continue  # a shared layer's kernel also serves its other calls: masked, not cut
@@ -216,21 +229,18 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
 
 # --------------------------------------------------------------------------- weights
 def _compensation(op, removed, mean_in):
-    """``(W - W') mean_x`` per output unit (averaged over output positions for convolutions)."""
+    """``(W - W') mean_x`` per output unit (averaged over output positions for convolutions):
+    the op as its handler computes it, on the mean input, with the removed synapses as its
+    synapses and its other weights (the bias) zero, in float64."""
     import tensorflow as tf
 
-    if op.kind == "dense":
-        return mean_in.astype(np.float64) @ removed.astype(np.float64)
-    x = tf.constant(np.broadcast_to(mean_in, op.input_shapes[0])[None].astype(np.float32))
-    p = op.params
-    pad = p["padding"].upper()
-    if op.kind == "conv2d":
-        out = tf.nn.conv2d(x, removed.astype(np.float32), strides=p["strides"], padding=pad,
-                           dilations=p["dilation_rate"])
-    else:
-        out = tf.nn.depthwise_conv2d(x, removed.astype(np.float32), strides=(1, *p["strides"], 1),
-                                     padding=pad, dilations=p["dilation_rate"])
-    return out.numpy().astype(np.float64).mean(axis=(0, 1, 2))
+    weights = {key: removed if key == op.handler.synapse_weight else np.zeros_like(w)
+               for key, w in op.weights.items()}
+    weights = {key: np.asarray(w, np.float64) for key, w in weights.items()}
+    x = np.broadcast_to(mean_in, op.input_shapes[0])[None].astype(np.float64)
+    with tf.device("/CPU:0"):  # small, and float64 kernels everywhere
+        out = np.asarray(op.handler.forward(replace(op, weights=weights), [tf.constant(x)]), np.float64)
+    return out.reshape(-1, out.shape[-1]).mean(axis=0)
 
 
 def _layer_weights(model):
@@ -248,8 +258,7 @@ def _new_weights(model, graph, kept, profile, mean_compensation):
         kernel = np.asarray(w[0])
         mask = kept[name]
         new_kernel = np.where(mask, kernel, np.zeros_like(kernel))
-        bias = np.asarray(w[1]) if layer.use_bias else np.zeros(kernel.shape[-1] if op.kind != "depthwise_conv2d"
-                                                                 else kernel.shape[2] * kernel.shape[3], kernel.dtype)
+        bias = np.asarray(w[1]) if layer.use_bias else np.zeros(op.shape[-1], kernel.dtype)
         if mean_compensation and not mask.all():
             shift = _compensation(op, kernel - new_kernel, profile.means[op.inputs[0]])
             bias = (bias.astype(np.float64) + shift).astype(kernel.dtype)
@@ -289,13 +298,15 @@ def _remove(model, graph, weights, plans):
             keep[0] = True
         op = graph[name]
         removed[name] = int((~keep).sum())
-        weights[op.layer] = [a[..., keep] for a in weights[op.layer]]
-        key = "units" if op.kind == "dense" else "filters"
+        kernel, *rest = weights[op.layer]
+        weights[op.layer] = [np.compress(keep, kernel, axis=_out_axis(op))] + [a[..., keep] for a in rest]
+        key = "units" if "units" in model.get_layer(op.layer).get_config() else "filters"
         configs.setdefault(op.layer, {})[key] = int(keep.sum())
-        for p in path:
+        for p in path:  # the per-channel weights of the channel-wise layers on the way
             layer = graph[p].layer
-            if layer != op.layer and weights.get(layer):
-                weights[layer] = [a[..., keep] for a in weights[layer]]
+            if layer != op.layer and weights.get(layer) and graph[p].handler.channel_weights:
+                weights[layer] = [a[..., keep] if np.ndim(a) and np.shape(a)[-1] == len(keep) else a
+                                  for a in weights[layer]]
         for reader, layout in readers:
             layer = graph[reader].layer
             kernel = weights[layer][0]

@@ -23,10 +23,14 @@ program (:func:`render`):
 To keep big models readable (a ResNet18's 69 ops become 31 boxes), an op that only passes
 its producer's neurons on, one to one (an activation, batch norm, dropout, flatten), is drawn
 inside its producer's box when it is the producer's only consumer (``merge=True``); the box
-reads ``conv2d 4×4×16 → relu → flatten 256``. Long graphs are laid out in columns, cut where a
-single tensor crosses (a ResNet's block outputs) and joined by "continued in column k" and
-"from <op>" markers; the number of columns is the fewest that give the largest scale. Graph
-attributes ``size`` and ``ratio`` keep the picture within ``size`` inches (default 16 x 10).
+reads ``conv2d 4×4×16 → relu → flatten 256``. Which ops are drawn so is their handler's word
+(:attr:`nnslicer.ops.Handler.follower`). Long graphs are laid out in columns, cut where a single
+tensor crosses (a ResNet's block outputs) or, in a graph without such bottlenecks (NASNet's
+cells read the two previous cells), where at most ``MAX_CROSSING`` do; each crossing tensor is
+joined by a "continued in column k" and a "from <op>" marker. The number of columns is the
+fewest that give the largest scale. Graph attributes ``size`` and ``ratio`` keep the picture within ``size``
+inches (default 16 x 10), unless that would scale its text below ``min_scale`` (default 0.5,
+5.5-point text): a bigger model is drawn as big as the text needs, in the screen's proportions.
 """
 
 from __future__ import annotations
@@ -55,8 +59,14 @@ AUTO_NEURON_EDGES = 500
 #: Limits of the neuron view (a bigger picture is neither readable nor quick to lay out).
 MAX_NODES = 300
 MAX_EDGES = 2000
-#: Ops whose neurons are their single input's neurons, one to one: drawn inside the producer.
-FOLLOWER_KINDS = ("activation", "batch_norm", "identity", "reshape")
+#: Pictures are scaled down to fit their ``size``, but not below this scale (11-point text at
+#: 0.5 is 5.5 points, 7 pixels of a 96-dpi PNG): a model too big to be read within ``size`` is
+#: drawn bigger, laid out in as many columns as keep the screen's proportions.
+MIN_SCALE = 0.5
+#: Most columns of a long graph, and most tensors that may cross a cut between two columns when
+#: no cut is a bottleneck (one tensor, as a ResNet's block output): NASNet's cells read two.
+MAX_COLUMNS = 20
+MAX_CROSSING = 3
 
 POSITIVE, NEGATIVE, NEUTRAL = "#2166ac", "#b2182b", "#8c8c8c"
 BLUES = ("#eff3ff", "#bdd7e7", "#6baed6", "#2171b5")
@@ -148,19 +158,22 @@ class _Group:
 
 
 def _one_to_one(graph, follower):
-    """Flat map from the follower's neurons to its input's, or None if it is not a bijection."""
+    """Flat map from the follower's neurons to its input's (its handler's wiring), or None if it
+    is not a bijection."""
     op = graph[follower]
     n = graph.n_neurons(follower)
     if graph.n_neurons(op.inputs[0]) != n:
         return None
-    if op.kind in ("activation", "batch_norm", "identity"):
-        return np.arange(n)
-    (j, src, dst, _), = graph.connections(follower)
-    if len(dst) != n:
+    wiring = graph.connections(follower)
+    if len(wiring) != 1 or len(wiring[0][2]) != n:
         return None
-    mapping = np.full(n, -1, np.int64)
-    mapping[dst] = src
-    if (mapping < 0).any() or len(np.unique(mapping)) != n:
+    _, src, dst, _ = wiring[0]
+    if np.array_equal(dst, np.arange(n)):  # the usual order: no copy
+        mapping = np.asarray(src, np.int64)
+    else:
+        mapping = np.full(n, -1, np.int64)
+        mapping[dst] = src
+    if (mapping < 0).any() or (np.bincount(mapping, minlength=n) != 1).any():
         return None
     return mapping
 
@@ -169,7 +182,7 @@ def _groups(graph, merge):
     """Ops grouped for drawing (in topological order) and op name -> group."""
     groups, of = [], {}
     for op in graph.ops:
-        if merge and op.kind in FOLLOWER_KINDS and len(op.inputs) == 1 and op.inputs[0] in of:
+        if merge and op.handler.follower and len(op.inputs) == 1 and op.inputs[0] in of:
             g = of[op.inputs[0]]
             if g.out == op.inputs[0] and len(graph.consumers(g.out)) == 1:
                 mapping = _one_to_one(graph, op.name)
@@ -336,65 +349,109 @@ def _title(graph, view, a, b=None, names=("A", "B")):
 
 
 # =========================================================================== layout
-def _wrap_cuts(order, edges, columns):
-    """Groups after which a new column starts: at most ``columns - 1`` bottlenecks (groups that
-    no edge passes over), chosen so that the deepest column is as shallow as can be."""
-    if columns <= 1 or len(order) < 4:
-        return set()
+def _preds(order, edges):
+    preds = {g: [] for g in order}
+    for u, w in edges:
+        preds[w].append(u)
+    return preds
+
+
+def _crossing(order, edges):
+    """``crossing[i]``: how many groups' outputs are read both before and after a cut after
+    ``order[i]`` (each becomes a pair of connectors); 1 is a bottleneck, only ``order[i]``."""
     pos = {g: i for i, g in enumerate(order)}
-    cover = np.zeros(len(order) + 1, np.int64)
-    for u, v in edges:
-        if pos[v] > pos[u] + 1:
-            cover[pos[u] + 1] += 1
-            cover[pos[v]] -= 1
-    over = np.cumsum(cover)
-    rank = {}
-    for g in order:
-        rank[g] = 1 + max((rank[u] for u, v in edges if v == g), default=-1)
-    depth = max(rank.values()) + 1
-    candidates = sorted((g for g in order[1:-2] if over[pos[g]] == 0 and
-                         all(pos[v] > pos[g] for u, v in edges if u == g)), key=lambda g: rank[g])
+    last = {}
+    for u, w in edges:
+        last[u] = max(last.get(u, -1), pos[w])
+    diff = np.zeros(len(order) + 1, np.int64)
+    for u, end in last.items():
+        if end > pos[u]:
+            diff[pos[u]] += 1
+            diff[end] -= 1
+    return np.cumsum(diff)[:len(order)]
 
-    def greedy(limit):
-        """Cuts as late as possible with every column at most ``limit`` ranks deep (a column
-        after a cut has one more rank: its connector)."""
-        cuts, start = [], 0
-        while depth - start + (1 if cuts else 0) > limit:
-            fits = [g for g in candidates if rank[g] >= start and
-                    rank[g] - start + 1 + (1 if cuts else 0) <= limit]
-            if not fits:
+
+def _greedy_cuts(order, pos, preds, allowed, limit):
+    """Cuts (positions in ``order`` after which a column ends) as late as possible with every
+    column at most ``limit`` ranks deep, at ``allowed`` positions only; None if impossible. A
+    column after a cut starts one rank down, under its "from" connectors."""
+    cuts, start, i, local, depth, last_ok = [], 0, 0, {}, 0, None
+    while i < len(order):
+        g = order[i]
+        r = max((local[p] + 1 for p in preds[g] if pos[p] >= start), default=0 if start == 0 else 1)
+        local[g] = r
+        depth = max(depth, r + 1)
+        if depth > limit:
+            if last_ok is None:
                 return None
-            cuts.append(fits[-1])
-            start = rank[fits[-1]] + 1
-        return cuts
+            cuts.append(last_ok)
+            start = i = last_ok + 1
+            local, depth, last_ok = {}, 0, None
+            continue
+        if allowed[i]:
+            last_ok = i
+        i += 1
+    return cuts
 
-    for limit in range(1, depth + 1):
-        cuts = greedy(limit)
-        if cuts is not None and len(cuts) <= columns - 1:
-            return set(cuts)
-    return set()  # pragma: no cover - limit=depth always succeeds
+
+def _estimate(order, pos, preds, cuts, cluster_w, rank_h, title_h):
+    """Estimated (width, height) in inches of the picture with columns ending at ``cuts``."""
+    bounds = [0] + [c + 1 for c in cuts] + [len(order)]
+    width, depth = 0.0, 0
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+        local, rows = {}, {}
+        incoming = set()
+        for g in order[lo:hi]:
+            inside = [local[p] + 1 for p in preds[g] if pos[p] >= lo]
+            incoming.update(p for p in preds[g] if pos[p] < lo)
+            local[g] = max(inside, default=0 if k == 0 else 1)
+            rows[local[g]] = rows.get(local[g], 0.0) + cluster_w[g] + 0.15
+        if k:  # the "from" connectors, a row above the column
+            rows[0] = rows.get(0, 0.0) + sum(0.068 * len(p) + 1.3 for p in incoming)
+        width += max(rows.values()) + 0.3
+        depth = max(depth, max(local.values()) + 1)
+    return width, title_h + depth * rank_h
 
 
-def _columns(order, edges, cluster_w, rank_h, size, wrap, title_h=0.0):
-    """How many columns to lay ``order`` out in: the fewest that give (nearly) the largest scale
-    at which the picture fits in ``size``."""
-    if wrap is not None:
-        return max(1, int(wrap))
-    rank, width = {}, {}
-    for g in order:
-        rank[g] = 1 + max((rank[u] for u, v in edges if v == g), default=-1)
-        width[rank[g]] = width.get(rank[g], 0) + cluster_w[g]
-    depth = max(rank.values()) + 1
-    col_w = max(width.values())
-    scales = []
-    for c in range(1, 7):
-        per = math.ceil(depth / c)
-        if c > 1 and per < 3:
+def _layout(order, edges, cluster_w, rank_h, size, wrap, title_h=0.0):
+    """Where to cut ``order`` into columns: ``(cuts, width, height)``, the positions after which
+    a column ends and the estimated picture's size in inches. Cuts go where few tensors cross
+    (one, a bottleneck such as a ResNet's block output, when that can do; else at most
+    ``MAX_CROSSING``), the columns as many as give (nearly) the largest scale at which the
+    picture fits ``size`` (``wrap``: at most that many, the deepest as shallow as can be)."""
+    pos = {g: i for i, g in enumerate(order)}
+    preds = _preds(order, edges)
+    single = _estimate(order, pos, preds, [], cluster_w, rank_h, title_h)
+    if len(order) < 4 or wrap == 1:
+        return [], *single
+    crossing = _crossing(order, edges)
+    inner = np.zeros(len(order), bool)
+    inner[1:-2] = True  # neither the first group nor the last two end a column
+    options = []  # (crossing allowed, columns, cuts, width, height, scale)
+    depth = int(single[1] / rank_h + 1)
+    for most in (1, MAX_CROSSING):
+        allowed = inner & (crossing <= most)
+        if most > 1 and not allowed.any():
             break
-        height = title_h + (per + (c > 1)) * rank_h  # a column after a cut starts with a connector
-        scales.append(min(size[0] / (c * col_w), size[1] / height, 1.0))
-    best = max(scales)
-    return next(c for c, sc in enumerate(scales, 1) if sc >= 0.9 * best)
+        seen = set()
+        for limit in range(max(2, depth // MAX_COLUMNS), depth + 2):  # fewer ranks: too many columns
+            cuts = _greedy_cuts(order, pos, preds, allowed, limit)
+            if cuts is None or tuple(cuts) in seen or len(cuts) >= MAX_COLUMNS:
+                continue
+            seen.add(tuple(cuts))
+            w, h = _estimate(order, pos, preds, cuts, cluster_w, rank_h, title_h)
+            options.append((most, len(cuts) + 1, cuts, w, h, min(size[0] / w, size[1] / h, 1.0)))
+            if not cuts:
+                break
+    if wrap is not None:  # the given number of columns (or fewer), the deepest as shallow as can be
+        fits = [o for o in options if o[1] <= wrap]
+        shallow = min(fits, key=lambda o: (round((o[4] - title_h) / rank_h), o[0], o[1]), default=None)
+        return (shallow[2], shallow[3], shallow[4]) if shallow else ([], *single)
+    best = max([o[5] for o in options] + [min(size[0] / single[0], size[1] / single[1], 1.0)])
+    for most, _, cuts, w, h, scale in sorted(options, key=lambda o: (o[0], o[1])):
+        if scale >= 0.9 * best:
+            return cuts, w, h
+    return [], *single  # pragma: no cover - the single column is among the options
 
 
 # =========================================================================== views
@@ -441,6 +498,11 @@ def _label_width(text):
     return 0.075 * max(len(line) for line in text.split("\n")) + 0.2
 
 
+def _row_width(v, row):
+    """Estimated width in inches of a cluster's row of 10-point nodes."""
+    return sum(0.062 * max(map(len, v.nodes[n]["label"].split("\n"))) + 0.27 for n in row) + 0.25
+
+
 def _synapse_stats(s, op):
     if s is None or op.synapse_shape is None:
         return None
@@ -448,21 +510,26 @@ def _synapse_stats(s, op):
     return int(np.abs(c).sum()), int(c.sum()), int(np.count_nonzero(c)), int(c.size)
 
 
-def _apply_wrap(v, graph, groups, edges, cluster_w, rank_h, size, wrap, anchor):
-    """Lay a long graph out in columns. At each cut, the edges leaving the cut group are replaced
-    by a pair of connectors: "continued in column k" under the group, and "from <group>" at the
-    top of the next column, whence the edges go on with their attributes."""
+def _apply_wrap(v, graph, groups, edges, cluster_w, rank_h, size, wrap, anchor, min_scale):
+    """Lay a long graph out in columns, and size the picture. Each tensor that crosses from one
+    column to a later one is drawn as a pair of connectors: "continued in column k" under its
+    group, and "from <group>" in column k, whence the edges go on with their attributes. The
+    picture is scaled down to fit ``size``, but not below ``min_scale``: past that it is drawn
+    bigger than ``size`` (as many times as the text needs, in both directions)."""
     order = [g.id for g in groups]
     pairs = [(u.id, w.id) for u, w, _ in edges]
     title_h = 0.25 * (v.graph["attrs"]["label"].count("\n") + 1)
-    columns = _columns(order, pairs, cluster_w, rank_h, size, wrap, title_h)
-    cuts = [g for g in order if g in _wrap_cuts(order, pairs, columns)]
+    cuts, width, height = _layout(order, pairs, cluster_w, rank_h, size, wrap, title_h)
+    fit = min(size[0] / width, size[1] / height, 1.0)
+    if fit < min_scale:
+        grow = min_scale / fit
+        v.graph["attrs"]["size"] = f"{max(size[0] * grow - 0.35, 0.5):g},{max(size[1] * grow - 0.35, 0.5):g}"
     if not cuts:
         return 1
     column, k = {}, 1
-    for gid in order:
+    for i, gid in enumerate(order):
         column[gid] = k
-        k += gid in cuts
+        k += i in cuts
     for k in range(1, len(cuts) + 2):
         v.graph["clusters"][f"cluster_column_{k}"] = {"style": "invis", "label": "", "margin": "4",
                                                       "_column": k}
@@ -472,29 +539,39 @@ def _apply_wrap(v, graph, groups, edges, cluster_w, rank_h, size, wrap, anchor):
     for n, data in v.nodes(data=True):
         if data.get("cluster") is None and n in column:
             data["cluster"] = f"cluster_column_{column[n]}"
-    tops = [anchor[order[0]]]
-    for k, gid in enumerate(cuts, 2):
-        leaving = [(a, b, dict(d)) for a, b, d in v.edges(data=True) if d.get("_src_group") == gid]
-        to_node, from_node = f"{gid}:continued", f"{gid}:from"
-        targets = sorted({d.get("_dst_group", b) for a, b, d in leaving}, key=order.index)
-        v.add_node(to_node, label=f"continued in column {k} ↗", shape="plaintext", style="",
-                   fontcolor="#555555", fontsize="10", connector="to", column=k,
-                   cluster=f"cluster_column_{k - 1}")
-        v.add_node(from_node, label=f"from {gid} (column {k - 1})", shape="box",
-                   cluster=f"cluster_column_{k}",
-                   style="rounded,dashed", fontcolor="#555555", color="#999999", fontsize="10",
-                   connector="from", column=k, tooltip=f"{gid} → {', '.join(targets)}")
-        tail = anchor[gid]
-        link = {"color": "#999999", "style": "dashed", "arrowhead": "none"}
-        if f"cluster_{gid}" in v.graph["clusters"]:
-            link["ltail"] = f"cluster_{gid}"
-        v.add_edge(tail, to_node, **link, connector=True)
-        for a, b, d in leaving:
-            v.remove_edge(a, b)
-            d.pop("ltail", None)
-            d["_src_group"] = from_node
-            v.add_edge(from_node, b, **d)
-        tops.append(from_node)
+    crossing = {}  # source group -> [(a, b, data)] of the edges that leave its column
+    for a, b, d in v.edges(data=True):
+        src, dst = d.get("_src_group"), d.get("_dst_group")
+        if src in column and dst in column and column[dst] != column[src]:
+            crossing.setdefault(src, []).append((a, b, dict(d)))
+    tops = {1: (-1, anchor[order[0]])}
+    link = {"color": "#999999", "style": "dashed", "arrowhead": "none"}
+    for gid in sorted(crossing, key=order.index):
+        leaving = crossing[gid]
+        cols = sorted({column[d["_dst_group"]] for a, b, d in leaving})
+        to_node = f"{gid}:continued"
+        where = f"column {cols[0]}" if len(cols) == 1 else "columns " + ", ".join(map(str, cols))
+        v.add_node(to_node, label=f"continued in {where} ↗", shape="plaintext", style="",
+                   fontcolor="#555555", fontsize="10", connector="to", column=cols[0],
+                   cluster=f"cluster_column_{column[gid]}")
+        v.add_edge(anchor[gid], to_node, **link, connector=True,
+                   **({"ltail": f"cluster_{gid}"} if f"cluster_{gid}" in v.graph["clusters"] else {}))
+        for k in cols:
+            here = [(a, b, d) for a, b, d in leaving if column[d["_dst_group"]] == k]
+            targets = sorted({d["_dst_group"] for a, b, d in here}, key=order.index)
+            from_node = f"{gid}:from" if k == cols[0] else f"{gid}@{k}:from"
+            v.add_node(from_node, label=f"from {gid} (column {column[gid]})", shape="box",
+                       cluster=f"cluster_column_{k}",
+                       style="rounded,dashed", fontcolor="#555555", color="#999999", fontsize="10",
+                       connector="from", column=k, tooltip=f"{gid} → {', '.join(targets)}")
+            for a, b, d in here:
+                v.remove_edge(a, b)
+                d.pop("ltail", None)
+                d["_src_group"] = from_node
+                v.add_edge(from_node, b, **d)
+            if order.index(gid) > tops.get(k, (-2,))[0]:  # a column's top: its latest source's connector
+                tops[k] = (order.index(gid), from_node)
+    tops = [tops[k][1] for k in sorted(tops)]
     v.graph["order"] = list(zip(tops, tops[1:]))
     return len(cuts) + 1
 
@@ -510,7 +587,7 @@ def _edge_between(v, anchor, src, dst, cluster, **attrs):
     v.add_edge(tail, head, **attrs)
 
 
-def _collapsed(graph, s, top_k, merge, size, wrap, channels, title):
+def _collapsed(graph, s, top_k, merge, size, wrap, channels, title, min_scale):
     groups, of = _groups(graph, merge)
     edges = _cross_edges(graph, groups, of)
     v = _new_view("collapsed", graph, title or _title(graph, "collapsed", s), size, ranksep="1.0")
@@ -559,7 +636,7 @@ def _collapsed(graph, s, top_k, merge, size, wrap, channels, title):
                        tooltip=f"{more:,} more member {unit_name}" if more else text)
             row.append(nid)
         anchor[g.id] = row[(len(row) - 1) // 2]  # edges meet the middle of the neurons' row
-        cluster_w[g.id] = max(0.8 * len(row), header)
+        cluster_w[g.id] = max(_row_width(v, row), header)
     for src, dst, j in edges:
         st = syn[dst.id]
         if st is not None:
@@ -576,11 +653,11 @@ def _collapsed(graph, s, top_k, merge, size, wrap, channels, title):
             attrs = dict(color="#555555" if live else "#bbbbbb", style="solid" if live else "dashed",
                          tooltip=f"{src.out} → {dst.head.name} ({_kind(graph, dst.head.name)})")
         _edge_between(v, anchor, src, dst, True, **attrs)
-    _apply_wrap(v, graph, groups, edges, cluster_w, 1.4, size, wrap, anchor)
+    _apply_wrap(v, graph, groups, edges, cluster_w, 1.5, size, wrap, anchor, min_scale)
     return v
 
 
-def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names):
+def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names, min_scale):
     groups, of = _groups(graph, merge)
     edges = _cross_edges(graph, groups, of)
     v = _new_view("diff", graph, title or _title(graph, "diff", a, b, names), size, ranksep="1.2")
@@ -638,7 +715,7 @@ def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names):
                        shape="plaintext", style="", fontsize="10", fontcolor="#555555", more=more)
             row.append(nid)
         anchor[g.id] = row[(len(row) - 1) // 2]  # edges meet the middle of the neurons' row
-        cluster_w[g.id] = max(0.8 * len(row), header)
+        cluster_w[g.id] = max(_row_width(v, row), header)
     max_changed = max([sa + sb for sa, sb, _, _ in syn.values()] or [0])
     for src, dst, j in edges:
         if dst.id in syn:
@@ -651,11 +728,11 @@ def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names):
         else:
             attrs = dict(color="#555555")
         _edge_between(v, anchor, src, dst, True, **attrs)
-    _apply_wrap(v, graph, groups, edges, cluster_w, 1.6, size, wrap, anchor)
+    _apply_wrap(v, graph, groups, edges, cluster_w, 1.7, size, wrap, anchor, min_scale)
     return v
 
 
-def _model(graph, s, merge, size, wrap, title):
+def _model(graph, s, merge, size, wrap, title, min_scale):
     groups, of = _groups(graph, merge)
     edges = _cross_edges(graph, groups, of)
     v = _new_view("model", graph, title or _title(graph, "model", s), size)
@@ -696,7 +773,7 @@ def _model(graph, s, merge, size, wrap, title):
         else:
             attrs = dict(color="#555555" if s is None else "#aaaaaa")
         _edge_between(v, anchor, src, dst, False, **attrs)
-    _apply_wrap(v, graph, groups, edges, cluster_w, 1.15, size, wrap, anchor)
+    _apply_wrap(v, graph, groups, edges, cluster_w, 1.15, size, wrap, anchor, min_scale)
     return v
 
 
@@ -845,7 +922,7 @@ def _auto_view(graph, s, other, max_nodes, max_edges):
 
 def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, merge=True, wrap=None,
                channels=True, size=(16, 10), title=None, names=("A", "B"), max_nodes=MAX_NODES,
-               max_edges=MAX_EDGES):
+               max_edges=MAX_EDGES, min_scale=MIN_SCALE):
     """The picture of ``obj`` as a networkx DiGraph, before it is written as DOT.
 
     Nodes and edges carry the DOT attributes (``label``, ``fillcolor``, ``penwidth``, ...) and
@@ -860,7 +937,9 @@ def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, m
     _check_int("max_nodes", max_nodes, 1, 10**6)
     _check_int("max_edges", max_edges, 1, 10**7)
     if wrap is not None:
-        _check_int("wrap", wrap, 1, 20)
+        _check_int("wrap", wrap, 1, MAX_COLUMNS)
+    if isinstance(min_scale, bool) or not isinstance(min_scale, (int, float)) or not 0 <= min_scale <= 1:
+        raise InvalidParameterError(f"The 'min_scale' parameter must be a number in [0, 1]. Got {min_scale!r} instead.")
     try:
         size = (float(size[0]), float(size[1]))
         if not (size[0] > 0 and size[1] > 0):
@@ -874,16 +953,16 @@ def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, m
         if b is None:
             raise InvalidParameterError("view='diff' compares two slices: pass other=the second Slice "
                                         "(on the command line, --other SLICE2.npz).")
-        return _diff(g, a, b, top_k, merge, size, wrap, channels, title, tuple(names))
+        return _diff(g, a, b, top_k, merge, size, wrap, channels, title, tuple(names), min_scale)
     if b is not None:
         raise InvalidParameterError(f"Two slices are shown with view='diff' (--view diff), not {view!r}.")
     if view == "collapsed":
         if a is None:
             raise InvalidParameterError("view='collapsed' shows a slice's top neurons: pass a Slice "
                                         "(for a model or graph, use view='model' or 'neuron').")
-        return _collapsed(g, a, top_k, merge, size, wrap, channels, title)
+        return _collapsed(g, a, top_k, merge, size, wrap, channels, title, min_scale)
     if view == "model":
-        return _model(g, a, merge, size, wrap, title)
+        return _model(g, a, merge, size, wrap, title, min_scale)
     return _neuron(g, a, merge, size, title, max_nodes, max_edges)
 
 
@@ -987,16 +1066,22 @@ def to_dot(obj, view=None, **kw) -> str:
     top_k : int
         Neurons (or channels) shown per op in the collapsed and diff views (default 5).
     merge : bool
-        Draw an activation, batch norm, dropout or flatten inside its producer's node when it is
-        the producer's only consumer (default True).
+        Draw an op whose handler says it is a follower (an activation, batch norm, dropout,
+        flatten) inside its producer's node when it is the producer's only consumer and passes
+        its neurons on one to one (default True).
     wrap : int, optional
-        Columns to lay a long graph out in (default: chosen so that the picture's aspect is
-        near ``size``'s).
+        Columns to lay a long graph out in, at most (default: chosen so that the picture's
+        aspect is near ``size``'s).
     channels : bool
         In collapsed views, summarise an element-granularity feature map per channel (default
         True); False lists single elements.
     size : (float, float)
-        Largest picture, in inches (default (16, 10)); bigger layouts are scaled down.
+        Largest picture, in inches (default (16, 10)); bigger layouts are scaled down, but not
+        below ``min_scale``.
+    min_scale : float in [0, 1]
+        Smallest scale of the text (default ``MIN_SCALE``, 0.5): a layout that would need less
+        to fit ``size`` is drawn bigger than ``size``, in its proportions; 0 always fits
+        ``size``.
     title : str, optional
     names : (str, str)
         What to call the two slices of a diff (default ("A", "B")).

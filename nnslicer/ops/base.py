@@ -108,10 +108,53 @@ class Handler:
         Key of the handler in the registry.
     synapse_weight : str or None
         Name of the weight array whose elements are the op's synapses.
+
+    What the op means to the analyses and pictures (so that they need no list of kinds; the
+    defaults are the conservative answers, right for any op):
+
+    channelwise : bool, default False
+        Output channel ``c`` (last axis) depends on channel ``c`` of the op's single input only,
+        so a channel removed before the op is the same one channel removed after it: batch
+        norm, element-wise activations, identities, pooling, padding, cropping. Asked through
+        :meth:`is_channelwise`, which may look at the op (softmax is an activation that is not).
+    channel_weights : tuple of str, default ()
+        Names of the op's weights that hold one value per channel (their last axis): cutting a
+        channel out of the op cuts them (batch norm's ``gamma``, ``beta`` and statistics).
+        A channelwise op with other weights (larger than one value) cannot lose a channel.
+    silencing_weights : tuple of str, default ()
+        Of ``channel_weights``, those that, set to zero at channel ``c``, make output channel
+        ``c`` exactly zero whatever the input (batch norm: ``gamma`` and ``beta``).
+    follower : bool, default False
+        Pictures draw the op inside its producer's box when it is the producer's only consumer
+        and passes its single input's neurons on one to one (activations, batch norm, dropout,
+        flatten): it shows nothing its producer's box does not.
     """
 
     kind = None
     synapse_weight = None
+    channelwise = False
+    channel_weights = ()
+    silencing_weights = ()
+    follower = False
+
+    def is_channelwise(self, op):
+        """Whether ``op`` is channelwise (see the class's ``channelwise``)."""
+        return self.channelwise
+
+    def flattened_channels(self, op):
+        """``C`` when ``op`` flattens a feature map of ``C`` channels into a vector, row-major
+        (element ``i`` of the output is channel ``i % C``, as Flatten), else None."""
+        return None
+
+    def channel_axes(self, op):
+        """``(in_axis, out_axis)``: the axes of the op's synapse array along which the synapses
+        of one input channel and of one output channel (unit, filter) lie, or None where there
+        is no such axis. ``in_axis``: the op reads input channel ``c`` through index ``c`` of
+        that axis only, and loses nothing else when the channel goes (Dense's kernel rows,
+        Conv2D's kernel axis 2). ``out_axis``: output channel ``k`` is computed from index ``k``
+        of that axis only, and can go alone (Dense's and Conv2D's last axis; not a
+        DepthwiseConv2D's, whose output channel is an input channel and a multiplier)."""
+        return None, None
 
     def forward(self, op, inputs):
         """The op's output from its inputs (TensorFlow tensors with a batch axis)."""

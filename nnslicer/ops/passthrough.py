@@ -38,6 +38,11 @@ class Activation(_SameIndex):
     softsign, swish/silu, leaky_relu, relu6, hard_sigmoid) and softmax at the output."""
 
     kind = "activation"
+    channelwise = True
+    follower = True
+
+    def is_channelwise(self, op):
+        return op.params.get("activation") != "softmax"  # softmax mixes the last axis
 
     def forward(self, op, inputs):
         import keras
@@ -67,6 +72,10 @@ class BatchNormalization(_ScaleLike):
     """Inference-mode batch normalization over the last axis."""
 
     kind = "batch_norm"
+    channelwise = True
+    channel_weights = ("gamma", "beta", "moving_mean", "moving_variance")
+    silencing_weights = ("gamma", "beta")
+    follower = True
 
     def forward(self, op, inputs):
         import tensorflow as tf
@@ -87,6 +96,8 @@ class Constant(_ScaleLike):
     shape) are not synapses: like batch norm, it routes each neuron's count to the same neuron."""
 
     kind = "constant"
+    channelwise = True
+    follower = True  # its constants may be scalars, per channel or per element: none is a channel weight
     #: The operations, from the input ``x`` and the op's weights ``w`` (applied in order).
     OPERATIONS = {"add": operator.add, "subtract": operator.sub, "subtract_from": _subtract_from,
                   "multiply": operator.mul, "divide": operator.truediv}
@@ -103,6 +114,7 @@ class LayerNormalization(_ScaleLike):
     whose counts go to the same neuron (as batch norm's)."""
 
     kind = "layer_norm"
+    follower = True  # routes one to one as batch norm, but each output mixes every channel of its position
 
     def forward(self, op, inputs):
         import keras
@@ -115,6 +127,8 @@ class Identity(_SameIndex):
     """Dropout (and other inference-time identities)."""
 
     kind = "identity"
+    channelwise = True
+    follower = True
 
     def forward(self, op, inputs):
         return inputs[0]
@@ -125,6 +139,14 @@ class Reshape(RouteHandler):
     reach a feature map's elements are summed per channel."""
 
     kind = "reshape"
+    follower = True
+
+    def is_channelwise(self, op):
+        """Row-major: a reshape that keeps the last axis keeps every element's channel."""
+        return len(op.shape) > 0 and len(op.input_shapes[0]) > 0 and op.shape[-1] == op.input_shapes[0][-1]
+
+    def flattened_channels(self, op):
+        return op.input_shapes[0][-1] if len(op.input_shapes[0]) == 3 and len(op.shape) == 1 else None
 
     def forward(self, op, inputs):
         import tensorflow as tf
@@ -149,6 +171,8 @@ class Reshape(RouteHandler):
 class _Offset(RouteHandler):
     """Shared by ZeroPadding2D and Cropping2D: an output (h, w, c) reads input
     (h + dh, w + dw, c), where that lies inside the input."""
+
+    channelwise = True
 
     def offsets(self, op):
         raise NotImplementedError

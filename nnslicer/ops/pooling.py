@@ -16,6 +16,8 @@ from .passthrough import paper_sign
 class _Pool(LinearHandler, RouteHandler):
     """Linear at element granularity, a channel pass-through at channel granularity."""
 
+    channelwise = True
+
     def backward(self, step):
         if step.granularity == "channel":
             return RouteHandler.backward(self, step)

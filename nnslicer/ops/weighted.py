@@ -176,6 +176,9 @@ class Scale(LinearHandler):
 
     kind = "scale"
     synapse_weight = "kernel"
+    channelwise = True
+    channel_weights = ("kernel",)
+    silencing_weights = ("kernel",)
 
     def forward(self, op, inputs):
         return inputs[0] * op.weights["kernel"]
