@@ -56,7 +56,8 @@ from nnslicer.profile import check_labels
 
 from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 
-__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "rebuild", "add_commands"]
+__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "rebuild",
+           "add_commands"]
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +183,37 @@ def _out_axis(op):
     return op.handler.channel_axes(op)[1]
 
 
-def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
+def editable_ops(model, graph):
+    """The ops whose Keras layer pruning may rewrite: those of a layer of the model itself (not
+    of a model called inside it) and, of the weighted ones, those whose layer holds the op's
+    synapses as its ``kernel`` and its bias, if any, as ``bias`` (Dense, Conv2D,
+    DepthwiseConv2D). The others (SeparableConv2D's two kernels, LayerScale, the layers of a
+    nested block) are kept whole."""
+    import keras
+
+    top = {layer.name: layer for layer in getattr(model, "operations", None) or model.layers
+           if not isinstance(layer, keras.Model)}  # layers, and Keras operations (x + 3.0)
+    editable = set()
+    for op in graph.ops:
+        layer = top.get(op.layer)
+        if layer is None or op.layer_class != type(layer).__name__:
+            continue
+        if op.synapse_shape is None or ("use_bias" in getattr(layer, "get_config", dict)()
+                                        and [v.name for v in layer.weights] in (["kernel"], ["kernel", "bias"])
+                                        and tuple(layer.weights[0].shape) == op.synapse_shape):
+            editable.add(op.name)
+    return editable
+
+
+def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=None):
     """Kept-synapse masks (True = kept) per weighted op, dead units and removal plans.
 
     Returns ``(kept, pruned_by_rank, plans)``: ``plans[name] = (path, readers, dead)`` for the
-    layers whose dead units are removed for real.
+    layers whose dead units are removed for real. ``editable``: the ops whose layers can be
+    rewritten (:func:`editable_ops`; default all): a plan cuts only those.
     """
     names = graph.weighted_ops if layers is None else [n for n in graph.weighted_ops if n in set(layers)]
+    editable = {op.name for op in graph.ops} if editable is None else set(editable)
     calls = {}  # Keras layer -> its ops (a layer called twice is two ops with one kernel)
     for name in graph.weighted_ops:
         calls.setdefault(graph[name].layer, []).append(name)
@@ -220,6 +245,8 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None):
         if wiring is None or any(n in shared for n in wiring[0] + [r for r, _ in wiring[1]]):
             continue  # a shared layer's kernel also serves its other calls: masked, not cut
         path, readers = wiring
+        if any(n not in editable for n in [name, *path, *(r for r, _ in readers)]):
+            continue  # a layer pruning cannot rewrite: masked (where it can be), not cut
         plans[name] = (path, readers, dead)
         if dead.any():
             for reader, layout in readers:
@@ -251,7 +278,10 @@ def _new_weights(model, graph, kept, profile, mean_compensation):
     """Masked (and compensated) weights per layer, and the layers that now need a bias."""
     weights = _layer_weights(model)
     need_bias = set()
+    editable = editable_ops(model, graph)
     for name in graph.weighted_ops:
+        if name not in editable:
+            continue
         op = graph[name]
         layer = model.get_layer(op.layer)
         w = weights[op.layer]
@@ -368,7 +398,8 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
         ``"nnslicer"``, ``"nnslicer_all"``, ``"magnitude"``, ``"effective_path"``,
         ``"channel"`` or ``"random"`` (:mod:`analyses.synapse_scores`).
     layers : list of str, optional
-        Weighted layers to prune (default: every Dense, Conv2D and DepthwiseConv2D).
+        Weighted ops to prune (default: every Dense, Conv2D and DepthwiseConv2D of the model
+        itself, :func:`editable_ops`; the others are kept whole).
     remove : bool, default True
         Remove dead units for real; False returns the masked model of the original shape.
     max_per_class : int, optional
@@ -409,15 +440,24 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
     classes = check_classes(classes, y, graph.num_outputs, caller)
     if isinstance(layers, str):
         layers = [layers]
+    editable = editable_ops(model, graph)
     if layers is not None:
         unknown = sorted(set(layers) - set(graph.weighted_ops))
         if unknown:
             raise InvalidParameterError(f"Not weighted layers of the model: {unknown}. "
                                         f"Weighted layers: {graph.weighted_ops}.")
+        whole = sorted(set(layers) - editable)
+        if whole:
+            raise InvalidParameterError(
+                f"Cannot prune {whole}: pruning rewrites Dense, Conv2D and DepthwiseConv2D layers of the "
+                "model itself (a layer's 'kernel'), not SeparableConv2D, LayerScale or the layers of a "
+                "model inside the model.")
+    else:
+        layers = [n for n in graph.weighted_ops if n in editable]
     scores = None
     if method != "channel":
         scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
-    kept, by_rank, plans = prune_masks(graph, scores, ratio, method, layers)
+    kept, by_rank, plans = prune_masks(graph, scores, ratio, method, layers, editable)
     weights, need_bias = _new_weights(model, graph, kept, slicer.profile_ if fitted else None, mean_compensation)
     configs = {name: {"use_bias": True} for name in need_bias}
     pruned = rebuild(model, weights, configs)
@@ -429,6 +469,8 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
         sel = np.isin(y, classes)
         trainable = {}
         for name in graph.weighted_ops:
+            if name not in editable:
+                continue
             layer = graph[name].layer
             trainable[f"{layer}/kernel"] = kept[name]
             if pruned.get_layer(layer).use_bias:

@@ -339,3 +339,31 @@ def test_a_shared_layer_keeps_one_mask_and_its_units(tmp_path):
     assert pruned(x).shape == (60, 2)
     report = {r.name: r for r in pruned.prune_report.layers}
     assert not report["shared"].removable and not report["a"].removable
+
+
+def test_layers_it_cannot_rewrite_are_kept_whole():
+    """SeparableConv2D (two kernels in one layer), LayerScale and the layers of a model inside
+    the model are kept whole; the rest is pruned, and asking for those is refused by name."""
+    from keras.src.applications.convnext import LayerScale
+
+    keras.utils.set_random_seed(5)
+    inner = keras.Sequential([keras.Input((3, 3, 6)), L.Conv2D(6, 1, name="inner_conv")], name="block")
+    x_in = keras.Input((6, 6, 2))
+    h = L.Conv2D(6, 3, activation="relu", name="conv")(x_in)
+    h = L.SeparableConv2D(6, 2, name="sep")(h)
+    h = LayerScale(0.5, 6, name="scale")(inner(h))
+    model = keras.Model(x_in, L.Dense(3, name="out")(L.Flatten(name="flat")(h)), name="mixed")
+    x = np.random.default_rng(0).normal(size=(24, 6, 6, 2)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(1)
+    slicer = nnslicer.Slicer(model).fit(x, y)
+    assert pruning.editable_ops(model, slicer.graph_) >= {"conv", "out"}
+    assert not pruning.editable_ops(model, slicer.graph_) & {"sep", "sep/depthwise", "block/inner_conv", "scale"}
+    pruned = class_focused_prune(model, slicer, x, y, [int(y[0])], 0.5)
+    before = {layer.name: layer.get_weights() for layer in model.layers}
+    after = {layer.name: layer.get_weights() for layer in pruned.layers}
+    for name in ("sep", "block", "scale"):
+        assert all(np.array_equal(a, b) for a, b in zip(before[name], after[name])), name
+    assert np.count_nonzero(after["conv"][0]) == round(0.5 * before["conv"][0].size)
+    assert {r.name: r.pruned for r in pruned.prune_report.layers}["sep"] == 0
+    with pytest.raises(InvalidParameterError, match=r"Cannot prune \['block/inner_conv', 'scale'\]"):
+        class_focused_prune(model, slicer, x, y, [int(y[0])], 0.5, layers=["conv", "scale", "block/inner_conv"])
