@@ -16,16 +16,25 @@ resnet18      (32, 32, 3), 10 classes 11,183,562    CIFAR ResNet18 (BasicBlock [
 
 Parameter counts are Keras' ``model.count_params()``, which includes the two non-trainable
 statistics (moving mean and variance) of each BatchNormalization channel.
+
+:func:`calibrate_batch_norm` gives the batch-norm layers of any model (these, or Keras
+Applications built with ``weights=None``) random statistics, so that an untrained model is
+not near-identity in its batch norms when it is compared or benchmarked; given samples, it
+draws them around each layer's own input statistics, so that a deep untrained network still
+tells its inputs apart.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import keras
+import numpy as np
 from keras import layers
 
-from .errors import InvalidParameterError
+from .errors import InvalidInputError, InvalidParameterError
 
-__all__ = ["small_cnn", "lenet", "resnet10", "resnet18"]
+__all__ = ["small_cnn", "lenet", "resnet10", "resnet18", "calibrate_batch_norm"]
 
 
 def _check_shape(input_shape, num_classes, builder):
@@ -289,3 +298,143 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10):
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name="resnet18")
+
+
+def _batch_norm_layers(model, seen):
+    """The BatchNormalization layers of ``model`` in layer order, nested models' included, each
+    once."""
+    for layer in model.layers:
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, layers.BatchNormalization):
+            yield layer
+        elif isinstance(layer, keras.Model):
+            yield from _batch_norm_layers(layer, seen)
+
+
+def _run_calibrating(model, inputs, calibrate):
+    """Run the functional ``model`` on ``inputs`` layer by layer (nested functional models
+    too), calling ``calibrate(layer, x)`` with its input just before each batch norm runs."""
+    graph = getattr(model, "_functional", None) or model
+    if not hasattr(graph, "_run_through_graph"):
+        raise InvalidInputError(
+            f"calibrate_batch_norm with x needs functional or Sequential Keras models; "
+            f"{model.name!r} is a {type(model).__name__}.")
+
+    def wrap(op):
+        if isinstance(op, layers.BatchNormalization):
+            def call(x, *args, **kwargs):
+                calibrate(op, x)
+                return op(x, *args, **kwargs)
+            return call
+        if isinstance(op, keras.Model):
+            return lambda x, *args, **kwargs: _run_calibrating(op, x, calibrate)
+        return op
+
+    return graph._run_through_graph(inputs, operation_fn=wrap)  # Keras' own op-by-op run (as analyses/ hooks)
+
+
+def calibrate_batch_norm(model, seed=0, x=None):
+    """Give every BatchNormalization layer of ``model`` random statistics and affine weights.
+
+    A model built untrained (``keras.applications.ResNet50(weights=None)``, or any builder
+    here) has moving means 0, moving variances 1, gamma 1 and beta 0: each batch norm is then
+    almost the identity, and a check or a benchmark of it misses what batch norm does in a
+    trained network. This draws, per channel, from ``numpy.random.default_rng(seed)``:
+
+    - ``moving_mean`` ~ N(0, 0.3) and ``moving_variance`` ~ U(0.5, 2);
+    - ``gamma`` ~ U(0.5, 1.5) and ``beta`` ~ N(0, 0.3) (where the layer has them:
+      ``scale=False`` or ``center=False`` leave them out).
+
+    Layers are visited in ``model.layers`` order, layers of nested ``keras.Model`` layers
+    included (a layer shared between places is drawn once), so the same seed gives the same
+    model. The model is changed in place.
+
+    With samples ``x``, the statistics are drawn around each batch norm's own input on ``x``
+    instead (the batch norms before it already calibrated): with ``m`` a channel's mean there
+    and ``v`` the mean over the layer's channels of their variances, ``moving_mean = m +
+    sqrt(v) * N(0, 0.3)`` and ``moving_variance = v * U(0.5, 2)`` (the same draws: ``x=None``
+    is the case m = 0, v = 1). Each batch norm then brings its input back to about unit scale,
+    as a trained one does. Without ``x``, a deep network whose convolutions shrink their inputs
+    (Keras' default Glorot initialisation of a depthwise kernel does, ~10x) loses its input's
+    signal after a few blocks: an untrained MobileNetV2 or EfficientNetB0 then gives every input
+    the same output to ~1e-6, and a slice has little or nothing to tell. One variance per layer,
+    not one per channel: scaling each channel to unit variance on its own blows up the channels
+    that barely vary, and an EfficientNet calibrated so is chaotic (float32 rounding grows to
+    ~3e-4 of its output, in Keras itself against float64: beyond :data:`nnslicer.verify.TOLERANCE`).
+    ``x`` should be in the model's input range (after its ``preprocess_input``) and needs a
+    functional or Sequential model with one input.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model to calibrate.
+    seed : int, default 0
+        Seed of the draws.
+    x : array, optional
+        A batch of inputs (a few dozen are plenty) to draw the statistics around.
+
+    Returns
+    -------
+    keras.Model
+        ``model`` itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nnslicer.models import calibrate_batch_norm, resnet10
+    >>> model = calibrate_batch_norm(resnet10(), seed=0)
+    >>> var = np.asarray(model.get_layer("final_bn").moving_variance)
+    >>> bool(((var >= 0.5) & (var <= 2.0)).all()), var.shape
+    (True, (128,))
+    """
+    if not isinstance(model, keras.Model):
+        raise InvalidInputError(f"calibrate_batch_norm needs a keras.Model. Got {type(model).__name__} instead.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InvalidParameterError(
+            f"The 'seed' parameter of calibrate_batch_norm must be an int >= 0. Got {seed!r} instead.")
+    rng = np.random.default_rng(int(seed))
+    draws = {}
+    for layer in _batch_norm_layers(model, set()):
+        shape = tuple(layer.moving_mean.shape)
+        draws[id(layer)] = (rng.normal(0.0, 0.3, shape), rng.uniform(0.5, 2.0, shape),
+                            rng.uniform(0.5, 1.5, shape), rng.normal(0.0, 0.3, shape))
+
+    def calibrate(layer, inputs):
+        if id(layer) not in draws:  # a shared layer: its first call set it
+            return
+        mean, var, gamma, beta = draws.pop(id(layer))
+        if inputs is not None:
+            a = np.asarray(keras.ops.convert_to_numpy(inputs), dtype=np.float64)
+            axis = layer.axis % a.ndim
+            reduce = tuple(i for i in range(a.ndim) if i != axis)
+            m, v = a.mean(axis=reduce), float(np.mean(a.var(axis=reduce)))
+            mean, var = m + np.sqrt(v) * mean, v * var
+        for weight, value in ((layer.moving_mean, mean), (layer.moving_variance, var),
+                              (layer.gamma, gamma), (layer.beta, beta)):
+            if weight is not None:
+                weight.assign(np.asarray(value).astype(weight.dtype))
+
+    if x is None:
+        for layer in _batch_norm_layers(model, set()):
+            calibrate(layer, None)
+    else:
+        graph = getattr(model, "_functional", None) or model
+        if not hasattr(graph, "_run_through_graph") or len(graph.inputs) != 1:
+            raise InvalidInputError(f"calibrate_batch_norm with x needs a functional or Sequential Keras model "
+                                    f"with one input; {model.name!r} is not.")
+        shape = tuple(graph.inputs[0].shape[1:])
+        try:
+            x = np.asarray(x, dtype="float32")
+        except (TypeError, ValueError):
+            raise InvalidInputError("The x of calibrate_batch_norm must be an array of numbers.") from None
+        x = x[None] if x.shape == shape else x
+        if x.ndim != len(shape) + 1 or not len(x) or not np.isfinite(x).all() \
+                or any(d is not None and d != e for d, e in zip(shape, x.shape[1:])):
+            raise InvalidInputError(f"The x of calibrate_batch_norm must be finite samples shaped {shape}. "
+                                    f"Got an array shaped {x.shape} instead.")
+        _run_calibrating(model, [x], calibrate)
+        for layer in _batch_norm_layers(model, set()):  # never run on x (not on the path to the output)
+            calibrate(layer, None)
+    return model

@@ -80,3 +80,44 @@ def test_layer_ranking_blocks_are_the_drawn_ones(family):
     assert kept == sorted(kept) and out["truth"]["pepper/weights"]["drop"] == kept
     assert out["truth_halves"]["pepper/weights"]["change"] == [kept, kept]
     assert out["scores"]["fit"]["linf"] == [10.0 * i for i in kept] and rec["layers"] == weighted
+
+
+def _application_row(model, resolution, channel, element, rss, diff=0.0):
+    return {"model": model, "resolution": resolution, "params": 25_636_712, "status": "ok", "lift_s": 0.05,
+            "forward_diff": diff, "forward_checked": diff <= 1e-4, "samples": 8, "predict_s": 0.1, "profile_s": 0.1,
+            "forward_s": 0.05, "profile_forward_s": 0.15, "channel_backward_s": channel, "element_backward_s": element,
+            "peak_rss_mb": rss}
+
+
+def test_applications_table_reports_refusals_and_the_issue_targets():
+    """A refused or failed model is a row with its reason; ResNet50 at 224 is set beside issue 17's
+    targets (and a quick run at another size is said not to compare)."""
+    import applications
+
+    rows = [_application_row("ResNet50", 224, 0.4, 12.5, 3000.0, diff=2e-6),
+            _application_row("MobileNetV2", 224, 0.05, 1.0, 1500.0, diff=3e-5),
+            {"model": "ConvNeXtTiny", "resolution": 224, "params": 28_589_128, "status": "refused",
+             "error": "Model 'convnext_tiny' has 4 layer(s) nnslicer cannot lift: Sequential x4. Supported layers: "
+                      "Add, Conv2D.", "peak_rss_mb": 900.0},
+            {"model": "VGG16", "resolution": 224, "status": "failed", "error": "exit code -9: Killed"}]
+    summary = applications.summarise(rows)
+    assert {"models_lifted", "models_total", "max_forward_diff", "resnet50_channel_s", "resnet50_element_s",
+            "resnet50_peak_rss_mb", "machine"} <= set(summary)
+    assert (summary["models_lifted"], summary["models_total"], summary["max_forward_diff"]) == (2, 4, 3e-5)
+    assert (summary["resnet50_channel_s"], summary["resnet50_element_s"], summary["resnet50_peak_rss_mb"]) == \
+        (0.4, 12.5, 3000.0)
+    result = {"summary": summary, "rows": rows, "targets": applications.TARGETS,
+              "settings": {"command": "python benchmarks/applications.py", "samples": 8}}
+    text = applications.markdown(result)
+    assert "2 of 4 models lifted" in text
+    assert "| ConvNeXtTiny | 224 | 28,589,128 | refused: Model 'convnext_tiny' has 4 layer(s) nnslicer cannot lift: " \
+           "Sequential x4. |" in text and "Supported layers" not in text
+    assert "| VGG16 | 224 | - | failed: exit code -9: Killed |" in text
+    assert "| ResNet50 backward, channel | <= 0.500 s/sample | 0.400 s/sample | met |" in text
+    assert "| ResNet50 backward, element | <= 10.000 s/sample | 12.500 s/sample | not met |" in text
+    assert "| ResNet50 peak RSS | <= 8192 MB | 3000 MB | met |" in text
+    # a quick run at another size is not held against the targets
+    quick = applications.summarise([_application_row("ResNet50", 64, 0.7, 2.0, 2700.0)])
+    text = applications.markdown({**result, "summary": quick, "rows": []})
+    assert "| 0.700 s/sample | measured at 64x64: not comparable |" in text
+    assert applications.summarise([])["resnet50_channel_s"] is None

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 keras = pytest.importorskip("keras")
 
 from nnslicer import models  # noqa: E402
-from nnslicer.errors import InvalidParameterError  # noqa: E402
+from nnslicer.errors import InvalidInputError, InvalidParameterError  # noqa: E402
 
 # The layer types the slicing engine lifts (the brief for models.py may use no others).
 ALLOWED = {
@@ -161,3 +161,85 @@ def test_small_cnn_learns_digits():
     model.fit(x_train, y_train, epochs=8, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy >= 0.9
+
+
+def _bn_net():
+    """A functional model with a batch norm without gamma/beta, and a nested model holding two."""
+    inner_in = keras.Input((4, 4, 8))
+    y = keras.layers.BatchNormalization(name="inner_bn1")(inner_in)
+    y = keras.layers.Conv2D(8, 1, name="inner_conv")(y)
+    y = keras.layers.BatchNormalization(name="inner_bn2")(y)
+    inner = keras.Model(inner_in, y, name="inner")
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(scale=False, center=False, name="plain_bn")(x)
+    x = inner(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(6, name="fc")(x)
+    x = keras.layers.BatchNormalization(name="fc_bn")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def _bns(model):
+    inner = model.get_layer("inner")
+    return [model.get_layer("plain_bn"), inner.get_layer("inner_bn1"), inner.get_layer("inner_bn2"),
+            model.get_layer("fc_bn")]
+
+
+def test_calibrate_batch_norm_draws_every_batch_norm_nested_ones_too():
+    model = _bn_net()
+    assert models.calibrate_batch_norm(model, seed=3) is model
+    for bn in _bns(model):
+        mean, var = np.asarray(bn.moving_mean), np.asarray(bn.moving_variance)
+        assert np.all((var >= 0.5) & (var <= 2.0)) and np.all(mean != 0) and np.abs(mean).max() < 2.0
+        if bn.scale:
+            gamma, beta = np.asarray(bn.gamma), np.asarray(bn.beta)
+            assert np.all((gamma >= 0.5) & (gamma <= 1.5)) and np.all(beta != 0)
+        else:
+            assert bn.gamma is None and bn.beta is None
+    # N(0, 0.3) and U(0.5, 2) over the 30 channels of the four layers
+    means = np.concatenate([np.asarray(bn.moving_mean) for bn in _bns(model)])
+    assert 0.15 < means.std() < 0.45
+    # the same seed gives the same model; another seed another one
+    again = models.calibrate_batch_norm(_bn_net(), seed=3)
+    other = models.calibrate_batch_norm(_bn_net(), seed=4)
+    for a, b, c in zip(_bns(model), _bns(again), _bns(other)):
+        np.testing.assert_array_equal(np.asarray(a.moving_variance), np.asarray(b.moving_variance))
+        assert not np.array_equal(np.asarray(a.moving_variance), np.asarray(c.moving_variance))
+
+
+def test_calibrate_batch_norm_with_data_normalises_each_layer_to_about_unit_scale():
+    """With x, each batch norm's statistics are drawn around its own input's: its output is of
+    unit scale (within the draws' spread), and the draws are those of x=None."""
+    keras.utils.set_random_seed(0)
+    model = _bn_net()
+    x = np.random.default_rng(0).uniform(0, 255, (64, 4, 4, 3)).astype(np.float32)  # far from unit scale
+    models.calibrate_batch_norm(model, seed=1, x=x)
+    inner = model.get_layer("inner")
+    gap = next(layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D))
+    probe = keras.Model(model.input, [model.get_layer("plain_bn").output, gap.input,  # inner's output
+                                      model.get_layer("fc_bn").output])
+    for out in probe(x):
+        out = np.asarray(out)
+        assert 0.2 < out.std() < 3.0, out.std()
+    plain = models.calibrate_batch_norm(_bn_net(), seed=1)
+    for a, b in zip([model.get_layer("fc_bn"), inner.get_layer("inner_bn2")],
+                    [plain.get_layer("fc_bn"), plain.get_layer("inner").get_layer("inner_bn2")]):
+        np.testing.assert_array_equal(np.asarray(a.gamma), np.asarray(b.gamma))
+        ratio = np.asarray(a.moving_variance) / np.asarray(b.moving_variance)
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)  # one input variance per layer
+    # the network keeps telling its inputs apart
+    assert np.asarray(model(x[:8])).std(axis=0).mean() > 1e-3
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda m: models.calibrate_batch_norm(m, seed=-1), InvalidParameterError),
+    (lambda m: models.calibrate_batch_norm(m, seed=1.5), InvalidParameterError),
+    (lambda m: models.calibrate_batch_norm(m, seed=True), InvalidParameterError),
+    (lambda m: models.calibrate_batch_norm(m.layers[1]), InvalidInputError),
+    (lambda m: models.calibrate_batch_norm(m, x=np.zeros((2, 5, 5, 3))), InvalidInputError),
+    (lambda m: models.calibrate_batch_norm(m, x=np.full((2, 4, 4, 3), np.nan)), InvalidInputError),
+])  # fmt: skip
+def test_calibrate_batch_norm_refuses_bad_arguments(call, error):
+    with pytest.raises(error):
+        call(_bn_net())
