@@ -5,7 +5,9 @@ every slice of it would be wrong, silently. :func:`verify` runs the lifted graph
 model on the same samples and compares their outputs; :meth:`nnslicer.Slicer.fit` calls it on
 the first profiling batch (at most :data:`CHECK_SAMPLES` samples), or on the profile's mean
 input with ``fit(profile=...)``. Only when the outputs disagree is the output of every layer
-compared too, to name the first op that computes another thing than Keras.
+compared too, and a layer that differs is run alone on Keras' own inputs of it, to name the
+first op that computes another thing than Keras (or to tell that none does: the network
+amplifies float32 rounding).
 
 Precision. The lifted graph computes in float32. The check runs with TensorFloat-32 off
 (TensorFlow's GPU default rounds float32 products to 10-bit mantissas, so two correct float32
@@ -69,10 +71,14 @@ def verify(graph, model, x, tolerance=TOLERANCE):
     Raises
     ------
     UnsupportedLayerError
-        When the outputs differ by more: it names the first op, in graph order, whose output
-        differs from Keras' output of the same layer by more than ``tolerance`` times that
-        output's scale (layers called more than once are not compared). That is a bug of
-        nnslicer's lifter (or of a lifter or handler registered for the layer).
+        When the outputs differ by more. Each layer's output is then compared, in graph order,
+        with Keras' output of it, and each that differs is run alone on Keras' own inputs of the
+        layer: the error names the first op whose layer computes another thing than Keras from
+        those inputs (by more than ``tolerance`` times its output's scale), a bug of nnslicer's
+        lifter (or of a lifter or handler registered for the layer). Layers called more than
+        once, or out of reach (inside a nested model), are not compared, but named. When every
+        layer compared computes what Keras computes, the error says that the difference grows
+        along the network: float32 rounding that the model amplifies, no lifter bug.
     InvalidInputError
         For an ``x`` of the wrong shape or with NaN/inf values, or when the model's values
         overflow on it.
@@ -248,65 +254,120 @@ def _compared(graph):
     return [op for op in graph.ops if op.layer not in shared and last.get(op.layer) is op]
 
 
-def _keras_outputs(model, ops, x):
-    """Keras' output of the layer of each op, by op name (none where Keras cannot give it: no
-    such layer, or an output that is not of this model's graph)."""
+def _keras_values(model, ops, x):
+    """Keras' output and inputs of the layer of each op, by op name: ``{name: (output,
+    [inputs])}`` (none where Keras cannot give them: no such layer, or tensors that are not of
+    this model's graph, as a nested model's layers)."""
     keras = require("keras", "tf")
     layers = {layer.name: layer for layer in _layers(model)}
-    tensors = {}
+    wanted = {}
     for op in ops:
         try:
-            tensors[op.name] = layers[op.layer].output
+            layer = layers[op.layer]
+            inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+            wanted[op.name] = [layer.output, *inputs]
         except Exception:  # noqa: BLE001 - no layer of that name, or never called
             continue
+    reachable = {}
     try:
-        probe = keras.Model(model.inputs[0], list(tensors.values()))
-    except Exception:  # noqa: BLE001 - some output is not of this model's graph: keep the others
-        reachable = {}
-        for name, tensor in tensors.items():
+        keras.Model(model.inputs[0], [t for ts in wanted.values() for t in ts])
+        reachable = wanted
+    except Exception:  # noqa: BLE001 - some tensor is not of this model's graph: keep the others
+        for name, tensors in wanted.items():
             try:
-                keras.Model(model.inputs[0], [tensor])
+                keras.Model(model.inputs[0], tensors)
             except Exception:  # noqa: BLE001
                 continue
-            reachable[name] = tensor
-        tensors = reachable
-        if not tensors:
-            return {}
-        probe = keras.Model(model.inputs[0], list(tensors.values()))
-    outputs = _run(probe, x)
+            reachable[name] = tensors
+    if not reachable:
+        return {}
+    flat = [t for ts in reachable.values() for t in ts]
+    outputs = _run(keras.Model(model.inputs[0], flat), x)
     outputs = outputs if isinstance(outputs, list) else [outputs]
-    return dict(zip(tensors, outputs))
+    values, i = {}, 0
+    for name, tensors in reachable.items():
+        values[name] = (outputs[i], outputs[i + 1:i + len(tensors)])
+        i += len(tensors)
+    return values
+
+
+def _alone(graph, op, inputs):
+    """The output of ``op``'s layer as the lifted ops compute it from Keras' own ``inputs`` of
+    the layer (its ops run in graph order, fed where they read another layer's tensor)."""
+    tf = require("tensorflow", "tf")
+    mine = [o for o in graph.ops if o.layer == op.layer and not o.name.startswith(f"{op.layer}#")]
+    names = {o.name for o in mine}
+    outside = list(dict.fromkeys(t for o in mine for t in o.inputs if t not in names))
+    if len(outside) != len(inputs):
+        return None
+    values = {t: tf.constant(np.asarray(v, np.float32)) for t, v in zip(outside, inputs)}
+    for o in mine:
+        values[o.name] = o.handler.forward(o, [values[t] for t in o.inputs])
+    return np.asarray(values[op.name], np.float64)
 
 
 def _mismatch(graph, model, x, values, tolerance, diff, scale):
-    """The error naming the first op whose output is not Keras' output of its layer (and the
-    ops before it that could not be compared: layers called more than once)."""
-    import networkx as nx
-
+    """The error naming the first op whose layer, fed Keras' own inputs of the layer, does not
+    compute Keras' output of it (or, where that is not it, the first op whose output differs,
+    and the ops before it that could not be compared: layers called more than once); when every
+    layer before the difference is compared and computes what Keras computes, the error says
+    that the difference grows along the network."""
     ops = _compared(graph)
-    expected = _keras_outputs(model, ops, x)
+    expected = _keras_values(model, ops, x)
     checked = {op.layer for op in ops if op.name in expected}
+    inherited = None  # the first op whose output differs from inputs that already differ
     for op in ops:
         if op.name not in expected:
             continue
-        d, s = _difference(values[op.name], expected[op.name])
+        want, inputs = expected[op.name]
+        d, s = _difference(values[op.name], want)
         if d <= tolerance * s:
             continue
-        before = nx.ancestors(graph.nx, op.name)
-        unchecked = [b for b in graph.ops if b.name in before and b.kind != "input"
-                     and (b.layer not in checked or b.name.startswith(f"{b.layer}#"))]
-        names = list(dict.fromkeys(b.layer or b.name for b in unchecked))
-        classes = list(dict.fromkeys([op.layer_class] + [b.layer_class for b in unchecked]))
-        where = f"op {op.name!r} (layer {op.layer!r}, {op.layer_class})"
-        if names:  # their errors show first here
-            where += (f", or from an op before it that is not compared with Keras (of layer(s) "
-                      f"{', '.join(map(repr, names))}: called more than once, or out of reach)")
+        alone = _alone(graph, op, inputs)
+        if alone is None:
+            return _blame(graph, op, d, s, checked)
+        d_alone, s_alone = _difference(alone, want)
+        if d_alone > tolerance * s_alone:
+            return _blame(graph, op, d_alone, s_alone, checked)
+        if inherited is None:
+            inherited = (op, d, s)
+    if inherited is not None and _unchecked(graph, inherited[0], checked):
+        return _blame(graph, *inherited, checked)
+    if inherited is not None:
         return UnsupportedLayerError(
-            f"The lifted model computes another network than Keras from {where} on: max difference "
-            f"{d:.3g} against Keras' output scale {s:.3g}. This is a bug in nnslicer's lifter for "
-            f"{' or '.join(classes)}: please report it.")
+            f"The lifted model's output (op {graph.output!r}) differs from Keras' by {diff:.3g} against its "
+            f"scale {scale:.3g}, more than the {tolerance:g} of it allowed, though every layer up to op "
+            f"{inherited[0].name!r}, where the difference shows, computes what Keras computes from Keras' own "
+            "inputs: the difference grows along the network (float32 rounding, which this model amplifies), "
+            "so its slices could not be trusted to be Keras' on these inputs. Check that the samples are in "
+            "the model's input range (after its preprocessing); a model this sensitive to rounding computes "
+            "other outputs in Keras too, on another machine or batch size.")
     return UnsupportedLayerError(
         f"The lifted model computes another network than Keras: its output (op {graph.output!r}) differs "
         f"by {diff:.3g} against Keras' output scale {scale:.3g}, though no layer's output that can be "
-        "compared alone differs by more than the tolerance (layers called more than once cannot). "
-        "This is a bug in nnslicer's lifter: please report it.")
+        "compared alone differs by more than the tolerance (layers called more than once, or out of reach, "
+        "cannot). This is a bug in nnslicer's lifter: please report it.")
+
+
+def _unchecked(graph, op, checked):
+    """The ops before ``op`` that are not compared with Keras."""
+    import networkx as nx
+
+    before = nx.ancestors(graph.nx, op.name)
+    return [b for b in graph.ops if b.name in before and b.kind != "input"
+            and (b.layer not in checked or b.name.startswith(f"{b.layer}#"))]
+
+
+def _blame(graph, op, d, s, checked):
+    """The error naming ``op`` (and the ops before it that are not compared)."""
+    unchecked = _unchecked(graph, op, checked)
+    names = list(dict.fromkeys(b.layer or b.name for b in unchecked))
+    classes = list(dict.fromkeys([op.layer_class] + [b.layer_class for b in unchecked]))
+    where = f"op {op.name!r} (layer {op.layer!r}, {op.layer_class})"
+    if names:  # their errors show first here
+        where += (f", or from an op before it that is not compared with Keras (of layer(s) "
+                  f"{', '.join(map(repr, names))}: called more than once, or out of reach)")
+    return UnsupportedLayerError(
+        f"The lifted model computes another network than Keras from {where} on: max difference "
+        f"{d:.3g} against Keras' output scale {s:.3g}. This is a bug in nnslicer's lifter for "
+        f"{' or '.join(classes)}: please report it.")

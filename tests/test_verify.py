@@ -163,3 +163,24 @@ def test_a_model_with_16_bit_weights_is_refused():
 def test_the_docstring_example_runs():
     result = doctest.testmod(nnslicer.verify, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_difference_that_grows_along_the_network_is_no_lifter_bug(monkeypatch):
+    """Each layer computes what Keras computes from Keras' own inputs, but a difference within
+    the tolerance (here 1e-5 added to the batch norm's outputs, of scale 1e-3) grows along the
+    network (the next layer multiplies it by 1000): no op is blamed; the error says so."""
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((4,))
+    h = L.BatchNormalization(name="bn", gamma_initializer=keras.initializers.Constant(1e-3))(L.Dense(4, name="a")(x_in))
+    big = L.Dense(4, name="big", kernel_initializer=keras.initializers.Identity(1000.0))(h)
+    model = keras.Model(x_in, L.Dense(3, name="out")(big), name="sensitive")
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    nnslicer.Slicer(model).fit(x)
+    wrong(monkeypatch, "batch_norm", 1e-5)
+    with pytest.raises(nnslicer.UnsupportedLayerError,
+                       match="though every layer up to op 'big', where the difference shows, computes what Keras "
+                             "computes from Keras' own inputs: the difference grows along the network"):
+        nnslicer.Slicer(model).fit(x)
+    wrong(monkeypatch, "batch_norm", 1e-2)  # beyond the tolerance in the batch norm itself: its bug
+    with pytest.raises(nnslicer.UnsupportedLayerError, match="from op 'bn' \\(layer 'bn', BatchNormalization\\)"):
+        nnslicer.Slicer(model).fit(x)
