@@ -28,7 +28,7 @@ def check_rule(rule, theta, owner="Slicer"):
     if theta is None:
         return DEFAULT_THETA[rule]
     if isinstance(theta, bool) or not isinstance(theta, (int, float, np.floating)) \
-            or not np.isfinite(theta) or not 0 < theta < 1:
+            or not 0 < theta < 1:  # False for NaN; compares an int of any size
         raise InvalidParameterError(
             f"The 'theta' parameter of {owner} must be a float in (0, 1). Got {theta!r} instead.")
     return float(theta)

@@ -113,7 +113,7 @@ def test_theta_defaults_and_choices(model, slicer, rule, theta, expected):
 
 
 # ---------------------------------------------------------------------------------- parameter errors
-@pytest.mark.parametrize("theta", [0, 1, 0.0, 1.0, -0.1, 1.5, 5, float("nan"), float("inf"), True, "0.2", [0.2]])
+@pytest.mark.parametrize("theta", [0, 1, 0.0, 1.0, -0.1, 1.5, 5, float("nan"), float("inf"), True, "0.2", [0.2], 10**30, -2**63 - 1])
 def test_theta_outside_open_unit_interval(model, data, theta):
     s = Slicer(model, theta=theta)  # constructs fine
     err = _raises(InvalidParameterError, ValueError, "'theta'", s.fit, data[:5])
