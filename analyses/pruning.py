@@ -274,11 +274,11 @@ def _layer_weights(model):
     return {layer.name: layer.get_weights() for layer in model.layers}
 
 
-def _new_weights(model, graph, kept, profile, mean_compensation):
-    """Masked (and compensated) weights per layer, and the layers that now need a bias."""
+def _new_weights(model, graph, kept, profile, mean_compensation, editable):
+    """Masked (and compensated) weights per layer of the ``editable`` ops, and the layers that
+    now need a bias."""
     weights = _layer_weights(model)
     need_bias = set()
-    editable = editable_ops(model, graph)
     for name in graph.weighted_ops:
         if name not in editable:
             continue
@@ -458,7 +458,8 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
     if method != "channel":
         scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
     kept, by_rank, plans = prune_masks(graph, scores, ratio, method, layers, editable)
-    weights, need_bias = _new_weights(model, graph, kept, slicer.profile_ if fitted else None, mean_compensation)
+    weights, need_bias = _new_weights(model, graph, kept, slicer.profile_ if fitted else None, mean_compensation,
+                                      editable)
     configs = {name: {"use_bias": True} for name in need_bias}
     pruned = rebuild(model, weights, configs)
     if fine_tune_epochs:

@@ -133,15 +133,20 @@ def _dense(layer, ctx):
     return _with_activation(ctx, layer, ctx.op("dense", weights={"kernel": kernel, "bias": bias}, layer=layer))
 
 
-@register_layer("Conv2D")
-def _conv(layer, ctx):
+def _window(layer):
+    """The window parameters of a convolution (channels last, same or valid padding)."""
     _channels_last(layer)
     if layer.padding not in ("same", "valid"):
         raise Unsupported(f"padding={layer.padding!r}")
+    return {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
+            "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
+
+
+@register_layer("Conv2D")
+def _conv(layer, ctx):
+    params = _window(layer)
     kernel = _arr(layer.kernel)
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
-    params = {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
-              "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
     if getattr(layer, "groups", 1) != 1:
         params["groups"] = int(layer.groups)
     return _with_activation(ctx, layer, ctx.op("conv2d", params, {"kernel": kernel, "bias": bias}, layer))
@@ -149,14 +154,10 @@ def _conv(layer, ctx):
 
 @register_layer("DepthwiseConv2D")
 def _depthwise(layer, ctx):
-    _channels_last(layer)
-    if layer.padding not in ("same", "valid"):
-        raise Unsupported(f"padding={layer.padding!r}")
+    params = _window(layer)
     kernel = _arr(layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel)
     n_out = kernel.shape[2] * kernel.shape[3]
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(n_out, np.float32)
-    params = {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
-              "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
     return _with_activation(ctx, layer, ctx.op("depthwise_conv2d", params, {"kernel": kernel, "bias": bias}, layer))
 
 
@@ -164,14 +165,10 @@ def _depthwise(layer, ctx):
 def _separable(layer, ctx):
     """Two ops, as Keras computes it: the depthwise convolution (``name/depthwise``), then the
     pointwise 1x1 convolution with the bias (``name``), then the fused activation."""
-    _channels_last(layer)
-    if layer.padding not in ("same", "valid"):
-        raise Unsupported(f"padding={layer.padding!r}")
+    params = _window(layer)
     depthwise, pointwise = _arr(layer.depthwise_kernel), _arr(layer.pointwise_kernel)
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(pointwise.shape[-1], np.float32)
     inner = ctx.shape[:2] + (depthwise.shape[2] * depthwise.shape[3],)
-    params = {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
-              "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
     first = ctx.op("depthwise_conv2d", params, {"kernel": depthwise, "bias": np.zeros(inner[-1], np.float32)},
                    layer, name=f"{ctx.name}/depthwise", shape=inner)
     pointwise_params = {"kernel_size": (1, 1), "strides": (1, 1), "dilation_rate": (1, 1), "padding": "valid"}
