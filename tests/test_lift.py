@@ -890,3 +890,23 @@ def test_layer_normalization_over_other_axes_is_refused():
                               L.Flatten(), L.Dense(2)])
     with pytest.raises(UnsupportedLayerError, match=r"'ln' \(LayerNormalization\): axis="):
         nnslicer.lift(model)
+
+
+def test_layer_scale_and_nested_refusals():
+    """A layer named LayerScale without one factor a channel, and a model inside the model
+    with two outputs, are refused with the reason."""
+    class LayerScale(keras.layers.Layer):  # a namesake of ConvNeXt's, with no 'gamma'
+        def call(self, t):
+            return 2.0 * t
+
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, L.Dense(2, name="out")(LayerScale(name="ls")(x)))
+    with pytest.raises(UnsupportedLayerError, match="'ls' \\(LayerScale\\): a LayerScale without one factor a channel"):
+        nnslicer.lift(model)
+    i = keras.Input((4,))
+    pair = keras.Model(i, [L.Dense(3, name="p")(i), L.Dense(3, name="q")(i)], name="pair")
+    a, b = pair(x)
+    model = keras.Model(x, L.Dense(2, name="out")(L.Add(name="add")([a, b])))
+    with pytest.raises(UnsupportedLayerError, match="'pair' \\(Functional\\): a model inside the model with another "
+                                                    "number of inputs or outputs than its call"):
+        nnslicer.lift(model)
