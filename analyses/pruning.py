@@ -349,7 +349,7 @@ def _flops(graph):
     for name in graph.weighted_ops:
         op = graph[name]
         kernel = op.weights[op.handler.synapse_weight]
-        positions = int(np.prod(op.shape[:-1])) if len(op.shape) == 3 else 1
+        positions = int(np.prod(op.shape[:-1]))  # 1 for a vector
         total += 2 * positions * kernel.size
         nonzero += 2 * positions * int(np.count_nonzero(kernel))
     return total, nonzero

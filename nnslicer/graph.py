@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import InvalidParameterError
 
-__all__ = ["Op", "DataFlowGraph", "NEURON_GRAPH_LIMIT"]
+__all__ = ["Op", "DataFlowGraph", "NEURON_GRAPH_LIMIT", "has_channels", "neuron_shape"]
 
 #: Largest number of synapse edges that ``to_networkx(level="neuron")`` builds.
 NEURON_GRAPH_LIMIT = 2_000_000
@@ -83,10 +83,18 @@ class Op:
         return f"Op({self.name!r}, kind={self.kind!r}, inputs={list(self.inputs)}, shape={self.shape})"
 
 
+def has_channels(shape) -> bool:
+    """Whether a tensor of ``shape`` (without the batch axis) has positions and channels: a
+    feature map ``[H, W, C]``, a sequence ``[T, C]``, attention ``[Tq, Tk, heads]``; its last
+    axis is the channels."""
+    return len(tuple(shape)) >= 2
+
+
 def neuron_shape(shape, granularity: str) -> tuple:
-    """Shape of a tensor's neurons: channels of rank-3 maps at channel granularity."""
+    """Shape of a tensor's neurons: at channel granularity, a tensor with channels has one
+    neuron a channel (the mean over its positions); a vector's neurons are its elements."""
     shape = tuple(shape)
-    if granularity == "channel" and len(shape) == 3:
+    if granularity == "channel" and has_channels(shape):
         return (shape[-1],)
     return shape
 
@@ -103,7 +111,7 @@ class DataFlowGraph:
     name : str
         The model's name.
     granularity : {"element", "channel"}
-        What a neuron of a rank-3 feature map is.
+        What a neuron of a tensor with channels (a feature map, a sequence) is.
 
     Examples
     --------

@@ -70,9 +70,14 @@ def _lifter(layer):
 class _Call:
     """What a lifter knows of one call of a layer."""
 
-    def __init__(self, name, inputs, input_shapes, shape, arguments=None):
+    def __init__(self, name, inputs, input_shapes, shape, arguments=None, names=None):
         self.name, self.inputs, self.input_shapes, self.shape = name, inputs, input_shapes, shape
         self.arguments = arguments
+        self._names = names or {}
+
+    def name_of(self, tensor):
+        """The graph name of a Keras tensor of the call's arguments."""
+        return self._names[_key(tensor)]
 
     def op(self, kind, params=None, weights=None, layer=None, name=None, inputs=None, input_shapes=None,
            shape=None):
@@ -118,7 +123,10 @@ def _channels_last(layer):
 
 
 def _pair(v):
-    return tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v, v)))
+    """A window parameter as ``(rows, columns)``: a 1-D layer's ``(k,)`` is ``(1, k)`` (its
+    sequence is read as a map of one row)."""
+    v = tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v, v)))
+    return (1,) + v if len(v) == 1 else v
 
 
 @register_layer("InputLayer")
@@ -142,39 +150,68 @@ def _window(layer):
             "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
 
 
+def _causal(layer, ctx):
+    """A 1-D convolution with ``padding="causal"``: ``(k - 1) * dilation`` zeros before the
+    sequence (a ``name/pad`` op), then the valid convolution. Returns ``(ops, ctx)``, the
+    padding op (if any) and the call the convolution reads."""
+    if getattr(layer, "padding", None) != "causal":
+        return [], ctx
+    (k,), (d,) = layer.kernel_size, layer.dilation_rate
+    steps, channels = ctx.input_shapes[0]
+    shape = (steps + (k - 1) * d, channels)
+    pad = ctx.op("zero_padding", {"padding": [[0, 0], [(k - 1) * d, 0]]}, layer=layer, name=f"{ctx.name}/pad",
+                 shape=shape)
+    return [pad], _Call(ctx.name, (pad.name,), (shape,), ctx.shape, ctx.arguments, ctx._names)
+
+
+def _conv_window(layer, ctx):
+    """``(ops, ctx, params)`` of a convolution: a causal one's padding op first."""
+    pad, ctx = _causal(layer, ctx)
+    padding = layer.padding
+    try:
+        layer.padding = "valid" if pad else padding
+        return pad, ctx, _window(layer)
+    finally:
+        layer.padding = padding
+
+
 @register_layer("Conv2D")
+@register_layer("Conv1D")
 def _conv(layer, ctx):
-    params = _window(layer)
+    pad, ctx, params = _conv_window(layer, ctx)
     kernel = _arr(layer.kernel)
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
     if getattr(layer, "groups", 1) != 1:
         params["groups"] = int(layer.groups)
-    return _with_activation(ctx, layer, ctx.op("conv2d", params, {"kernel": kernel, "bias": bias}, layer))
+    return pad + _with_activation(ctx, layer, ctx.op("conv2d", params, {"kernel": kernel, "bias": bias}, layer))
 
 
 @register_layer("DepthwiseConv2D")
+@register_layer("DepthwiseConv1D")
 def _depthwise(layer, ctx):
-    params = _window(layer)
+    pad, ctx, params = _conv_window(layer, ctx)
     kernel = _arr(layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel)
-    n_out = kernel.shape[2] * kernel.shape[3]
+    n_out = kernel.shape[-2] * kernel.shape[-1]
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(n_out, np.float32)
-    return _with_activation(ctx, layer, ctx.op("depthwise_conv2d", params, {"kernel": kernel, "bias": bias}, layer))
+    return pad + _with_activation(ctx, layer, ctx.op("depthwise_conv2d", params, {"kernel": kernel, "bias": bias},
+                                                     layer))
 
 
 @register_layer("SeparableConv2D")
+@register_layer("SeparableConv1D")
 def _separable(layer, ctx):
     """Two ops, as Keras computes it: the depthwise convolution (``name/depthwise``), then the
     pointwise 1x1 convolution with the bias (``name``), then the fused activation."""
-    params = _window(layer)
+    pad, ctx, params = _conv_window(layer, ctx)
     depthwise, pointwise = _arr(layer.depthwise_kernel), _arr(layer.pointwise_kernel)
     bias = _arr(layer.bias) if layer.use_bias else np.zeros(pointwise.shape[-1], np.float32)
-    inner = ctx.shape[:2] + (depthwise.shape[2] * depthwise.shape[3],)
+    inner = ctx.shape[:-1] + (depthwise.shape[-2] * depthwise.shape[-1],)
     first = ctx.op("depthwise_conv2d", params, {"kernel": depthwise, "bias": np.zeros(inner[-1], np.float32)},
                    layer, name=f"{ctx.name}/depthwise", shape=inner)
     pointwise_params = {"kernel_size": (1, 1), "strides": (1, 1), "dilation_rate": (1, 1), "padding": "valid"}
     second = ctx.op("conv2d", pointwise_params, {"kernel": pointwise, "bias": bias}, layer,
                     inputs=(first.name,), input_shapes=(inner,))
-    return [first] + _with_activation(ctx, layer, second)
+    return pad + [first] + _with_activation(ctx, layer, second)
 
 
 def _gamma_beta(layer, ctx):
@@ -263,10 +300,11 @@ def _global_pool(kind):
     return lifter
 
 
-register_layer("MaxPooling2D", _pool("max_pool"))
-register_layer("AveragePooling2D", _pool("avg_pool"))
-register_layer("GlobalAveragePooling2D", _global_pool("global_avg_pool"))
-register_layer("GlobalMaxPooling2D", _global_pool("global_max_pool"))
+for _rank in ("1D", "2D"):
+    register_layer("MaxPooling" + _rank, _pool("max_pool"))
+    register_layer("AveragePooling" + _rank, _pool("avg_pool"))
+    register_layer("GlobalAveragePooling" + _rank, _global_pool("global_avg_pool"))
+    register_layer("GlobalMaxPooling" + _rank, _global_pool("global_max_pool"))
 
 
 def _reshape(layer, ctx):
@@ -284,16 +322,36 @@ for _name in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
     register_layer(_name, _identity)
 
 
+def _margins(value):
+    """Padding or cropping as ``[[top, bottom], [left, right]]``: a 1-D layer's ``(left, right)``
+    is ``[[0, 0], [left, right]]``."""
+    if all(isinstance(v, (int, np.integer)) for v in value):  # 1-D: (left, right)
+        return [[0, 0], [int(v) for v in value]]
+    return [[int(a), int(b)] for a, b in value]
+
+
 @register_layer("ZeroPadding2D")
+@register_layer("ZeroPadding1D")
 def _zero_padding(layer, ctx):
     _channels_last(layer)
-    return [ctx.op("zero_padding", {"padding": [list(_pair(p)) for p in layer.padding]}, layer=layer)]
+    return [ctx.op("zero_padding", {"padding": _margins(layer.padding)}, layer=layer)]
 
 
 @register_layer("Cropping2D")
+@register_layer("Cropping1D")
 def _cropping(layer, ctx):
     _channels_last(layer)
-    return [ctx.op("cropping", {"cropping": [list(_pair(p)) for p in layer.cropping]}, layer=layer)]
+    return [ctx.op("cropping", {"cropping": _margins(layer.cropping)}, layer=layer)]
+
+
+@register_layer("UpSampling2D")
+@register_layer("UpSampling1D")
+def _upsampling(layer, ctx):
+    _channels_last(layer)
+    if getattr(layer, "interpolation", "nearest") != "nearest":
+        raise Unsupported(f"interpolation={layer.interpolation!r} (only 'nearest')")
+    size = (1, int(layer.size)) if len(ctx.shape) == 2 else _pair(layer.size)  # 1-D: a map of one row
+    return [ctx.op("upsample", {"size": list(size)}, layer=layer)]
 
 
 @register_layer("Add")
@@ -392,6 +450,76 @@ def _product(layer, ctx):
     return ctx.op("multiply", layer=layer)
 
 
+@register_layer("MultiHeadAttention")
+def _attention(layer, ctx):
+    """MultiHeadAttention as its primitives (SPEC.md section 3; :mod:`nnslicer.ops.attention`):
+    ``name/query``, ``name/key`` and ``name/value`` (Dense at each position), ``name/scaled``
+    (the query times ``1 / sqrt(key_dim)``, as Keras scales it), ``name/scores`` (a product),
+    ``name/softmax`` (over keys; a causal mask if asked), ``name/context`` (a product), and the
+    output projection ``name``. Self- and cross-attention over sequences ``[T, features]``."""
+    args = dict(zip(("query", "value", "key"), ctx.arguments.args))
+    args.update(ctx.arguments.kwargs)
+    query, value = args.get("query"), args.get("value")
+    key = args.get("key") if args.get("key") is not None else value
+    if args.get("attention_mask") is not None:
+        raise Unsupported("an attention_mask argument (a second input of the model)")
+    if args.get("return_attention_scores"):
+        raise Unsupported("return_attention_scores=True (a second output)")
+    tensors = {"query": query, "key": key, "value": value}
+    if any(getattr(t, "_keras_mask", None) is not None for t in tensors.values()):
+        raise Unsupported("inputs with a Keras mask (Embedding(mask_zero=True) or Masking before it)")
+    if getattr(layer, "_use_gate", False):
+        raise Unsupported("use_gate=True (a gated attention)")
+    if any(len(t.shape) != 3 for t in tensors.values()) or tuple(layer._attention_axes) != (1,):
+        raise Unsupported("attention over inputs that are not sequences [batch, positions, features] "
+                          "(attention_axes over a map)")
+    heads = int(layer.num_heads)
+    names = {role: ctx.name_of(t) for role, t in tensors.items()}
+    shapes = {role: tuple(t.shape[1:]) for role, t in tensors.items()}
+    ops, widths = [], {}
+    for role in ("query", "key", "value"):
+        dense = getattr(layer, f"_{role}_dense")
+        kernel = _arr(dense.kernel)  # [features, heads, depth]
+        widths[role] = kernel.shape[1] * kernel.shape[2]
+        kernel = kernel.reshape(kernel.shape[0], widths[role])
+        bias = _arr(dense.bias).reshape(-1) if dense.bias is not None else np.zeros(widths[role], np.float32)
+        ops.append(ctx.op("dense", weights={"kernel": kernel, "bias": bias}, layer=layer, name=f"{ctx.name}/{role}",
+                          inputs=(names[role],), input_shapes=(shapes[role],),
+                          shape=(shapes[role][0], widths[role])))
+    tq, tk = shapes["query"][0], shapes["key"][0]
+    q_shape, k_shape, v_shape = (tq, widths["query"]), (tk, widths["key"]), (tk, widths["value"])
+    scale = np.float32(1.0 / np.sqrt(float(layer.key_dim)))
+    ops.append(ctx.op("constant", {"steps": [["multiply", "c"]]}, {"c": np.full((1, 1), scale, np.float32)},
+                      layer, name=f"{ctx.name}/scaled", inputs=(f"{ctx.name}/query",), input_shapes=(q_shape,),
+                      shape=q_shape))
+    scores = (tq, tk, heads)
+    ops.append(ctx.op("matmul", {"contract": "features", "heads": heads}, layer=layer, name=f"{ctx.name}/scores",
+                      inputs=(f"{ctx.name}/scaled", f"{ctx.name}/key"), input_shapes=(q_shape, k_shape),
+                      shape=scores))
+    softmax, rows, cols = {}, np.arange(tq)[:, None], np.arange(tk)[None, :]
+    mask = np.ones((tq, tk), bool)
+    if args.get("use_causal_mask"):  # as Keras computes them: key j <= query i
+        mask &= cols <= rows
+    if getattr(layer, "_sliding_window", None) is not None:  # and |i - j| < window
+        mask &= np.abs(rows - cols) < layer._sliding_window
+    if not mask.all():
+        softmax["mask"] = mask[:, :, None].astype(np.float32)
+    ops.append(ctx.op("softmax", {"axis": 1}, softmax, layer, name=f"{ctx.name}/softmax",
+                      inputs=(f"{ctx.name}/scores",), input_shapes=(scores,), shape=scores))
+    ops.append(ctx.op("matmul", {"contract": "keys", "heads": heads}, layer=layer, name=f"{ctx.name}/context",
+                      inputs=(f"{ctx.name}/softmax", f"{ctx.name}/value"), input_shapes=(scores, v_shape),
+                      shape=(tq, widths["value"])))
+    out = layer._output_dense
+    kernel = _arr(out.kernel)  # [heads, depth, *output features]
+    kernel = kernel.reshape(widths["value"], -1)
+    bias = _arr(out.bias).reshape(-1) if out.bias is not None else np.zeros(kernel.shape[1], np.float32)
+    if len(ctx.shape) != 2 or kernel.shape[1] != ctx.shape[-1]:
+        raise Unsupported(f"an output of shape {ctx.shape} (output_shape of more than one axis)")
+    ops.append(ctx.op("dense", weights={"kernel": kernel, "bias": bias}, layer=layer,
+                      inputs=(f"{ctx.name}/context",), input_shapes=((tq, widths["value"]),)))
+    return ops
+
+
 @register_layer("Concatenate")
 def _concatenate(layer, ctx):
     rank = len(ctx.shape)
@@ -473,7 +601,7 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems):
             continue
         ctx = _Call(name, tuple(names[_key(t)] for t in node.input_tensors),
                     tuple(tuple(t.shape[1:]) for t in node.input_tensors), tuple(node.outputs[0].shape[1:]),
-                    node.arguments)
+                    node.arguments, names)
         try:
             lifted = lifter(layer, ctx)
         except Unsupported as why:
@@ -506,7 +634,8 @@ def lift(model, granularity: str = "element") -> DataFlowGraph:
     model : keras.Model
         A built model with one input and one output.
     granularity : {"element", "channel"}
-        What a neuron of a rank-3 feature map is: an element, or a channel (its spatial mean).
+        What a neuron of a tensor with channels (a feature map, a sequence) is: an element, or a
+        channel (its mean over positions).
 
     Raises
     ------

@@ -45,6 +45,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import InvalidParameterError, MissingDependencyError, RenderError
+from .graph import has_channels
 from .io import atomic_path
 
 __all__ = ["render", "to_dot", "view_graph", "VIEWS", "FORMATS"]
@@ -277,7 +278,7 @@ def _penwidth(value, vmax, lo=1.0, hi=6.0):
 
 def _index_text(graph, name, flat):
     shape = graph.neuron_shape(name)
-    if graph.granularity == "channel" and len(graph[name].shape) == 3:
+    if graph.granularity == "channel" and has_channels(graph[name].shape):
         return f"ch {flat}"
     if len(shape) == 1:
         return f"[{flat}]"
@@ -290,7 +291,7 @@ def _units(graph, g, counts, channels):
     name = g.head.name
     shape = graph.neuron_shape(name)
     c = counts.reshape(shape) if counts.size else counts
-    if channels and graph.granularity == "element" and len(shape) == 3 and shape[-1] > 1:
+    if channels and graph.granularity == "element" and has_channels(shape) and shape[-1] > 1:
         flat = c.reshape(-1, shape[-1])
         return "channel", np.abs(flat).sum(0), flat.sum(0), np.count_nonzero(flat, axis=0), flat.shape[0]
     flat = counts.reshape(-1)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import InvalidInputError, InvalidParameterError, NotFittedError, UnsupportedLayerError
 from .forward import as_batch, forward
+from .graph import has_channels
 from .lift import lift
 from .parallel import map_backward, use_ray
 from .profile import Profile, check_batch_size
@@ -142,9 +143,9 @@ class Slicer:
         theta = self._validate()
         graph = lift(self.model, self.granularity)
         log.info("lifted %r", graph)
-        if self.granularity == "channel" and len(graph[graph.logits].shape) == 3:
+        if self.granularity == "channel" and has_channels(graph[graph.logits].shape):
             raise UnsupportedLayerError(
-                f"Model {graph.name!r} outputs a feature map of shape {graph[graph.logits].shape}: its output "
+                f"Model {graph.name!r} outputs a map or sequence of shape {graph[graph.logits].shape}: its output "
                 "neurons are elements, which a channel-granularity slice cannot start from. Use "
                 "granularity='element' (--granularity element) for this model.")
         if profile is None:

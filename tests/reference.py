@@ -8,9 +8,9 @@ walks every neuron and every candidate in plain Python loops, in the words of th
 
 Conventions (SPEC.md sections 1-3, and the lead's reading where the SPEC is silent):
 
-* A neuron of a rank-3 tensor ``[H, W, C]`` at ``granularity="channel"`` is a channel; its
-  activation and delta are the spatial means of the element values. Rank-1 tensors are
-  elements at both granularities.
+* A neuron of a tensor of rank >= 2 (``[H, W, C]``, ``[T, C]``) at ``granularity="channel"``
+  is a channel (its last axis); its activation and delta are the means of the element values
+  over the other axes. Rank-1 tensors are elements at both granularities.
 * Candidates are float64 products of float64(weight) and float64(delta) (raw activations for
   ``rule="effective_path"``). Candidate order: Dense by input index; Conv2D by
   ``(kh, kw, c_in)`` row-major; DepthwiseConv2D by ``(kh, kw)``; pooling by window position
@@ -60,6 +60,33 @@ def window_geometry(n_in, k, stride, dilation, padding):
     raise ValueError(f"unknown padding {padding!r}")
 
 
+def hw(shape):
+    """Rows and columns of a tensor with channels: a sequence ``[T, C]`` is one row of ``T``
+    (the 1-D window ops are their 2-D forms over one axis, SPEC.md section 3)."""
+    return (1, shape[0]) if len(shape) == 2 else tuple(shape[:2])
+
+
+def at(shape, h, w, c):
+    """The index of element (row h, column w, channel c) of a map or sequence of ``shape``."""
+    return (w, c) if len(shape) == 2 else (h, w, c)
+
+
+def split(shape, n):
+    """``(row, column, channel)`` of index ``n`` of a map or sequence of ``shape``."""
+    return (0,) + tuple(n) if len(shape) == 2 else tuple(n)
+
+
+def kernel4(op):
+    """A convolution's kernel as ``[kh, kw, ...]`` (a 1-D kernel ``[k, ...]`` is one row)."""
+    k = op.weights["kernel"]
+    return k.reshape((1,) * (4 - k.ndim) + k.shape)
+
+
+def synapse_at(op, index):
+    """The synapse index of a 4-D kernel index in the op's own kernel (of rank 3 for 1-D)."""
+    return tuple(index[4 - op.weights["kernel"].ndim:])
+
+
 def receptive_field(op, oh, ow):
     """Taps of output position ``(oh, ow)`` of a conv/pool op, row-major ``(kh, kw)``.
 
@@ -67,7 +94,7 @@ def receptive_field(op, oh, ow):
     position lies inside the input (False: it reads padding).
     """
     p = op.params
-    h_in, w_in = op.input_shapes[0][:2]
+    h_in, w_in = hw(op.input_shapes[0])
     kh, kw = p["kernel_size"]
     sh, sw = p["strides"]
     dh, dw = p.get("dilation_rate", (1, 1))
@@ -82,7 +109,7 @@ def receptive_field(op, oh, ow):
 
 def output_hw(op):
     p = op.params
-    h_in, w_in = op.input_shapes[0][:2]
+    h_in, w_in = hw(op.input_shapes[0])
     kh, kw = p["kernel_size"]
     sh, sw = p["strides"]
     dh, dw = p.get("dilation_rate", (1, 1))
@@ -161,11 +188,11 @@ class _Sample:
         self._cache = {}
 
     def is_map(self, name):
-        return len(self.graph[name].shape) == 3
+        return len(self.graph[name].shape) >= 2
 
     def channel_mean(self, arr, c):
-        h, w = arr.shape[:2]
-        return fsum_seq(arr[i, j, c] for i in range(h) for j in range(w)) / (h * w)
+        positions = list(itertools.product(*(range(d) for d in arr.shape[:-1])))
+        return fsum_seq(arr[p + (c,)] for p in positions) / len(positions)
 
     def neuron_values(self, table, name):
         """Activations/deltas of ``name``'s neurons as a float64 array (channel means at
@@ -240,12 +267,13 @@ class ReferenceSlicer:
         oh_n, ow_n = output_hw(op)
         table = self.s.acts if self.rule == "effective_path" else self.s.deltas
         x = table[op.inputs[0]]
+        shape = op.input_shapes[0]
         values = []
         for oh in range(oh_n):
             for ow in range(ow_n):
                 for t_h, t_w, ih, iw, inside in receptive_field(op, oh, ow):
                     if (t_h, t_w) == (th, tw):
-                        values.append(float(x[ih, iw, c]) if inside else 0.0)
+                        values.append(float(x[at(shape, ih, iw, c)]) if inside else 0.0)
         self._tap_means[key] = fsum_seq(values) / (oh_n * ow_n)
         return self._tap_means[key]
 
@@ -265,9 +293,9 @@ class ReferenceSlicer:
             base = 0.0 if self.rule == "effective_path" else x - float(self.s.deltas[op.inputs[1 - j]][other])
             return self.source_element(op.inputs[j], mine) * ((base + x) / 2)
 
-        if self.channel and len(op.shape) == 3:
-            h, w, _ = op.shape
-            return fsum_seq(share((i, k, n[0])) for i in range(h) for k in range(w)) / (h * w)
+        if self.channel and len(op.shape) >= 2:
+            positions = list(itertools.product(*(range(d) for d in op.shape[:-1])))
+            return fsum_seq(share(p + (n[0],)) for p in positions) / len(positions)
         return share(n)
 
     # ------------------------------------------------------------------ run
@@ -313,14 +341,18 @@ class ReferenceSlicer:
             return self.max_pool(op, n, count)
         if kind == "activation":
             return self.activation(op, n, count)
-        if kind in ("batch_norm", "layer_norm", "constant"):
+        if kind in ("batch_norm", "layer_norm", "constant", "softmax"):
             return self.scale_like(op, n, count)
+        if kind == "matmul":
+            return self.linear(op, n, count, self.product_candidates(op, n))
         if kind == "identity":
             return self.pass_on(op, 0, n, count)
         if kind == "reshape":
             return self.reshape(op, n, count)
         if kind in ("zero_padding", "cropping"):
             return self.offset(op, n, count)
+        if kind == "upsample":
+            return self.upsample(op, n, count)
         if kind == "concatenate":
             return self.concatenate(op, n, count)
         raise NotImplementedError(f"reference has no rule for op kind {kind!r}")
@@ -341,7 +373,8 @@ class ReferenceSlicer:
             c = n[-1]
             out.append((float(op.weights["kernel"][c]) * self.source(x, n), 0, n, (c,)))
         elif kind == "conv2d":  # groups: output channel co reads its group's input channels
-            kernel = op.weights["kernel"]
+            kernel = kernel4(op)
+            shape = op.input_shapes[0]
             kh, kw, c_group, c_out = kernel.shape
             per_group = c_out // op.params.get("groups", 1)
             co = n[-1]
@@ -351,17 +384,19 @@ class ReferenceSlicer:
                     for tw in range(kw):
                         for ci in range(c_group):
                             c = float(kernel[th, tw, ci, co]) * self.tap_mean(op, th, tw, first + ci)
-                            out.append((c, 0, (first + ci,), (th, tw, ci, co)))
+                            out.append((c, 0, (first + ci,), synapse_at(op, (th, tw, ci, co))))
             else:
-                oh, ow, co = n
+                oh, ow, co = split(op.shape, n)
                 for th, tw, ih, iw, inside in receptive_field(op, oh, ow):
                     if not inside:
                         continue
                     for ci in range(c_group):
-                        c = float(kernel[th, tw, ci, co]) * self.source(x, (ih, iw, first + ci))
-                        out.append((c, 0, (ih, iw, first + ci), (th, tw, ci, co)))
+                        src = at(shape, ih, iw, first + ci)
+                        c = float(kernel[th, tw, ci, co]) * self.source(x, src)
+                        out.append((c, 0, src, synapse_at(op, (th, tw, ci, co))))
         elif kind == "depthwise_conv2d":
-            kernel = op.weights["kernel"]
+            kernel = kernel4(op)
+            shape = op.input_shapes[0]
             kh, kw, c_in, mult = kernel.shape
             if self.channel:
                 (co,) = n
@@ -369,25 +404,28 @@ class ReferenceSlicer:
                 for th in range(kh):
                     for tw in range(kw):
                         c = float(kernel[th, tw, ci, m]) * self.tap_mean(op, th, tw, ci)
-                        out.append((c, 0, (ci,), (th, tw, ci, m)))
+                        out.append((c, 0, (ci,), synapse_at(op, (th, tw, ci, m))))
             else:
-                oh, ow, co = n
+                oh, ow, co = split(op.shape, n)
                 ci, m = divmod(co, mult)
                 for th, tw, ih, iw, inside in receptive_field(op, oh, ow):
                     if inside:
-                        c = float(kernel[th, tw, ci, m]) * self.source(x, (ih, iw, ci))
-                        out.append((c, 0, (ih, iw, ci), (th, tw, ci, m)))
+                        src = at(shape, ih, iw, ci)
+                        c = float(kernel[th, tw, ci, m]) * self.source(x, src)
+                        out.append((c, 0, src, synapse_at(op, (th, tw, ci, m))))
         elif kind == "avg_pool":  # element granularity only
-            oh, ow, ch = n
+            oh, ow, ch = split(op.shape, n)
             for _, _, ih, iw, inside in receptive_field(op, oh, ow):
                 if inside:
-                    out.append((self.source(x, (ih, iw, ch)), 0, (ih, iw, ch), None))
+                    src = at(op.input_shapes[0], ih, iw, ch)
+                    out.append((self.source(x, src), 0, src, None))
         elif kind == "global_avg_pool":  # element granularity only
             (ch,) = n
-            h, w = op.input_shapes[0][:2]
+            h, w = hw(op.input_shapes[0])
             for ih in range(h):
                 for iw in range(w):
-                    out.append((self.source(x, (ih, iw, ch)), 0, (ih, iw, ch), None))
+                    src = at(op.input_shapes[0], ih, iw, ch)
+                    out.append((self.source(x, src), 0, src, None))
         elif kind == "add":
             for j, name in enumerate(op.inputs):
                 out.append((self.source(name, n), j, n, None))
@@ -396,11 +434,51 @@ class ReferenceSlicer:
             out.append((-self.source(op.inputs[1], n), 1, n, None))
         elif kind == "multiply":
             for j in range(2):
-                dst = (n[0] % op.input_shapes[j][-1],) if self.channel and len(op.shape) == 3 \
+                dst = (n[0] % op.input_shapes[j][-1],) if self.channel and len(op.shape) >= 2 \
                     else self.broadcast_index(op, j, n)
                 out.append((self.product_share(op, j, n), j, dst, None))
         else:  # pragma: no cover
             raise NotImplementedError(kind)
+        return out
+
+    def half(self, name, index):
+        """``(base + value) / 2`` of element ``index`` of tensor ``name``: what the other factor
+        of a product multiplies in a term's share (base: the profile mean, 0 for EffectivePath)."""
+        x = float(self.s.acts[name][index])
+        base = 0.0 if self.rule == "effective_path" else x - float(self.s.deltas[name][index])
+        return (base + x) / 2
+
+    def product_candidates(self, op, n):
+        """Attention's products (SPEC.md: a product of two computed tensors): every term's two
+        Shapley shares, the first factor's terms first; at channel granularity a share is its
+        mean over the output positions of the channel, computed literally."""
+        a, b = op.inputs
+        heads = op.params["heads"]
+        scores = op.params["contract"] == "features"
+
+        def terms(q, k, c):
+            """The shares of the terms of output element (q, k, h) (scores, c = h) or (q, c)
+            (context): ``[(share, input, element)]`` in candidate order."""
+            if scores:
+                depth = op.input_shapes[0][1] // heads
+                idx = [((q, c * depth + d), (k, c * depth + d)) for d in range(depth)]
+            else:
+                h = c // (op.input_shapes[1][1] // heads)
+                idx = [((q, j, h), (j, c)) for j in range(op.input_shapes[0][1])]
+            return ([(self.source_element(a, ia) * self.half(b, ib), 0, ia) for ia, ib in idx]
+                    + [(self.source_element(b, ib) * self.half(a, ia), 1, ib) for ia, ib in idx])
+
+        if not self.channel:
+            q, k, c = (n[0], n[1], n[2]) if scores else (n[0], None, n[1])
+            return [(v, j, dst, None) for v, j, dst in terms(q, k, c)]
+        (c,) = n
+        tq = op.shape[0]
+        grid = [(q, k) for q in range(tq) for k in range(op.shape[1])] if scores else [(q, None) for q in range(tq)]
+        per_position = [terms(q, k, c) for q, k in grid]
+        out = []
+        for i, (_, j, element) in enumerate(per_position[0]):
+            mean = fsum_seq(t[i][0] for t in per_position) / len(grid)
+            out.append((mean, j, (element[-1],), None))  # the factor's channel
         return out
 
     def linear(self, op, n, count, cands):
@@ -451,16 +529,17 @@ class ReferenceSlicer:
             return self.pass_on(op, 0, n, self.paper_sign(op, n, count, n))
         x = self.s.acts[op.inputs[0]]
         y = self.s.acts[op.name]
+        shape = op.input_shapes[0]
         if op.kind == "max_pool":
-            oh, ow, ch = n
+            oh, ow, ch = split(op.shape, n)
             window = [(ih, iw) for _, _, ih, iw, inside in receptive_field(op, oh, ow) if inside]
         else:
             (ch,) = n
-            h, w = op.input_shapes[0][:2]
+            h, w = hw(shape)
             window = [(ih, iw) for ih in range(h) for iw in range(w)]
         for ih, iw in window:
-            if x[ih, iw, ch] == y[n]:  # every argmax (ties: all)
-                dst = (ih, iw, ch)
+            dst = at(shape, ih, iw, ch)
+            if x[dst] == y[n]:  # every argmax (ties: all)
                 if self.propagation == "code":
                     self.pass_on(op, 0, dst, count)
                 else:
@@ -469,14 +548,14 @@ class ReferenceSlicer:
     def reshape(self, op, n, count):
         in_shape = tuple(op.input_shapes[0])
         out_shape = tuple(op.shape)
-        if self.channel and len(in_shape) == 3:
-            if len(out_shape) == 3:  # same shape (the engine refuses other reshapes into maps)
-                assert in_shape == out_shape
+        if self.channel and len(in_shape) >= 2:
+            if len(out_shape) >= 2:  # the same channels (the engine refuses other reshapes into maps)
+                assert in_shape[-1] == out_shape[-1]
                 return self.pass_on(op, 0, n, count)
-            # Flatten of a map: element (h, w, c) of the row-major order goes to channel c.
+            # Flatten of a map: element (..., c) of the row-major order goes to channel c.
             flat = int(np.ravel_multi_index(n, out_shape))
             element = np.unravel_index(flat, in_shape)
-            return self.pass_on(op, 0, (int(element[2]),), count)
+            return self.pass_on(op, 0, (int(element[-1]),), count)
         flat = int(np.ravel_multi_index(n, self.graph.neuron_shape(op.name)))
         dst = tuple(int(v) for v in np.unravel_index(flat, self.graph.neuron_shape(op.inputs[0])))
         return self.pass_on(op, 0, dst, count)
@@ -490,17 +569,24 @@ class ReferenceSlicer:
         else:
             (top, _), (left, _) = op.params["cropping"]
             dh, dw = top, left
-        oh, ow, c = n
+        oh, ow, c = split(op.shape, n)
         ih, iw = oh + dh, ow + dw
-        h, w = op.input_shapes[0][:2]
+        h, w = hw(op.input_shapes[0])
         if 0 <= ih < h and 0 <= iw < w:  # a padded element comes from no input neuron
-            self.pass_on(op, 0, (ih, iw, c), count)
+            self.pass_on(op, 0, at(op.input_shapes[0], ih, iw, c), count)
+
+    def upsample(self, op, n, count):
+        if self.channel:
+            return self.pass_on(op, 0, n, count)
+        oh, ow, c = split(op.shape, n)
+        sh, sw = op.params["size"]
+        self.pass_on(op, 0, at(op.input_shapes[0], oh // sh, ow // sw, c), count)
 
     def concatenate(self, op, n, count):
         axis = op.params["axis"]
         out_shape = tuple(op.shape)
-        if self.channel and len(out_shape) == 3:
-            if axis != 2:  # spatial concatenation: every input has every channel
+        if self.channel and len(out_shape) >= 2:
+            if axis != len(out_shape) - 1:  # along positions: every input has every channel
                 for j in range(len(op.inputs)):
                     self.pass_on(op, j, n, count)
                 return
@@ -509,7 +595,7 @@ class ReferenceSlicer:
             along = n[axis]
         start = 0
         for j, in_shape in enumerate(op.input_shapes):
-            size = in_shape[-1] if (self.channel and len(out_shape) == 3) else in_shape[axis]
+            size = in_shape[-1] if (self.channel and len(out_shape) >= 2) else in_shape[axis]
             if start <= along < start + size:
                 dst = list(n)
                 dst[axis] = along - start

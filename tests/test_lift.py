@@ -683,7 +683,7 @@ def test_feature_map_output_refused_for_channel_slicing():
     x = np.random.default_rng(0).normal(size=(8, 5, 5, 2)).astype("float32")
     assert nnslicer.Slicer(model).fit(x).slice(x[0], target=17).samples == 1
     nnslicer.lift(model, granularity="channel")  # its graph is fine to inspect
-    with pytest.raises(UnsupportedLayerError, match=r"'maps' outputs a feature map of shape \(3, 3, 2\).*element"):
+    with pytest.raises(UnsupportedLayerError, match=r"'maps' outputs a map or sequence of shape \(3, 3, 2\).*element"):
         nnslicer.Slicer(model, granularity="channel").fit(x)
 
 

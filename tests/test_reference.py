@@ -22,7 +22,8 @@ import nnslicer  # noqa: E402
 from nnslicer.backward import backward  # noqa: E402
 from nnslicer.forward import forward  # noqa: E402
 
-from reference import (receptive_field, output_hw, reference_backward, select_effective_path,  # noqa: E402
+from reference import (hw, kernel4, receptive_field, output_hw, reference_backward,  # noqa: E402
+                       select_effective_path,
 
                        select_nnslicer, select_paper)
 
@@ -248,6 +249,39 @@ def convnext_net():
     return keras.Model(x_in, L.Dense(NUM_CLASSES)(L.Flatten()(x)), name="convnext_net")
 
 
+def conv1d_net():
+    """The 1-D window ops over a sequence: causal dilated Conv1D, padding, strided Conv1D,
+    DepthwiseConv1D, SeparableConv1D, pooling, upsampling, cropping, both global poolings, and
+    Dense at each position."""
+    x_in = keras.Input((12, 3))
+    x = L.Conv1D(4, 3, padding="causal", dilation_rate=2, activation="relu")(x_in)
+    x = L.ZeroPadding1D((1, 2))(x)
+    x = L.Conv1D(4, 3, strides=2, padding="same")(x)
+    x = L.DepthwiseConv1D(3, depth_multiplier=2, padding="same", activation="tanh")(x)
+    x = L.SeparableConv1D(4, 2, padding="valid")(x)
+    x = L.MaxPooling1D(2, padding="same")(x)
+    x = L.UpSampling1D(3)(x)
+    x = L.Cropping1D((1, 1))(x)
+    x = L.AveragePooling1D(2, strides=1)(x)
+    x = L.Dense(5, activation="relu")(x)
+    pooled = L.Concatenate()([L.GlobalMaxPooling1D()(x), L.GlobalAveragePooling1D()(x)])
+    return keras.Model(x_in, L.Dense(NUM_CLASSES)(pooled), name="conv1d_net")
+
+
+def attention_net():
+    """A transformer's parts over a sequence: Dense at each position, LayerNormalization,
+    self-attention (2 heads, value_dim unlike key_dim), a residual Add, causal cross-attention
+    without biases, a GELU MLP and global average pooling."""
+    x_in = keras.Input((5, 4))
+    x = L.Dense(6)(x_in)
+    y = L.LayerNormalization()(x)
+    x = L.Add()([x, L.MultiHeadAttention(2, 3, value_dim=2)(y, y)])
+    memory = L.Dense(4, activation="tanh")(x)
+    x = L.MultiHeadAttention(2, 2, use_bias=False)(x, memory, use_causal_mask=True)
+    x = L.Dense(8, activation="gelu")(x)
+    return keras.Model(x_in, L.Dense(NUM_CLASSES)(L.GlobalAveragePooling1D()(x)), name="attention_net")
+
+
 def _randomize_scales(model, rng):
     """LayerScale factors away from their initial value (the same for every channel)."""
     for layer in model.layers:
@@ -280,7 +314,8 @@ def cnn_wide():
 
 MODELS = {f.__name__: f for f in (mlp, mlp_acts, cnn_same, cnn_strided, cnn_dilated, cnn_misc, resnet,
                                   concat_net, reshape_net, const_net, keepdims_net, se_net, separable_net,
-                                  diff_net, layer_norm_net, convnext_net)}
+                                  diff_net, layer_norm_net, convnext_net, conv1d_net,
+                                  attention_net)}
 ELEMENT_ONLY = {"reshape_net"}
 BUILDERS = dict(MODELS, cnn_wide=cnn_wide)
 SLOW_SEEDS = tuple(range(2, 8))
@@ -387,15 +422,16 @@ def test_reference_geometry_matches_tensorflow(model_name):
     for op in graph.ops:
         if op.kind not in ("conv2d", "depthwise_conv2d", "avg_pool", "max_pool"):
             continue
-        x = tape.acts[op.inputs[0]][0].astype(np.float64)
-        y = tape.acts[op.name][0]
+        shape = op.input_shapes[0]  # a sequence [T, C] is read as one row of a map
+        x = tape.acts[op.inputs[0]][0].astype(np.float64).reshape(hw(shape) + (shape[-1],))
+        y = tape.acts[op.name][0].reshape(hw(op.shape) + (op.shape[-1],))
         assert output_hw(op) == tuple(y.shape[:2]), op.name
         for oh in range(y.shape[0]):
             for ow in range(y.shape[1]):
                 taps = [t for t in receptive_field(op, oh, ow)]
                 inside = [t for t in taps if t[4]]
                 if op.kind == "conv2d":  # group by group
-                    k = op.weights["kernel"]
+                    k = kernel4(op)
                     groups = op.params.get("groups", 1)
                     want = op.weights["bias"].astype(np.float64).copy()
                     for th, tw, ih, iw, _ in inside:
@@ -404,7 +440,7 @@ def test_reference_geometry_matches_tensorflow(model_name):
                             want[g * k.shape[3] // groups:(g + 1) * k.shape[3] // groups] += part @ rows.astype(
                                 np.float64)
                 elif op.kind == "depthwise_conv2d":
-                    k = op.weights["kernel"]
+                    k = kernel4(op)
                     want = op.weights["bias"].astype(np.float64).copy()
                     for th, tw, ih, iw, _ in inside:
                         want += (x[ih, iw, :, None] * k[th, tw]).reshape(-1)

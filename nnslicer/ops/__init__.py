@@ -8,10 +8,11 @@ layer makes it with :func:`nnslicer.lift.register_layer`.
 from __future__ import annotations
 
 from ..errors import InvalidParameterError
+from .attention import Product, Softmax
 from .base import Handler, LinearHandler, RouteHandler, Step, Wiring
 from .merge import Add, Concatenate, Multiply, Subtract
 from .passthrough import (Activation, BatchNormalization, Constant, Cropping2D, Identity, LayerNormalization,
-                          Reshape, ZeroPadding2D)
+                          Reshape, UpSampling, ZeroPadding2D)
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .weighted import Conv2D, Dense, DepthwiseConv2D, Scale
 
@@ -49,5 +50,6 @@ def get_handler(kind):
 
 for _cls in (Input, Dense, Conv2D, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D,
              MaxPooling2D, GlobalMaxPooling2D, Activation, BatchNormalization, LayerNormalization, Constant,
-             Identity, Reshape, ZeroPadding2D, Cropping2D, Add, Subtract, Multiply, Concatenate, Scale):
+             Identity, Reshape, ZeroPadding2D, Cropping2D, UpSampling, Add, Subtract, Multiply, Concatenate, Scale,
+             Product, Softmax):
     register_handler(_cls())

@@ -54,13 +54,15 @@ class Wiring:
     ``value``: flat index into :meth:`LinearHandler.values` (what the candidate multiplies);
     ``dst``: flat index of the input neuron that a kept candidate's count goes to;
     ``synapse``: flat index into the op's synapse array, or None (weight 1, no synapse);
-    ``valid``: False where the candidate does not exist (a tap that reads padding), or None.
+    ``valid``: False where the candidate does not exist (a tap that reads padding), or None;
+    ``partner``: for a product of two tensors, the flat index into the other factor's values.
     """
 
     value: np.ndarray
     dst: np.ndarray
     synapse: np.ndarray | None = None
     valid: np.ndarray | None = None
+    partner: np.ndarray | None = None
 
 
 class Step:
@@ -94,8 +96,8 @@ class Step:
         return self.act(name) if self.rule == "effective_path" else self.delta(name)
 
     def _view(self, arr):
-        if self.granularity == "channel" and arr.ndim == 4:
-            return arr.mean(axis=(1, 2), dtype=np.float64)
+        if self.granularity == "channel" and arr.ndim >= 3:  # [B, *positions, C]: the mean over positions
+            return arr.mean(axis=tuple(range(1, arr.ndim - 1)), dtype=np.float64)
         return arr
 
 
@@ -174,6 +176,15 @@ class Handler:
         """Raise if the op cannot be sliced at this granularity (checked before any work)."""
 
 
+def half_sum(step, name):
+    """``(base + value) / 2`` of tensor ``name`` at element level, float64: what the other
+    factor of a product multiplies in its two-player Shapley share (SPEC.md section 3,
+    Multiply); the base is the profile's mean (0 for EffectivePath, which reads raw values)."""
+    value = step.act(name).astype(np.float64)
+    base = 0.0 if step.rule == "effective_path" else value - step.delta(name).astype(np.float64)
+    return (base + value) / 2
+
+
 def _all_outputs(op, granularity):
     from ..graph import neuron_shape
 
@@ -194,6 +205,12 @@ class LinearHandler(Handler):
     def values(self, step, index):
         """The values that candidates of input ``index`` multiply, flat per sample [B, V]."""
         return step._view(step.source(step.op.inputs[index])).reshape(step.batch, -1)
+
+    def terms(self, step, index, values, rows, wire):
+        """The candidates ``[n, k]`` of input ``index`` for a chunk of output neurons, before
+        their synapses' weights: ``values`` are :meth:`values` of every input, ``rows`` the
+        chunk's samples and ``wire`` its :class:`Wiring` of that input."""
+        return values[index][rows[:, None], wire.value].astype(np.float64)
 
     def fused_window(self, op, granularity):
         """The op as a window op for the fused kernel (see :mod:`nnslicer._fused`):
@@ -241,7 +258,7 @@ class LinearHandler(Handler):
             wires = self.wiring(op, graph.granularity, os_)
             cands = []
             for j, w in enumerate(wires):
-                cand = values[j][bs[:, None], w.value].astype(np.float64)
+                cand = self.terms(step, j, values, bs, w)
                 if w.synapse is not None:
                     cand = cand * kernel[w.synapse]
                 if w.valid is not None:
@@ -362,11 +379,27 @@ def window(in_hw, kernel, strides, dilation, padding):
     return (oh, ow), flat, valid
 
 
+def spatial(shape):
+    """``(H, W)`` of a tensor with channels: a feature map's, or ``(1, T)`` for a sequence
+    ``[T, C]``, which the window ops (Conv1D, pooling 1D, padding 1D) read as a map of one row."""
+    positions = tuple(shape)[:-1]
+    return (1,) * (2 - len(positions)) + positions
+
+
+def on_map(op, x, fn):
+    """``fn`` (a TensorFlow op on ``[B, H, W, C]`` maps) applied to ``x`` of the op's input
+    shape, a sequence read as a map of one row, and its result in the op's output shape."""
+    import tensorflow as tf
+
+    shape = op.input_shapes[0]
+    y = fn(tf.reshape(x, (-1,) + spatial(shape) + (shape[-1],)))
+    return tf.reshape(y, (-1,) + tuple(op.shape))
+
+
 def window_of(op):
     """``window(...)`` for a conv or pooling op from its params."""
     p = op.params
-    h, w = op.input_shapes[0][:2]
-    return window((h, w), tuple(p["kernel_size"]), tuple(p["strides"]),
+    return window(spatial(op.input_shapes[0]), tuple(p["kernel_size"]), tuple(p["strides"]),
                   tuple(p.get("dilation_rate", (1, 1))), p["padding"])
 
 

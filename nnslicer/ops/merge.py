@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedLayerError
-from ..graph import neuron_shape
-from .base import LinearHandler, RouteHandler, Wiring
+from ..graph import has_channels, neuron_shape
+from .base import LinearHandler, RouteHandler, Wiring, half_sum
 
 
 class Add(LinearHandler):
@@ -58,18 +57,10 @@ class Multiply(LinearHandler):
     def forward(self, op, inputs):
         return inputs[0] * inputs[1]
 
-    def check(self, op, granularity):
-        if granularity == "channel" and len(op.shape) == 3 and any(len(s) == 2 for s in op.input_shapes):
-            raise UnsupportedLayerError(
-                f"Layer {op.layer!r} ({op.layer_class}) multiplies a feature map by a rank-2 tensor, whose "
-                "neurons are not channels. Use granularity='element' (--granularity element) for this model.")
-
     def values(self, step, index):
         a, b = step.op.inputs[index], step.op.inputs[1 - index]
         rank = len(step.op.shape)
-        other = _aligned(step.act(b).astype(np.float64), rank)
-        base = 0.0 if step.rule == "effective_path" else other - _aligned(step.delta(b).astype(np.float64), rank)
-        share = _aligned(step.source(a).astype(np.float64), rank) * ((base + other) / 2)
+        share = _aligned(step.source(a).astype(np.float64), rank) * _aligned(half_sum(step, b), rank)
         share = np.broadcast_to(share, (step.batch,) + tuple(step.op.shape))
         return step._view(share).reshape(step.batch, -1)
 
@@ -95,16 +86,16 @@ class Concatenate(RouteHandler):
     def route(self, op, granularity, out):
         axis = op.params["axis"]
         shape = tuple(op.shape)
-        if granularity == "channel" and len(shape) == 3:
-            if axis != 2:  # spatial concatenation: every input has every channel
+        channels = granularity == "channel" and has_channels(shape)
+        if channels:
+            if axis != len(shape) - 1:  # along positions: every input has every channel
                 return [(j, np.arange(len(out)), out) for j in range(len(op.inputs))]
             shape, axis = neuron_shape(shape, granularity), 0
         coords = np.unravel_index(out, shape)
         along = coords[axis]
         result, start = [], 0
         for j, in_shape in enumerate(op.input_shapes):
-            in_shape = neuron_shape(in_shape, granularity) if granularity == "channel" and len(in_shape) == 3 \
-                else tuple(in_shape)
+            in_shape = neuron_shape(in_shape, granularity) if channels else tuple(in_shape)
             size = in_shape[axis]
             rows = np.flatnonzero((along >= start) & (along < start + size))
             local = [c[rows] for c in coords]

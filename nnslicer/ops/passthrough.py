@@ -13,7 +13,8 @@ import operator
 import numpy as np
 
 from ..errors import UnsupportedLayerError
-from .base import RouteHandler
+from ..graph import has_channels
+from .base import RouteHandler, on_map, spatial
 
 
 def paper_sign(step, dst, b):
@@ -135,8 +136,9 @@ class Identity(_SameIndex):
 
 
 class Reshape(RouteHandler):
-    """Flatten and Reshape (row-major, as Keras). At channel granularity the counts that
-    reach a feature map's elements are summed per channel."""
+    """Flatten and Reshape (row-major, as Keras). At channel granularity a reshape that keeps
+    the channel axis ([H, W, C] to [H*W, C], a vector to [1, 1, C]) keeps each channel, and the
+    counts that reach the elements of a flattened map or sequence are summed per channel."""
 
     kind = "reshape"
     follower = True
@@ -146,7 +148,7 @@ class Reshape(RouteHandler):
         return len(op.shape) > 0 and len(op.input_shapes[0]) > 0 and op.shape[-1] == op.input_shapes[0][-1]
 
     def flattened_channels(self, op):
-        return op.input_shapes[0][-1] if len(op.input_shapes[0]) == 3 and len(op.shape) == 1 else None
+        return op.input_shapes[0][-1] if has_channels(op.input_shapes[0]) and len(op.shape) == 1 else None
 
     def forward(self, op, inputs):
         import tensorflow as tf
@@ -154,23 +156,22 @@ class Reshape(RouteHandler):
         return tf.reshape(inputs[0], (-1,) + tuple(op.shape))
 
     def check(self, op, granularity):
-        vector_to_1x1 = tuple(op.shape) == (1, 1) + tuple(op.input_shapes[0])  # keepdims pooling: channel c is c
-        if granularity == "channel" and len(op.shape) == 3 and tuple(op.shape) != tuple(op.input_shapes[0]) \
-                and not vector_to_1x1:
+        if granularity == "channel" and has_channels(op.shape) and not self.is_channelwise(op):
             raise UnsupportedLayerError(
-                f"Layer {op.layer!r} ({op.layer_class}) reshapes into a feature map; its counts "
-                "cannot be mapped to channels. Use granularity='element' (--granularity element) for this model.")
+                f"Layer {op.layer!r} ({op.layer_class}) reshapes {op.input_shapes[0]} into {op.shape}, another "
+                "number of channels; its counts cannot be mapped to channels. Use granularity='element' "
+                "(--granularity element) for this model.")
 
     def route(self, op, granularity, out):
         rows = np.arange(len(out))
-        if granularity == "channel" and len(op.input_shapes[0]) == 3 and len(op.shape) != 3:
+        if granularity == "channel" and has_channels(op.input_shapes[0]) and not has_channels(op.shape):
             return [(0, rows, out % op.input_shapes[0][-1])]
         return [(0, rows, out)]
 
 
 class _Offset(RouteHandler):
-    """Shared by ZeroPadding2D and Cropping2D: an output (h, w, c) reads input
-    (h + dh, w + dw, c), where that lies inside the input."""
+    """Shared by padding and cropping (2-D, and 1-D over a sequence read as a map of one row):
+    an output (h, w, c) reads input (h + dh, w + dw, c), where that lies inside the input."""
 
     channelwise = True
 
@@ -180,8 +181,8 @@ class _Offset(RouteHandler):
     def route(self, op, granularity, out):
         if granularity == "channel":
             return [(0, np.arange(len(out)), out)]
-        h, w, c = op.shape
-        ih, iw, _ = op.input_shapes[0]
+        (h, w), c = spatial(op.shape), op.shape[-1]
+        ih, iw = spatial(op.input_shapes[0])
         dh, dw = self.offsets(op)
         oh, rest = np.divmod(out, w * c)
         ow, oc = np.divmod(rest, c)
@@ -192,13 +193,15 @@ class _Offset(RouteHandler):
 
 
 class ZeroPadding2D(_Offset):
+    """``params["padding"] = [[top, bottom], [left, right]]`` (ZeroPadding1D: ``[[0, 0], [left, right]]``)."""
+
     kind = "zero_padding"
 
     def forward(self, op, inputs):
         import tensorflow as tf
 
         (t, b), (l, r) = op.params["padding"]
-        return tf.pad(inputs[0], [[0, 0], [t, b], [l, r], [0, 0]])
+        return on_map(op, inputs[0], lambda x: tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]]))
 
     def offsets(self, op):
         (t, _), (l, _) = op.params["padding"]
@@ -206,13 +209,40 @@ class ZeroPadding2D(_Offset):
 
 
 class Cropping2D(_Offset):
+    """``params["cropping"] = [[top, bottom], [left, right]]`` (Cropping1D: ``[[0, 0], [left, right]]``)."""
+
     kind = "cropping"
 
     def forward(self, op, inputs):
         (t, _), (l, _) = op.params["cropping"]
-        h, w = op.shape[:2]
-        return inputs[0][:, t:t + h, l:l + w, :]
+        h, w = spatial(op.shape)
+        return on_map(op, inputs[0], lambda x: x[:, t:t + h, l:l + w, :])
 
     def offsets(self, op):
         (t, _), (l, _) = op.params["cropping"]
         return t, l
+
+
+class UpSampling(RouteHandler):
+    """Nearest-neighbour upsampling by ``params["size"] = [sh, sw]`` (UpSampling1D: ``[1, s]``):
+    output (h, w, c) is input (h // sh, w // sw, c)."""
+
+    kind = "upsample"
+    channelwise = True
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        sh, sw = op.params["size"]
+        return on_map(op, inputs[0], lambda x: tf.repeat(tf.repeat(x, sh, axis=1), sw, axis=2))
+
+    def route(self, op, granularity, out):
+        rows = np.arange(len(out))
+        if granularity == "channel":
+            return [(0, rows, out)]
+        (_, w), c = spatial(op.shape), op.shape[-1]
+        _, iw = spatial(op.input_shapes[0])
+        sh, sw = op.params["size"]
+        oh, rest = np.divmod(out, w * c)
+        ow, oc = np.divmod(rest, c)
+        return [(0, rows, ((oh // sh) * iw + ow // sw) * c + oc)]

@@ -2,15 +2,21 @@
 
 Average pooling is a weighted sum with weight 1 over the window (padding excluded, as
 TensorFlow averages); max pooling hands the count unchanged to the window's argmax input(s),
-ties included. At channel granularity every pooling op passes channel counts through.
+ties included. At channel granularity every pooling op passes channel counts through. The 1-D
+forms (over a sequence ``[T, C]``) are these ops over a map of one row.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import LinearHandler, RouteHandler, Wiring, all_taps, fused_spec, window_of
+from .base import LinearHandler, RouteHandler, Wiring, all_taps, fused_spec, on_map, spatial, window_of
 from .passthrough import paper_sign
+
+
+def _positions(op):
+    """The axes of the op's input, batch axis included, that a global pooling reduces."""
+    return tuple(range(1, len(op.input_shapes[0])))
 
 
 class _Pool(LinearHandler, RouteHandler):
@@ -38,7 +44,7 @@ class _Pool(LinearHandler, RouteHandler):
         """Flat input indices and validity of the windows of output neurons ``out``."""
         c = op.shape[-1]
         if self.is_global:
-            h, w = op.input_shapes[0][:2]
+            h, w = spatial(op.input_shapes[0])
             idx = np.arange(h * w)[None, :] * c + (out % c)[:, None]
             return idx, None
         _, taps, valid = window_of(op)
@@ -49,7 +55,7 @@ class _Pool(LinearHandler, RouteHandler):
         from .._fused import POOL
 
         c = op.shape[-1]
-        h, w = op.input_shapes[0][:2]
+        h, w = spatial(op.input_shapes[0])
         taps, valid = all_taps(h * w) if self.is_global else window_of(op)[1:]
         return fused_spec(POOL, taps, valid, c, c)
 
@@ -66,7 +72,8 @@ class AveragePooling2D(_Pool):
         import tensorflow as tf
 
         p = op.params
-        return tf.nn.avg_pool2d(inputs[0], p["kernel_size"], p["strides"], p["padding"].upper())
+        return on_map(op, inputs[0], lambda x: tf.nn.avg_pool2d(x, p["kernel_size"], p["strides"],
+                                                                p["padding"].upper()))
 
 
 class GlobalAveragePooling2D(_Pool):
@@ -76,7 +83,7 @@ class GlobalAveragePooling2D(_Pool):
     def forward(self, op, inputs):
         import tensorflow as tf
 
-        return tf.reduce_mean(inputs[0], axis=(1, 2))
+        return tf.reduce_mean(inputs[0], axis=_positions(op))
 
 
 class MaxPooling2D(_Pool):
@@ -87,7 +94,8 @@ class MaxPooling2D(_Pool):
         import tensorflow as tf
 
         p = op.params
-        return tf.nn.max_pool2d(inputs[0], p["kernel_size"], p["strides"], p["padding"].upper())
+        return on_map(op, inputs[0], lambda x: tf.nn.max_pool2d(x, p["kernel_size"], p["strides"],
+                                                                p["padding"].upper()))
 
     def element_backward(self, step):
         op = step.op
@@ -122,4 +130,4 @@ class GlobalMaxPooling2D(MaxPooling2D):
     def forward(self, op, inputs):
         import tensorflow as tf
 
-        return tf.reduce_max(inputs[0], axis=(1, 2))
+        return tf.reduce_max(inputs[0], axis=_positions(op))

@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from .base import LinearHandler, Wiring, all_taps, fused_spec, tap_means, window_of
+from .base import LinearHandler, Wiring, all_taps, fused_spec, on_map, tap_means, window_of
 
 
 def _positions(op, granularity):
@@ -21,6 +21,20 @@ def _positions(op, granularity):
     from ..graph import neuron_shape
 
     return int(np.prod(neuron_shape(op.input_shapes[0], granularity)[:-1]))
+
+
+def kernel_4d(op):
+    """The op's kernel as a 2-D window's ``[kh, kw, ...]``: a 1-D convolution's ``[k, ...]``
+    (as Keras holds it, and as its synapses are indexed) is a window of one row."""
+    kernel = op.weights["kernel"]
+    shape = tuple(kernel.shape)
+    if len(shape) == 4:
+        return kernel
+    if isinstance(kernel, np.ndarray):
+        return kernel.reshape((1,) * (4 - len(shape)) + shape)
+    import tensorflow as tf  # the executor's constants
+
+    return tf.reshape(kernel, (1,) * (4 - len(shape)) + shape)
 
 
 def _each_position(op, granularity):
@@ -63,7 +77,8 @@ class Conv2D(LinearHandler):
     """2-D convolution (any stride and dilation, same/valid padding); synapses are the
     kernel's weights ``(kh, kw, c_in / groups, c_out)``, each shared by every output position.
     With ``params["groups"] = g`` (default 1), output channel ``q`` reads only the input
-    channels of its group ``q // (c_out / g)``."""
+    channels of its group ``q // (c_out / g)``. Conv1D is this op over a sequence read as a map
+    of one row, with its kernel ``(k, c_in, c_out)`` as Keras holds it."""
 
     kind = "conv2d"
     synapse_weight = "kernel"
@@ -71,28 +86,31 @@ class Conv2D(LinearHandler):
     def channel_axes(self, op):
         if op.params.get("groups", 1) != 1:  # a group's channels come and go together
             return None, None
-        return 2, 3
+        return -2, -1  # (kh, kw, c_in, c_out); a 1-D kernel (k, c_in, c_out)
 
     def forward(self, op, inputs):
+        return on_map(op, inputs[0], functools.partial(self._conv, op)) + op.weights["bias"]
+
+    @staticmethod
+    def _conv(op, x):
         import tensorflow as tf
 
         p = op.params
-        kernel, groups = op.weights["kernel"], p.get("groups", 1)
+        kernel, groups = kernel_4d(op), p.get("groups", 1)
         conv = functools.partial(tf.nn.conv2d, strides=p["strides"], padding=p["padding"].upper(),
                                  dilations=p["dilation_rate"])
         if groups == 1:
-            y = conv(inputs[0], kernel)
-        elif kernel.shape[2] == 1:  # one input channel a group: a depthwise convolution
+            return conv(x, kernel)
+        if kernel.shape[2] == 1:  # one input channel a group: a depthwise convolution
             kh, kw, _, c_out = kernel.shape
             s = p["strides"]
-            y = tf.nn.depthwise_conv2d(inputs[0], tf.reshape(kernel, (kh, kw, groups, c_out // groups)),
-                                       strides=(1, s[0], s[1], 1), padding=p["padding"].upper(),
-                                       dilations=p["dilation_rate"])
-        else:  # TensorFlow has no grouped convolution on CPU: group by group
-            parts = tf.split(inputs[0], groups, axis=-1)
-            kernels = tf.split(kernel, groups, axis=-1)
-            y = tf.concat([conv(x, k) for x, k in zip(parts, kernels)], axis=-1)
-        return y + op.weights["bias"]
+            return tf.nn.depthwise_conv2d(x, tf.reshape(kernel, (kh, kw, groups, c_out // groups)),
+                                          strides=(1, s[0], s[1], 1), padding=p["padding"].upper(),
+                                          dilations=p["dilation_rate"])
+        # TensorFlow has no grouped convolution on CPU: group by group
+        parts = tf.split(x, groups, axis=-1)
+        kernels = tf.split(kernel, groups, axis=-1)
+        return tf.concat([conv(a, k) for a, k in zip(parts, kernels)], axis=-1)
 
     def values(self, step, index):
         if step.granularity == "channel":
@@ -103,13 +121,13 @@ class Conv2D(LinearHandler):
     def fused_window(self, op, granularity):
         from .._fused import CONV
 
-        kh, kw, c_group, c_out = op.weights["kernel"].shape
+        kh, kw, c_group, c_out = kernel_4d(op).shape
         taps, valid = all_taps(kh * kw) if granularity == "channel" else window_of(op)[1:]
         return fused_spec(CONV, taps, valid, op.input_shapes[0][-1], c_out,
-                          op.weights["kernel"].reshape(kh * kw, c_group, c_out), to_channel=granularity == "channel")
+                          kernel_4d(op).reshape(kh * kw, c_group, c_out), to_channel=granularity == "channel")
 
     def wiring(self, op, granularity, out):
-        kh, kw, c_group, c_out = op.weights["kernel"].shape
+        kh, kw, c_group, c_out = kernel_4d(op).shape
         c_in = op.input_shapes[0][-1]
         n_taps = kh * kw
         q = out % c_out
@@ -129,7 +147,8 @@ class Conv2D(LinearHandler):
 
 class DepthwiseConv2D(LinearHandler):
     """Depthwise convolution: output channel ``c * multiplier + m`` reads input channel ``c``;
-    synapses are the kernel's weights ``(kh, kw, c_in, multiplier)``."""
+    synapses are the kernel's weights ``(kh, kw, c_in, multiplier)`` (DepthwiseConv1D: this op
+    over a sequence, with its kernel ``(k, c_in, multiplier)``)."""
 
     kind = "depthwise_conv2d"
     synapse_weight = "kernel"
@@ -139,22 +158,22 @@ class DepthwiseConv2D(LinearHandler):
 
         p = op.params
         s = p["strides"]
-        y = tf.nn.depthwise_conv2d(inputs[0], op.weights["kernel"], strides=(1, s[0], s[1], 1),
-                                   padding=p["padding"].upper(), dilations=p["dilation_rate"])
-        return y + op.weights["bias"]
+        conv = functools.partial(tf.nn.depthwise_conv2d, filter=kernel_4d(op), strides=(1, s[0], s[1], 1),
+                                 padding=p["padding"].upper(), dilations=p["dilation_rate"])
+        return on_map(op, inputs[0], conv) + op.weights["bias"]
 
     values = Conv2D.values
 
     def fused_window(self, op, granularity):
         from .._fused import DEPTHWISE
 
-        kh, kw, c_in, mult = op.weights["kernel"].shape
+        kh, kw, c_in, mult = kernel_4d(op).shape
         taps, valid = all_taps(kh * kw) if granularity == "channel" else window_of(op)[1:]
-        return fused_spec(DEPTHWISE, taps, valid, c_in, c_in * mult, op.weights["kernel"].reshape(kh * kw, c_in, mult),
+        return fused_spec(DEPTHWISE, taps, valid, c_in, c_in * mult, kernel_4d(op).reshape(kh * kw, c_in, mult),
                           mult=mult, to_channel=granularity == "channel")
 
     def wiring(self, op, granularity, out):
-        kh, kw, c_in, mult = op.weights["kernel"].shape
+        kh, kw, c_in, mult = kernel_4d(op).shape
         n_taps = kh * kw
         channel_out = out % (c_in * mult)
         c, m = channel_out // mult, channel_out % mult

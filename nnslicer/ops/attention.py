@@ -1,0 +1,139 @@
+"""Attention's own ops: the product of two computed tensors and the softmax over keys.
+
+MultiHeadAttention lifts into its primitives (SPEC.md section 3, ops beyond the paper): the
+query, key and value projections and the output projection are Dense ops at each position;
+between them, for ``heads`` heads of ``depth`` features each (a projection's ``heads * depth``
+features, head-major, as Keras lays them out):
+
+* ``scores`` (:class:`Product`, ``contract="features"``): query ``[Tq, heads*depth]`` and key
+  ``[Tk, heads*depth]`` into ``[Tq, Tk, heads]``, ``y[q, k, h] = sum_d Q[q, h, d] K[k, h, d]``;
+* ``softmax`` (:class:`Softmax`) over the keys (axis 1), a route;
+* ``context`` (:class:`Product`, ``contract="keys"``): probabilities ``[Tq, Tk, heads]`` and
+  value ``[Tk, heads*depth]`` into ``[Tq, heads*depth]``, ``y[q, h, d] = sum_k P[q, k, h] V[k, h, d]``.
+
+Heads are the last axis of the scores and probabilities, so that at channel granularity a
+neuron of theirs is a head (the mean over query and key positions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import LinearHandler, RouteHandler, Wiring, half_sum
+from .passthrough import paper_sign
+
+
+class Softmax(RouteHandler):
+    """Softmax over ``params["axis"]`` (of the tensor without its batch axis), inside the model
+    (attention's over keys): a route, each neuron's count to the same neuron of its input
+    (``propagation="paper"``: the sign rule of activations). With ``weights["mask"]`` (1 where
+    a score is kept, broadcast over the scores; a causal mask), masked scores take no part."""
+
+    kind = "softmax"
+    follower = True
+
+    def is_channelwise(self, op):
+        return op.params["axis"] != len(op.shape) - 1
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        x = inputs[0]
+        if "mask" in op.weights:  # as Keras masks a softmax: a large negative number where masked
+            x = x + (1.0 - op.weights["mask"]) * -1e9
+        return tf.nn.softmax(x, axis=op.params["axis"] + 1)
+
+    def route(self, op, granularity, out):
+        return [(0, np.arange(len(out)), out)]
+
+    def paper_factor(self, step, index, rows, dst, b):
+        return paper_sign(step, dst, b)
+
+
+class Product(LinearHandler):
+    """A product of two computed tensors, ``y = sum_k a_k * b_k`` over a contracted axis (see the
+    module's docstring for the two layouts, ``params["contract"]``: ``"features"`` for attention
+    scores, ``"keys"`` for the context; ``params["heads"]``).
+
+    Each term's change is split between its two factors as Multiply splits a product (the exact
+    two-player Shapley split): ``c_a = delta_a * (base_b + b) / 2``, ``c_b = delta_b * (base_a +
+    a) / 2``, the base being the profile's mean. A neuron has ``2K`` candidates (K terms), one
+    theta rule over all of them; a kept one's count goes to its factor's neuron.
+
+    At channel granularity an output channel's candidate is the term's share averaged over the
+    output positions; a factor that does not vary along an averaged axis factors out of the
+    mean, so each input is averaged over the output axis it alone carries (the query over
+    query positions for scores, the probabilities over query positions for the context).
+    """
+
+    kind = "matmul"
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        a, b = inputs
+        heads = op.params["heads"]
+        if op.params["contract"] == "features":  # [B, Tq, H, d] x [B, Tk, H, d] -> [B, Tq, Tk, H]
+            q = tf.reshape(a, (-1, op.input_shapes[0][0], heads, op.input_shapes[0][1] // heads))
+            k = tf.reshape(b, (-1, op.input_shapes[1][0], heads, op.input_shapes[1][1] // heads))
+            return tf.einsum("bqhd,bkhd->bqkh", q, k)
+        v = tf.reshape(b, (-1, op.input_shapes[1][0], heads, op.input_shapes[1][1] // heads))
+        y = tf.einsum("bqkh,bkhd->bqhd", a, v)  # [B, Tq, Tk, H] x [B, Tk, H, d] -> [B, Tq, H, d]
+        return tf.reshape(y, (-1,) + tuple(op.shape))
+
+    def _dims(self, op):
+        """``(Tq, Tk, heads, depth)``."""
+        heads = op.params["heads"]
+        if op.params["contract"] == "features":
+            return op.input_shapes[0][0], op.input_shapes[1][0], heads, op.input_shapes[0][1] // heads
+        return op.input_shapes[0][0], op.input_shapes[0][1], heads, op.input_shapes[1][1] // heads
+
+    def _averaged(self, op, index, granularity):
+        """The axis of input ``index`` (without batch) that a channel's mean averages out, or None."""
+        if granularity != "channel":
+            return None
+        if op.params["contract"] == "features":
+            return 0  # the query over query positions, the key over key positions
+        return 0 if index == 0 else None  # the probabilities over query positions; the value is not
+
+    def values(self, step, index):
+        """``(delta, half)`` of input ``index``, flat per sample: what its candidates multiply
+        (its delta, raw values for EffectivePath) and what the other factor's candidates multiply
+        (``(base + value) / 2``), averaged as the granularity asks."""
+        op = step.op
+        name = op.inputs[index]
+        own, half = step.source(name).astype(np.float64), half_sum(step, name)
+        axis = self._averaged(op, index, step.granularity)
+        if axis is not None:
+            own, half = own.mean(axis=axis + 1), half.mean(axis=axis + 1)
+        return own.reshape(step.batch, -1), half.reshape(step.batch, -1)
+
+    def terms(self, step, index, values, rows, wire):
+        own, _ = values[index]
+        _, partner = values[1 - index]
+        return own[rows[:, None], wire.value] * partner[rows[:, None], wire.partner]
+
+    def wiring(self, op, granularity, out):
+        tq, tk, heads, depth = self._dims(op)
+        width = heads * depth
+        channel = granularity == "channel"
+        if op.params["contract"] == "features":
+            h = out % heads
+            feature = (h * depth)[:, None] + np.arange(depth)  # [n, depth]: the head's features
+            if channel:
+                return [Wiring(value=feature, dst=feature, partner=feature),
+                        Wiring(value=feature, dst=feature, partner=feature)]
+            q, k = out // (tk * heads), (out // heads) % tk
+            at_q, at_k = q[:, None] * width + feature, k[:, None] * width + feature
+            return [Wiring(value=at_q, dst=at_q, partner=at_k), Wiring(value=at_k, dst=at_k, partner=at_q)]
+        c = out % width
+        h = c // depth
+        keys = np.arange(tk)[None, :]
+        at_v = keys * width + c[:, None]  # [n, Tk]
+        if channel:
+            at_p = keys * heads + h[:, None]  # into the probabilities averaged over queries
+            return [Wiring(value=at_p, dst=np.broadcast_to(h[:, None], at_p.shape), partner=at_v),
+                    Wiring(value=at_v, dst=np.broadcast_to(c[:, None], at_v.shape), partner=at_p)]
+        q = out // width
+        at_p = (q[:, None] * tk + keys) * heads + h[:, None]
+        return [Wiring(value=at_p, dst=at_p, partner=at_v), Wiring(value=at_v, dst=at_v, partner=at_p)]
