@@ -43,8 +43,8 @@ query/key/value/output projections of attention), flattened and concatenated.
 Unit-based ones (``hsic``, ``shapley``, ``apoz``) act on the last axis of the layer's output:
 keeping or dropping a unit is the same as keeping or zeroing the weights that produce it.
 
-Everything but ``slice`` works on Keras layers directly, transformers included; ``slice``
-needs the model to be liftable by nnslicer and otherwise raises
+Everything but ``slice`` works on Keras layers directly; ``slice`` needs the model to be
+liftable by nnslicer (transformers and recurrent layers are) and otherwise raises
 :class:`nnslicer.errors.UnsupportedLayerError`.
 
 Example
@@ -280,19 +280,21 @@ def _check_steps(name, value):
 # --------------------------------------------------------------------------- criteria
 def _c_slice(ctx, **slicer_options):
     """NNSlicer slice counts: per weight, how many samples' slices hold that synapse
-    (``Slicer.slice(x, aggregate="abs")``). Scores **weights** (synapses); a weighted layer that
-    the engine lifts without synapse counts gets its neuron counts."""
+    (``Slicer.slice(x, aggregate="abs")``). Scores **weights** (synapses): every kernel of the
+    layer (attention's four projections, a recurrent layer's two kernels, summed over time
+    steps); a weighted layer that the engine lifts without synapse counts gets its neuron counts."""
     from nnslicer import Slicer
 
     x = ctx.x.numpy()
     slicer = Slicer(ctx.model, **slicer_options).fit(x)
     sl = slicer.slice(x, target=None, aggregate="abs")
+    graph = slicer.graph_
     out = {}
     for layer in ctx.layers:
-        counts = sl.synapse_counts.get(layer.name)
-        if counts is None:
-            counts = sl.neuron_counts.get(layer.name, np.zeros(1))
-        out[layer.name] = np.ravel(counts).astype(np.float64)
+        counts = [sl.synapse_counts[name] for name in graph.weighted_ops if graph[name].layer == layer.name]
+        if not counts:
+            counts = [sl.neuron_counts.get(layer.name, np.zeros(1))]
+        out[layer.name] = np.concatenate([np.ravel(c) for c in counts]).astype(np.float64)
     return out
 
 
@@ -731,7 +733,7 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
     criteria : sequence of str, optional
         Members of ``"combined"``: criterion names, each optionally with its own reduction
         (``"fit/l1"``, ``"slice/p99"`` for the 99th percentile); the others use ``reduction``. A member that cannot score the model
-        (``slice`` on attention) is left out with a warning.
+        (``slice`` on a model nnslicer cannot lift) is left out with a warning.
     **options
         The criterion's own options (see :func:`criterion_scores`).
 
@@ -747,7 +749,7 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
     InvalidInputError
         Unusable model, x or y.
     UnsupportedLayerError
-        ``criterion="slice"`` on a model nnslicer cannot lift (e.g. attention).
+        ``criterion="slice"`` on a model nnslicer cannot lift.
     """
     _check_choice("criterion", criterion, tuple(CRITERIA) + ("combined",))
     _check_choice("reduction", reduction, tuple(REDUCTIONS))

@@ -307,7 +307,7 @@ def true_order(drop, change, by="accuracy"):
 
 
 # --------------------------------------------------------------------------- criteria
-def criterion_layer_scores(model, xcal, families_slice_ok, seed):
+def criterion_layer_scores(model, xcal, seed):
     """``{criterion: {reduction: [score per layer]}}`` and seconds per criterion."""
     from analyses.layer_importance import CRITERIA as REGISTRY
     from analyses.layer_importance import _context, reduce_scores
@@ -316,8 +316,6 @@ def criterion_layer_scores(model, xcal, families_slice_ok, seed):
     ctx = _context(model, xcal, None, seed)
     out, seconds = {}, {}
     for c in CRITERIA:
-        if c == "slice" and not families_slice_ok:
-            continue
         start = time.perf_counter()
         try:
             fine = REGISTRY[c](ctx, **OPTIONS.get(c, {}))
@@ -355,7 +353,7 @@ def run_model(job):
     t1 = time.perf_counter()
     names, truth = ground_truth(model, xte, yte, repeats, seed)
     t2 = time.perf_counter()
-    scores, seconds = criterion_layer_scores(model, xcal, family != "transformer", seed)
+    scores, seconds = criterion_layer_scores(model, xcal, seed)
     t3 = time.perf_counter()
     return {"family": family, "seed": seed, "repeats": repeats, "desc": desc, "test_accuracy": acc, "retries": retries,
             "layers": names,

@@ -62,17 +62,16 @@ def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code
             if name not in contrib and np.may_share_memory(add, counts):
                 add = add.copy()  # a handler that hands its counts on as they are: one table per tensor
             contrib[name] = contrib[name] + add if name in contrib else add
-        if syn is not None:
-            synapses[op.name] = syn
+        if syn is not None:  # a kernel shared over time steps: its counts add up
+            owner = op.synapse_owner
+            synapses[owner] = synapses[owner] + syn if owner in synapses else syn
         if op.name == until:
             break
     batch = len(targets)
-    neurons = {}
-    for op in graph.ops:
-        neurons[op.name] = contrib.get(op.name, np.zeros((batch,) + graph.neuron_shape(op.name), np.int64))
-        if op.synapse_shape is not None and op.name not in synapses:
-            synapses[op.name] = np.zeros((batch,) + op.synapse_shape, np.int64)
-    synapses = {op: synapses[op] for op in graph.weighted_ops}
+    neurons = {op.name: contrib.get(op.name, np.zeros((batch,) + graph.neuron_shape(op.name), np.int64))
+               for op in graph.ops}
+    synapses = {name: synapses[name] if name in synapses else np.zeros((batch,) + graph[name].synapse_shape, np.int64)
+                for name in graph.weighted_ops}
     if rule == "effective_path":  # EffectivePath's counts are 0/1 membership per sample
         neurons = {k: (v != 0).astype(np.int64) for k, v in neurons.items()}
         synapses = {k: (v != 0).astype(np.int64) for k, v in synapses.items()}

@@ -79,6 +79,13 @@ class Op:
         shape = self.synapse_shape
         return 0 if shape is None else int(np.prod(shape))
 
+    @property
+    def synapse_owner(self) -> str:
+        """The op whose synapse array holds this op's synapses: itself, or, for an op that
+        shares its kernel with another (a recurrent layer's steps, ``params["shares"]``), that
+        op, whose counts then sum over every op that shares them."""
+        return self.params.get("shares", self.name)
+
     def __repr__(self):
         return f"Op({self.name!r}, kind={self.kind!r}, inputs={list(self.inputs)}, shape={self.shape})"
 
@@ -189,8 +196,9 @@ class DataFlowGraph:
 
     @property
     def weighted_ops(self) -> list:
-        """Names of the ops that have synapses, in topological order."""
-        return [op.name for op in self.ops if op.synapse_shape is not None]
+        """Names of the ops that own synapses, in topological order (an op that shares another's
+        kernel is not one: its synapses are the owner's)."""
+        return [op.name for op in self.ops if op.synapse_shape is not None and op.synapse_owner == op.name]
 
     def neuron_shape(self, name: str) -> tuple:
         """Shape of the neurons of tensor ``name`` at this graph's granularity."""
@@ -202,7 +210,7 @@ class DataFlowGraph:
 
     def n_synapses(self, name: str | None = None) -> int:
         names = self._order if name is None else [name]
-        return int(sum(self[n].n_synapses for n in names))
+        return int(sum(self[n].n_synapses for n in names if self[n].synapse_owner == n))
 
     def with_granularity(self, granularity: str) -> "DataFlowGraph":
         """The same ops seen at another granularity (arrays are shared, not copied)."""

@@ -450,6 +450,20 @@ def _product(layer, ctx):
     return ctx.op("multiply", layer=layer)
 
 
+@register_layer("Embedding")
+def _embedding(layer, ctx):
+    """A lookup: its table is its synapses (:mod:`nnslicer.ops.lookup`)."""
+    return [ctx.op("embedding", weights={"embeddings": _arr(layer.embeddings)}, layer=layer)]
+
+
+def _mask(op, ctx):
+    raise Unsupported("the mask of Embedding(mask_zero=True) or Masking, which later layers read; nnslicer "
+                      "does not lift masks yet: pad sequences to a fixed length without mask_zero")
+
+
+OP_LIFTERS["NotEqual"] = _mask
+
+
 @register_layer("MultiHeadAttention")
 def _attention(layer, ctx):
     """MultiHeadAttention as its primitives (SPEC.md section 3; :mod:`nnslicer.ops.attention`):
@@ -688,3 +702,6 @@ def _unsupported(model, problems):
         + f". Supported layers: {supported}. To add one, register a lifter with "
         "nnslicer.lift.register_layer(layer_class, lifter) and, for a new kind of op, a handler "
         "with nnslicer.ops.register_handler(handler).")
+
+
+from . import unroll  # noqa: E402,F401  (registers the recurrent layers' lifters)

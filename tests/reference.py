@@ -242,9 +242,10 @@ class ReferenceSlicer:
         self.table(name)[index] += int(value)
 
     def add_synapse(self, op, index, value):
-        if op.name not in self.synapses:
-            self.synapses[op.name] = np.zeros(op.weights["kernel"].shape, dtype=np.int64)
-        self.synapses[op.name][index] += int(value)
+        owner = op.params.get("shares", op.name)  # a recurrent kernel's steps share its synapses
+        if owner not in self.synapses:
+            self.synapses[owner] = np.zeros(op.weights["kernel"].shape, dtype=np.int64)
+        self.synapses[owner][index] += int(value)
 
     # ------------------------------------------------------------------ values
     def source(self, name, index):
@@ -321,7 +322,7 @@ class ReferenceSlicer:
         neurons = {op.name: self.table(op.name).copy() for op in graph.ops}
         synapses = {}
         for op in graph.ops:
-            if op.kind in WEIGHTED:
+            if op.kind in WEIGHTED and "shares" not in op.params:
                 synapses[op.name] = self.synapses.get(
                     op.name, np.zeros(op.weights["kernel"].shape, dtype=np.int64)).copy()
         if self.rule == "effective_path":
@@ -353,6 +354,10 @@ class ReferenceSlicer:
             return self.offset(op, n, count)
         if kind == "upsample":
             return self.upsample(op, n, count)
+        if kind == "slice":
+            return self.take(op, n, count)
+        if kind == "stack":
+            return self.stack(op, n, count)
         if kind == "concatenate":
             return self.concatenate(op, n, count)
         raise NotImplementedError(f"reference has no rule for op kind {kind!r}")
@@ -366,6 +371,7 @@ class ReferenceSlicer:
         if kind == "dense":  # at each position of a rank > 1 input, with the one kernel
             *pos, j = n
             kernel = op.weights["kernel"]
+            j += op.params.get("columns", (0,))[0]  # a block of a recurrent kernel's columns
             for i in range(kernel.shape[0]):
                 dst = (*pos, i)
                 out.append((float(kernel[i, j]) * self.source(x, dst), 0, dst, (i, j)))
@@ -581,6 +587,27 @@ class ReferenceSlicer:
         oh, ow, c = split(op.shape, n)
         sh, sw = op.params["size"]
         self.pass_on(op, 0, at(op.input_shapes[0], oh // sh, ow // sw, c), count)
+
+    def take(self, op, n, count):
+        """``x[..., start:stop, ...]`` along an axis (dropped when ``squeeze``)."""
+        p = op.params
+        in_shape = op.input_shapes[0]
+        if self.channel and len(in_shape) >= 2:  # the channel of the element (or channel) n
+            last = p["axis"] == len(in_shape) - 1
+            return self.pass_on(op, 0, (n[-1] + (p["start"] if last else 0),), count)
+        index = list(n)
+        if p.get("squeeze"):
+            index.insert(p["axis"], 0)
+        index[p["axis"]] += p["start"]
+        return self.pass_on(op, 0, tuple(index), count)
+
+    def stack(self, op, n, count):
+        """Inputs stacked along a new first axis; at channel granularity each has every channel."""
+        if self.channel:
+            for j in range(len(op.inputs)):
+                self.pass_on(op, j, n, count)
+            return
+        self.pass_on(op, n[0], tuple(n[1:]), count)
 
     def concatenate(self, op, n, count):
         axis = op.params["axis"]

@@ -60,6 +60,17 @@ EXPECTED = [
     (_op("subtract", input_shapes=((4, 4, 8),) * 2), False, False, (), (), (None, None), None),
     (_op("multiply", input_shapes=((4, 4, 8), (8,))), False, False, (), (), (None, None), None),
     (_op("concatenate", (4, 4, 16), ((4, 4, 8),) * 2, axis=2), False, False, (), (), (None, None), None),
+    (_op("upsample", (8, 8, 8), size=[2, 2]), True, False, (), (), (None, None), None),
+    (_op("softmax", (4, 4, 2), ((4, 4, 2),), axis=1), True, True, (), (), (None, None), None),  # over keys
+    (_op("softmax", (4, 4, 2), ((4, 4, 2),), axis=2), False, True, (), (), (None, None), None),
+    (_op("matmul", (4, 4, 2), ((4, 8), (4, 8)), contract="features", heads=2), False, False, (), (),
+     (None, None), None),
+    (_op("slice", (4,), ((16,),), axis=0, start=4, stop=8), False, False, (), (), (None, None), None),  # a gate
+    (_op("slice", (8,), ((6, 8),), axis=0, start=2, stop=3, squeeze=True), False, False, (), (), (None, None),
+     None),  # a time step
+    (_op("slice", (2, 8), ((6, 8),), axis=0, start=2, stop=4), True, False, (), (), (None, None), None),
+    (_op("stack", (3, 8), ((8,),) * 3), False, False, (), (), (None, None), None),
+    (_op("embedding", (6, 8), ((6,),)), False, False, (), (), (None, None), None),
 ]
 
 

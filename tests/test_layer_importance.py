@@ -385,7 +385,7 @@ def transformer():
     return model, x
 
 
-@pytest.mark.parametrize("criterion", [c for c in LI.CRITERIA if c != "slice"] + ["combined"])
+@pytest.mark.parametrize("criterion", list(LI.CRITERIA) + ["combined"])
 def test_transformer_blocks_are_ranked(transformer, criterion):
     model, x = transformer
     opts = {"steps": 2} if criterion in ("integrated_gradients", "idgi", "guided_ig") else {}
@@ -413,10 +413,25 @@ def test_transformer_gradient_matches_finite_differences_on_layernorm(transforme
     np.testing.assert_allclose(got[:len(gamma)], fd, rtol=1e-2, atol=1e-4)
 
 
-def test_slice_refuses_attention_with_the_engines_error(transformer):
+def test_slice_scores_every_projection_of_attention(transformer):
+    """The attention layer's slice scores are its four kernels' synapse counts (the engine
+    lifts it into its projections), the embedding's its kernel's."""
     model, x = transformer
-    with pytest.raises(UnsupportedLayerError, match="MultiHeadAttention"):
-        LI.layer_importance(model, x, criterion="slice")
+    scores = LI.criterion_scores(model, x, "slice")
+    attn = model.get_layer("attn")
+    kernels = [w for w in attn.weights if w.path.endswith("kernel")]
+    assert len(kernels) == 4 and len(scores["attn"]) == sum(int(np.prod(w.shape)) for w in kernels)
+    assert len(scores["embed"]) == 8 and scores["attn"].sum() > 0
+
+
+@pytest.fixture(scope="module")
+def unliftable():
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((4,))
+    h = keras.layers.Dense(4, name="a")(inp)
+    h = keras.layers.Maximum(name="max")([h, inp])
+    model = keras.Model(inp, keras.layers.Dense(2, name="head")(h))
+    return model, np.random.default_rng(2).normal(size=(16, 4)).astype("float32")
 
 
 def test_combined_with_own_reductions_by_hand(tiny):
@@ -428,8 +443,8 @@ def test_combined_with_own_reductions_by_hand(tiny):
     assert got == want and list(got) == sorted(want, key=want.get, reverse=True)
 
 
-def test_combined_leaves_slice_out_on_attention(transformer, caplog):
-    model, x = transformer
+def test_combined_leaves_slice_out_where_nnslicer_cannot_lift(unliftable, caplog):
+    model, x = unliftable
     with caplog.at_level("WARNING"):
         got = LI.layer_importance(model, x, "combined", criteria=["slice/mean", "fit/l1", "weight"])
     assert "'slice' left out" in caplog.text

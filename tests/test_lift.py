@@ -524,14 +524,14 @@ def test_two_unsupported_layers_one_error():
     a = L.Dense(8, name="pre")(x)
     m = L.Maximum(name="mul")([a, x])
     r = L.Reshape((4, 2), name="rs")(m)
-    c = L.Conv1D(2, 2, name="conv1d")(r)
+    c = L.Conv1DTranspose(2, 2, name="deconv")(r)
     out = L.Dense(2, name="out")(L.Flatten(name="flat")(c))
     model = keras.Model(x, out, name="bad")
     with pytest.raises(UnsupportedLayerError) as info:
         nnslicer.lift(model)
     msg = str(info.value)
     assert "'mul'" in msg and "Maximum" in msg
-    assert "'conv1d'" in msg and "Conv1D" in msg
+    assert "'deconv'" in msg and "Conv1DTranspose" in msg
     assert "register_layer" in msg
     assert "'pre'" not in msg and "'out'" not in msg  # only the problems are named
     assert "Conv2D" in msg and "Dense" in msg  # the supported types are listed
@@ -540,16 +540,16 @@ def test_two_unsupported_layers_one_error():
         nnslicer.Slicer(model).fit(np.zeros((2, 8), "float32"))
 
 
-def test_lstm_and_lambda_unsupported():
+def test_conv_lstm_and_lambda_unsupported():
     x = keras.Input((8,), name="x")
-    r = L.Reshape((4, 2), name="rs")(x)
-    h = L.LSTM(3, name="lstm")(r)
-    d = L.Lambda(lambda t: t * 2.0, name="double")(h)
+    r = L.Reshape((2, 2, 2), name="rs")(x)
+    h = L.ConvLSTM1D(3, 2, name="convlstm")(r)
+    d = L.Lambda(lambda t: t * 2.0, name="double")(L.Flatten()(h))
     model = keras.Model(x, L.Dense(2, name="out")(d), name="rnn")
     with pytest.raises(UnsupportedLayerError) as info:
         nnslicer.lift(model)
     msg = str(info.value)
-    assert "'lstm'" in msg and "'double'" in msg and "register_layer" in msg
+    assert "'convlstm'" in msg and "'double'" in msg and "register_layer" in msg
 
 
 # A layer of a supported class that its lifter refuses (an unknown fused activation,
@@ -863,14 +863,14 @@ def test_refusals_are_grouped_by_class_and_reason():
     for i in range(5):
         h = L.Dense(8, activation="log_softmax", name=f"d{i}")(h)
     h = L.Reshape((4, 2))(h)
-    h = L.Conv1D(2, 2, name="c1")(h)
+    h = L.Conv1DTranspose(2, 2, name="c1")(h)
     model = keras.Model(x, L.Dense(2)(L.Flatten()(h)), name="many")
     with pytest.raises(UnsupportedLayerError) as info:
         nnslicer.lift(model)
     msg = str(info.value)
     assert "has 6 layer(s)" in msg
     assert "Dense x5 ('d0', 'd1', 'd2', ... +2 more): activation 'log_softmax'" in msg
-    assert "'c1' (Conv1D)" in msg and msg.count("Supported layers") == 1
+    assert "'c1' (Conv1DTranspose)" in msg and msg.count("Supported layers") == 1
 
 
 @pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")  # deprecated by Keras, still computed

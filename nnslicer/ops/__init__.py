@@ -10,9 +10,10 @@ from __future__ import annotations
 from ..errors import InvalidParameterError
 from .attention import Product, Softmax
 from .base import Handler, LinearHandler, RouteHandler, Step, Wiring
+from .lookup import Embedding
 from .merge import Add, Concatenate, Multiply, Subtract
 from .passthrough import (Activation, BatchNormalization, Constant, Cropping2D, Identity, LayerNormalization,
-                          Reshape, UpSampling, ZeroPadding2D)
+                          Reshape, Slice, Stack, UpSampling, ZeroPadding2D)
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .weighted import Conv2D, Dense, DepthwiseConv2D, Scale
 
@@ -51,5 +52,5 @@ def get_handler(kind):
 for _cls in (Input, Dense, Conv2D, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D,
              MaxPooling2D, GlobalMaxPooling2D, Activation, BatchNormalization, LayerNormalization, Constant,
              Identity, Reshape, ZeroPadding2D, Cropping2D, UpSampling, Add, Subtract, Multiply, Concatenate, Scale,
-             Product, Softmax):
+             Product, Softmax, Slice, Stack, Embedding):
     register_handler(_cls())

@@ -169,6 +169,58 @@ class Reshape(RouteHandler):
         return [(0, rows, out)]
 
 
+class Slice(RouteHandler):
+    """``x[..., start:stop, ...]`` along ``params["axis"]`` (of the tensor without its batch
+    axis), the axis dropped when ``params["squeeze"]`` (one time step of a sequence): a
+    recurrent layer's step reads ``x[t]``, and its gates are blocks of one vector."""
+
+    kind = "slice"
+    follower = False
+
+    def is_channelwise(self, op):
+        return len(op.shape) == len(op.input_shapes[0]) and op.params["axis"] != len(op.shape) - 1
+
+    def forward(self, op, inputs):
+        p = op.params
+        index = [slice(None)] * (len(op.input_shapes[0]) + 1)
+        index[p["axis"] + 1] = p["start"] if p.get("squeeze") else slice(p["start"], p["stop"])
+        return inputs[0][tuple(index)]
+
+    def route(self, op, granularity, out):
+        p = op.params
+        in_shape = tuple(op.input_shapes[0])
+        rows = np.arange(len(out))
+        last = p["axis"] == len(in_shape) - 1
+        if granularity == "channel" and has_channels(in_shape):  # to the channel of the element or channel
+            channel = out % op.shape[-1] if len(op.shape) else out
+            return [(0, rows, channel + (p["start"] if last else 0))]
+        shape = tuple(op.shape)
+        if p.get("squeeze"):
+            shape = shape[:p["axis"]] + (1,) + shape[p["axis"]:]
+        coords = list(np.unravel_index(out, shape))
+        coords[p["axis"]] = coords[p["axis"]] + p["start"]
+        return [(0, rows, np.ravel_multi_index(coords, in_shape))]
+
+
+class Stack(RouteHandler):
+    """Its inputs (of one shape) stacked along a new first axis: a recurrent layer's outputs
+    over time, ``[T, units]``. At channel granularity every input has every channel."""
+
+    kind = "stack"
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        return tf.stack(list(inputs), axis=1)
+
+    def route(self, op, granularity, out):
+        if granularity == "channel":
+            return [(j, np.arange(len(out)), out) for j in range(len(op.inputs))]
+        size = int(np.prod(op.shape[1:]))
+        step, rest = np.divmod(out, size)
+        return [(j, np.flatnonzero(step == j), rest[step == j]) for j in range(len(op.inputs))]
+
+
 class _Offset(RouteHandler):
     """Shared by padding and cropping (2-D, and 1-D over a sequence read as a map of one row):
     an output (h, w, c) reads input (h + dh, w + dw, c), where that lies inside the input."""

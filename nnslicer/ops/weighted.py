@@ -43,10 +43,21 @@ def _each_position(op, granularity):
     return np.arange(n)[:, None], np.ones((n, 1), dtype=bool)
 
 
+def _columns(op):
+    """``(start, stop)`` of the kernel's columns that a Dense op computes (all but for a block of
+    a recurrent kernel, ``params["columns"]``), and the kernel's number of columns."""
+    total = op.weights["kernel"].shape[1]
+    start, stop = op.params.get("columns", (0, total))
+    return start, stop, total
+
+
 class Dense(LinearHandler):
     """``y = x @ kernel + bias`` over the last axis; synapse ``(i, j)`` is ``kernel[i, j]``.
     On a rank > 1 input it applies at each position with the one kernel (a 1x1 convolution),
-    so a synapse's counts add up over positions (SPEC.md section 3, ops beyond the paper)."""
+    so a synapse's counts add up over positions (SPEC.md section 3, ops beyond the paper).
+    With ``params["columns"] = [start, stop]`` it computes that block of the kernel's columns
+    (a GRU's candidate state reads one block of its recurrent kernel); its synapses are still
+    indexed in the whole kernel."""
 
     kind = "dense"
     synapse_weight = "kernel"
@@ -57,20 +68,25 @@ class Dense(LinearHandler):
     def forward(self, op, inputs):
         import tensorflow as tf
 
-        return tf.matmul(inputs[0], op.weights["kernel"]) + op.weights["bias"]
+        start, stop, total = _columns(op)
+        kernel = op.weights["kernel"] if (start, stop) == (0, total) else op.weights["kernel"][:, start:stop]
+        return tf.matmul(inputs[0], kernel) + op.weights["bias"]
 
     def fused_window(self, op, granularity):
         from .._fused import CONV
 
         n_in, n_out = op.weights["kernel"].shape
+        if "columns" in op.params:  # the fused kernel indexes synapses in the block: numpy's wiring does not
+            return None
         return fused_spec(CONV, *_each_position(op, granularity), n_in, n_out,
                           op.weights["kernel"].reshape(1, n_in, n_out))
 
     def wiring(self, op, granularity, out):
-        n_in, n_out = op.weights["kernel"].shape
+        start, stop, total = _columns(op)
+        n_in, n_out = op.weights["kernel"].shape[0], stop - start
         i = np.arange(n_in)[None, :]
         idx = (out // n_out)[:, None] * n_in + i  # the input at the output's position
-        return [Wiring(value=idx, dst=idx, synapse=i * n_out + (out % n_out)[:, None])]
+        return [Wiring(value=idx, dst=idx, synapse=i * total + start + (out % n_out)[:, None])]
 
 
 class Conv2D(LinearHandler):
