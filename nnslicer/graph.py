@@ -50,6 +50,10 @@ class Op:
         Name of the Keras layer the op comes from.
     layer_class : str
         Class name of that layer.
+    call : str
+        The call of a Keras layer (or of a model inside the model) that made the op: the ops a
+        layer lifts into (attention's projections and products, a recurrent layer's steps, a
+        fused activation) share it, and pictures draw them as one box. Empty: the op alone.
     """
 
     name: str
@@ -61,6 +65,7 @@ class Op:
     weights: dict = field(default_factory=dict)
     layer: str = ""
     layer_class: str = ""
+    call: str = ""
 
     @property
     def handler(self):

@@ -70,10 +70,11 @@ def _lifter(layer):
 class _Call:
     """What a lifter knows of one call of a layer."""
 
-    def __init__(self, name, inputs, input_shapes, shape, arguments=None, names=None):
+    def __init__(self, name, inputs, input_shapes, shape, arguments=None, names=None, call=None):
         self.name, self.inputs, self.input_shapes, self.shape = name, inputs, input_shapes, shape
         self.arguments = arguments
         self._names = names or {}
+        self.call = call or name  # the outermost call: a model inside the model is one call
 
     def name_of(self, tensor):
         """The graph name of a Keras tensor of the call's arguments."""
@@ -84,7 +85,7 @@ class _Call:
         return Op(name=name or self.name, kind=kind, inputs=tuple(inputs or self.inputs),
                   shape=tuple(shape or self.shape), input_shapes=tuple(input_shapes or self.input_shapes),
                   params=params or {}, weights=weights or {},
-                  layer=getattr(layer, "name", ""), layer_class=type(layer).__name__)
+                  layer=getattr(layer, "name", ""), layer_class=type(layer).__name__, call=self.call)
 
 
 def _arr(v):
@@ -161,7 +162,7 @@ def _causal(layer, ctx):
     shape = (steps + (k - 1) * d, channels)
     pad = ctx.op("zero_padding", {"padding": [[0, 0], [(k - 1) * d, 0]]}, layer=layer, name=f"{ctx.name}/pad",
                  shape=shape)
-    return [pad], _Call(ctx.name, (pad.name,), (shape,), ctx.shape, ctx.arguments, ctx._names)
+    return [pad], _Call(ctx.name, (pad.name,), (shape,), ctx.shape, ctx.arguments, ctx._names, ctx.call)
 
 
 def _conv_window(layer, ctx):
@@ -573,11 +574,13 @@ def _key(tensor):
     return id(history[0]), history[1]
 
 
-def _walk(fn_model, inputs, prefix, calls, ops, problems):
+def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None):
     """Lift ``fn_model``'s nodes into ``ops`` (and what cannot be lifted into ``problems``);
     returns the name of its output tensor. ``inputs``: the graph tensors that feed a nested
     model's inputs (None for the outer model, whose InputLayer lifts); its ops are named
-    ``prefix + layer name``. ``calls`` counts each layer's calls (later ones are ``name#k``)."""
+    ``prefix + layer name``. ``calls`` counts each layer's calls (later ones are ``name#k``);
+    ``call``: the call of the nested model being walked, which its ops share (None: each
+    layer's call is its own)."""
     keras = require("keras", "tf")
     names = {}  # Keras tensor -> graph tensor name
     if inputs is not None:
@@ -599,7 +602,7 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems):
                 problems.append((layer.name, cls, inner))
             else:
                 names[out] = _walk(inner, [names[_key(t)] for t in node.input_tensors], name + "/", calls, ops,
-                                   problems)
+                                   problems, call or name)
             continue
         if lifter is None:
             why = (f"a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
@@ -615,7 +618,7 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems):
             continue
         ctx = _Call(name, tuple(names[_key(t)] for t in node.input_tensors),
                     tuple(tuple(t.shape[1:]) for t in node.input_tensors), tuple(node.outputs[0].shape[1:]),
-                    node.arguments, names)
+                    node.arguments, names, call)
         try:
             lifted = lifter(layer, ctx)
         except Unsupported as why:

@@ -138,12 +138,25 @@ def _resolve(obj, other, graph, model):
 
 # =========================================================================== grouping
 class _Group:
-    """Ops drawn as one: a head op and the followers that pass its neurons on one to one."""
+    """Ops drawn as one: a head op and the followers that pass its neurons on one to one; for a
+    layer lifted into several ops (attention, a recurrent layer) or a model inside the model,
+    the head is the call's last op and the call's earlier ops are ``inner``: drawn in the box,
+    their neurons not shown."""
 
     def __init__(self, head):
         self.head = head          # Op
         self.ops = [head.name]    # head first
         self.maps = {head.name: None}  # op -> its neuron index -> head neuron index (None: same)
+        self.inner = []           # earlier ops of the head's call
+
+    @property
+    def members(self):
+        return self.inner + self.ops
+
+    def absorb(self, op):
+        """``op``, of the same call, becomes the head; the ops so far become inner ones."""
+        self.inner += self.ops
+        self.head, self.ops, self.maps = op, [op.name], {op.name: None}
 
     @property
     def id(self):
@@ -179,10 +192,18 @@ def _one_to_one(graph, follower):
     return mapping
 
 
-def _groups(graph, merge):
-    """Ops grouped for drawing (in topological order) and op name -> group."""
+def _groups(graph, merge, calls=True):
+    """Ops grouped for drawing (in topological order) and op name -> group. With ``merge``,
+    followers join their producer's box and (with ``calls``) the ops of one layer call (or of a
+    model inside the model) share one box."""
     groups, of = [], {}
     for op in graph.ops:
+        last = groups[-1] if groups else None
+        if merge and calls and op.call and last is not None and last.head.call == op.call \
+                and not _follows(graph, last, op, of):
+            last.absorb(op)
+            of[op.name] = last
+            continue
         if merge and op.handler.follower and len(op.inputs) == 1 and op.inputs[0] in of:
             g = of[op.inputs[0]]
             if g.out == op.inputs[0] and len(graph.consumers(g.out)) == 1:
@@ -202,9 +223,29 @@ def _groups(graph, merge):
     return groups, of
 
 
+def _follows(graph, g, op, of):
+    """Whether ``op`` would join group ``g`` as a follower of its last op."""
+    return (op.handler.follower and len(op.inputs) == 1 and of.get(op.inputs[0]) is g and g.out == op.inputs[0]
+            and len(graph.consumers(g.out)) == 1 and _one_to_one(graph, op.name) is not None)
+
+
+def _inputs(graph, g):
+    """The tensors a group reads from outside it, in order."""
+    inside = set(g.members)
+    out = []
+    for name in g.members:
+        out += [t for t in graph[name].inputs if t not in inside and t not in out]
+    return out
+
+
+def _weighted(graph, g):
+    """The ops of a group that own synapses."""
+    return [graph[n] for n in g.members if graph[n].synapse_shape is not None and graph[n].synapse_owner == n]
+
+
 def _cross_edges(graph, groups, of):
-    """Edges between groups: (source group, target group, input index of the target's head)."""
-    return [(of[src], g, j) for g in groups for j, src in enumerate(g.head.inputs)]
+    """Edges between groups: (source group, target group, input index of the target)."""
+    return [(of[src], g, j) for g in groups for j, src in enumerate(_inputs(graph, g))]
 
 
 def _group_counts(graph, g, s):
@@ -238,8 +279,22 @@ def _kind(graph, name):
 
 
 def _kinds(graph, g):
-    """``conv2d 4×4×16 → relu → flatten 256``: kinds, with the shape where it changes."""
+    """``conv2d 4×4×16 → relu → flatten 256``: kinds, with the shape where it changes; a call of
+    several ops reads ``MultiHeadAttention: 8 ops 16×64``."""
     parts, shape = [], None
+    if g.inner:
+        head = g.head
+        what = head.layer_class if head.call.split("#")[0] == head.layer else "model"
+        parts.append(f"{what}: {len(g.inner) + 1} ops {_fmt_shape(head.shape)}")
+        shape = tuple(head.shape)
+        for name in g.ops[1:]:
+            op = graph[name]
+            part = _kind(graph, name)
+            if tuple(op.shape) != shape:
+                part += f" {_fmt_shape(op.shape)}"
+                shape = tuple(op.shape)
+            parts.append(part)
+        return " → ".join(parts)
     for name in g.ops:
         op = graph[name]
         part = _kind(graph, name)
@@ -490,8 +545,7 @@ def _new_view(kind, graph, title, size, rankdir="TB", **extra):
 
 
 def _group_label(graph, g, lines):
-    head = g.head
-    return "\n".join([head.name, _kinds(graph, g), *lines])
+    return "\n".join([g.head.call if g.inner else g.head.name, _kinds(graph, g), *lines])
 
 
 def _label_width(text):
@@ -504,10 +558,13 @@ def _row_width(v, row):
     return sum(0.062 * max(map(len, v.nodes[n]["label"].split("\n"))) + 0.27 for n in row) + 0.25
 
 
-def _synapse_stats(s, op):
-    if s is None or op.synapse_shape is None:
+def _synapse_stats(s, graph, g):
+    """``(sum |count|, sum, members, total)`` of the synapses of a group's ops, or None."""
+    ops = _weighted(graph, g)
+    if s is None or not ops:
         return None
-    c = np.asarray(s.synapse_counts.get(op.name, np.zeros(op.synapse_shape, np.int64)))
+    c = np.concatenate([np.ravel(s.synapse_counts.get(op.name, np.zeros(op.synapse_shape, np.int64)))
+                        for op in ops])
     return int(np.abs(c).sum()), int(c.sum()), int(np.count_nonzero(c)), int(c.size)
 
 
@@ -593,7 +650,7 @@ def _collapsed(graph, s, top_k, merge, size, wrap, channels, title, min_scale):
     edges = _cross_edges(graph, groups, of)
     v = _new_view("collapsed", graph, title or _title(graph, "collapsed", s), size, ranksep="1.0")
     counts = {g.id: _group_counts(graph, g, s) for g in groups}
-    syn = {g.id: _synapse_stats(s, g.head) for g in groups}
+    syn = {g.id: _synapse_stats(s, graph, g) for g in groups}
     max_syn = max([st[0] for st in syn.values() if st] or [0])
     anchor, cluster_w = {}, {}
     for g in groups:
@@ -609,7 +666,7 @@ def _collapsed(graph, s, top_k, merge, size, wrap, channels, title, min_scale):
             "label": _group_label(graph, g, lines), "style": "rounded,filled",
             "fillcolor": "#f7f7f7" if members else "white", "color": "#777777" if members else "#cccccc",
             "fontcolor": "black" if members else "#999999", "fontname": FONT, "fontsize": "11",
-            "labeljust": "l", "margin": "6", "tooltip": " → ".join(g.ops),
+            "labeljust": "l", "margin": "6", "tooltip": " → ".join(g.members),
             "_group": g.id, "_members": members, "_total": int(c.size), "_row": True}
         header = _label_width(v.graph["clusters"][cid]["label"])
         vmax = float(np.abs(net[picked]).max()) if len(picked) else 0.0
@@ -669,9 +726,10 @@ def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names, min_sca
         ma, mb = ca != 0, cb != 0
         only_a, only_b, both = int((ma & ~mb).sum()), int((mb & ~ma).sum()), int((ma & mb).sum())
         lines = [f"neurons of {ca.size:,}: only {names[0]} {only_a:,} · only {names[1]} {only_b:,} · both {both:,}"]
-        if g.head.synapse_shape is not None:
-            sa = np.asarray(a.synapse_counts[g.head.name]) != 0
-            sb = np.asarray(b.synapse_counts[g.head.name]) != 0
+        weighted = _weighted(graph, g)
+        if weighted:
+            sa = np.concatenate([np.ravel(a.synapse_counts[op.name]) for op in weighted]) != 0
+            sb = np.concatenate([np.ravel(b.synapse_counts[op.name]) for op in weighted]) != 0
             syn[g.id] = (int((sa & ~sb).sum()), int((sb & ~sa).sum()), int((sa & sb).sum()), int(sa.size))
             lines.append(f"synapses of {sa.size:,}: only {names[0]} {syn[g.id][0]:,} · "
                          f"only {names[1]} {syn[g.id][1]:,} · both {syn[g.id][2]:,}")
@@ -690,7 +748,7 @@ def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names, min_sca
             "color": (ONLY_A if only_a > only_b else ONLY_B if only_b > only_a else "#777777")
                      if changed else "#aaaaaa",
             "penwidth": "2" if changed else "1", "fontname": FONT, "fontsize": "11", "labeljust": "l",
-            "margin": "6", "tooltip": " → ".join(g.ops), "_group": g.id,
+            "margin": "6", "tooltip": " → ".join(g.members), "_group": g.id,
             "_only_a": only_a, "_only_b": only_b, "_both": both, "_row": True}
         header = _label_width(v.graph["clusters"][cid]["label"])
         row = []
@@ -738,7 +796,7 @@ def _model(graph, s, merge, size, wrap, title, min_scale):
     edges = _cross_edges(graph, groups, of)
     v = _new_view("model", graph, title or _title(graph, "model", s), size)
     anchor, cluster_w = {}, {}
-    syn = {g.id: _synapse_stats(s, g.head) for g in groups}
+    syn = {g.id: _synapse_stats(s, graph, g) for g in groups}
     max_syn = max([st[0] for st in syn.values() if st] or [0])
     for g in groups:
         n_total = graph.n_neurons(g.head.name)
@@ -746,8 +804,9 @@ def _model(graph, s, merge, size, wrap, title, min_scale):
         if s is None:
             members = 0
             lines.append(f"{n_total:,} neurons")
-            if g.head.n_synapses:
-                lines.append(f"{g.head.n_synapses:,} synapses")
+            n_synapses = sum(op.n_synapses for op in _weighted(graph, g))
+            if n_synapses:
+                lines.append(f"{n_synapses:,} synapses")
             fill, share = "white", 0.0
         else:
             c = _group_counts(graph, g, s)
@@ -760,8 +819,8 @@ def _model(graph, s, merge, size, wrap, title, min_scale):
         v.add_node(g.id, label=_group_label(graph, g, lines), fillcolor=fill,
                    color="#333333" if members else "#aaaaaa", penwidth="1.5" if members else "1",
                    fontcolor="black" if (members or s is None) else "#888888",
-                   members=members, total=n_total, share=round(share, 4), ops=list(g.ops),
-                   tooltip=" → ".join(g.ops))
+                   members=members, total=n_total, share=round(share, 4), ops=list(g.members),
+                   tooltip=" → ".join(g.members))
         anchor[g.id] = g.id
         cluster_w[g.id] = 0.075 * max(len(x) for x in v.nodes[g.id]["label"].split("\n")) + 0.3
     for src, dst, j in edges:
@@ -837,7 +896,7 @@ def _neuron_edges(graph, groups, of, s, nodes, max_edges):
 
 
 def _neuron(graph, s, merge, size, title, max_nodes, max_edges):
-    groups, of = _groups(graph, merge)
+    groups, of = _groups(graph, merge, calls=False)  # every op's neurons are drawn
     if s is None:
         n = graph.n_neurons()
         if n > max_nodes:

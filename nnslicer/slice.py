@@ -114,6 +114,39 @@ class Slice:
         """Member synapses: op name -> array of their kernel indices (one row per synapse)."""
         return {k: np.argwhere(v != 0) for k, v in self.synapse_counts.items() if np.any(v)}
 
+    def top(self, name, k=5):
+        """The ``k`` neurons of tensor ``name`` with the largest ``|count|``, as ``[(index,
+        count)]``: an index is the neuron's coordinates (``(position, feature)`` of a sequence,
+        ``(row, column, channel)`` of a map at element granularity; ``(channel,)`` at channel
+        granularity). Ties: the lower index first.
+
+        >>> Slice({"seq": np.array([[0, 2], [-3, 1]])}, {}).top("seq", 2)
+        [((1, 0), -3), ((0, 1), 2)]
+        """
+        if name not in self.neuron_counts:
+            raise InvalidParameterError(f"No neuron counts for {name!r}; known: {list(self.neuron_counts)}")
+        counts = self.neuron_counts[name]
+        flat = counts.reshape(-1)
+        order = np.lexsort((np.arange(flat.size), -np.abs(flat)))
+        order = order[np.abs(flat[order]) > 0][:k]
+        return [(tuple(int(i) for i in np.unravel_index(j, counts.shape)), int(flat[j])) for j in order]
+
+    def embedding_rows(self):
+        """Which rows of each Embedding's table (which token ids) the slice reads: op name ->
+        ``{token id: sum of |count| of the row's synapses}``, largest first. Needs the slice's
+        graph (a slice from :meth:`Slicer.slice` has it; ``Slice.load(path, graph)``)."""
+        if self.graph is None:
+            raise InvalidParameterError("embedding_rows() needs the slice's graph: load it with "
+                                        "Slice.load(path, graph=nnslicer.lift(model)).")
+        out = {}
+        for name in self.graph.weighted_ops:
+            if self.graph[name].kind == "embedding":
+                per_row = np.abs(self.synapse_counts[name]).sum(axis=1)
+                rows = np.flatnonzero(per_row)
+                rows = rows[np.lexsort((rows, -per_row[rows]))]
+                out[name] = {int(r): int(per_row[r]) for r in rows}
+        return out
+
     def masks(self):
         """``{"neurons": {tensor: bool array}, "synapses": {op: bool array}}``."""
         return {"neurons": {k: v != 0 for k, v in self.neuron_counts.items()},
@@ -171,8 +204,7 @@ class Slice:
         if self.granularity and self.granularity != graph.granularity:
             graph = graph.with_granularity(self.granularity)
         expected = {"neuron": ({op.name: graph.neuron_shape(op.name) for op in graph.ops}, self.neuron_counts),
-                    "synapse": ({op.name: op.synapse_shape for op in graph.ops if op.synapse_shape is not None},
-                                self.synapse_counts)}
+                    "synapse": ({name: graph[name].synapse_shape for name in graph.weighted_ops}, self.synapse_counts)}
         for what, (shapes, counts) in expected.items():
             if set(counts) != set(shapes):
                 odd = sorted(set(counts) ^ set(shapes))[:5]
@@ -243,14 +275,21 @@ class Slice:
         return to_dot(self, view=view, graph=graph, **kw)
 
     def summary(self):
-        """Per tensor and weighted op: members / total, as a text table."""
+        """Per tensor and weighted op: members / total, as a text table. With the slice's graph
+        known, the ops of one layer call (attention's projections and products, a recurrent
+        layer's steps, a model inside the model) make one row, ``name (N ops)``."""
         rows = [("layer", "neurons", "synapses")]
         names = list(self.neuron_counts) + [k for k in self.synapse_counts if k not in self.neuron_counts]
+        calls = {}  # row name -> its ops
         for name in names:
-            n = self.neuron_counts.get(name)
-            s = self.synapse_counts.get(name)
-            rows.append((name, "" if n is None else f"{np.count_nonzero(n):,} / {n.size:,}",
-                         "" if s is None else f"{np.count_nonzero(s):,} / {s.size:,}"))
+            call = self.graph[name].call if self.graph is not None and name in self.graph else ""
+            calls.setdefault(call or name, []).append(name)
+        for row, members in calls.items():
+            n = [self.neuron_counts[m] for m in members if m in self.neuron_counts]
+            s = [self.synapse_counts[m] for m in members if m in self.synapse_counts]
+            label = row if len(members) == 1 else f"{row} ({len(members)} ops)"
+            rows.append((label, f"{sum(map(np.count_nonzero, n)):,} / {sum(v.size for v in n):,}" if n else "",
+                         f"{sum(map(np.count_nonzero, s)):,} / {sum(v.size for v in s):,}" if s else ""))
         rows.append(("total", f"{self.n_neurons:,} / {self.total_neurons:,}",
                      f"{self.n_synapses:,} / {self.total_synapses:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -701,3 +701,90 @@ def test_grouped_conv_second_group(grouped_slicer):
     assert s.neuron_counts["conv"].reshape(-1).tolist() == [0, 1]
     assert s.neuron_counts["x"].reshape(-1).tolist() == [0, 0, 1, -1]
     assert s.synapse_counts["conv"].reshape(2, 2).tolist() == [[0, 1], [0, -1]]
+
+
+# ========================================================================== attention, 2 tokens
+# x [2 tokens, 1 feature] -> MultiHeadAttention(1 head, key_dim 1, no biases, every kernel 1),
+# self-attention -> flatten -> out = Dense(2), the identity. Ops of the attention: query, key,
+# value (x times 1), scaled (the query times 1 / sqrt(1) = 1), scores [q, k, head] = Q_q * K_k,
+# softmax over keys, context[q] = sum_k P[q, k] V_k, and its output projection (times 1).
+# Profiled on x = (0, 0): every mean is 0 but the probabilities' (1/2 each).
+# x = (2, 0): Q = K = V = (2, 0); scores [[4, 0], [0, 0]]; P[0] = (e^4, 1) / (e^4 + 1)
+# = (0.98201, 0.01799), P[1] = (1/2, 1/2); context = (1.96403, 1); logits = (1.96403, 1).
+@pytest.fixture(scope="module")
+def attention_slicer():
+    x = keras.Input((2, 1), name="x")
+    y = L.MultiHeadAttention(1, 1, use_bias=False, name="mha")(x, x)
+    model = keras.Model(x, L.Dense(2, name="out")(L.Flatten(name="flat")(y)), name="attention")
+    _set(model, {"mha": [[1], [1], [1], [1]], "out": [[[1, 0], [0, 1]], [0, 0]]})
+    return nnslicer.Slicer(model).fit(np.zeros((1, 2, 1), "float32"))
+
+
+ATTENTION_X = np.array([[2], [0]], "float32")
+
+
+def test_attention_query_token_reads_itself(attention_slicer):
+    # Target 0: out's candidates [1 * 1.964, 0 * 1]: keep the first: flat[0] -> mha[0] +1, whose one
+    # candidate (1 * delta context[0]) sends +1 to context[0] and the output kernel.
+    # context[0] (delta 1.96403): P-terms delta P[0, k] * (mean V_k + V_k) / 2 = (0.48201 * 1,
+    #   -0.48201 * 0) = (0.482, 0); V-terms delta V_k * (mean P[0, k] + P[0, k]) / 2 = (2 * 0.74100, 0)
+    #   = (1.482, 0). S = 1.964; by |c|: 1.482 (off by 0.482, not < 0.393), then 0.482 (off by 0):
+    #   keep V_0 and P[0, 0], +1 each: value[0] and softmax[0, 0].
+    # softmax routes: scores[0, 0] +1 (delta 4): c_Q = 2 * (0 + 2) / 2 = 2, c_K = 2 * (0 + 2) / 2 = 2,
+    #   S = 4: 2 is off by 2 (not < 0.8), both kept, +1 each: scaled[0] -> query[0], key[0].
+    # query, key and value each send +1 to x[0] (their candidate 1 * 2) and to their kernel.
+    s = attention_slicer.slice(ATTENTION_X, target=0)
+    n = {k: v.reshape(-1).tolist() for k, v in s.neuron_counts.items()}
+    assert n["mha/context"] == [1, 0] and n["mha/value"] == [1, 0]
+    assert n["mha/softmax"] == [1, 0, 0, 0] and n["mha/scores"] == [1, 0, 0, 0]
+    assert n["mha/scaled"] == [1, 0] and n["mha/query"] == [1, 0] and n["mha/key"] == [1, 0]
+    assert n["x"] == [3, 0]
+    for name in ("mha/query", "mha/key", "mha/value", "mha"):
+        assert s.synapse_counts[name].reshape(-1).tolist() == [1]
+
+
+def test_attention_unchanged_pattern_leaves_the_scores_out(attention_slicer):
+    # Target 1: context[1] (delta 1): P[1] = (1/2, 1/2) is its mean, so the P-terms are 0; the
+    # V-terms are (2 * (1/2 + 1/2) / 2, 0) = (1, 0): S = 1, the first prefix is S: keep V_0 alone.
+    # The scores and the query and key projections stay out; x[0] gets the value's +1.
+    s = attention_slicer.slice(ATTENTION_X, target=1)
+    n = {k: v.reshape(-1).tolist() for k, v in s.neuron_counts.items()}
+    assert n["mha/context"] == [0, 1] and n["mha/value"] == [1, 0]
+    assert not any(n[k] != [0] * len(n[k]) for k in ("mha/softmax", "mha/scores", "mha/query", "mha/key"))
+    assert n["x"] == [1, 0]
+    assert s.synapse_counts["mha/query"].tolist() == [[0]] and s.synapse_counts["mha/value"].tolist() == [[1]]
+
+
+# ========================================================================== a 2-step SimpleRNN
+# x [2 steps, 1 feature] -> SimpleRNN(1, linear, kernel w = 1, recurrent u = 2, bias 0) -> out =
+# Dense(2) with kernel [1, -1]. Unrolled: h0 = w x0 (rnn/t0/input), h1 = w x1 (rnn/t1/input,
+# sharing w) + u h0 (rnn/t1/recurrent), added in rnn/t1/sum; rnn is h1. Profiled on zeros.
+@pytest.fixture(scope="module")
+def rnn_slicer():
+    x = keras.Input((2, 1), name="x")
+    h = L.SimpleRNN(1, activation="linear", name="rnn")(x)
+    model = keras.Model(x, L.Dense(2, name="out")(h), name="rnn2")
+    _set(model, {"rnn": [[1], [2], [0]], "out": [[1, -1], [0, 0]]})
+    return nnslicer.Slicer(model).fit(np.zeros((1, 2, 1), "float32"))
+
+
+def test_rnn_kernel_counts_sum_over_steps(rnn_slicer):
+    # x = (1, 3): h0 = 1, h1 = 3 + 2 * 1 = 5. Target 0: out's one candidate 1 * 5 -> rnn +1 -> t1/sum.
+    # t1/sum (delta 5): candidates delta(t1/input) = 3, delta(t1/recurrent) = 2: off by 2 then 0, keep both.
+    # t1/input: 1 * 3 -> x[1] +1 and w +1; t1/recurrent: 2 * 1 -> h0 +1 and u +1; h0: 1 * 1 -> x[0]
+    # +1 and w +1 again: w's count is 2, summed over the two steps that share it.
+    s = rnn_slicer.slice(np.array([[1], [3]], "float32"), target=0)
+    assert s.neuron_counts["x"].reshape(-1).tolist() == [1, 1]
+    assert s.neuron_counts["rnn/t0/input"].tolist() == [1]
+    assert set(s.synapse_counts) == {"rnn/t0/input", "rnn/t1/recurrent", "out"}
+    assert s.synapse_counts["rnn/t0/input"].tolist() == [[2]]
+    assert s.synapse_counts["rnn/t1/recurrent"].tolist() == [[1]]
+
+
+def test_rnn_cancelling_steps_end_the_branch(rnn_slicer):
+    # x = (1, -3): h1 = -3 + 2 = -1. Target 0: rnn +1 (candidate 1 * -1, delta -1: +1), t1/sum +1;
+    # its candidates -3 and 2 sum to -1, below the smallest |c| (2): nothing is kept (rule step 2).
+    s = rnn_slicer.slice(np.array([[1], [-3]], "float32"), target=0)
+    assert s.neuron_counts["rnn/t1/sum"].tolist() == [1]
+    assert s.neuron_counts["x"].reshape(-1).tolist() == [0, 0]
+    assert s.synapse_counts["rnn/t0/input"].tolist() == [[0]] and s.synapse_counts["rnn/t1/recurrent"].tolist() == [[0]]
