@@ -283,7 +283,7 @@ def cmd_render(args):
     if args.file.endswith((".keras", ".h5")):  # a model on its own: its op graph
         if args.model or args.other:
             raise InvalidParameterError("--model and --other go with a slice file, not a model.")
-        if args.view in ("collapsed", "diff"):
+        if args.view in ("collapsed", "diff", "attention"):
             raise InvalidParameterError(f"--view {args.view} draws slices: give a slice file (and --model), "
                                         "or draw the model with --view model or --view neuron.")
         path = render(load_model(args.file), args.output, args.format, view=args.view or "model",
@@ -369,11 +369,14 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Draw a slice (or a model's op graph) with Graphviz. Views:\n"
                     "  neuron     one node per member neuron (small slices and models only)\n"
-                    "  collapsed  one box per op: its top-k neurons or channels by |count|, \"+N more\";\n"
+                    "  collapsed  one box per op (per layer for attention and recurrent layers): its\n"
+                    "             top-k neurons or channels by |count|, \"+N more\";\n"
                     "             arrows into weighted ops sized by the sum of |count| of their\n"
                     "             synapses, blue/red by its sign\n"
                     "  model      the whole op graph, ops with members filled\n"
                     "  diff       two slices (--other): members only in one, only in the other, in both\n"
+                    "  attention  a heat map a head of each attention layer: which key positions\n"
+                    "             (columns) each query position's (rows) kept contributions come from\n"
                     f"Default: neuron for a slice of at most {AUTO_NEURON_NODES} neurons and "
                     f"{AUTO_NEURON_EDGES} synapses, else\ncollapsed; "
                     "diff with --other; model for a .keras/.h5 file. SVG, PNG and PDF need\nGraphviz's "
@@ -383,6 +386,7 @@ def build_parser():
                "  nnslicer render slice.npz --model model.keras -o slice.svg\n"
                "  nnslicer render slice.npz --model model.keras --view model -o model.png\n"
                "  nnslicer render clean.npz --other adversarial.npz --model model.keras -o diff.svg\n"
+               "  nnslicer render slice.npz --model vit.keras --view attention -o attention.png\n"
                "  nnslicer render model.keras -o graph.pdf")
     p.add_argument("file", metavar="SLICE", help="a slice file (.npz) from 'nnslicer slice', or a "
                                                  ".keras/.h5 model to draw its op graph")

@@ -19,6 +19,10 @@ program (:func:`render`):
 ``"diff"``
     Two slices of one model (e.g. a clean input and its adversarial twin), collapsed: members
     only in A (orange), only in B (purple), in both (grey).
+``"attention"``
+    For each attention layer and head, a heat map of which key positions (columns) each query
+    position's (rows) kept contributions come from: the slice's counts on the attention
+    probabilities (blue positive, red negative; darker: larger |count|). Element granularity.
 
 To keep big models readable (a ResNet18's 69 ops become 31 boxes), an op that only passes
 its producer's neurons on, one to one (an activation, batch norm, dropout, flatten), is drawn
@@ -50,7 +54,7 @@ from .io import atomic_path
 
 __all__ = ["render", "to_dot", "view_graph", "VIEWS", "FORMATS"]
 
-VIEWS = ("neuron", "collapsed", "model", "diff")
+VIEWS = ("neuron", "collapsed", "model", "diff", "attention")
 FORMATS = ("svg", "png", "pdf", "dot")
 
 #: A slice is drawn at neuron level by default when it has at most this many (merged) neurons
@@ -371,6 +375,9 @@ LEGENDS = {
                  "blue/red: sign of the sum; grey: no synapses (pooling, add, ...)",
     "model": "filled: ops with members (darker: a larger share of their neurons); arrows into weighted "
              "ops: width by the sum of |count| of their synapses in the slice (log), blue/red: its sign",
+    "attention": "rows: query positions, columns: key positions; a cell: the slice's count on that query's "
+                 "attention probability for that key (the contributions it draws from it); blue: > 0, red: < 0, "
+                 "darker: larger |count|",
     "neuron": "blue: count > 0, red: count < 0 (darker: larger |count|); arrows: blue/red by the sign of "
               "the synapses' count, wider for larger |count|; grey: ops without synapses",
 }
@@ -837,6 +844,79 @@ def _model(graph, s, merge, size, wrap, title, min_scale):
     return v
 
 
+class Html(str):
+    """A Graphviz HTML-like label (written ``label=<...>``, not quoted)."""
+
+
+def _heat(value, vmax):
+    """White to blue (> 0) or red (< 0), by ``|value| / vmax`` (square root: faint cells show)."""
+    if vmax <= 0 or value == 0:
+        return "#ffffff"
+    t = min(1.0, abs(value) / vmax) ** 0.5
+    end = (33, 102, 172) if value > 0 else (178, 24, 43)
+    return "#" + "".join(f"{round(255 + (e - 255) * t):02x}" for e in end)
+
+
+def _heat_table(title, counts, cell):
+    """An HTML-like table: a title row, then one row of cells a query position, one cell a key
+    position, coloured by the count."""
+    vmax = float(np.abs(counts).max()) if counts.size else 0.0
+    q, k = counts.shape
+    rows = [f'<TR><TD COLSPAN="{k + 1}" ALIGN="LEFT" BORDER="0"><FONT POINT-SIZE="11">{title}</FONT></TD></TR>',
+            '<TR><TD BORDER="0"></TD>' + "".join(
+                f'<TD BORDER="0" WIDTH="{cell}" HEIGHT="{cell}"><FONT POINT-SIZE="6">'
+                f'{j if k <= 20 or j % 5 == 0 else " "}</FONT></TD>' for j in range(k)) + "</TR>"]
+    for i in range(q):
+        cells = "".join(f'<TD WIDTH="{cell}" HEIGHT="{cell}" BGCOLOR="{_heat(int(c), vmax)}"></TD>'
+                        for c in counts[i])
+        label = i if q <= 20 or i % 5 == 0 else " "
+        rows.append(f'<TR><TD BORDER="0" ALIGN="RIGHT"><FONT POINT-SIZE="6">{label}</FONT></TD>{cells}</TR>')
+    return Html('<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="0" COLOR="#dddddd">'
+                + "".join(rows) + "</TABLE>")
+
+
+def attention_maps(graph, s):
+    """``{(attention call, head): [queries, keys] counts}`` of a slice: its counts on each
+    attention's probabilities (the softmax over keys), the kept contributions that query
+    position q draws from key position k through head h. Needs an element-granularity slice."""
+    if graph.granularity != "element":
+        raise InvalidParameterError("The attention view needs an element-granularity slice (at channel granularity "
+                                    "a head is one neuron): slice with granularity='element'.")
+    maps = {}
+    for op in graph.ops:
+        if op.kind == "softmax" and len(op.shape) == 3:  # attention probabilities [queries, keys, heads]
+            counts = np.asarray(s.neuron_counts[op.name])
+            for h in range(op.shape[2]):
+                maps[(op.call or op.name, h)] = counts[:, :, h]
+    if not maps:
+        raise InvalidParameterError(f"Model {graph.name!r} has no attention layer (MultiHeadAttention) to draw.")
+    return maps
+
+
+def _attention(graph, s, size, title):
+    maps = attention_maps(graph, s)
+    v = _new_view("attention", graph, title or _title(graph, "attention", s), size, ranksep="0.4", nodesep="0.3")
+    longest = max(max(m.shape) for m in maps.values())
+    cell = 12 if longest <= 20 else 8 if longest <= 40 else 5
+    rows = {}
+    for (call, h), counts in maps.items():
+        nid = f"{call}:head{h}"
+        total = int(np.abs(counts).sum())
+        v.add_node(nid, label=_heat_table(f"{call} · head {h} · |count| {total:,}", counts, cell), shape="plaintext",
+                   style="", margin="0", heat=counts, call=call, head=h, abs=total,
+                   tooltip=f"{call}, head {h}: rows are query positions, columns key positions")
+        rows.setdefault(call, []).append(nid)
+    calls = list(rows)
+    for call in calls:  # one row of heads a layer, the layers top to bottom
+        cid = f"cluster_{call}"
+        v.graph["clusters"][cid] = {"label": "", "style": "invis", "_row": True}  # heads in order
+        for nid in rows[call]:
+            v.nodes[nid]["cluster"] = cid
+    for a, b in zip(calls, calls[1:]):
+        v.add_edge(rows[a][0], rows[b][0], style="invis")
+    return v
+
+
 def _neuron_nodes(graph, groups, s):
     """{group id: (flat head indices, counts)} of the neurons the neuron view shows."""
     out = {}
@@ -1023,6 +1103,10 @@ def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, m
         return _collapsed(g, a, top_k, merge, size, wrap, channels, title, min_scale)
     if view == "model":
         return _model(g, a, merge, size, wrap, title, min_scale)
+    if view == "attention":
+        if a is None:
+            raise InvalidParameterError("view='attention' draws a slice's attention: pass a Slice.")
+        return _attention(g, a, size, title)
     return _neuron(g, a, merge, size, title, max_nodes, max_edges)
 
 
@@ -1044,13 +1128,15 @@ def _attrs(attrs, skip=(), left=False):
     ``left``, the label's lines are left-justified."""
     items = [(k, v) for k, v in attrs.items() if not k.startswith("_") and k not in skip
              and isinstance(v, (str, int, float)) and not isinstance(v, bool)]
-    return ", ".join(f"{k}={quote(v, chr(92) + 'l' if left and k == 'label' else chr(92) + 'n')}"
+    return ", ".join(f"{k}=<{v}>" if isinstance(v, Html) else
+                     f"{k}={quote(v, chr(92) + 'l' if left and k == 'label' else chr(92) + 'n')}"
                      for k, v in items)
 
 
 #: Node/edge attributes that are data, not DOT.
 DATA_KEYS = ("cluster", "count", "abs", "members", "total", "share", "ops", "index", "unit", "more",
-             "synapses", "category", "only_a", "only_b", "both", "connector", "column", "header")
+             "synapses", "category", "only_a", "only_b", "both", "connector", "column", "header", "heat", "call",
+             "head")
 
 
 def dot_text(v: nx.DiGraph) -> str:

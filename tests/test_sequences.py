@@ -254,3 +254,58 @@ def test_one_dimensional_window_ops_compute_what_keras_computes():
     model = _with_random_biases(keras.Model(x_in, y))
     x = np.random.default_rng(0).normal(size=(16, 12, 3)).astype("float32")
     assert verify(nnslicer.lift(model), model, x, tolerance=EXACT) <= EXACT
+
+
+# --------------------------------------------------------------------------- pictures
+def test_attention_view_draws_each_heads_counts(tmp_path):
+    """One heat map a layer and head: the slice's counts on that head's probabilities, rows
+    query positions, columns key positions; refused at channel granularity and without attention."""
+    from nnslicer.errors import InvalidParameterError
+    from nnslicer.render import attention_maps, to_dot, view_graph
+
+    model = ATTENTION["cross"]()
+    classifier = keras.Model(model.input, L.Dense(3)(L.GlobalAveragePooling1D()(model.output)))
+    x = _sequences()
+    slicer = nnslicer.Slicer(classifier).fit(x)
+    sl = slicer.slice(x[:6], target=None)
+    v = view_graph(sl, "attention", graph=slicer.graph_)
+    call = model.layers[-1].name
+    probabilities = sl.neuron_counts[f"{call}/softmax"]
+    assert sorted(v.nodes) == [f"{call}:head0", f"{call}:head1"]
+    for h in range(2):
+        np.testing.assert_array_equal(v.nodes[f"{call}:head{h}"]["heat"], probabilities[:, :, h])
+    assert np.abs(probabilities).sum() > 0
+    assert set(attention_maps(slicer.graph_, sl)) == {(call, 0), (call, 1)}
+    dot = to_dot(sl, "attention", graph=slicer.graph_)
+    assert "label=<<TABLE" in dot and dot.count("<TR>") == 2 * (STEPS + 2)
+    path = nnslicer.render(sl, tmp_path / "attention.svg", view="attention", graph=slicer.graph_)
+    assert open(path).read().count("<polygon fill=") >= 2 * STEPS * STEPS  # a cell a query and key
+    channel = nnslicer.Slicer(classifier, granularity="channel").fit(x)
+    with pytest.raises(InvalidParameterError, match="element-granularity"):
+        view_graph(channel.slice(x[0]), "attention", graph=channel.graph_)
+    recurrent = nnslicer.Slicer(_model(L.LSTM(3))).fit(x)
+    with pytest.raises(InvalidParameterError, match="no attention layer"):
+        view_graph(recurrent.slice(x[0]), "attention", graph=recurrent.graph_)
+
+
+def test_collapsed_view_draws_a_layer_call_as_one_box():
+    """Attention's eight ops, and a recurrent layer's unrolled steps, are one box each: the box
+    shows the layer's output neurons and counts every one of its kernels' synapses."""
+    from nnslicer.render import view_graph
+
+    inp = keras.Input((STEPS, FEATURES))
+    x = L.LSTM(4, return_sequences=True, name="lstm")(inp)
+    x = L.MultiHeadAttention(2, 2, name="mha")(x, x)
+    model = keras.Model(inp, L.Dense(3, name="head")(L.GlobalAveragePooling1D(name="gap")(x)))
+    x = _sequences()
+    slicer = nnslicer.Slicer(model).fit(x)
+    sl = slicer.slice(x[:2], target=None)
+    v = view_graph(sl, "collapsed", graph=slicer.graph_)
+    boxes = {c["_group"]: c for c in v.graph["clusters"].values() if "_group" in c}
+    assert set(boxes) == {slicer.graph_.input, "lstm", "mha", "gap", "head"}
+    assert boxes["mha"]["label"].splitlines()[1] == f"MultiHeadAttention: 8 ops {STEPS}×4"
+    assert boxes["lstm"]["label"].splitlines()[1].startswith("LSTM: ")
+    graph = slicer.graph_
+    mha_synapses = sum(graph[n].n_synapses for n in graph.weighted_ops if graph[n].layer == "mha")
+    assert f"/{mha_synapses:,} (net" in boxes["mha"]["label"]
+    assert "lstm (" in sl.summary() and "mha (8 ops)" in sl.summary()
