@@ -30,14 +30,12 @@ import json
 import math
 import os
 import resource
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from common import RESULTS, machine, markdown_table, write_results  # noqa: E402  (benchmarks/ is on sys.path)
+from common import RESULTS, machine, markdown_table, run_child, write_results  # noqa: E402  (benchmarks/ is on sys.path)
 
 #: name -> (module of keras.applications, default side, smallest side Keras accepts).
 MODELS = {
@@ -162,22 +160,8 @@ def run_one(name, side, samples):
 
 def _child(name, side, samples, timeout):
     """``run_one`` in a fresh process (its own peak RSS); a failed process gives a "failed" row."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "row.json")
-        args = [sys.executable, os.path.abspath(__file__), "--model", name, "--resolution", str(side),
-                "--samples", str(samples), "--json-out", out]
-        try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                                  env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-        except subprocess.TimeoutExpired:
-            return {"model": name, "resolution": side, "status": "failed", "error": f"timed out after {timeout} s"}
-        if proc.returncode == 0 and os.path.exists(out):
-            with open(out) as f:
-                return json.load(f)
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        print(proc.stderr[-3000:], file=sys.stderr)
-        return {"model": name, "resolution": side, "status": "failed",
-                "error": f"exit code {proc.returncode}: {lines[-1] if lines else 'no message'}"}
+    return run_child(__file__, ["--model", name, "--resolution", str(side), "--samples", str(samples)], timeout,
+                     {"model": name, "resolution": side})
 
 
 def summarise(rows):

@@ -47,6 +47,28 @@ def write_results(out, stem, data, markdown):
     print(markdown)
 
 
+def run_child(script, args, timeout, row):
+    """Run ``script`` with ``args --json-out FILE`` in a fresh Python process (its own peak
+    memory) and return the dict it writes there; on failure or timeout, ``row`` with
+    ``status="failed"`` and the error."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "row.json")
+        command = [sys.executable, os.path.abspath(script), *args, "--json-out", out]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                  env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        except subprocess.TimeoutExpired:
+            return {**row, "status": "failed", "error": f"timed out after {timeout} s"}
+        if proc.returncode == 0 and os.path.exists(out):
+            with open(out) as f:
+                return json.load(f)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return {**row, "status": "failed", "error": f"exit code {proc.returncode}: {lines[-1] if lines else 'no message'}"}
+
+
 def markdown_table(header, rows):
     """A markdown table from a header and rows of cells (floats printed with 3 digits; a ``|``
     inside a cell is escaped)."""

@@ -31,7 +31,7 @@ from numba import prange
 from ._kernels import (keep_effective_path_into, keep_nnslicer_into, keep_paper_into, row_positive_total_into,
                        row_total_into, scratch)
 
-__all__ = ["window_backward", "CONV", "DEPTHWISE", "POOL", "RULE_CODES"]
+__all__ = ["window_backward", "product_backward", "CONV", "DEPTHWISE", "POOL", "RULE_CODES"]
 
 CONV, DEPTHWISE, POOL = 0, 1, 2
 RULE_CODES = {"nnslicer": 0, "paper": 1, "effective_path": 2}
@@ -134,6 +134,23 @@ def _threads():
     return nb.get_num_threads()
 
 
+def _dispatch(by_sample, by_part, args, b, batch, n_ins, n_syn):
+    """Run a kernel over the active neurons: by sample (in parallel), or, for a batch with fewer
+    samples than threads, by interleaved parts of the rows, each counting apart, added up
+    (integers: the same counts in any order). Returns the counts of each input and of the
+    synapses, ``[B, n]`` each."""
+    threads = _threads()
+    parts = min(threads, len(b) // MIN_PART_ROWS) if batch < threads else 1
+    if parts <= batch:
+        outs = [np.zeros((batch, max(n, 1)), np.int64) for n in n_ins + [n_syn]]
+        by_sample(*args, np.searchsorted(b, np.arange(batch + 1)).astype(np.int64), *outs)
+    else:
+        outs = [np.zeros((parts, batch, max(n, 1)), np.int64) for n in n_ins + [n_syn]]
+        by_part(*args, *outs)
+        outs = [o.sum(axis=0) for o in outs]
+    return [o[:, :n] for o, n in zip(outs, n_ins + [n_syn])]
+
+
 def window_backward(X, W, taps, valid, mode, b, o, n_q, direction, y, rule, theta, bar, n_in, n_syn,
                     mult=1, to_channel=False):
     """Counts ``(inputs [B, n_in], synapses [B, n_syn])`` from the active neurons ``(b, o)``
@@ -154,16 +171,98 @@ def window_backward(X, W, taps, valid, mode, b, o, n_q, direction, y, rule, thet
             np.ascontiguousarray(valid, dtype=np.bool_), mode, to_channel, mult, b.astype(np.int64),
             o.astype(np.int64), n_q, direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
             float(theta), 1.0 - float(bar))
-    threads = _threads()
-    parts = min(threads, len(b) // MIN_PART_ROWS) if batch < threads else 1
-    if parts <= batch:
-        inputs = np.zeros((batch, n_in), np.int64)
-        synapses = np.zeros((batch, max(n_syn, 1)), np.int64)
-        starts = np.searchsorted(b, np.arange(batch + 1))
-        _by_sample(*args, starts.astype(np.int64), inputs, synapses)
-    else:
-        inputs = np.zeros((parts, batch, n_in), np.int64)
-        synapses = np.zeros((parts, batch, max(n_syn, 1)), np.int64)
-        _by_part(*args, inputs, synapses)
-        inputs, synapses = inputs.sum(axis=0), synapses.sum(axis=0)
-    return inputs, synapses[:, :n_syn]
+    inputs, synapses = _dispatch(_by_sample, _by_part, args, b, batch, [n_in], n_syn)
+    return inputs, synapses
+
+
+# --------------------------------------------------------------------------- products
+FEATURES, KEYS = 0, 1
+
+
+@nb.njit(cache=True)
+def _product_rows(own0, half0, own1, half1, contract, channel, tk, heads, depth, b, o, direction, y, code, theta,
+                  one_minus_bar, lo, hi, step, in0, in1):
+    width = heads * depth
+    k = depth if contract == FEATURES else tk
+    row = np.empty(2 * k, np.float64)
+    keep = np.empty(2 * k, np.bool_)
+    dst0 = np.empty(k, np.int64)
+    dst1 = np.empty(k, np.int64)
+    ws = scratch(2 * k)
+    for n in range(lo, hi, step):
+        bn = b[n]
+        if contract == FEATURES:  # y[q, k, h] = sum_d A[q, h*depth + d] B[k, h*depth + d]
+            h = o[n] % heads
+            qa = 0 if channel else (o[n] // (tk * heads)) * width
+            kb = 0 if channel else ((o[n] // heads) % tk) * width
+            for d in range(depth):
+                ia = qa + h * depth + d
+                ib = kb + h * depth + d
+                row[d] = own0[bn, ia] * half1[bn, ib]
+                row[k + d] = own1[bn, ib] * half0[bn, ia]
+                dst0[d] = ia
+                dst1[d] = ib
+        else:  # y[q, c] = sum_k P[q, k, h] V[k, c], h = c // depth
+            c = o[n] % width
+            h = c // depth
+            q = 0 if channel else o[n] // width
+            for j in range(tk):
+                ip = (j * heads + h) if channel else ((q * tk + j) * heads + h)
+                iv = j * width + c
+                row[j] = own0[bn, ip] * half1[bn, iv]
+                row[k + j] = own1[bn, iv] * half0[bn, ip]
+                dst0[j] = h if channel else ip
+                dst1[j] = c if channel else iv
+        if code == 0:
+            keep_nnslicer_into(row, theta, one_minus_bar, row_total_into(row, ws), keep, ws)
+        elif code == 1:
+            keep_paper_into(row, theta, y[n], keep, ws)
+        else:
+            keep_effective_path_into(row, theta, row_positive_total_into(row, ws), keep, ws)
+        for i in range(2 * k):
+            if not keep[i]:
+                continue
+            x = row[i]
+            if code == 2:
+                s = 1
+            else:
+                s = (1 if x > 0 else (-1 if x < 0 else 0)) * direction[n]
+                if s == 0:
+                    continue
+            if i < k:
+                in0[bn, dst0[i]] += s
+            else:
+                in1[bn, dst1[i - k]] += s
+
+
+@nb.njit(cache=True, parallel=True)
+def _product_by_sample(own0, half0, own1, half1, contract, channel, tk, heads, depth, b, o, direction, y, code,
+                       theta, one_minus_bar, starts, in0, in1, synapses):
+    for s in prange(starts.shape[0] - 1):
+        _product_rows(own0, half0, own1, half1, contract, channel, tk, heads, depth, b, o, direction, y, code, theta,
+                      one_minus_bar, starts[s], starts[s + 1], 1, in0, in1)
+
+
+@nb.njit(cache=True, parallel=True)
+def _product_by_part(own0, half0, own1, half1, contract, channel, tk, heads, depth, b, o, direction, y, code,
+                     theta, one_minus_bar, in0, in1, synapses):
+    parts = in0.shape[0]
+    for s in prange(parts):
+        _product_rows(own0, half0, own1, half1, contract, channel, tk, heads, depth, b, o, direction, y, code, theta,
+                      one_minus_bar, s, b.shape[0], parts, in0[s], in1[s])
+
+
+def product_backward(values, contract, channel, tk, heads, depth, b, o, direction, y, rule, theta, bar, n_ins):
+    """Counts ``[inputs 0 and 1, each [B, n]]`` of a product of two tensors
+    (:class:`nnslicer.ops.attention.Product`) from the active neurons ``(b, o)`` (``b`` sorted):
+    ``values`` are its ``((own0, half0), (own1, half1))``, flat per sample, float64."""
+    (own0, half0), (own1, half1) = values
+    batch = own0.shape[0]
+    if y is None:
+        y = np.zeros(len(b), np.float64)
+    args = tuple(np.ascontiguousarray(v, dtype=np.float64) for v in (own0, half0, own1, half1)) + (
+        FEATURES if contract == "features" else KEYS, bool(channel), int(tk), int(heads), int(depth),
+        b.astype(np.int64), o.astype(np.int64), direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
+        float(theta), 1.0 - float(bar))
+    in0, in1, _ = _dispatch(_product_by_sample, _product_by_part, args, b, batch, list(n_ins), 0)
+    return in0, in1

@@ -1,8 +1,8 @@
 """Reference Keras 3 architectures: the shapes NNSlicer's paper measured, plus a demo CNN.
 
 Every model is built with the functional API, channels-last, from layer types that the slicing
-engine lifts (Conv2D, Dense, BatchNormalization, ReLU, pooling, Flatten, Add, ...), and every
-layer has a readable name (``block2_conv1``, ``fc1``, ...). The models are returned untrained
+engine lifts (Conv2D, Dense, BatchNormalization, ReLU, pooling, Flatten, Add, MultiHeadAttention,
+LSTM, Embedding, ...), and every layer has a readable name (``block2_conv1``, ``fc1``, ...). The models are returned untrained
 and uncompiled.
 
 ============  ======================  ============  =============================================
@@ -12,6 +12,9 @@ small_cnn     (8, 8, 1), 10 classes   9,802         demo CNN for scikit-learn's 
 lenet         (28, 28, 1), 10 classes 42,784        LeNet-5 layout, the paper's parameter count
 resnet10      (32, 32, 3), 10 classes 309,626       pre-activation CIFAR ResNet, 1 block a stage
 resnet18      (32, 32, 3), 10 classes 11,183,562    CIFAR ResNet18 (BasicBlock [2, 2, 2, 2])
+vit           (28, 28, 1), 10 classes 68,810        Vision Transformer: 4x4 patches, 2 blocks of 64
+lstm_reader   (28, 28), 10 classes    24,458        an LSTM reading an image row by row
+text_cnn      100 tokens, 2 classes   41,378        Embedding, Conv1D, global max pooling
 ============  ======================  ============  =============================================
 
 Parameter counts are Keras' ``model.count_params()``, which includes the two non-trainable
@@ -34,7 +37,7 @@ from keras import layers
 
 from .errors import InvalidInputError, InvalidParameterError
 
-__all__ = ["small_cnn", "lenet", "resnet10", "resnet18", "calibrate_batch_norm"]
+__all__ = ["small_cnn", "lenet", "resnet10", "resnet18", "vit", "lstm_reader", "text_cnn", "calibrate_batch_norm"]
 
 
 def _check_shape(input_shape, num_classes, builder):
@@ -298,6 +301,106 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10):
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name="resnet18")
+
+
+def _positive(name, value, builder):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidParameterError(f"The {name!r} parameter of {builder} must be a positive int. Got {value!r} instead.")
+    return int(value)
+
+
+def _positions(n, width):
+    """The Transformer's fixed sinusoidal position encodings, ``[1, n, width]``."""
+    position = np.arange(n)[:, None]
+    rate = 1.0 / 10000 ** (2 * (np.arange(width)[None, :] // 2) / width)
+    angle = position * rate
+    return np.where(np.arange(width) % 2 == 0, np.sin(angle), np.cos(angle))[None].astype("float32")
+
+
+def vit(input_shape=(28, 28, 1), num_classes=10, patch=4, width=64, depth=2, heads=4, mlp=128):
+    """A small Vision Transformer.
+
+    - ``patches``: a Conv2D of ``width`` filters, ``patch`` x ``patch``, stride ``patch``; then
+      ``tokens``, the patches as a sequence, plus fixed sinusoidal position encodings.
+    - ``depth`` encoder blocks, each two models inside the model (so that pictures draw each as
+      one box): ``attention_{i}`` (LayerNormalization, MultiHeadAttention with ``heads`` heads
+      of ``width / heads`` features, residual Add) and ``mlp_{i}`` (LayerNormalization, Dense
+      ``mlp`` GELU, Dense ``width``, residual Add).
+    - ``norm`` (LayerNormalization), ``pool`` (global average over tokens), ``predictions``
+      (softmax).
+
+    With the defaults (49 tokens of 64 features): 68,810 parameters.
+
+    >>> from nnslicer.models import vit
+    >>> vit().count_params()
+    68810
+    """
+    shape = _check_shape(input_shape, num_classes, "vit")
+    patch, width, depth, heads, mlp = (_positive(n, v, "vit") for n, v in (
+        ("patch", patch), ("width", width), ("depth", depth), ("heads", heads), ("mlp", mlp)))
+    if shape[0] % patch or shape[1] % patch or width % heads:
+        raise InvalidParameterError(f"vit needs the image sides {shape[:2]} to be multiples of patch={patch} and "
+                                    f"width={width} a multiple of heads={heads}.")
+    tokens = (shape[0] // patch) * (shape[1] // patch)
+    inputs = keras.Input(shape=shape, name="input")
+    x = layers.Conv2D(width, patch, strides=patch, name="patches")(inputs)
+    x = layers.Reshape((tokens, width), name="tokens")(x)
+    x = x + _positions(tokens, width)
+    for i in range(1, depth + 1):
+        block_in = keras.Input((tokens, width))
+        y = layers.LayerNormalization(epsilon=1e-6, name="norm")(block_in)
+        y = layers.MultiHeadAttention(heads, width // heads, name="attention")(y, y)
+        x = keras.Model(block_in, layers.Add(name="residual")([block_in, y]), name=f"attention_{i}")(x)
+        block_in = keras.Input((tokens, width))
+        y = layers.LayerNormalization(epsilon=1e-6, name="norm")(block_in)
+        y = layers.Dense(mlp, activation="gelu", name="expand")(y)
+        y = layers.Dense(width, name="project")(y)
+        x = keras.Model(block_in, layers.Add(name="residual")([block_in, y]), name=f"mlp_{i}")(x)
+    x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
+    x = layers.GlobalAveragePooling1D(name="pool")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="vit")
+
+
+def lstm_reader(input_shape=(28, 28), num_classes=10, units=64):
+    """An LSTM that reads an image row by row (``input_shape``: steps, features): ``lstm``
+    (``units``, its last output) - ``predictions`` (softmax). With the defaults: 24,458
+    parameters.
+
+    >>> from nnslicer.models import lstm_reader
+    >>> lstm_reader().count_params()
+    24458
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 2 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise InvalidParameterError(f"The 'input_shape' parameter of lstm_reader must be two positive ints "
+                                    f"(steps, features). Got {input_shape!r} instead.")
+    _check_shape(shape + (1,), num_classes, "lstm_reader")
+    inputs = keras.Input(shape=shape, name="rows")
+    x = layers.LSTM(_positive("units", units, "lstm_reader"), name="lstm")(inputs)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="lstm_reader")
+
+
+def text_cnn(length=100, vocabulary=5000, num_classes=2, width=8, filters=32, kernel_size=5):
+    """A Conv1D text classifier over ``length`` token ids below ``vocabulary``: ``embedding``
+    (``width`` features a token) - ``conv`` (``filters``, ``kernel_size``, ReLU) - ``pool``
+    (global max over positions) - ``predictions`` (softmax). With the defaults: 41,378 parameters.
+
+    >>> from nnslicer.models import text_cnn
+    >>> text_cnn().count_params()
+    41378
+    """
+    length, vocabulary, width, filters, kernel_size = (_positive(n, v, "text_cnn") for n, v in (
+        ("length", length), ("vocabulary", vocabulary), ("width", width), ("filters", filters),
+        ("kernel_size", kernel_size)))
+    _check_shape((length, 1, 1), num_classes, "text_cnn")
+    inputs = keras.Input(shape=(length,), dtype="int32", name="tokens")
+    x = layers.Embedding(vocabulary, width, name="embedding")(inputs)
+    x = layers.Conv1D(filters, kernel_size, activation="relu", name="conv")(x)
+    x = layers.GlobalMaxPooling1D(name="pool")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="text_cnn")
 
 
 def _batch_norm_layers(model, seen):
