@@ -13,7 +13,7 @@ import numpy as np
 from .errors import InvalidParameterError, NNSlicerError, UnsupportedLayerError, require
 from .graph import DataFlowGraph, Op
 
-__all__ = ["lift", "register_layer", "LIFTERS", "OP_LIFTERS", "ACTIVATIONS"]
+__all__ = ["lift", "register_layer", "reads_masks", "LIFTERS", "OP_LIFTERS", "ACTIVATIONS"]
 
 #: Activations that lift to an element-wise ``activation`` op (softmax only at the output).
 ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "elu", "selu", "gelu", "softplus",
@@ -51,6 +51,13 @@ def register_layer(layer_class, lifter=None, replace=False):
     return deco if lifter is None else deco(lifter)
 
 
+def reads_masks(lifter):
+    """Mark ``lifter`` as one that reads a Keras mask among its call's inputs (and lifts what the
+    layer computes with it); a mask reaching any other layer is refused, never dropped."""
+    lifter.reads_masks = True
+    return lifter
+
+
 def _class_name(key):
     return key if isinstance(key, str) else key.__name__
 
@@ -78,7 +85,10 @@ class _Call:
 
     def name_of(self, tensor):
         """The graph name of a Keras tensor of the call's arguments."""
-        return self._names[_key(tensor)]
+        try:
+            return self._names[_key(tensor)]
+        except KeyError:
+            raise Unsupported("an input that no lifted layer computes (a mask of Masking?)") from None
 
     def op(self, kind, params=None, weights=None, layer=None, name=None, inputs=None, input_shapes=None,
            shape=None):
@@ -291,6 +301,7 @@ def _pool(kind):
 
 
 def _global_pool(kind):
+    @reads_masks  # GlobalAveragePooling1D's mask: a second input (GlobalMaxPooling1D takes none)
     def lifter(layer, ctx):
         _channels_last(layer)
         if not getattr(layer, "keepdims", False):
@@ -458,14 +469,43 @@ def _embedding(layer, ctx):
 
 
 def _mask(op, ctx):
-    raise Unsupported("the mask of Embedding(mask_zero=True) or Masking, which later layers read; nnslicer "
-                      "does not lift masks yet: pad sequences to a fixed length without mask_zero")
+    """``keras.ops.not_equal(tokens, 0)``, the mask of ``Embedding(mask_zero=True)``."""
+    args = list(ctx.arguments.args) + list(ctx.arguments.kwargs.values())
+    if len(args) != 2 or sum(hasattr(a, "_keras_history") for a in args) != 1:
+        raise Unsupported("keras.ops.not_equal of other than a tensor and a constant")
+    value = np.asarray(args[0] if not hasattr(args[0], "_keras_history") else args[1])
+    if value.size != 1:
+        raise Unsupported("keras.ops.not_equal with a constant that is not one number")
+    return [ctx.op("mask", {"value": float(value)}, layer=op)]
 
 
 OP_LIFTERS["NotEqual"] = _mask
 
 
+def _mask_name(ctx, mask, ops, layer):
+    """The graph name of a Keras mask a layer reads from its inputs' ``_keras_mask``; a mask no
+    node of the model computes (``Embedding(mask_zero=True)``'s, read by attention only) is
+    lifted here, into ``ops``, from the operation Keras recorded for it."""
+    try:
+        return ctx.name_of(mask)
+    except Unsupported:
+        pass
+    operation, index, _ = mask._keras_history
+    node = operation._inbound_nodes[index]
+    if type(operation).__name__ != "NotEqual":
+        raise Unsupported(f"a Keras mask made by {type(operation).__name__} (only Embedding(mask_zero=True)'s)")
+    name = f"{ctx.name}/mask{sum(op.kind == 'mask' for op in ops)}"
+    if name not in [op.name for op in ops]:
+        source = [t for t in node.input_tensors]
+        inner = _Call(name, tuple(ctx.name_of(t) for t in source), tuple(tuple(t.shape[1:]) for t in source),
+                      tuple(mask.shape[1:]), node.arguments, ctx._names, ctx.call)
+        ops.extend(_mask(operation, inner))
+        ctx._names[_key(mask)] = name
+    return name
+
+
 @register_layer("MultiHeadAttention")
+@reads_masks  # through its inputs' Keras masks, into the softmax
 def _attention(layer, ctx):
     """MultiHeadAttention as its primitives (SPEC.md section 3; :mod:`nnslicer.ops.attention`):
     ``name/query``, ``name/key`` and ``name/value`` (Dense at each position), ``name/scaled``
@@ -481,8 +521,6 @@ def _attention(layer, ctx):
     if args.get("return_attention_scores"):
         raise Unsupported("return_attention_scores=True (a second output)")
     tensors = {"query": query, "key": key, "value": value}
-    if any(getattr(t, "_keras_mask", None) is not None for t in tensors.values()):
-        raise Unsupported("inputs with a Keras mask (Embedding(mask_zero=True) or Masking before it)")
     if getattr(layer, "_use_gate", False):
         raise Unsupported("use_gate=True (a gated attention)")
     if any(len(t.shape) != 3 for t in tensors.values()) or tuple(layer._attention_axes) != (1,):
@@ -519,10 +557,17 @@ def _attention(layer, ctx):
         mask &= np.abs(rows - cols) < layer._sliding_window
     if not mask.all():
         softmax["mask"] = mask[:, :, None].astype(np.float32)
-    ops.append(ctx.op("softmax", {"axis": 1}, softmax, layer, name=f"{ctx.name}/softmax",
-                      inputs=(f"{ctx.name}/scores",), input_shapes=(scores,), shape=scores))
-    ops.append(ctx.op("matmul", {"contract": "keys", "heads": heads}, layer=layer, name=f"{ctx.name}/context",
-                      inputs=(f"{ctx.name}/softmax", f"{ctx.name}/value"), input_shapes=(scores, v_shape),
+    # the Keras masks of the query, the value and (unless it is the value) the key, as Keras combines them
+    masked = [(axis, getattr(t, "_keras_mask", None)) for axis, t in
+              ((0, query), (1, value), (1, key if args.get("key") is not None and key is not value else None))]
+    masked = [(axis, _mask_name(ctx, m, ops, layer), (tq if axis == 0 else tk,)) for axis, m in masked if m is not None]
+    ops.append(ctx.op("softmax", {"axis": 1, "mask_axes": [axis for axis, _, _ in masked]}, softmax, layer,
+                      name=f"{ctx.name}/softmax", inputs=(f"{ctx.name}/scores",) + tuple(n for _, n, _ in masked),
+                      input_shapes=(scores,) + tuple(shape for _, _, shape in masked), shape=scores))
+    ops.append(ctx.op("matmul", {"contract": "keys", "heads": heads, "mask_axes": [axis for axis, _, _ in masked]},
+                      layer=layer, name=f"{ctx.name}/context",
+                      inputs=(f"{ctx.name}/softmax", f"{ctx.name}/value") + tuple(n for _, n, _ in masked),
+                      input_shapes=(scores, v_shape) + tuple(shape for _, _, shape in masked),
                       shape=(tq, widths["value"])))
     out = layer._output_dense
     kernel = _arr(out.kernel)  # [heads, depth, *output features]
@@ -574,7 +619,7 @@ def _key(tensor):
     return id(history[0]), history[1]
 
 
-def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None):
+def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None, masks=None):
     """Lift ``fn_model``'s nodes into ``ops`` (and what cannot be lifted into ``problems``);
     returns the name of its output tensor. ``inputs``: the graph tensors that feed a nested
     model's inputs (None for the outer model, whose InputLayer lifts); its ops are named
@@ -583,6 +628,7 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None):
     layer's call is its own)."""
     keras = require("keras", "tf")
     names = {}  # Keras tensor -> graph tensor name
+    masks = set() if masks is None else masks  # graph tensors that are Keras masks
     if inputs is not None:
         names.update({_key(t): name for t, name in zip(fn_model.inputs, inputs)})
     for node in _nodes(fn_model):
@@ -602,7 +648,7 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None):
                 problems.append((layer.name, cls, inner))
             else:
                 names[out] = _walk(inner, [names[_key(t)] for t in node.input_tensors], name + "/", calls, ops,
-                                   problems, call or name)
+                                   problems, call or name, masks)
             continue
         if lifter is None:
             why = (f"a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
@@ -624,6 +670,11 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None):
         except Unsupported as why:
             problems.append((layer.name, cls, str(why)))
             continue
+        if any(n in masks for n in ctx.inputs) and not getattr(lifter, "reads_masks", False):
+            problems.append((layer.name, cls, "a Keras mask (Embedding(mask_zero=True)) reaches it, which nnslicer "
+                                              "does not lift for this layer"))
+            continue
+        masks.update(op.name for op in lifted if op.kind == "mask")
         if any(d is None for op in lifted for d in op.shape):
             problems.append((layer.name, cls, f"unknown output shape {ctx.shape}"))
             continue

@@ -7,13 +7,18 @@ sequence), Dense ops with the layer's kernels, Add, Multiply, slices of the gate
 activations. Every step's Dense ops share the layer's kernels (``params["shares"]``): a
 synapse's counts sum over time steps. The first step reads a zero state, so its ops are the
 cell's with the state's terms left out (exactly what Keras computes, up to float rounding).
+
+With a Keras mask (``Embedding(mask_zero=True)``), each step's new state is a ``select`` by the
+step's mask (``name/t{t}/m``, a slice of it): a masked step keeps the state it had (zeros before
+the first step), and, where Keras zeroes the outputs of masked steps (``zero_output_for_mask``,
+which Bidirectional sets), so does the lift.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .lift import Unsupported, _activation_name, _arr, register_layer
+from .lift import Unsupported, _activation_name, _arr, reads_masks, register_layer
 
 
 class _Steps:
@@ -128,9 +133,10 @@ CELLS = {"SimpleRNN": _simple_rnn, "LSTM": _lstm, "GRU": _gru}
 
 
 def _check(layer, ctx):
-    if len(ctx.inputs) != 1:
-        raise Unsupported("a mask or an initial state (a second input); a Keras mask (mask_zero=True, Masking) "
-                          "is not lifted yet")
+    """The number of steps; raises Unsupported for what cannot be unrolled."""
+    extra = len(ctx.inputs) - (1 if _mask_of(ctx) is None else 2)
+    if extra:
+        raise Unsupported("an initial state (a second input)")
     steps = ctx.input_shapes[0][0] if len(ctx.input_shapes[0]) == 2 else None
     if steps is None:
         raise Unsupported(f"a sequence of variable length (input shape {ctx.input_shapes[0]}): fix the sequence "
@@ -140,28 +146,46 @@ def _check(layer, ctx):
     return steps
 
 
-def _unroll(layer, ctx, s, x):
+def _mask_of(ctx):
+    """The graph name of the call's Keras mask, or None."""
+    mask = ctx.arguments.kwargs.get("mask") if ctx.arguments is not None else None
+    return None if mask is None else ctx.name_of(mask)
+
+
+def _unroll(layer, ctx, s, x, zero_output=False):
     """Unroll ``layer`` over the sequence ``x`` into ``s``; returns the names of its outputs in
-    the order Keras returns them (processing order: reversed for ``go_backwards``)."""
+    the order Keras returns them (processing order: reversed for ``go_backwards``). With a mask,
+    masked steps keep the state (and, with ``zero_output``, output zeros)."""
     steps = ctx.input_shapes[0][0]
     cell = CELLS[type(layer).__name__]
+    mask = _mask_of(ctx)
+    if mask is not None:
+        s.shapes[mask] = (steps,)
     order = range(steps - 1, -1, -1) if layer.go_backwards else range(steps)
     state, outputs = None, []
     for t, step in enumerate(order):
         x_t = s.add("slice", f"t{t}/x", (x,), ctx.input_shapes[0][1:],
                     {"axis": 0, "start": step, "stop": step + 1, "squeeze": True})
-        state = cell(s, layer.cell, t, x_t, state)
-        outputs.append(state[0])
+        new = cell(s, layer.cell, t, x_t, state)
+        if mask is None:
+            state = new
+            outputs.append(state[0])
+            continue
+        m = s.add("slice", f"t{t}/m", (mask,), (1,), {"axis": 0, "start": step, "stop": step + 1})
+        state = tuple(s.add("select", f"t{t}/keep{i}", (m, v) + (() if state is None else (state[i],)), s.shapes[v])
+                      for i, v in enumerate(new))
+        outputs.append(s.add("select", f"t{t}/out", (m, state[0]), s.shapes[state[0]]) if zero_output else state[0])
     return outputs
 
 
 @register_layer("SimpleRNN")
 @register_layer("LSTM")
 @register_layer("GRU")
+@reads_masks
 def _recurrent(layer, ctx):
     steps = _check(layer, ctx)
     s = _Steps(ctx, layer, f"{ctx.name}/", ctx.inputs[0], ctx.input_shapes[0])
-    outputs = _unroll(layer, ctx, s, ctx.inputs[0])
+    outputs = _unroll(layer, ctx, s, ctx.inputs[0], getattr(layer, "zero_output_for_mask", False))
     return s.ops + [_output(ctx, layer, s, outputs, layer.return_sequences, steps)]
 
 
@@ -176,6 +200,7 @@ def _output(ctx, layer, s, outputs, sequences, steps, name=None):
 
 
 @register_layer("Bidirectional")
+@reads_masks
 def _bidirectional(layer, ctx):
     """Both directions unrolled (``name/forward/...``, ``name/backward/...``), the backward
     outputs put back in time order, merged as ``merge_mode`` says."""
@@ -191,7 +216,7 @@ def _bidirectional(layer, ctx):
     halves = []
     for direction, inner in (("forward", forward), ("backward", backward)):
         s = _Steps(ctx, layer, f"{ctx.name}/{direction}/", ctx.inputs[0], ctx.input_shapes[0])
-        outputs = _unroll(inner, ctx, s, ctx.inputs[0])
+        outputs = _unroll(inner, ctx, s, ctx.inputs[0], getattr(inner, "zero_output_for_mask", False))
         if sequences and inner.go_backwards:  # Keras flips the backward outputs back into time order
             outputs = outputs[::-1]
         halves.append((s, _output(ctx, layer, s, outputs, sequences, steps, name=f"{ctx.name}/{direction}")))

@@ -30,7 +30,12 @@ import numpy as np
 
 BAR = 0.01
 
-WEIGHTED = ("dense", "conv2d", "depthwise_conv2d", "scale")
+WEIGHTED = ("dense", "conv2d", "depthwise_conv2d", "scale", "embedding")
+
+
+def synapse_table(op):
+    """The weight array whose elements are the op's synapses."""
+    return op.weights["embeddings" if op.kind == "embedding" else "kernel"]
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -244,7 +249,7 @@ class ReferenceSlicer:
     def add_synapse(self, op, index, value):
         owner = op.params.get("shares", op.name)  # a recurrent kernel's steps share its synapses
         if owner not in self.synapses:
-            self.synapses[owner] = np.zeros(op.weights["kernel"].shape, dtype=np.int64)
+            self.synapses[owner] = np.zeros(synapse_table(op).shape, dtype=np.int64)
         self.synapses[owner][index] += int(value)
 
     # ------------------------------------------------------------------ values
@@ -324,7 +329,7 @@ class ReferenceSlicer:
         for op in graph.ops:
             if op.kind in WEIGHTED and "shares" not in op.params:
                 synapses[op.name] = self.synapses.get(
-                    op.name, np.zeros(op.weights["kernel"].shape, dtype=np.int64)).copy()
+                    op.name, np.zeros(synapse_table(op).shape, dtype=np.int64)).copy()
         if self.rule == "effective_path":
             neurons = {k: (v != 0).astype(np.int64) for k, v in neurons.items()}
             synapses = {k: (v != 0).astype(np.int64) for k, v in synapses.items()}
@@ -356,6 +361,19 @@ class ReferenceSlicer:
             return self.upsample(op, n, count)
         if kind == "slice":
             return self.take(op, n, count)
+        if kind == "select":  # the input the sample took (its mask: the first input); none to the mask
+            taken = float(self.s.acts[op.inputs[0]].reshape(-1)[0]) > 0.5
+            if taken or len(op.inputs) > 2:
+                self.pass_on(op, 1 if taken else 2, n, count)
+            return None
+        if kind == "mask":  # a per-sample constant: nothing reaches it
+            return None
+        if kind == "embedding":  # (p, d): to position p and row token_p; a channel d: every position
+            tokens = self.s.acts[op.inputs[0]]
+            for p in ([n[0]] if not self.channel else range(len(tokens))):
+                self.pass_on(op, 0, (p,), count)
+                self.add_synapse(op, (int(tokens[p]), n[-1]), count)
+            return None
         if kind == "stack":
             return self.stack(op, n, count)
         if kind == "concatenate":
@@ -425,11 +443,14 @@ class ReferenceSlicer:
                 if inside:
                     src = at(op.input_shapes[0], ih, iw, ch)
                     out.append((self.source(x, src), 0, src, None))
-        elif kind == "global_avg_pool":  # element granularity only
+        elif kind == "global_avg_pool":  # element granularity only; with a mask, unmasked positions only
             (ch,) = n
             h, w = hw(op.input_shapes[0])
+            mask = self.s.acts[op.inputs[1]] if len(op.inputs) > 1 else None
             for ih in range(h):
                 for iw in range(w):
+                    if mask is not None and float(mask[iw]) < 0.5:
+                        continue
                     src = at(op.input_shapes[0], ih, iw, ch)
                     out.append((self.source(x, src), 0, src, None))
         elif kind == "add":
@@ -458,9 +479,14 @@ class ReferenceSlicer:
         """Attention's products (SPEC.md: a product of two computed tensors): every term's two
         Shapley shares, the first factor's terms first; at channel granularity a share is its
         mean over the output positions of the channel, computed literally."""
-        a, b = op.inputs
+        a, b = op.inputs[:2]
         heads = op.params["heads"]
         scores = op.params["contract"] == "features"
+        masks = [(axis, self.s.acts[name]) for axis, name in zip(op.params.get("mask_axes", ()), op.inputs[2:])]
+
+        def attended(q, k):
+            """Whether query q attends to key k by the sample's Keras masks (else the term is none)."""
+            return all(float(m[q if axis == 0 else k]) > 0.5 for axis, m in masks)
 
         def terms(q, k, c):
             """The shares of the terms of output element (q, k, h) (scores, c = h) or (q, c)
@@ -471,19 +497,22 @@ class ReferenceSlicer:
             else:
                 h = c // (op.input_shapes[1][1] // heads)
                 idx = [((q, j, h), (j, c)) for j in range(op.input_shapes[0][1])]
-            return ([(self.source_element(a, ia) * self.half(b, ib), 0, ia) for ia, ib in idx]
-                    + [(self.source_element(b, ib) * self.half(a, ia), 1, ib) for ia, ib in idx])
+            live = [scores or attended(ia[0], ia[1]) for ia, _ in idx]  # a masked pair's term: None
+            return ([(self.source_element(a, ia) * self.half(b, ib) if ok else None, 0, ia)
+                     for (ia, ib), ok in zip(idx, live)]
+                    + [(self.source_element(b, ib) * self.half(a, ia) if ok else None, 1, ib)
+                       for (ia, ib), ok in zip(idx, live)])
 
         if not self.channel:
             q, k, c = (n[0], n[1], n[2]) if scores else (n[0], None, n[1])
-            return [(v, j, dst, None) for v, j, dst in terms(q, k, c)]
+            return [(v, j, dst, None) for v, j, dst in terms(q, k, c) if v is not None]
         (c,) = n
         tq = op.shape[0]
         grid = [(q, k) for q in range(tq) for k in range(op.shape[1])] if scores else [(q, None) for q in range(tq)]
         per_position = [terms(q, k, c) for q, k in grid]
         out = []
-        for i, (_, j, element) in enumerate(per_position[0]):
-            mean = fsum_seq(t[i][0] for t in per_position) / len(grid)
+        for i, (_, j, element) in enumerate(per_position[0]):  # a masked pair's term counts 0 in the mean
+            mean = fsum_seq(0.0 if t[i][0] is None else t[i][0] for t in per_position) / len(grid)
             out.append((mean, j, (element[-1],), None))  # the factor's channel
         return out
 

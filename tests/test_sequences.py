@@ -114,12 +114,65 @@ def test_refused_recurrent_settings_are_named():
         nnslicer.lift(keras.Model(x_in, out))
 
 
-def test_masks_are_refused_until_lifted():
-    """A mask changes what later layers compute: refused by name, never lifted as if absent."""
+def _padded_tokens(n=32, seed=0, steps=STEPS):
+    """Token ids 1..19 with padding zeros: trailing (0 to 4) and, in some rows, leading."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, 20, (n, steps))
+    for i, row in enumerate(tokens):
+        row[steps - i % 5:] = 0
+    tokens[::5, :2] = 0  # rows without trailing padding
+    return tokens
+
+
+MASKED = {
+    "lstm": lambda e: L.LSTM(4)(e),
+    "lstm_sequences_average": lambda e: L.GlobalAveragePooling1D()(L.LSTM(4, return_sequences=True)(e)),
+    "gru_backwards": lambda e: L.GRU(3, go_backwards=True)(e),
+    "gru_reset_before_sequences": lambda e: L.GlobalAveragePooling1D()(
+        L.GRU(3, reset_after=False, return_sequences=True)(e)),
+    "simple_rnn": lambda e: L.SimpleRNN(3)(e),
+    "bidirectional_sequences": lambda e: L.GlobalAveragePooling1D()(
+        L.Bidirectional(L.LSTM(3, return_sequences=True))(e)),
+    "bidirectional_gru": lambda e: L.Bidirectional(L.GRU(3))(e),
+    "average": lambda e: L.GlobalAveragePooling1D()(L.Dense(4)(e)),
+    "self_attention": lambda e: L.GlobalAveragePooling1D()(L.MultiHeadAttention(2, 2)(e, e)),
+    "cross_attention": lambda e: L.GlobalAveragePooling1D()(L.MultiHeadAttention(2, 2)(e, L.Dense(5)(e))),
+}
+
+
+def _masked_model(variant, mask_zero=True):
+    keras.utils.set_random_seed(0)
     x_in = keras.Input((STEPS,), dtype="int32")
-    x = L.Embedding(20, 4, mask_zero=True)(x_in)
-    model = keras.Model(x_in, L.Dense(2)(L.LSTM(3, name="lstm")(x)))
-    with pytest.raises(UnsupportedLayerError, match=r"mask_zero=True.*'lstm' \(LSTM\): a mask"):
+    e = L.Embedding(20, 5, mask_zero=mask_zero)(x_in)
+    return _with_random_biases(keras.Model(x_in, L.Dense(3)(MASKED[variant](e))))
+
+
+@pytest.mark.parametrize("variant", sorted(MASKED))
+def test_masks_are_respected(variant):
+    """With Embedding(mask_zero=True), masked steps keep a recurrent state, masked positions
+    leave averages and attention: the lift computes it, on padded sequences where the mask
+    changes the output (the same model without the mask computes another thing)."""
+    model = _masked_model(variant)
+    tokens = _padded_tokens()
+    graph = nnslicer.lift(model)
+    assert any(op.kind == "mask" for op in graph.ops)
+    assert verify(graph, model, tokens, tolerance=EXACT) <= EXACT
+    unmasked = _masked_model(variant, mask_zero=False)
+    assert not np.allclose(np.asarray(model(tokens)), np.asarray(unmasked(tokens)), atol=1e-3)
+    slicer = nnslicer.Slicer(model).fit(tokens)
+    synapses = 0
+    for sample in tokens[:6]:  # a padding position (masked) is never in the slice
+        sl = slicer.slice(sample)
+        synapses += sl.n_synapses
+        assert not sl.neuron_counts[graph.input][sample == 0].any()
+    assert synapses > 0
+
+
+def test_a_mask_reaching_a_layer_that_cannot_read_it_is_refused():
+    x_in = keras.Input((STEPS,), dtype="int32")
+    x = L.Dense(3)(L.Embedding(20, 4, mask_zero=True)(x_in))
+    model = keras.Model(x_in, L.Softmax(name="probabilities")(x))
+    with pytest.raises(UnsupportedLayerError, match=r"'probabilities' \(Softmax\): a Keras mask"):
         nnslicer.lift(model)
 
 

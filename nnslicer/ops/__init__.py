@@ -13,7 +13,8 @@ from .base import Handler, LinearHandler, RouteHandler, Step, Wiring
 from .lookup import Embedding
 from .merge import Add, Concatenate, Multiply, Subtract
 from .passthrough import (Activation, BatchNormalization, Constant, Cropping2D, Identity, LayerNormalization,
-                          Reshape, Slice, Stack, UpSampling, ZeroPadding2D)
+                          Mask, Reshape, Select, Slice, Stack, UpSampling,
+                          ZeroPadding2D)
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .weighted import Conv2D, Dense, DepthwiseConv2D, Scale
 
@@ -52,5 +53,5 @@ def get_handler(kind):
 for _cls in (Input, Dense, Conv2D, DepthwiseConv2D, AveragePooling2D, GlobalAveragePooling2D,
              MaxPooling2D, GlobalMaxPooling2D, Activation, BatchNormalization, LayerNormalization, Constant,
              Identity, Reshape, ZeroPadding2D, Cropping2D, UpSampling, Add, Subtract, Multiply, Concatenate, Scale,
-             Product, Softmax, Slice, Stack, Embedding):
+             Product, Softmax, Slice, Stack, Embedding, Mask, Select):
     register_handler(_cls())

@@ -9,7 +9,9 @@ features, head-major, as Keras lays them out):
   ``[Tk, heads*depth]`` into ``[Tq, Tk, heads]``, ``y[q, k, h] = sum_d Q[q, h, d] K[k, h, d]``;
 * ``softmax`` (:class:`Softmax`) over the keys (axis 1), a route;
 * ``context`` (:class:`Product`, ``contract="keys"``): probabilities ``[Tq, Tk, heads]`` and
-  value ``[Tk, heads*depth]`` into ``[Tq, heads*depth]``, ``y[q, h, d] = sum_k P[q, k, h] V[k, h, d]``.
+  value ``[Tk, heads*depth]`` into ``[Tq, heads*depth]``, ``y[q, h, d] = sum_k P[q, k, h] V[k, h, d]``;
+  with Keras masks of the queries and keys (its later inputs), the terms of masked pairs are no
+  candidates.
 
 Heads are the last axis of the scores and probabilities, so that at channel granularity a
 neuron of theirs is a head (the mean over query and key positions).
@@ -27,7 +29,9 @@ class Softmax(RouteHandler):
     """Softmax over ``params["axis"]`` (of the tensor without its batch axis), inside the model
     (attention's over keys): a route, each neuron's count to the same neuron of its input
     (``propagation="paper"``: the sign rule of activations). With ``weights["mask"]`` (1 where
-    a score is kept, broadcast over the scores; a causal mask), masked scores take no part."""
+    a score is kept, broadcast over the scores; a causal mask), masked scores take no part; so
+    with Keras masks of the queries and keys, the op's later inputs, ``params["mask_axes"]``
+    saying the axis of the scores each runs along (0 queries, 1 keys)."""
 
     kind = "softmax"
     follower = True
@@ -39,8 +43,12 @@ class Softmax(RouteHandler):
         import tensorflow as tf
 
         x = inputs[0]
-        if "mask" in op.weights:  # as Keras masks a softmax: a large negative number where masked
-            x = x + (1.0 - op.weights["mask"]) * -1e9
+        mask = op.weights.get("mask")
+        for axis, m in zip(op.params.get("mask_axes", ()), inputs[1:]):  # [B, T] -> [B, Tq, 1, 1] or [B, 1, Tk, 1]
+            m = tf.reshape(m, (-1, op.shape[0], 1, 1) if axis == 0 else (-1, 1, op.shape[1], 1))
+            mask = m if mask is None else mask * m
+        if mask is not None:  # as Keras masks a softmax: a large negative number where masked
+            x = x + (1.0 - mask) * -1e9
         return tf.nn.softmax(x, axis=op.params["axis"] + 1)
 
     def route(self, op, granularity, out):
@@ -71,7 +79,7 @@ class Product(LinearHandler):
     def forward(self, op, inputs):
         import tensorflow as tf
 
-        a, b = inputs
+        a, b = inputs[:2]  # later inputs: the Keras masks of the context's terms (its backward reads them)
         heads = op.params["heads"]
         if op.params["contract"] == "features":  # [B, Tq, H, d] x [B, Tk, H, d] -> [B, Tq, Tk, H]
             q = tf.reshape(a, (-1, op.input_shapes[0][0], heads, op.input_shapes[0][1] // heads))
@@ -96,13 +104,28 @@ class Product(LinearHandler):
             return 0  # the query over query positions, the key over key positions
         return 0 if index == 0 else None  # the probabilities over query positions; the value is not
 
+    def _attended(self, step):
+        """The sample's attention mask ``[B, Tq, Tk, 1]`` (1: the query attends to the key) from
+        the Keras masks among the op's later inputs (``params["mask_axes"]``), or None."""
+        op = step.op
+        mask = None
+        for axis, name in zip(op.params.get("mask_axes", ()), op.inputs[2:]):
+            m = step.act(name).reshape((step.batch, -1, 1, 1) if axis == 0 else (step.batch, 1, -1, 1)) > 0.5
+            mask = m if mask is None else mask & m
+        return mask
+
     def values(self, step, index):
         """``(delta, half)`` of input ``index``, flat per sample: what its candidates multiply
         (its delta, raw values for EffectivePath) and what the other factor's candidates multiply
-        (``(base + value) / 2``), averaged as the granularity asks."""
+        (``(base + value) / 2``), averaged as the granularity asks. The context's terms of a
+        masked query and key (Keras masks: the sample's padding) are no candidates: at element
+        granularity they are missing (NaN), in a channel's mean they count 0."""
         op = step.op
         name = op.inputs[index]
         own, half = step.source(name).astype(np.float64), half_sum(step, name)
+        attended = self._attended(step) if index == 0 else None
+        if attended is not None:
+            own, half = (np.where(attended, v, 0.0 if step.granularity == "channel" else np.nan) for v in (own, half))
         axis = self._averaged(op, index, step.granularity)
         if axis is not None:
             own, half = own.mean(axis=axis + 1), half.mean(axis=axis + 1)
@@ -123,7 +146,7 @@ class Product(LinearHandler):
                 np.sign(counts[b, o]).astype(np.int8)
         y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
         _, tk, heads, depth = self._dims(op)
-        shapes = [graph.neuron_shape(t) for t in op.inputs]
+        shapes = [graph.neuron_shape(t) for t in op.inputs[:2]]  # the masks get no counts
         ins = product_backward([self.values(step, j) for j in range(2)], op.params["contract"],
                                step.granularity == "channel", tk, heads, depth, b, o, direction, y, step.rule,
                                step.theta, step.bar, [int(np.prod(s)) for s in shapes])

@@ -169,6 +169,57 @@ class Reshape(RouteHandler):
         return [(0, rows, out)]
 
 
+class Mask(RouteHandler):
+    """A Keras mask: 1.0 where the input differs from ``params["value"]`` (a padding token),
+    else 0.0 (``Embedding(mask_zero=True)``'s). Ops that read it (a masked average, a recurrent
+    layer's steps, attention's softmax) take it as a per-sample constant: no count reaches it."""
+
+    kind = "mask"
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        return tf.cast(tf.not_equal(inputs[0], op.params["value"]), tf.float32)
+
+    def route(self, op, granularity, out):
+        return []
+
+
+class Select(RouteHandler):
+    """``where(mask, a, b)``: ``a`` where the per-sample mask (its first input, ``[1]``) is 1,
+    else ``b`` (zeros without a third input): a masked step of a recurrent layer keeps its state.
+    Counts go to the input the sample took; none to the mask."""
+
+    kind = "select"
+
+    def forward(self, op, inputs):
+        import tensorflow as tf
+
+        b = inputs[2] if len(inputs) > 2 else tf.zeros_like(inputs[1])
+        return tf.where(inputs[0] > 0.5, inputs[1], b)
+
+    def route(self, op, granularity, out):  # pragma: no cover - backward reads each sample's mask
+        raise NotImplementedError
+
+    def backward(self, step):
+        op = step.op
+        batch = step.batch
+        counts = step.contrib.reshape(batch, -1)
+        taken = step.act(op.inputs[0]).reshape(batch, -1)[:, 0] > 0.5
+        result = [np.zeros((batch,) + step.graph.neuron_shape(op.inputs[0]), np.int64)]
+        for j, chosen in ((1, taken), (2, ~taken)):
+            if j < len(op.inputs):
+                result.append((counts * chosen[:, None]).reshape((batch,) + step.graph.neuron_shape(op.inputs[j])))
+        return result, None
+
+    def connections(self, op, granularity, out=None):
+        """Neuron ``n`` may come from ``a[n]`` or ``b[n]``, as the sample's mask says."""
+        from .base import _all_outputs
+
+        out = _all_outputs(op, granularity) if out is None else np.asarray(out, dtype=np.int64)
+        return [(j, out, out, np.full(len(out), -1)) for j in range(1, len(op.inputs))]
+
+
 class Slice(RouteHandler):
     """``x[..., start:stop, ...]`` along ``params["axis"]`` (of the tensor without its batch
     axis), the axis dropped when ``params["squeeze"]`` (one time step of a sequence): a

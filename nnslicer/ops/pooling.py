@@ -77,13 +77,27 @@ class AveragePooling2D(_Pool):
 
 
 class GlobalAveragePooling2D(_Pool):
+    """The mean over positions; with a Keras mask of a sequence's positions (a second input,
+    ``[T]``), over the unmasked ones, which alone are candidates (a masked position's value is
+    a missing candidate)."""
+
     kind = "global_avg_pool"
     is_global = True
 
     def forward(self, op, inputs):
         import tensorflow as tf
 
-        return tf.reduce_mean(inputs[0], axis=_positions(op))
+        if len(inputs) == 1:
+            return tf.reduce_mean(inputs[0], axis=_positions(op))
+        mask = inputs[1][..., None]  # as Keras computes it: masked values zeroed, then sum / count
+        return tf.reduce_sum(tf.where(mask > 0.5, inputs[0], 0.0), axis=1) / tf.reduce_sum(mask, axis=1)
+
+    def values(self, step, index):
+        values = super().values(step, index)
+        if index == 0 and len(step.op.inputs) == 2 and step.granularity == "element":
+            masked = step.act(step.op.inputs[1]).reshape(step.batch, -1, 1) < 0.5  # [B, T, 1]
+            values = np.where(masked, np.nan, values.reshape(masked.shape[:2] + (-1,))).reshape(step.batch, -1)
+        return values
 
 
 class MaxPooling2D(_Pool):
