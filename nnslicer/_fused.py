@@ -31,7 +31,7 @@ from numba import prange
 from ._kernels import (keep_effective_path_into, keep_nnslicer_into, keep_paper_into, row_positive_total_into,
                        row_total_into, scratch)
 
-__all__ = ["window_backward", "product_backward", "CONV", "DEPTHWISE", "POOL", "RULE_CODES"]
+__all__ = ["window_backward", "product_backward", "pair_backward", "CONV", "DEPTHWISE", "POOL", "RULE_CODES"]
 
 CONV, DEPTHWISE, POOL = 0, 1, 2
 RULE_CODES = {"nnslicer": 0, "paper": 1, "effective_path": 2}
@@ -265,4 +265,67 @@ def product_backward(values, contract, channel, tk, heads, depth, b, o, directio
         b.astype(np.int64), o.astype(np.int64), direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
         float(theta), 1.0 - float(bar))
     in0, in1, _ = _dispatch(_product_by_sample, _product_by_part, args, b, batch, list(n_ins), 0)
+    return in0, in1
+
+
+# --------------------------------------------------------------------------- element-wise pairs
+@nb.njit(cache=True)
+def _pair_rows(v0, v1, d0, d1, b, o, direction, y, code, theta, one_minus_bar, lo, hi, step, in0, in1):
+    row = np.empty(2, np.float64)
+    keep = np.empty(2, np.bool_)
+    ws = scratch(2)
+    for n in range(lo, hi, step):
+        bn = b[n]
+        on = o[n]
+        row[0] = v0[bn, on]
+        row[1] = v1[bn, on]
+        if code == 0:
+            keep_nnslicer_into(row, theta, one_minus_bar, row_total_into(row, ws), keep, ws)
+        elif code == 1:
+            keep_paper_into(row, theta, y[n], keep, ws)
+        else:
+            keep_effective_path_into(row, theta, row_positive_total_into(row, ws), keep, ws)
+        for i in range(2):
+            if not keep[i]:
+                continue
+            x = row[i]
+            if code == 2:
+                s = 1
+            else:
+                s = (1 if x > 0 else (-1 if x < 0 else 0)) * direction[n]
+                if s == 0:
+                    continue
+            if i == 0:
+                in0[bn, d0[on]] += s
+            else:
+                in1[bn, d1[on]] += s
+
+
+@nb.njit(cache=True, parallel=True)
+def _pair_by_sample(v0, v1, d0, d1, b, o, direction, y, code, theta, one_minus_bar, starts, in0, in1, synapses):
+    for s in prange(starts.shape[0] - 1):
+        _pair_rows(v0, v1, d0, d1, b, o, direction, y, code, theta, one_minus_bar, starts[s], starts[s + 1], 1,
+                   in0, in1)
+
+
+@nb.njit(cache=True, parallel=True)
+def _pair_by_part(v0, v1, d0, d1, b, o, direction, y, code, theta, one_minus_bar, in0, in1, synapses):
+    parts = in0.shape[0]
+    for s in prange(parts):
+        _pair_rows(v0, v1, d0, d1, b, o, direction, y, code, theta, one_minus_bar, s, b.shape[0], parts, in0[s], in1[s])
+
+
+def pair_backward(values, dst, b, o, direction, y, rule, theta, bar, n_ins):
+    """Counts ``[inputs 0 and 1, each [B, n]]`` of an element-wise op of two inputs (Add,
+    Subtract, Multiply): output neuron ``o`` has the candidates ``values[0][b, o]`` and
+    ``values[1][b, o]`` (flat per sample, in the output's layout), whose counts go to input
+    neurons ``dst[0][o]`` and ``dst[1][o]``."""
+    batch = values[0].shape[0]
+    if y is None:
+        y = np.zeros(len(b), np.float64)
+    args = tuple(np.ascontiguousarray(v, dtype=np.float64) for v in values) + tuple(
+        np.ascontiguousarray(d, dtype=np.int64) for d in dst) + (
+        b.astype(np.int64), o.astype(np.int64), direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
+        float(theta), 1.0 - float(bar))
+    in0, in1, _ = _dispatch(_pair_by_sample, _pair_by_part, args, b, batch, list(n_ins), 0)
     return in0, in1

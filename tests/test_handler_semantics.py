@@ -71,6 +71,8 @@ EXPECTED = [
     (_op("slice", (2, 8), ((6, 8),), axis=0, start=2, stop=4), True, False, (), (), (None, None), None),
     (_op("stack", (3, 8), ((8,),) * 3), False, False, (), (), (None, None), None),
     (_op("embedding", (6, 8), ((6,),)), False, False, (), (), (None, None), None),
+    (_op("mask", (6,), ((6,),), value=0.0), False, False, (), (), (None, None), None),
+    (_op("select", (8,), ((1,), (8,), (8,))), False, False, (), (), (None, None), None),
 ]
 
 

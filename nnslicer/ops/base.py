@@ -212,6 +212,12 @@ class LinearHandler(Handler):
         chunk's samples and ``wire`` its :class:`Wiring` of that input."""
         return values[index][rows[:, None], wire.value].astype(np.float64)
 
+    def fused_pair(self, op, granularity):
+        """For an element-wise op of two inputs whose :meth:`values` are in the output's layout
+        (one candidate per input and output neuron): ``(dst0, dst1)``, the input neuron each output
+        neuron's candidate of that input counts to (flat), for the fused kernel; or None."""
+        return None
+
     def fused_window(self, op, granularity):
         """The op as a window op for the fused kernel (see :mod:`nnslicer._fused`):
         ``dict(taps, valid, weights, mode, channels, n_q, mult, to_channel)``, or None to take
@@ -228,6 +234,14 @@ class LinearHandler(Handler):
         if step.rule != "effective_path":
             direction = _sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]) * _sign(counts[b, o])
         y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
+        pair = self.fused_pair(op, step.granularity) if kernels() == "numba" else None
+        if pair is not None:
+            from .._fused import pair_backward
+
+            ins = pair_backward([self.values(step, j) for j in range(2)], pair, b, o,
+                                np.zeros(len(b), np.int8) if direction is None else direction, y, step.rule,
+                                step.theta, step.bar, in_sizes)
+            return [arr.reshape((batch,) + graph.neuron_shape(t)) for arr, t in zip(ins, op.inputs)], None
         spec = self.fused_window(op, step.granularity) if kernels() == "numba" else None
         if spec is not None:
             from .._fused import window_backward

@@ -4,6 +4,8 @@ and -1), Multiply (each factor's Shapley share of the product's change) and Conc
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..graph import has_channels, neuron_shape
@@ -24,6 +26,12 @@ class Add(LinearHandler):
         idx = out[:, None]
         return [Wiring(value=idx, dst=idx) for _ in op.inputs]
 
+    def fused_pair(self, op, granularity):
+        if len(op.inputs) != 2:
+            return None
+        identity = _identity(int(np.prod(neuron_shape(op.shape, granularity))))
+        return identity, identity
+
 
 class Subtract(Add):
     """``a - b``: as Add with weights +1 and -1, the candidates are ``delta_a`` and ``-delta_b``."""
@@ -36,6 +44,14 @@ class Subtract(Add):
     def values(self, step, index):
         values = super().values(step, index)
         return -values if index == 1 else values
+
+
+@lru_cache(maxsize=64)
+def _identity(n):
+    """``arange(n)``, read-only (shared by the ops of one size)."""
+    out = np.arange(n, dtype=np.int64)
+    out.setflags(write=False)
+    return out
 
 
 def _aligned(arr, rank):
@@ -63,6 +79,10 @@ class Multiply(LinearHandler):
         share = _aligned(step.source(a).astype(np.float64), rank) * _aligned(half_sum(step, b), rank)
         share = np.broadcast_to(share, (step.batch,) + tuple(step.op.shape))
         return step._view(share).reshape(step.batch, -1)
+
+    def fused_pair(self, op, granularity):
+        out = _identity(int(np.prod(neuron_shape(op.shape, granularity))))
+        return tuple(w.dst[:, 0] for w in self.wiring(op, granularity, out))
 
     def wiring(self, op, granularity, out):
         shape = neuron_shape(op.shape, granularity)
