@@ -282,7 +282,8 @@ def _c_slice(ctx, **slicer_options):
     """NNSlicer slice counts: per weight, how many samples' slices hold that synapse
     (``Slicer.slice(x, aggregate="abs")``). Scores **weights** (synapses): every kernel of the
     layer (attention's four projections, a recurrent layer's two kernels, summed over time
-    steps); a weighted layer that the engine lifts without synapse counts gets its neuron counts."""
+    steps; a model inside the model, every kernel of its layers); a weighted layer that the engine
+    lifts without synapse counts gets its neuron counts."""
     from nnslicer import Slicer
 
     x = ctx.x.numpy()
@@ -291,7 +292,8 @@ def _c_slice(ctx, **slicer_options):
     graph = slicer.graph_
     out = {}
     for layer in ctx.layers:
-        counts = [sl.synapse_counts[name] for name in graph.weighted_ops if graph[name].layer == layer.name]
+        counts = [sl.synapse_counts[name] for name in graph.weighted_ops  # the layer's calls (a nested model's ops)
+                  if graph[name].call.split("#")[0] == layer.name]
         if not counts:
             counts = [sl.neuron_counts.get(layer.name, np.zeros(1))]
         out[layer.name] = np.concatenate([np.ravel(c) for c in counts]).astype(np.float64)

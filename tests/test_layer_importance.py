@@ -531,3 +531,18 @@ def test_cli_layers(tiny, tmp_path, capsys):
     assert "labels outside" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["layers", path, "--data", str(tmp_path / "x.npy"), "--criterion", "magic"])
+
+
+def test_slice_scores_the_blocks_of_a_vision_transformer():
+    """A ViT's encoder blocks are models inside the model: each block's score comes from the
+    synapses of every layer inside it (attention's projections, the MLP's two Dense)."""
+    from nnslicer.models import vit
+
+    keras.utils.set_random_seed(0)
+    model = vit((8, 8, 1), 3, patch=4, width=8, depth=1, heads=2, mlp=16)
+    x = np.random.default_rng(0).random((24, 8, 8, 1)).astype("float32")
+    scores = LI.criterion_scores(model, x, "slice")
+    attention = model.get_layer("attention_1").get_layer("attention")
+    kernels = sum(int(np.prod(w.shape)) for w in attention.weights if w.path.endswith("kernel"))
+    assert len(scores["attention_1"]) == kernels and len(scores["mlp_1"]) == 8 * 16 + 16 * 8
+    assert scores["attention_1"].sum() > 0 and scores["mlp_1"].sum() > 0
