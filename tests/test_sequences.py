@@ -362,3 +362,21 @@ def test_collapsed_view_draws_a_layer_call_as_one_box():
     mha_synapses = sum(graph[n].n_synapses for n in graph.weighted_ops if graph[n].layer == "mha")
     assert f"/{mha_synapses:,} (net" in boxes["mha"]["label"]
     assert "lstm (" in sl.summary() and "mha (8 ops)" in sl.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["slice_vit.py", "slice_rnn.py"])
+def test_the_sequence_examples_run(script, tmp_path):
+    """The examples train on Fashion-MNIST (Debian's dataset-fashion-mnist) and slice."""
+    import subprocess
+    import sys
+
+    from nnslicer.datasets import FASHION_MNIST_ROOT
+
+    if not os.path.isdir(FASHION_MNIST_ROOT):
+        pytest.skip("needs Debian's dataset-fashion-mnist")
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", script)
+    done = subprocess.run([sys.executable, path, "--out", str(tmp_path), "--epochs", "1", "--train", "2000"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sliced in" in done.stdout and list(tmp_path.iterdir())
