@@ -37,6 +37,28 @@ CONV, DEPTHWISE, POOL = 0, 1, 2
 RULE_CODES = {"nnslicer": 0, "paper": 1, "effective_path": 2}
 
 
+@nb.njit(cache=True, inline="always")
+def _keep(row, code, theta, one_minus_bar, y_n, keep, ws):
+    """The rule ``code`` (:data:`RULE_CODES`) on one row of candidates, into ``keep``."""
+    if code == 0:
+        keep_nnslicer_into(row, theta, one_minus_bar, row_total_into(row, ws), keep, ws)
+    elif code == 1:
+        keep_paper_into(row, theta, y_n, keep, ws)
+    else:
+        keep_effective_path_into(row, theta, row_positive_total_into(row, ws), keep, ws)
+
+
+@nb.njit(cache=True, inline="always")
+def _signed(kept, x, code, direction_n):
+    """What a candidate ``x`` adds where it goes: 0 unless kept; 1 for EffectivePath; else
+    ``sign(x) * direction`` (``sign(delta_y) * sign(count)`` of its neuron)."""
+    if not kept:
+        return 0
+    if code == 2:
+        return 1
+    return (1 if x > 0 else (-1 if x < 0 else 0)) * direction_n
+
+
 @nb.njit(cache=True)
 def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, code, theta, one_minus_bar,
           lo, hi, step, inputs, synapses):
@@ -77,22 +99,11 @@ def _rows(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y, co
                 row[t] = np.float64(X[bn, pos, ch]) * np.float64(W[t, ch, wq]) if ok else np.nan
             else:
                 row[t] = np.float64(X[bn, pos, ch]) if ok else np.nan
-        if code == 0:
-            keep_nnslicer_into(row, theta, one_minus_bar, row_total_into(row, ws), keep, ws)
-        elif code == 1:
-            keep_paper_into(row, theta, y[n], keep, ws)
-        else:
-            keep_effective_path_into(row, theta, row_positive_total_into(row, ws), keep, ws)
+        _keep(row, code, theta, one_minus_bar, y[n], keep, ws)
         for i in range(k):
-            if not keep[i]:
+            s = _signed(keep[i], row[i], code, direction[n])
+            if s == 0:
                 continue
-            x = row[i]
-            if code == 2:
-                s = 1
-            else:
-                s = (1 if x > 0 else (-1 if x < 0 else 0)) * direction[n]
-                if s == 0:
-                    continue
             if mode == CONV:
                 t = i // n_g
                 c = ch + i % n_g
@@ -213,22 +224,11 @@ def _product_rows(own0, half0, own1, half1, contract, channel, tk, heads, depth,
                 row[k + j] = own1[bn, iv] * half0[bn, ip]
                 dst0[j] = h if channel else ip
                 dst1[j] = c if channel else iv
-        if code == 0:
-            keep_nnslicer_into(row, theta, one_minus_bar, row_total_into(row, ws), keep, ws)
-        elif code == 1:
-            keep_paper_into(row, theta, y[n], keep, ws)
-        else:
-            keep_effective_path_into(row, theta, row_positive_total_into(row, ws), keep, ws)
+        _keep(row, code, theta, one_minus_bar, y[n], keep, ws)
         for i in range(2 * k):
-            if not keep[i]:
+            s = _signed(keep[i], row[i], code, direction[n])
+            if s == 0:
                 continue
-            x = row[i]
-            if code == 2:
-                s = 1
-            else:
-                s = (1 if x > 0 else (-1 if x < 0 else 0)) * direction[n]
-                if s == 0:
-                    continue
             if i < k:
                 in0[bn, dst0[i]] += s
             else:
@@ -279,22 +279,11 @@ def _pair_rows(v0, v1, d0, d1, b, o, direction, y, code, theta, one_minus_bar, l
         on = o[n]
         row[0] = v0[bn, on]
         row[1] = v1[bn, on]
-        if code == 0:
-            keep_nnslicer_into(row, theta, one_minus_bar, row_total_into(row, ws), keep, ws)
-        elif code == 1:
-            keep_paper_into(row, theta, y[n], keep, ws)
-        else:
-            keep_effective_path_into(row, theta, row_positive_total_into(row, ws), keep, ws)
+        _keep(row, code, theta, one_minus_bar, y[n], keep, ws)
         for i in range(2):
-            if not keep[i]:
+            s = _signed(keep[i], row[i], code, direction[n])
+            if s == 0:
                 continue
-            x = row[i]
-            if code == 2:
-                s = 1
-            else:
-                s = (1 if x > 0 else (-1 if x < 0 else 0)) * direction[n]
-                if s == 0:
-                    continue
             if i == 0:
                 in0[bn, d0[on]] += s
             else:

@@ -285,21 +285,12 @@ def _kind(graph, name):
 def _kinds(graph, g):
     """``conv2d 4×4×16 → relu → flatten 256``: kinds, with the shape where it changes; a call of
     several ops reads ``MultiHeadAttention: 8 ops 16×64``."""
-    parts, shape = [], None
+    parts, shape, names = [], None, g.ops
     if g.inner:
         head = g.head
         what = head.layer_class if head.call.split("#")[0] == head.layer else "model"
-        parts.append(f"{what}: {len(g.inner) + 1} ops {_fmt_shape(head.shape)}")
-        shape = tuple(head.shape)
-        for name in g.ops[1:]:
-            op = graph[name]
-            part = _kind(graph, name)
-            if tuple(op.shape) != shape:
-                part += f" {_fmt_shape(op.shape)}"
-                shape = tuple(op.shape)
-            parts.append(part)
-        return " → ".join(parts)
-    for name in g.ops:
+        parts, shape, names = [f"{what}: {len(g.inner) + 1} ops {_fmt_shape(head.shape)}"], tuple(head.shape), g.ops[1:]
+    for name in names:
         op = graph[name]
         part = _kind(graph, name)
         if tuple(op.shape) != shape:
