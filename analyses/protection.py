@@ -36,7 +36,7 @@ import os
 import numpy as np
 
 from nnslicer.cli import MODEL_FILES
-from nnslicer.errors import FileFormatError, InvalidParameterError
+from nnslicer.errors import FileFormatError, InvalidParameterError, UnsupportedLayerError
 from nnslicer.io import is_int, same_arrays
 from nnslicer.profile import check_labels
 
@@ -308,6 +308,7 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
     classes = check_classes(classes, y, graph.num_outputs, "protect")
     scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
     weights = {layer.name: layer.get_weights() for layer in model.layers}
+    _check_hideable(graph, weights)
     kernels = {name: weights[graph[name].layer][0] for name in graph.weighted_ops}
     masks = _hidden_masks(scores, kernels, fraction, scope)
     indices, values, shapes = {}, {}, {}
@@ -324,6 +325,22 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
     meta = {"model": model.name, "method": method, "classes": list(classes), "fraction": fraction, "scope": scope}
     secret = ProtectionSecret(indices, values, shapes, weights_digest(protected), weights_digest(model), meta)
     return protected, secret
+
+
+def _check_hideable(graph, weights):
+    """Protection hides synapses in each weighted layer's first weight, its kernel: refuse the
+    ops whose synapses are not that array (attention's four projections, a recurrent layer's
+    recurrent kernel, the layers of a model inside the model), rather than hide the wrong weights."""
+    owners = {}
+    for name in graph.weighted_ops:
+        owners.setdefault(graph[name].layer, []).append(name)
+    bad = sorted({graph[name].layer_class for layer, names in owners.items() for name in names
+                  if layer not in weights or len(names) > 1 or not weights[layer]
+                  or not np.array_equal(weights[layer][0], graph[name].weights[graph[name].handler.synapse_weight])})
+    if bad:
+        raise UnsupportedLayerError(
+            f"protect hides synapses in a layer's kernel; it cannot yet for {', '.join(bad)} (several kernels, "
+            "or a layer inside a model inside the model).")
 
 
 def _hidden_masks(scores, kernels, fraction, scope):

@@ -152,13 +152,15 @@ def _dense(layer, ctx):
     return _with_activation(ctx, layer, ctx.op("dense", weights={"kernel": kernel, "bias": bias}, layer=layer))
 
 
-def _window(layer):
-    """The window parameters of a convolution (channels last, same or valid padding)."""
+def _window(layer, padding=None):
+    """The window parameters of a convolution (channels last, same or valid ``padding``, by
+    default the layer's)."""
     _channels_last(layer)
-    if layer.padding not in ("same", "valid"):
-        raise Unsupported(f"padding={layer.padding!r}")
+    padding = padding or layer.padding
+    if padding not in ("same", "valid"):
+        raise Unsupported(f"padding={padding!r}")
     return {"kernel_size": _pair(layer.kernel_size), "strides": _pair(layer.strides),
-            "dilation_rate": _pair(layer.dilation_rate), "padding": layer.padding}
+            "dilation_rate": _pair(layer.dilation_rate), "padding": padding}
 
 
 def _causal(layer, ctx):
@@ -178,12 +180,7 @@ def _causal(layer, ctx):
 def _conv_window(layer, ctx):
     """``(ops, ctx, params)`` of a convolution: a causal one's padding op first."""
     pad, ctx = _causal(layer, ctx)
-    padding = layer.padding
-    try:
-        layer.padding = "valid" if pad else padding
-        return pad, ctx, _window(layer)
-    finally:
-        layer.padding = padding
+    return pad, ctx, _window(layer, "valid" if pad else None)
 
 
 @register_layer("Conv2D")
@@ -482,7 +479,7 @@ def _mask(op, ctx):
 OP_LIFTERS["NotEqual"] = _mask
 
 
-def _mask_name(ctx, mask, ops, layer):
+def _mask_name(ctx, mask, ops):
     """The graph name of a Keras mask a layer reads from its inputs' ``_keras_mask``; a mask no
     node of the model computes (``Embedding(mask_zero=True)``'s, read by attention only) is
     lifted here, into ``ops``, from the operation Keras recorded for it."""
@@ -495,13 +492,24 @@ def _mask_name(ctx, mask, ops, layer):
     if type(operation).__name__ != "NotEqual":
         raise Unsupported(f"a Keras mask made by {type(operation).__name__} (only Embedding(mask_zero=True)'s)")
     name = f"{ctx.name}/mask{sum(op.kind == 'mask' for op in ops)}"
-    if name not in [op.name for op in ops]:
-        source = [t for t in node.input_tensors]
-        inner = _Call(name, tuple(ctx.name_of(t) for t in source), tuple(tuple(t.shape[1:]) for t in source),
-                      tuple(mask.shape[1:]), node.arguments, ctx._names, ctx.call)
-        ops.extend(_mask(operation, inner))
-        ctx._names[_key(mask)] = name
+    source = node.input_tensors
+    inner = _Call(name, tuple(ctx.name_of(t) for t in source), tuple(tuple(t.shape[1:]) for t in source),
+                  tuple(mask.shape[1:]), node.arguments, ctx._names, ctx.call)
+    ops.extend(_mask(operation, inner))
+    ctx._names[_key(mask)] = name  # the layer's other inputs with this mask read the same op
     return name
+
+
+def _constant_mask(layer, causal, tq, tk):
+    """Attention's masks that depend on positions only (causal, sliding window), as Keras
+    computes them: ``[Tq, Tk, 1]`` of 0/1, or None."""
+    rows, cols = np.arange(tq)[:, None], np.arange(tk)[None, :]
+    mask = np.ones((tq, tk), bool)
+    if causal:  # key j <= query i
+        mask &= cols <= rows
+    if getattr(layer, "_sliding_window", None) is not None:  # |i - j| < window
+        mask &= np.abs(rows - cols) < layer._sliding_window
+    return None if mask.all() else mask[:, :, None].astype(np.float32)
 
 
 @register_layer("MultiHeadAttention")
@@ -510,8 +518,9 @@ def _attention(layer, ctx):
     """MultiHeadAttention as its primitives (SPEC.md section 3; :mod:`nnslicer.ops.attention`):
     ``name/query``, ``name/key`` and ``name/value`` (Dense at each position), ``name/scaled``
     (the query times ``1 / sqrt(key_dim)``, as Keras scales it), ``name/scores`` (a product),
-    ``name/softmax`` (over keys; a causal mask if asked), ``name/context`` (a product), and the
-    output projection ``name``. Self- and cross-attention over sequences ``[T, features]``."""
+    ``name/softmax`` (over keys; causal and sliding-window masks, and the Keras masks of the
+    inputs), ``name/context`` (a product), and the output projection ``name``. Self- and
+    cross-attention over sequences ``[T, features]``."""
     args = dict(zip(("query", "value", "key"), ctx.arguments.args))
     args.update(ctx.arguments.kwargs)
     query, value = args.get("query"), args.get("value")
@@ -549,18 +558,12 @@ def _attention(layer, ctx):
     ops.append(ctx.op("matmul", {"contract": "features", "heads": heads}, layer=layer, name=f"{ctx.name}/scores",
                       inputs=(f"{ctx.name}/scaled", f"{ctx.name}/key"), input_shapes=(q_shape, k_shape),
                       shape=scores))
-    softmax, rows, cols = {}, np.arange(tq)[:, None], np.arange(tk)[None, :]
-    mask = np.ones((tq, tk), bool)
-    if args.get("use_causal_mask"):  # as Keras computes them: key j <= query i
-        mask &= cols <= rows
-    if getattr(layer, "_sliding_window", None) is not None:  # and |i - j| < window
-        mask &= np.abs(rows - cols) < layer._sliding_window
-    if not mask.all():
-        softmax["mask"] = mask[:, :, None].astype(np.float32)
+    mask = _constant_mask(layer, args.get("use_causal_mask"), tq, tk)
+    softmax = {} if mask is None else {"mask": mask}
     # the Keras masks of the query, the value and (unless it is the value) the key, as Keras combines them
     masked = [(axis, getattr(t, "_keras_mask", None)) for axis, t in
               ((0, query), (1, value), (1, key if args.get("key") is not None and key is not value else None))]
-    masked = [(axis, _mask_name(ctx, m, ops, layer), (tq if axis == 0 else tk,)) for axis, m in masked if m is not None]
+    masked = [(axis, _mask_name(ctx, m, ops), (tq if axis == 0 else tk,)) for axis, m in masked if m is not None]
     ops.append(ctx.op("softmax", {"axis": 1, "mask_axes": [axis for axis, _, _ in masked]}, softmax, layer,
                       name=f"{ctx.name}/softmax", inputs=(f"{ctx.name}/scores",) + tuple(n for _, n, _ in masked),
                       input_shapes=(scores,) + tuple(shape for _, _, shape in masked), shape=scores))

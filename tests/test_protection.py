@@ -295,3 +295,21 @@ def test_a_secret_that_does_not_fit_the_model_is_refused_by_restore(protected, e
                               {**shapes, new: shape}, secret.protected_digest, secret.original_digest, secret.meta)
     with pytest.raises(FileFormatError, match=f"hides weights of '{new}'"):
         restore(prot, forged)
+
+
+@pytest.mark.parametrize("middle", ["attention", "lstm"])
+def test_layers_with_several_kernels_are_refused_not_hidden_wrongly(middle):
+    """Attention's four projections and an LSTM's two kernels are not a layer's first weight:
+    protect refuses them by class instead of hiding synapses in the wrong array."""
+    from nnslicer.errors import UnsupportedLayerError
+
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((4, 3))
+    x = keras.layers.MultiHeadAttention(2, 2)(x_in, x_in) if middle == "attention" else \
+        keras.layers.LSTM(3, return_sequences=True)(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    x = np.random.default_rng(0).normal(size=(20, 4, 3)).astype("float32")
+    y = np.asarray(model(x)).argmax(1)
+    classes = [int(c) for c in np.unique(y)[:1]]
+    with pytest.raises(UnsupportedLayerError, match="MultiHeadAttention" if middle == "attention" else "LSTM"):
+        protect(model, None, x, y, classes, method="magnitude")
