@@ -380,3 +380,23 @@ def test_the_sequence_examples_run(script, tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sliced in" in done.stdout and list(tmp_path.iterdir())
+
+
+def test_render_attention_from_the_command_line(tmp_path, capsys):
+    """``nnslicer slice`` then ``nnslicer render --view attention`` on a saved attention model."""
+    from nnslicer.cli import main
+
+    model = ATTENTION["self"]()
+    classifier = keras.Model(model.input, L.Dense(3)(L.GlobalAveragePooling1D()(model.output)))
+    path = str(tmp_path / "attention.keras")
+    classifier.save(path)
+    x = _sequences()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "one.npy", x[:1])
+    assert main(["profile", path, "--data", str(tmp_path / "x.npy"), "-o", str(tmp_path / "p.npz")]) == 0
+    assert main(["slice", path, "--profile", str(tmp_path / "p.npz"), "--input", str(tmp_path / "one.npy"),
+                 "-o", str(tmp_path / "s.npz")]) == 0
+    out = str(tmp_path / "attention.svg")
+    assert main(["render", str(tmp_path / "s.npz"), "--model", path, "--view", "attention", "-o", out]) == 0
+    assert os.path.getsize(out) > 0 and "wrote" in capsys.readouterr().out
+    assert main(["render", path, "--view", "attention", "-o", out]) == 2  # a model alone has no slice
