@@ -18,6 +18,13 @@ removed, only masked: in the pre-activation ResNets this keeps every ``*_conv2``
 ``*_shortcut`` output (they meet in the block's Add) and removes dead channels of ``stem_conv``
 and of every ``*_conv1``. Everything else that was pruned is masked (zeros).
 
+**Masked only.** The synapses of layers that pruning cannot rewrite as Dense, Conv2D or
+DepthwiseConv2D, but whose kernel the lift located among the model's weights (the op's
+``params["variable"]``: attention's four projections, a recurrent layer's two kernels, an
+Embedding's table, SeparableConv2D's kernels, the layers of a model inside the model), are
+masked: the pruned ones are zeros of that weight. They are never cut, mean compensation does
+not apply to them, and fine-tuning leaves them as they are.
+
 **Mean compensation** (the authors' code): a pruned synapse contributes its input's mean times
 its weight instead of nothing, ``y = mean_y + W'(x - mean_x)``, i.e. the bias of the layer grows
 by ``(W - W') mean_x`` with ``mean_x`` from the slicer's profile (``slicer.profile_.means``).
@@ -56,7 +63,7 @@ from nnslicer.profile import check_labels
 
 from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 
-__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "rebuild",
+__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "maskable_ops", "rebuild",
            "add_commands"]
 
 log = logging.getLogger(__name__)
@@ -205,6 +212,19 @@ def editable_ops(model, graph):
     return editable
 
 
+def maskable_ops(graph, editable):
+    """The weighted ops, not ``editable``, whose synapses pruning can mask: those whose kernel the
+    lift located among the model's weights (``op.params["variable"]``)."""
+    return {n for n in graph.weighted_ops if n not in editable and "variable" in graph[n].params}
+
+
+def _kernel(op):
+    """What identifies an op's kernel among the model's weights: the variable the lift located,
+    else its layer (a layer called twice is two ops with one kernel)."""
+    variable = op.params.get("variable")
+    return tuple(variable) if variable is not None else op.layer
+
+
 def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=None):
     """Kept-synapse masks (True = kept) per weighted op, dead units and removal plans.
 
@@ -214,9 +234,9 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=N
     """
     names = graph.weighted_ops if layers is None else [n for n in graph.weighted_ops if n in set(layers)]
     editable = {op.name for op in graph.ops} if editable is None else set(editable)
-    calls = {}  # Keras layer -> its ops (a layer called twice is two ops with one kernel)
+    calls = {}  # kernel -> its ops (a layer called twice is two ops with one kernel)
     for name in graph.weighted_ops:
-        calls.setdefault(graph[name].layer, []).append(name)
+        calls.setdefault(_kernel(graph[name]), []).append(name)
     kept, by_rank = {}, {}
     for name in graph.weighted_ops:
         w = graph[name].weights[graph[name].handler.synapse_weight]
@@ -228,7 +248,7 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=N
             norms = np.abs(w).reshape(-1, w.shape[-1]).sum(axis=0)
             drop = np.broadcast_to(rank_mask(norms, ratio, largest=False), w.shape)
         else:  # one mask per kernel: a shared layer's calls add their scores
-            drop = rank_mask(sum(scores[n] for n in calls[graph[name].layer]), ratio, largest=False, tie=np.abs(w))
+            drop = rank_mask(sum(scores[n] for n in calls[_kernel(graph[name])]), ratio, largest=False, tie=np.abs(w))
         kept[name] = ~drop
         by_rank[name] = int(drop.sum())
     # layers called more than once (the lift names a layer's later calls "layer#k")
@@ -275,10 +295,14 @@ def _layer_weights(model):
 
 
 def _new_weights(model, graph, kept, profile, mean_compensation, editable):
-    """Masked (and compensated) weights per layer of the ``editable`` ops, and the layers that
-    now need a bias."""
+    """Masked (and compensated) weights per layer of the ``editable`` ops, the masked weights of
+    the others the lift located (:func:`maskable_ops`), and the layers that now need a bias."""
     weights = _layer_weights(model)
     need_bias = set()
+    for name in maskable_ops(graph, editable):
+        layer, index = graph[name].params["variable"]
+        w = np.asarray(weights[layer][index])
+        weights[layer][index] = np.where(kept[name].reshape(w.shape), w, np.zeros_like(w))
     for name in graph.weighted_ops:
         if name not in editable:
             continue
@@ -398,8 +422,9 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
         ``"nnslicer"``, ``"nnslicer_all"``, ``"magnitude"``, ``"effective_path"``,
         ``"channel"`` or ``"random"`` (:mod:`analyses.synapse_scores`).
     layers : list of str, optional
-        Weighted ops to prune (default: every Dense, Conv2D and DepthwiseConv2D of the model
-        itself, :func:`editable_ops`; the others are kept whole).
+        Weighted ops to prune (default: every one whose synapses pruning can write back: the Dense,
+        Conv2D and DepthwiseConv2D layers of the model itself, :func:`editable_ops`, and the
+        masked-only ones, :func:`maskable_ops`; the others are kept whole).
     remove : bool, default True
         Remove dead units for real; False returns the masked model of the original shape.
     max_per_class : int, optional
@@ -446,14 +471,13 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
         if unknown:
             raise InvalidParameterError(f"Not weighted layers of the model: {unknown}. "
                                         f"Weighted layers: {graph.weighted_ops}.")
-        whole = sorted(set(layers) - editable)
+        whole = sorted(set(layers) - editable - maskable_ops(graph, editable))
         if whole:
             raise InvalidParameterError(
-                f"Cannot prune {whole}: pruning rewrites Dense, Conv2D and DepthwiseConv2D layers of the "
-                "model itself (a layer's 'kernel'), not SeparableConv2D, LayerScale or the layers of a "
-                "model inside the model.")
+                f"Cannot prune {whole}: their synapses are not a weight of the model that pruning can "
+                "write back (see analyses.pruning.editable_ops and maskable_ops).")
     else:
-        layers = [n for n in graph.weighted_ops if n in editable]
+        layers = [n for n in graph.weighted_ops if n in editable or n in maskable_ops(graph, editable)]
     scores = None
     if method != "channel":
         scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)

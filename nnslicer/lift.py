@@ -622,13 +622,13 @@ def _key(tensor):
     return id(history[0]), history[1]
 
 
-def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None, masks=None):
+def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None, masks=None, top=None):
     """Lift ``fn_model``'s nodes into ``ops`` (and what cannot be lifted into ``problems``);
     returns the name of its output tensor. ``inputs``: the graph tensors that feed a nested
     model's inputs (None for the outer model, whose InputLayer lifts); its ops are named
     ``prefix + layer name``. ``calls`` counts each layer's calls (later ones are ``name#k``);
     ``call``: the call of the nested model being walked, which its ops share (None: each
-    layer's call is its own)."""
+    layer's call is its own), and ``top`` that model (the outer model's own layer)."""
     keras = require("keras", "tf")
     names = {}  # Keras tensor -> graph tensor name
     masks = set() if masks is None else masks  # graph tensors that are Keras masks
@@ -651,7 +651,7 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None, masks=None)
                 problems.append((layer.name, cls, inner))
             else:
                 names[out] = _walk(inner, [names[_key(t)] for t in node.input_tensors], name + "/", calls, ops,
-                                   problems, call or name, masks)
+                                   problems, call or name, masks, top or layer)
             continue
         if lifter is None:
             why = (f"a Keras operation on tensors (keras.ops.{layer.name.split('_')[0]}...)"
@@ -681,9 +681,29 @@ def _walk(fn_model, inputs, prefix, calls, ops, problems, call=None, masks=None)
         if any(d is None for op in lifted for d in op.shape):
             problems.append((layer.name, cls, f"unknown output shape {ctx.shape}"))
             continue
+        _record_variables(layer, top or layer, lifted)
         ops.extend(lifted)
         names[out] = lifted[-1].name
     return names[_key(fn_model.outputs[0])]
+
+
+def _record_variables(layer, top, lifted):
+    """Note in each weighted op's ``params["variable"]`` where Keras holds its synapses:
+    ``[name of the model's own layer, index in its weights]`` (a model inside the model is its
+    own layer), found as the one variable of ``layer`` holding the same values (of any shape:
+    attention's ``[features, heads, depth]`` kernel is the op's ``[features, heads * depth]``).
+    Analyses that write synapses back (pruning's masks) read it; an op with no single such
+    variable gets none."""
+    for op in lifted:
+        key = op.handler.synapse_weight
+        if key is None or "variable" in op.params:
+            continue
+        synapses = op.weights[key]
+        found = [v for v in getattr(layer, "weights", ()) if int(np.prod(v.shape)) == synapses.size
+                 and np.array_equal(np.asarray(v.numpy(), dtype=np.float32).reshape(synapses.shape), synapses)]
+        index = [i for i, v in enumerate(top.weights) if len(found) == 1 and v is found[0]]
+        if len(index) == 1:
+            op.params["variable"] = [top.name, index[0]]
 
 
 def _nested(model, node):

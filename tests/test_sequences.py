@@ -400,3 +400,36 @@ def test_render_attention_from_the_command_line(tmp_path, capsys):
     assert main(["render", str(tmp_path / "s.npz"), "--model", path, "--view", "attention", "-o", out]) == 0
     assert os.path.getsize(out) > 0 and "wrote" in capsys.readouterr().out
     assert main(["render", path, "--view", "attention", "-o", out]) == 2  # a model alone has no slice
+
+
+@pytest.mark.parametrize("kind", ["vit", "lstm", "text"])
+def test_class_focused_pruning_masks_attention_recurrent_and_embedding_kernels(kind):
+    """Attention's projections, an LSTM's two kernels (one mask each, whatever the steps) and an
+    Embedding's table cannot be cut: their pruned synapses are zeros of the Keras weights the
+    lift located (``params["variable"]``), exactly ``round(ratio * n)`` of each."""
+    from analyses.pruning import class_focused_prune, editable_ops, maskable_ops
+    from nnslicer.models import lstm_reader, text_cnn, vit
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    if kind == "vit":
+        model, x = vit((8, 8, 1), 3, patch=4, width=8, depth=1, heads=2, mlp=16), rng.random((40, 8, 8, 1))
+    elif kind == "lstm":
+        model, x = lstm_reader((STEPS, FEATURES), 3, units=4), rng.normal(size=(40, STEPS, FEATURES))
+    else:
+        model, x = text_cnn(STEPS, 20, 3, width=4, filters=5, kernel_size=3), rng.integers(0, 20, (40, STEPS))
+    x = x.astype("float32")
+    y = np.asarray(model(x)).argmax(1)
+    slicer = nnslicer.Slicer(model).fit(x, y)
+    graph = slicer.graph_
+    pruned = class_focused_prune(model, slicer, x, y, [int(y[0])], 0.5, mean_compensation=False, remove=False)
+    before = {layer.name: layer.get_weights() for layer in model.layers}
+    after = {layer.name: layer.get_weights() for layer in pruned.layers}
+    masked = maskable_ops(graph, editable_ops(model, graph))
+    assert any(graph[n].layer_class in ("MultiHeadAttention", "LSTM", "Embedding") for n in masked)
+    located = [graph[n].params["variable"] for n in masked]
+    assert len({tuple(v) for v in located}) == len(located)  # one weight each
+    for layer, index in located:
+        w, v = before[layer][index], after[layer][index]
+        assert v.shape == w.shape and np.count_nonzero(v) == w.size - round(0.5 * w.size), (layer, index)
+    assert verify(nnslicer.lift(pruned), pruned, x[:8], tolerance=EXACT) <= EXACT
