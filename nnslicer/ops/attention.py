@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LinearHandler, RouteHandler, Wiring, half_sum, kernels
+from .base import LinearHandler, RouteHandler, Wiring, half_sum
 from .passthrough import paper_sign
 
 
@@ -131,26 +131,15 @@ class Product(LinearHandler):
             own, half = own.mean(axis=axis + 1), half.mean(axis=axis + 1)
         return own.reshape(step.batch, -1), half.reshape(step.batch, -1)
 
-    def backward(self, step):
-        if kernels() != "numba":
-            return LinearHandler.backward(self, step)
+    def fused_backward(self, step, b, o, direction, y, in_sizes):
         from .._fused import product_backward
 
         op, graph = step.op, step.graph
-        batch = step.batch
-        counts = step.contrib.reshape(batch, -1)
-        b, o = np.nonzero(counts)
-        direction = np.zeros(len(b), np.int8)
-        if step.rule != "effective_path":
-            direction = np.sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]).astype(np.int8) * \
-                np.sign(counts[b, o]).astype(np.int8)
-        y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
         _, tk, heads, depth = self._dims(op)
-        shapes = [graph.neuron_shape(t) for t in op.inputs[:2]]  # the masks get no counts
         ins = product_backward([self.values(step, j) for j in range(2)], op.params["contract"],
                                step.granularity == "channel", tk, heads, depth, b, o, direction, y, step.rule,
-                               step.theta, step.bar, [int(np.prod(s)) for s in shapes])
-        return [arr.reshape((batch,) + shape) for arr, shape in zip(ins, shapes)], None
+                               step.theta, step.bar, in_sizes[:2])  # the masks get no counts
+        return [arr.reshape((step.batch,) + graph.neuron_shape(t)) for arr, t in zip(ins, op.inputs)], None
 
     def terms(self, step, index, values, rows, wire):
         own, _ = values[index]

@@ -234,26 +234,37 @@ class LinearHandler(Handler):
         if step.rule != "effective_path":
             direction = _sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]) * _sign(counts[b, o])
         y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
-        pair = self.fused_pair(op, step.granularity) if kernels() == "numba" else None
+        if kernels() == "numba":
+            done = self.fused_backward(step, b, o, np.zeros(len(b), np.int8) if direction is None else direction, y,
+                                       in_sizes)
+            if done is not None:
+                return done
+        return self._numpy_backward(step, b, o, in_sizes, direction, y)
+
+    def fused_backward(self, step, b, o, direction, y, in_sizes):
+        """``(inputs, synapses)`` from the fused numba kernels (:mod:`nnslicer._fused`) for the
+        active neurons ``(b, o)``, or None to take the numpy path: an element-wise pair
+        (:meth:`fused_pair`) or a window op (:meth:`fused_window`)."""
+        op, graph = step.op, step.graph
+        batch = step.batch
+        pair = self.fused_pair(op, step.granularity)
         if pair is not None:
             from .._fused import pair_backward
 
-            ins = pair_backward([self.values(step, j) for j in range(2)], pair, b, o,
-                                np.zeros(len(b), np.int8) if direction is None else direction, y, step.rule,
+            ins = pair_backward([self.values(step, j) for j in range(2)], pair, b, o, direction, y, step.rule,
                                 step.theta, step.bar, in_sizes)
             return [arr.reshape((batch,) + graph.neuron_shape(t)) for arr, t in zip(ins, op.inputs)], None
-        spec = self.fused_window(op, step.granularity) if kernels() == "numba" else None
-        if spec is not None:
-            from .._fused import window_backward
+        spec = self.fused_window(op, step.granularity)
+        if spec is None:
+            return None
+        from .._fused import window_backward
 
-            values = self.values(step, 0).reshape(batch, -1, spec["channels"])
-            ins, syn = window_backward(
-                values, spec["weights"], spec["taps"], spec["valid"], spec["mode"], b, o, spec["n_q"],
-                np.zeros(len(b), np.int8) if direction is None else direction, y, step.rule, step.theta,
-                step.bar, in_sizes[0], op.n_synapses, spec["mult"], spec["to_channel"])
-            inputs = [ins.reshape((batch,) + graph.neuron_shape(op.inputs[0]))]
-            return inputs, syn.reshape((batch,) + op.synapse_shape) if op.n_synapses else None
-        return self._numpy_backward(step, b, o, in_sizes, direction, y)
+        values = self.values(step, 0).reshape(batch, -1, spec["channels"])
+        ins, syn = window_backward(
+            values, spec["weights"], spec["taps"], spec["valid"], spec["mode"], b, o, spec["n_q"], direction, y,
+            step.rule, step.theta, step.bar, in_sizes[0], op.n_synapses, spec["mult"], spec["to_channel"])
+        inputs = [ins.reshape((batch,) + graph.neuron_shape(op.inputs[0]))]
+        return inputs, syn.reshape((batch,) + op.synapse_shape) if op.n_synapses else None
 
     def _numpy_backward(self, step, b, o, in_sizes, direction, y):
         op, graph = step.op, step.graph

@@ -284,7 +284,7 @@ class _Offset(RouteHandler):
     def route(self, op, granularity, out):
         if granularity == "channel":
             return [(0, np.arange(len(out)), out)]
-        (h, w), c = spatial(op.shape), op.shape[-1]
+        (_, w), c = spatial(op.shape), op.shape[-1]
         ih, iw = spatial(op.input_shapes[0])
         dh, dw = self.offsets(op)
         oh, rest = np.divmod(out, w * c)
