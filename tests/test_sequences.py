@@ -433,3 +433,30 @@ def test_class_focused_pruning_masks_attention_recurrent_and_embedding_kernels(k
         w, v = before[layer][index], after[layer][index]
         assert v.shape == w.shape and np.count_nonzero(v) == w.size - round(0.5 * w.size), (layer, index)
     assert verify(nnslicer.lift(pruned), pruned, x[:8], tolerance=EXACT) <= EXACT
+
+
+def _refused(model, pattern, granularity="element"):
+    with pytest.raises(UnsupportedLayerError, match=pattern):
+        nnslicer.lift(model, granularity)
+
+
+def test_settings_the_new_lifters_cannot_lift_are_named():
+    """Each refusal of the sequence lifters, by its reason."""
+    seq = keras.Input((STEPS, FEATURES))
+    images = keras.Input((4, 4, 3))
+    _refused(keras.Model(images, L.UpSampling2D(2, interpolation="bilinear")(images)), r"interpolation='bilinear'")
+    mha = L.MultiHeadAttention(2, 2)
+    _refused(keras.Model(seq, mha(seq, seq, attention_mask=np.ones((1, STEPS, STEPS), bool))),
+             "an attention_mask argument")
+    _refused(keras.Model(seq, L.MultiHeadAttention(2, 2, output_shape=(2, 3))(seq, seq)), "output_shape")
+    state = keras.Input((3,))
+    two_in = keras.Model([seq, state], L.SimpleRNN(3)(seq, initial_state=[state]))
+    with pytest.raises(UnsupportedLayerError, match="2 inputs"):
+        nnslicer.lift(two_in)
+    tokens = keras.Input((2, STEPS), dtype="int32")  # a grid of tokens: element granularity only
+    grid = keras.Model(tokens, L.Embedding(20, 4)(tokens))
+    nnslicer.lift(grid)
+    _refused(grid, "looks up tokens of shape", "channel")
+    values = keras.Input((STEPS,))
+    _refused(keras.Model(values, keras.ops.cast(keras.ops.not_equal(values, values * 2.0), "float32")),
+             "not_equal of other than a tensor and a constant")
