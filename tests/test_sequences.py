@@ -449,10 +449,8 @@ def test_settings_the_new_lifters_cannot_lift_are_named():
     _refused(keras.Model(seq, mha(seq, seq, attention_mask=np.ones((1, STEPS, STEPS), bool))),
              "an attention_mask argument")
     _refused(keras.Model(seq, L.MultiHeadAttention(2, 2, output_shape=(2, 3))(seq, seq)), "output_shape")
-    state = keras.Input((3,))
-    two_in = keras.Model([seq, state], L.SimpleRNN(3)(seq, initial_state=[state]))
-    with pytest.raises(UnsupportedLayerError, match="2 inputs"):
-        nnslicer.lift(two_in)
+    state = L.Dense(3)(L.Flatten()(seq))
+    _refused(keras.Model(seq, L.SimpleRNN(3, name="rnn")(seq, initial_state=[state])), r"'rnn' \(SimpleRNN\): an initial state")
     tokens = keras.Input((2, STEPS), dtype="int32")  # a grid of tokens: element granularity only
     grid = keras.Model(tokens, L.Embedding(20, 4)(tokens))
     nnslicer.lift(grid)
