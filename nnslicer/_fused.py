@@ -138,7 +138,7 @@ def _by_part(X, W, taps, valid, mode, to_channel, mult, b, o, n_q, direction, y,
 
 
 #: Fewest rows worth a thread of their own when a batch has fewer samples than threads.
-MIN_PART_ROWS = 512
+MIN_PART_ROWS = 128
 
 
 def _threads():
