@@ -1,5 +1,5 @@
-"""Checks of user data shared by the analyses: a model that can be run op by op, a batch of
-model inputs and its labels (:func:`nnslicer.profile.check_labels`, the engine's own)."""
+"""Checks of user data shared by the analyses: a batch of model inputs and its labels
+(:func:`nnslicer.profile.check_labels`, the engine's own)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 from nnslicer.errors import InvalidInputError
 from nnslicer.profile import check_labels
 
-__all__ = ["check_inputs", "check_labels", "runnable_graph"]
+__all__ = ["check_inputs", "check_labels"]
 
 
 def check_inputs(x, input_shape):
@@ -27,12 +27,3 @@ def check_inputs(x, input_shape):
         raise InvalidInputError("x holds NaN or infinite values.")
     return x.astype(np.float32) if x.dtype == bool else x
 
-
-def runnable_graph(model, caller):
-    """The functional graph of a functional or Sequential Keras model, which the analyses run
-    op by op (hooking layer outputs); a clear error for anything else."""
-    graph = getattr(model, "_functional", None) or model
-    if not hasattr(graph, "_run_through_graph"):
-        raise InvalidInputError(f"{caller} needs a functional or Sequential Keras model with a known input "
-                                f"shape; got {type(model).__name__}.")
-    return graph

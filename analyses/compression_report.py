@@ -511,7 +511,7 @@ def _layer_difference(graph_a, graph_b):
 def _survival(models, x, y, classes, max_per_class, theta, granularity, batch_size):
     """``(survival per class, None)``, or ``(None, why)`` when the slices cannot be compared."""
     from nnslicer.errors import UnsupportedLayerError
-    from nnslicer.lift import lift
+    from nnslicer import lift
     from nnslicer.slicer import Slicer
 
     from .synapse_scores import class_slices

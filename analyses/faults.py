@@ -31,8 +31,9 @@ import numbers
 import numpy as np
 
 from nnslicer.errors import InvalidParameterError
+from nnslicer.keras import functional_graph, run_with_hooks
 
-from .checks import check_inputs, check_labels, runnable_graph
+from .checks import check_inputs, check_labels
 
 __all__ = ["flip_bits", "fault_outputs", "fault_accuracy", "fault_curve", "exposure", "layers_to_check"]
 
@@ -80,7 +81,7 @@ def _faulty_outputs(model, x, faulty, rate, repeat, seed, batch_size):
     """The model's outputs, batch by batch, with faults in the ``faulty`` layer indices."""
     import keras
 
-    graph = runnable_graph(model, "fault injection")
+    graph = functional_graph(model, "fault injection")
     names = _layers(model)
     mapping = []
     for i in sorted(faulty):
@@ -103,7 +104,7 @@ def _faulty_outputs(model, x, faulty, rate, repeat, seed, batch_size):
     with keras.StatelessScope(state_mapping=mapping):
         for batch[0], start in enumerate(range(0, len(x), batch_size)):
             chunk = x[start:start + batch_size]
-            out = graph._run_through_graph([keras.ops.convert_to_tensor(chunk)], operation_fn=wrap)
+            out = run_with_hooks(graph, [keras.ops.convert_to_tensor(chunk)], wrap)
             yield keras.ops.convert_to_numpy(keras.tree.flatten(out)[0]).reshape(len(chunk), -1)
 
 

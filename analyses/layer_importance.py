@@ -69,8 +69,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError
+from nnslicer.keras import functional_graph, run_with_hooks
 
-from .checks import check_inputs, check_labels, runnable_graph
+from .checks import check_inputs, check_labels
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def _context(model, x, y, seed):
     except (AttributeError, ValueError):  # a Sequential without an Input, or a subclassed model
         raise InvalidInputError(f"layer_importance needs a functional or Sequential Keras model with a known "
                                 f"input shape (keras.Input(...) first); got {type(model).__name__}.") from None
-    graph = runnable_graph(model, "layer_importance")
+    graph = functional_graph(model, "layer_importance")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InvalidInputError("layer_importance needs a model with one input and one output.")
     x = check_inputs(x, model.inputs[0].shape[1:])
@@ -182,7 +183,7 @@ def _evaluate(ctx, values=None, hook=None, x=None):
 
     values = ctx.values if values is None else values
     with keras.StatelessScope(state_mapping=list(zip(ctx.variables, values))):
-        out = ctx.graph._run_through_graph([ctx.x if x is None else x], operation_fn=wrap)
+        out = run_with_hooks(ctx.graph, [ctx.x if x is None else x], wrap)
     return tf.nest.flatten(out)[0]
 
 

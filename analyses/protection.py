@@ -290,7 +290,7 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
         A copy of ``model`` with the hidden synapses set to zero.
     secret : ProtectionSecret
     """
-    from nnslicer.lift import lift
+    from nnslicer import lift
 
     from .pruning import rebuild
 

@@ -441,7 +441,7 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
     keras.Model
         The pruned model; ``model.prune_report`` is a :class:`PruneReport`.
     """
-    from nnslicer.lift import lift
+    from nnslicer import lift
 
     caller = "class_focused_prune"
     ratio = _check_ratio(ratio, "ratio", caller)

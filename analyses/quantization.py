@@ -28,8 +28,7 @@ import numbers
 import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError
-
-from .checks import runnable_graph
+from nnslicer.keras import functional_graph, run_with_hooks
 
 __all__ = ["quantize_array", "quantize", "quantized_layers", "register_keras_objects", "FakeQuant"]
 
@@ -113,8 +112,8 @@ def _fake_quant_class():
 
 def _register_with_nnslicer(cls):
     """Teach nnslicer's lifter the FakeQuant layer: an element-wise op (same index)."""
-    from nnslicer.lift import LIFTERS, register_layer
-    from nnslicer.ops import HANDLERS, RouteHandler, register_handler
+    from nnslicer import register_handler, register_layer
+    from nnslicer.ops import RouteHandler
 
     class FakeQuantOp(RouteHandler):
         kind = "fake_quant"
@@ -130,11 +129,9 @@ def _register_with_nnslicer(cls):
             q = tf.round((tf.clip_by_value(inputs[0], p["low"], p["high"]) - p["low"]) / step)
             return q * step + p["low"]
 
-    if "fake_quant" not in HANDLERS:
-        register_handler(FakeQuantOp())
-    if cls not in LIFTERS:
-        register_layer(cls, lambda layer, ctx: [ctx.op(
-            "fake_quant", {"low": layer.low, "high": layer.high, "bits": layer.bits}, layer=layer)])
+    register_handler(FakeQuantOp(), replace=True)  # the same handler and lifter, however often it is called
+    register_layer(cls, lambda layer, ctx: [ctx.op(
+        "fake_quant", {"low": layer.low, "high": layer.high, "bits": layer.bits}, layer=layer)], replace=True)
 
 
 _REGISTERED = {}
@@ -175,7 +172,7 @@ def _input_ranges(graph, names, x, batch_size):
         return call
 
     for start in range(0, len(x), batch_size):
-        graph._run_through_graph([keras.ops.convert_to_tensor(x[start:start + batch_size])], operation_fn=wrap)
+        run_with_hooks(graph, [keras.ops.convert_to_tensor(x[start:start + batch_size])], wrap)
     return ranges
 
 
@@ -218,7 +215,7 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
     """
     import keras
 
-    graph = runnable_graph(model, "quantize")
+    graph = functional_graph(model, "quantize")
     layers = {layer.name: layer for layer in quantized_layers(model)}
     if isinstance(bits, dict):
         unknown = sorted(set(bits) - set(layers))
@@ -255,7 +252,7 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
         return call
 
     inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name) for t in model.inputs]
-    outputs = graph._run_through_graph(inputs, operation_fn=wrap)
+    outputs = run_with_hooks(graph, inputs, wrap)
     new = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=f"{model.name}_q")
     for layer in model.layers:
         clone = clones.get(id(layer))

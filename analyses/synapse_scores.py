@@ -128,7 +128,7 @@ def synapse_scores(model, slicer, x, y, classes, method="nnslicer", random_state
     if method not in METHODS:
         raise InvalidParameterError(
             f"The 'method' parameter must be one of {', '.join(map(repr, METHODS))}. Got {method!r} instead.")
-    from nnslicer.lift import lift
+    from nnslicer import lift
 
     graph = slicer.graph_ if slicer is not None and hasattr(slicer, "graph_") else lift(model)
     kernels = {name: graph[name].weights[graph[name].handler.synapse_weight] for name in graph.weighted_ops}

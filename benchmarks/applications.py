@@ -7,7 +7,7 @@ own input: without them the untrained networks give every input the same output)
 
 * the lift (``nnslicer.lift``, element granularity) in seconds;
 * the largest difference of the lifted model's output from Keras', over the output's scale, as
-  :func:`nnslicer.verify.verify` computes it (the check allows 1e-4);
+  :func:`nnslicer.keras.verify` computes it (the check allows 1e-4);
 * per sample: profiling + the forward analysis, beside a plain ``model.predict`` of the same batch;
 * per sample: the backward analysis of one sample at a time (for its predicted class) at channel
   granularity (``--samples`` samples) and at element granularity (2 samples);
@@ -123,7 +123,7 @@ def run_one(name, side, samples):
     import nnslicer
     from nnslicer.errors import UnsupportedLayerError
     from nnslicer.forward import forward
-    from nnslicer.verify import TOLERANCE, verify
+    from nnslicer.keras import TOLERANCE, verify
 
     model, t_build = timed(build, name, side)
     row = {"model": name, "resolution": side, "params": int(model.count_params()), "build_s": t_build}

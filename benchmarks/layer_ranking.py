@@ -345,9 +345,8 @@ def run_model(job):
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     if family == "skip_sd":  # stochastic depth is the identity at inference: let nnslicer lift it
-        from nnslicer.lift import LIFTERS, register_layer
-        if "StochasticDepth" not in LIFTERS:
-            register_layer("StochasticDepth", lambda layer, ctx: [ctx.op("identity", layer=layer)])
+        from nnslicer import register_layer
+        register_layer("StochasticDepth", lambda layer, ctx: [ctx.op("identity", layer=layer)], replace=True)
     t0 = time.perf_counter()
     model, desc, acc, retries, (xte, yte), xcal = train(family, seed)
     t1 = time.perf_counter()

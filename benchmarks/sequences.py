@@ -13,13 +13,15 @@ a fresh process (its own peak memory):
   "negative" set, the rest uniform noise).
 
 For each it measures the lift, the largest difference of the lifted forward from Keras' (over
-the output's scale, as :func:`nnslicer.verify.verify` computes it), the profile (1,000 training
+the output's scale, as :func:`nnslicer.keras.verify` computes it), the profile (1,000 training
 samples) per sample, and per test sample, for its predicted class, at element and channel
 granularity: the forward analysis and the backward analysis, one sample at a time and as one
 batch of ``--samples``. Beside them, what a user would run instead: a 50-step integrated-gradients
 attribution (IG, Sundararajan et al. 2017: the gradient of the predicted class at 50 points from a
 zero baseline to the input, batched, for images and rows; at the embedding's output for tokens),
-one sample at a time and as one batch, timed in the same process after a warm-up.
+one sample at a time and as one batch, timed in the same process after a warm-up. The slices
+and IG are timed in turn, three rounds (``ROUNDS``), and each figure is the median of its
+rounds: a slow spell of a shared machine then slows both alike.
 
 Usage::
 
@@ -42,6 +44,8 @@ from common import RESULTS, machine, markdown_table, run_child, write_results  #
 MODELS = ("vit", "lstm", "text_cnn")
 #: Profiled training samples, and IG's interpolation steps.
 PROFILE, STEPS = 1000, 50
+#: Interleaved timing rounds of the slices and of IG; the tables give their medians.
+ROUNDS = 3
 #: Text: tokens, vocabulary, the positive and negative token sets.
 LENGTH, VOCABULARY, POSITIVE, NEGATIVE = 100, 5000, range(1, 51), range(51, 101)
 
@@ -124,7 +128,7 @@ def run_one(name, samples):
     import nnslicer
     from nnslicer.backward import backward
     from nnslicer.forward import forward
-    from nnslicer.verify import TOLERANCE, verify
+    from nnslicer.keras import TOLERANCE, verify
 
     (model, x, y, xt, accuracy), t_train = timed(trained, name)
     row = {"model": name, "params": int(model.count_params()), "test_accuracy": accuracy, "train_s": t_train}
@@ -133,12 +137,21 @@ def run_one(name, samples):
     row.update(status="ok", ops=len(graph.ops), neurons=graph.n_neurons(), synapses=graph.n_synapses(),
                lift_s=t_lift, forward_diff=diff, forward_checked=bool(diff <= TOLERANCE), samples=samples)
     test = xt[:samples]
+    graphs, profiles = {}, {}
     for granularity in ("element", "channel"):
-        g = graph if granularity == "element" else nnslicer.lift(model, granularity)
+        g = graphs[granularity] = graph if granularity == "element" else nnslicer.lift(model, granularity)
         profile = nnslicer.profile(g, x[:8], y[:8])  # warm-up: trace and compile before timing
-        tape = forward(g, profile, test[:2])
-        backward(g, tape, [[int(p)] for p in tape.predictions])
+        for n in (1, 2):  # one sample and a batch take different kernels: compile both
+            tape = forward(g, profile, test[:n])
+            backward(g, tape, [[int(p)] for p in tape.predictions])
         profile, t_profile = timed(nnslicer.profile, g, x[:PROFILE], y[:PROFILE])
+        profiles[granularity] = profile
+        row[granularity] = {"profile_s": t_profile / PROFILE}
+    ig = integrated_gradients(model)
+    ig(test[:1])  # trace both shapes
+    ig(test)
+
+    def slices(g, profile):  # (forward, backward, batch) seconds a sample, and the slices' sizes
         one_fwd = one_bwd = 0.0
         sizes = []
         for i in range(samples):
@@ -149,19 +162,24 @@ def run_one(name, samples):
             sizes.append(sum(int(np.count_nonzero(v)) for v in syn.values()))
         tape, t_fwd = timed(forward, g, profile, test)
         _, t_bwd = timed(backward, g, tape, [[int(p)] for p in tape.predictions])
-        row[granularity] = {
-            "profile_s": t_profile / PROFILE, "forward_s": one_fwd / samples, "backward_s": one_bwd / samples,
-            "slice_s": (one_fwd + one_bwd) / samples, "batch_slice_s": (t_fwd + t_bwd) / samples,
-            "slice_synapses": float(np.mean(sizes))}
-    ig = integrated_gradients(model)
-    ig(test[:1])  # trace both shapes
-    ig(test)
-    one = 0.0
-    for i in range(samples):
-        _, t = timed(lambda v: ig(v).numpy(), test[i:i + 1])
-        one += t
-    _, t_batch = timed(lambda v: ig(v).numpy(), test)
-    row["ig50_s"], row["batch_ig50_s"] = one / samples, t_batch / samples
+        return np.array([one_fwd, one_bwd, t_fwd + t_bwd]) / samples, sizes
+
+    def attributions():  # (one at a time, batch) seconds a sample
+        one = sum(timed(lambda v: ig(v).numpy(), test[i:i + 1])[1] for i in range(samples))
+        return np.array([one, timed(lambda v: ig(v).numpy(), test)[1]]) / samples
+
+    runs, synapses = {"element": [], "channel": [], "ig": []}, {}
+    for _ in range(ROUNDS):  # interleaved, so that a slow spell of the machine hits both alike
+        for granularity in ("element", "channel"):
+            seconds, sizes = slices(graphs[granularity], profiles[granularity])
+            runs[granularity].append(seconds)
+            synapses[granularity] = float(np.mean(sizes))
+        runs["ig"].append(attributions())
+    for granularity in ("element", "channel"):
+        fwd, bwd, batch = np.median(runs[granularity], axis=0)
+        row[granularity].update(forward_s=fwd, backward_s=bwd, slice_s=fwd + bwd, batch_slice_s=batch,
+                                slice_synapses=synapses[granularity])
+    row["ig50_s"], row["batch_ig50_s"] = np.median(runs["ig"], axis=0)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
@@ -202,7 +220,8 @@ def markdown(data):
             f"A slice's time is the forward plus the backward analysis of one test sample for its predicted class, "
             f"one sample at a time (in brackets: {data['samples']} samples as one batch, per sample); IG-50 is a "
             f"50-step integrated-gradients attribution of the same sample, batched over its steps (in brackets: "
-            f"the {data['samples']} samples at once). Profiling is once per model ({PROFILE:,} training samples).\n\n"
+            f"the {data['samples']} samples at once). Each figure is the median of {ROUNDS} interleaved rounds. "
+            f"Profiling is once per model ({PROFILE:,} training samples).\n\n"
             f"Target (issue 18): slicing the ViT at element granularity costs no more than IG-50 of it: "
             f"{s['vit_element_s'] * 1e3 if s['vit_element_s'] else float('nan'):.1f} ms against "
             f"{s['vit_ig50_s'] * 1e3 if s['vit_ig50_s'] else float('nan'):.1f} ms, {verdict}.\n\n"

@@ -14,7 +14,7 @@ lifted or profiled.
 from .errors import (ExecutionError, FileFormatError, InvalidInputError, InvalidParameterError,
                      MissingDependencyError, NNSlicerError, NotFittedError, RenderError, UnsupportedLayerError)
 from .graph import DataFlowGraph, Op
-from .lift import lift, register_layer
+from .keras import lift, register_layer
 from .ops import register_handler
 from .profile import Profile, profile
 from .render import render

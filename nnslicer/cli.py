@@ -213,7 +213,7 @@ def _parse_target(text):
 
 # --------------------------------------------------------------------------- commands
 def cmd_info(args):
-    from .lift import lift
+    from .keras import lift
 
     model = load_model(args.model)
     graph = lift(model, args.granularity)
@@ -224,9 +224,9 @@ def cmd_info(args):
 
 
 def cmd_profile(args):
-    from .lift import lift
+    from .keras import lift
     from .profile import profile
-    from .verify import verify_data
+    from .keras import verify_data
 
     model = load_model(args.model)
     x = load_array(args.data, "x")

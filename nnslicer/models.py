@@ -36,6 +36,7 @@ import numpy as np
 from keras import layers
 
 from .errors import InvalidInputError, InvalidParameterError
+from .keras import run_with_hooks
 
 __all__ = ["small_cnn", "lenet", "resnet10", "resnet18", "vit", "lstm_reader", "text_cnn", "calibrate_batch_norm"]
 
@@ -419,12 +420,6 @@ def _batch_norm_layers(model, seen):
 def _run_calibrating(model, inputs, calibrate):
     """Run the functional ``model`` on ``inputs`` layer by layer (nested functional models
     too), calling ``calibrate(layer, x)`` with its input just before each batch norm runs."""
-    graph = getattr(model, "_functional", None) or model
-    if not hasattr(graph, "_run_through_graph"):
-        raise InvalidInputError(
-            f"calibrate_batch_norm with x needs functional or Sequential Keras models; "
-            f"{model.name!r} is a {type(model).__name__}.")
-
     def wrap(op):
         if isinstance(op, layers.BatchNormalization):
             def call(x, *args, **kwargs):
@@ -435,7 +430,7 @@ def _run_calibrating(model, inputs, calibrate):
             return lambda x, *args, **kwargs: _run_calibrating(op, x, calibrate)
         return op
 
-    return graph._run_through_graph(inputs, operation_fn=wrap)  # Keras' own op-by-op run (as analyses/ hooks)
+    return run_with_hooks(model, inputs, wrap, "calibrate_batch_norm with x")
 
 
 def calibrate_batch_norm(model, seed=0, x=None):
@@ -465,7 +460,7 @@ def calibrate_batch_norm(model, seed=0, x=None):
     the same output to ~1e-6, and a slice has little or nothing to tell. One variance per layer,
     not one per channel: scaling each channel to unit variance on its own blows up the channels
     that barely vary, and an EfficientNet calibrated so is chaotic (float32 rounding grows to
-    ~3e-4 of its output, in Keras itself against float64: beyond :data:`nnslicer.verify.TOLERANCE`).
+    ~3e-4 of its output, in Keras itself against float64: beyond :data:`nnslicer.keras.TOLERANCE`).
     ``x`` should be in the model's input range (after its ``preprocess_input``) and needs a
     functional or Sequential model with one input.
 

@@ -20,6 +20,9 @@ __all__ = ["Profile", "profile", "iter_batches", "check_labels"]
 
 log = logging.getLogger(__name__)
 
+#: Samples of the first profiling batch that :meth:`nnslicer.Slicer.fit` checks the lift on.
+CHECK_SAMPLES = 32
+
 
 class Profile:
     """Mean activations of every tensor of one model.
@@ -162,6 +165,43 @@ def _is_array(data):
     return isinstance(data, np.ndarray) or (hasattr(data, "__len__") and hasattr(data, "shape"))
 
 
+def first_batch(graph, x, y=None):
+    """``(x, batch)``: the first :data:`CHECK_SAMPLES` samples of the profiling data ``x`` as
+    a float32 batch, and an ``x`` that still yields every sample (a generator's first batch is
+    put back in front). ``batch`` is None where profiling will refuse ``x`` anyway (it then says
+    why, as without the check)."""
+    if _is_array(x) or (y is not None and isinstance(x, (list, tuple))):
+        try:
+            arr = x if _is_array(x) else np.asarray(x)
+            head = arr if tuple(np.shape(arr)) == tuple(graph.input_shape) else arr[:CHECK_SAMPLES]
+        except (TypeError, ValueError, IndexError):
+            return x, None
+    elif y is not None:  # profiling refuses labels beside a stream
+        return x, None
+    else:
+        try:
+            items = iter(x)
+        except TypeError:
+            return x, None
+        first = next(items, _END)
+        if first is _END:
+            return items, None
+        x = _chain(first, items)
+        head = first[0] if isinstance(first, (tuple, list)) and len(first) == 2 else first
+    try:
+        return x, as_batch(graph, head, what="data")[:CHECK_SAMPLES]
+    except InvalidInputError:
+        return x, None
+
+
+_END = object()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
 def iter_batches(data, labels=None, batch_size=256):
     """Yield ``(x, y)`` batches from arrays, or from an iterable of ``x`` or ``(x, y)`` batches
     (a generator or a ``tf.data.Dataset``), so that a data set larger than memory streams."""
@@ -201,15 +241,9 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
     progress : callable, optional
         Called with the number of samples done after each batch.
     """
-    from .graph import DataFlowGraph
+    from .frontends import as_graph
 
-    if not isinstance(graph, DataFlowGraph):
-        if not hasattr(graph, "layers"):
-            raise InvalidParameterError(f"profile needs a DataFlowGraph (nnslicer.lift(model)) or a Keras model. "
-                                        f"Got {type(graph).__name__} instead.")
-        from .lift import lift
-
-        graph = lift(graph)
+    graph = as_graph(graph, caller="profile")
     if labels is not None and isinstance(data, (list, tuple)):  # samples with their labels, not batches
         data = np.asarray(data)
     sums, class_sums = None, None

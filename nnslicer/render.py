@@ -91,9 +91,9 @@ def _is_slice(obj):
 
 
 def _lift(model, granularity="element"):
-    from .lift import lift
+    from .frontends import as_graph
 
-    return lift(model, granularity)
+    return as_graph(model, granularity, caller="render")
 
 
 def _graph_of(s, graph, model):
@@ -131,9 +131,9 @@ def _resolve(obj, other, graph, model):
         return g, obj, other
     if other is not None:
         raise InvalidParameterError("other= compares two slices: the first object must be a Slice too.")
-    if isinstance(obj, DataFlowGraph):
-        return obj, None, None
-    if hasattr(obj, "layers") and hasattr(obj, "inputs"):  # a Keras model
+    from .frontends import accepted
+
+    if isinstance(obj, DataFlowGraph) or accepted(obj):
         return _lift(obj), None, None
     raise InvalidParameterError(
         "render() takes a Slice, a pair of Slices, a DataFlowGraph or a Keras model. "

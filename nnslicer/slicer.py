@@ -11,13 +11,12 @@ import numpy as np
 from .errors import InvalidInputError, InvalidParameterError, NotFittedError, UnsupportedLayerError
 from .forward import as_batch, forward
 from .graph import has_channels
-from .lift import lift
+from .frontends import frontend_of
 from .parallel import map_backward, use_ray
-from .profile import Profile, check_batch_size
+from .profile import Profile, check_batch_size, first_batch
 from .profile import profile as make_profile
 from .select import check_rule
 from .slice import Slice
-from .verify import first_batch, verify, verify_data
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ class Slicer:
         The lifted model must compute what Keras computes: both run on the first profiling
         batch (at most 32 samples; with ``profile`` and no usable ``x``, on one sample: the
         profile's mean of the input), and their outputs may differ by at most 1e-4 of the
-        output's scale (:func:`nnslicer.verify.verify`). The check costs one forward pass of
+        output's scale (:func:`nnslicer.keras.verify`). The check costs one forward pass of
         each; a generator's first batch is still profiled.
 
         Parameters
@@ -141,7 +140,8 @@ class Slicer:
             than Keras (a bug of a lifter: the error names the first op that does).
         """
         theta = self._validate()
-        graph = lift(self.model, self.granularity)
+        frontend = frontend_of(self.model, "Slicer")
+        graph = frontend.lift(self.model, self.granularity)
         log.info("lifted %r", graph)
         if self.granularity == "channel" and has_channels(graph[graph.logits].shape):
             raise UnsupportedLayerError(
@@ -151,7 +151,9 @@ class Slicer:
         if profile is None:
             if x is None:
                 raise InvalidInputError("fit() needs profiling data x, or a saved profile.")
-            x = verify_data(graph, self.model, x, y)  # a generator's first batch is put back
+            x, head = first_batch(graph, x, y)  # a generator's first batch is put back
+            if head is not None:  # else profiling refuses x, and says why
+                frontend.verify(graph, self.model, head)
             start = time.perf_counter()
             profile = make_profile(graph, x, y, self.batch_size, progress=progress)
             log.info("profiled %s samples in %.2f s", f"{profile.n_samples:,}", time.perf_counter() - start)
@@ -160,7 +162,7 @@ class Slicer:
         else:
             profile.check(graph)
             head = None if x is None else first_batch(graph, x, y)[1]
-            verify(graph, self.model, profile.means[graph.input] if head is None else head)
+            frontend.verify(graph, self.model, profile.means[graph.input] if head is None else head)
         if self.baseline == "class" and profile.class_means is None:
             raise InvalidInputError("baseline='class' needs per-class means: fit with labels y, or give a "
                                     "profile made with labels (nnslicer profile ... --labels y.npy).")

@@ -21,7 +21,7 @@ keras = pytest.importorskip("keras")
 
 import nnslicer  # noqa: E402
 from nnslicer.models import calibrate_batch_norm  # noqa: E402
-from nnslicer.verify import TOLERANCE, verify  # noqa: E402
+from nnslicer.keras import TOLERANCE, verify  # noqa: E402
 
 #: name -> (builder's module in keras.applications, side of the smallest input Keras accepts,
 #: builder options). Every builder lives in keras.applications under ``name``.

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.lift", "nnslicer.slicer",
+MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.keras.lifting", "nnslicer.keras.run", "nnslicer.slicer",
            "nnslicer.models", "nnslicer.render", "analyses.layer_importance",
            "analyses.budgets", "analyses.quantization", "analyses.faults", "analyses.compression",
            "analyses.compression_report", "nnslicer.profile", "nnslicer.datasets", "analyses.adversarial"]

@@ -138,7 +138,7 @@ def _lift_scale(layer, ctx):
 @pytest.fixture
 def scale_registered():
     """Scale registered with the lifter and its handler with the engine, both removed after."""
-    from nnslicer.lift import LIFTERS
+    from nnslicer.keras.lifting import LIFTERS
 
     nnslicer.register_layer(Scale, _lift_scale)
     handler = nnslicer.register_handler(ScaleHandler())
@@ -258,7 +258,7 @@ def test_compression_silences_a_layer_scale_whose_variable_has_another_name():
 
 
 def test_registrations_are_gone_after_the_fixture():
-    from nnslicer.lift import LIFTERS
+    from nnslicer.keras.lifting import LIFTERS
 
     assert Scale not in LIFTERS and "test_scale" not in HANDLERS
 

@@ -796,7 +796,7 @@ def test_a_layer_is_never_lifted_as_its_namesake():
         nnslicer.lift(model)
     with pytest.raises(InvalidParameterError, match="already registered"):  # the name is Keras' Add's
         nnslicer.register_layer("Add", lambda layer, ctx: [ctx.op("add", layer=layer)])
-    from nnslicer.lift import LIFTERS
+    from nnslicer.keras.lifting import LIFTERS
 
     nnslicer.register_layer(Add, lambda layer, ctx: [ctx.op("identity", layer=layer, inputs=ctx.inputs[:1],
                                                                 input_shapes=ctx.input_shapes[:1])])

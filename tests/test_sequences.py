@@ -1,7 +1,7 @@
 """Text, recurrent and attention models lift, compute what Keras computes, and slice (issue 18).
 
 Every variant of every sequence layer is lifted and its forward compared with Keras' on random
-inputs, to 1e-5 of the output's scale (:func:`nnslicer.verify.verify`), with the layers'
+inputs, to 1e-5 of the output's scale (:func:`nnslicer.keras.verify`), with the layers'
 biases moved away from zero so that every term takes part. The engine's counts on these ops
 equal the literal reference in ``tests/test_reference.py`` (models ``conv1d_net``,
 ``attention_net``, ``rnn_net``, ``gru_net``); hand-derived slices are in
@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 
 import nnslicer  # noqa: E402
 from nnslicer.errors import UnsupportedLayerError  # noqa: E402
-from nnslicer.verify import verify  # noqa: E402
+from nnslicer.keras import verify  # noqa: E402
 
 L = keras.layers
 STEPS, FEATURES = 6, 5

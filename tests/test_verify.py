@@ -10,9 +10,9 @@ import tensorflow as tf
 from keras import layers as L
 
 import nnslicer
-import nnslicer.verify
+import nnslicer.keras.verification
 from nnslicer.ops import HANDLERS
-from nnslicer.verify import verify
+from nnslicer.keras import verify
 from tiny import self_labelled, tiny_cnn
 
 
@@ -56,7 +56,7 @@ def test_a_correct_lift_passes_and_fit_is_as_before(caplog):
     graph = nnslicer.lift(model)
     assert verify(graph, model, x) < 1e-6
     assert verify(graph, model, x[0]) < 1e-6  # one sample
-    with caplog.at_level("INFO", logger="nnslicer.verify"):
+    with caplog.at_level("INFO", logger="nnslicer.keras.verification"):
         slicer = nnslicer.Slicer(model).fit(x)
     assert "on 32 sample(s): max difference" in caplog.text
     assert slicer.profile_ == nnslicer.profile(model, x)
@@ -92,7 +92,7 @@ def test_a_difference_below_the_tolerance_passes(monkeypatch):
     model, x = deep(), data()
     wrong(monkeypatch, "batch_norm", 1e-6)
     slicer = nnslicer.Slicer(model).fit(x)
-    assert 0 < verify(slicer.graph_, model, x) < nnslicer.verify.TOLERANCE
+    assert 0 < verify(slicer.graph_, model, x) < nnslicer.keras.TOLERANCE
 
 
 def test_a_shared_layer_is_not_compared_but_named(monkeypatch):
@@ -131,7 +131,7 @@ def test_a_stream_loses_no_batch_to_the_check(monkeypatch):
 def test_fit_with_a_profile_checks_on_the_mean_input(monkeypatch, caplog):
     model, x = deep(), data()
     prof = nnslicer.profile(model, x)  # profile() alone does not check
-    with caplog.at_level("INFO", logger="nnslicer.verify"):
+    with caplog.at_level("INFO", logger="nnslicer.keras.verification"):
         nnslicer.Slicer(model).fit(profile=prof)
     assert "on 1 sample(s)" in caplog.text
     wrong(monkeypatch, "batch_norm", 0.5)
@@ -148,7 +148,7 @@ def sixteen_bits(policy):
 
 def test_a_mixed_precision_model_is_checked_at_float32(caplog):
     model = sixteen_bits("mixed_float16")
-    with caplog.at_level("INFO", logger="nnslicer.verify"):
+    with caplog.at_level("INFO", logger="nnslicer.keras.verification"):
         nnslicer.Slicer(model).fit(data())
     assert "computes in float16" in caplog.text
     assert "max difference 0 " in caplog.text or "max difference 1e-0" in caplog.text
@@ -161,7 +161,7 @@ def test_a_model_with_16_bit_weights_is_refused():
 
 
 def test_the_docstring_example_runs():
-    result = doctest.testmod(nnslicer.verify, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(nnslicer.keras.verification, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
 
 

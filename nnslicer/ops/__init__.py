@@ -2,7 +2,7 @@
 
 Each handler states its backward rule once (see :mod:`nnslicer.ops.base`). Register a
 handler for a new kind with :func:`register_handler`, and teach the lifter which Keras
-layer makes it with :func:`nnslicer.lift.register_layer`.
+layer makes it with :func:`nnslicer.register_layer`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one module that reads Keras internals: ``keras.Model -> DataFlowGraph``.
+"""Lifting: ``keras.Model -> DataFlowGraph``, reading the model's layers and calls (Keras internals).
 
 Each supported Keras layer class has a *lifter* that turns one call of the layer into one or
 more :class:`~nnslicer.graph.Op` (a fused activation becomes its own op). The whole model is
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidParameterError, NNSlicerError, UnsupportedLayerError, require
-from .graph import DataFlowGraph, Op
+from ..errors import InvalidParameterError, NNSlicerError, UnsupportedLayerError, require
+from ..graph import DataFlowGraph, Op
 
 __all__ = ["lift", "register_layer", "reads_masks", "LIFTERS", "OP_LIFTERS", "ACTIVATIONS"]
 
@@ -777,8 +777,8 @@ def _unsupported(model, problems):
     return UnsupportedLayerError(
         f"Model {model.name!r} has {len(problems)} layer(s) nnslicer cannot lift: " + "; ".join(parts)
         + f". Supported layers: {supported}. To add one, register a lifter with "
-        "nnslicer.lift.register_layer(layer_class, lifter) and, for a new kind of op, a handler "
-        "with nnslicer.ops.register_handler(handler).")
+        "nnslicer.register_layer(layer_class, lifter) and, for a new kind of op, a handler "
+        "with nnslicer.register_handler(handler).")
 
 
 from . import unroll  # noqa: E402,F401  (registers the recurrent layers' lifters)

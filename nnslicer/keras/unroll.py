@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lift import Unsupported, _activation_name, _arr, reads_masks, register_layer
+from .lifting import Unsupported, _activation_name, _arr, reads_masks, register_layer
 
 
 class _Steps:

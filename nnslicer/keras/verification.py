@@ -29,18 +29,17 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import UnsupportedLayerError, require
-from .forward import as_batch, check_finite, execute
+from ..errors import UnsupportedLayerError, require
+from ..forward import as_batch, check_finite, execute
+from ..profile import CHECK_SAMPLES, first_batch
 
-__all__ = ["verify", "verify_data", "TOLERANCE", "CHECK_SAMPLES"]
+__all__ = ["verify", "verify_data", "TOLERANCE"]
 
 log = logging.getLogger(__name__)
 
 #: Largest difference allowed between the lifted graph's output and Keras', as a share of the
 #: output's scale ``max(1, max |Keras' output|)``.
 TOLERANCE = 1e-4
-#: Samples of the first profiling batch that :meth:`nnslicer.Slicer.fit` checks the lift on.
-CHECK_SAMPLES = 32
 
 _LOW_PRECISION = ("float16", "bfloat16")
 
@@ -86,7 +85,7 @@ def verify(graph, model, x, tolerance=TOLERANCE):
     Examples
     --------
     >>> import keras, numpy as np, nnslicer
-    >>> from nnslicer.verify import verify
+    >>> from nnslicer.keras import verify
     >>> keras.utils.set_random_seed(0)
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
     ...                           keras.layers.Dense(3, activation="softmax")])
@@ -122,46 +121,6 @@ def verify_data(graph, model, x, y=None):
     if head is not None:
         verify(graph, model, head)
     return x
-
-
-def first_batch(graph, x, y=None):
-    """``(x, batch)``: the first :data:`CHECK_SAMPLES` samples of the profiling data ``x`` as
-    a float32 batch, and an ``x`` that still yields every sample (a generator's first batch is
-    put back in front). ``batch`` is None where profiling will refuse ``x`` anyway (it then says
-    why, as without the check)."""
-    from .errors import InvalidInputError
-    from .profile import _is_array
-
-    if _is_array(x) or (y is not None and isinstance(x, (list, tuple))):
-        try:
-            arr = x if _is_array(x) else np.asarray(x)
-            head = arr if tuple(np.shape(arr)) == tuple(graph.input_shape) else arr[:CHECK_SAMPLES]
-        except (TypeError, ValueError, IndexError):
-            return x, None
-    elif y is not None:  # profiling refuses labels beside a stream
-        return x, None
-    else:
-        try:
-            items = iter(x)
-        except TypeError:
-            return x, None
-        first = next(items, _END)
-        if first is _END:
-            return items, None
-        x = _chain(first, items)
-        head = first[0] if isinstance(first, (tuple, list)) and len(first) == 2 else first
-    try:
-        return x, as_batch(graph, head, what="data")[:CHECK_SAMPLES]
-    except InvalidInputError:
-        return x, None
-
-
-_END = object()
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _run(model, x):
