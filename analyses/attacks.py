@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnslicer.errors import InvalidParameterError, require
-from nnslicer.profile import check_labels
+from nnslicer import check_labels
 
 from .checks import check_inputs
 

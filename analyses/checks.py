@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnslicer.errors import InvalidInputError
-from nnslicer.profile import check_labels
+from nnslicer import check_labels
 
 __all__ = ["check_inputs", "check_labels"]
 

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError
-from nnslicer.profile import check_labels
+from nnslicer import check_labels
 
 __all__ = ["train_masked"]
 

@@ -28,21 +28,18 @@ True
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import numbers
-import os
 
 import numpy as np
 
-from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import FileFormatError, InvalidParameterError, UnsupportedLayerError
 from nnslicer.io import is_int, same_arrays
-from nnslicer.profile import check_labels
+from nnslicer import check_labels
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
 
-__all__ = ["ProtectionSecret", "protect", "restore", "steal", "weights_digest", "add_commands"]
+__all__ = ["ProtectionSecret", "protect", "restore", "steal", "weights_digest"]
 
 PROTECT_METHODS = ("nnslicer", "magnitude", "random", "effective_path")
 SCOPES = ("layer", "model")
@@ -424,74 +421,3 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
     train_masked(model, masks, x_attacker, y_victim_labels, epochs, optimizer="sgd", lr=lr,
                  momentum=momentum, batch_size=batch_size, seed=seed, batchnorm=batchnorm)
     return model
-
-
-# --------------------------------------------------------------------------- CLI
-def cmd_protect(args):
-    from nnslicer.cli import make_slicer, save_model
-
-    from .pruning import load_class_data
-
-    if os.path.exists(args.secret):  # it may hold the only copy of another model's hidden weights
-        raise InvalidParameterError(f"--secret {args.secret!r} exists: a secret is never overwritten (it may be "
-                                    "the only copy of hidden weights); move it away or name another file.")
-    model, x, y, classes = load_class_data(args, "protect")
-    slicer = make_slicer(model, args).fit(x, y) if args.method in ("nnslicer", "effective_path") else None
-    protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
-                                max_per_class=args.max_per_class, scope=args.scope)
-    secret.save(args.secret)  # first: a protected model without its secret would lose the weights
-    try:
-        save_model(protected, args.output)
-    except BaseException:  # nor a new secret without its protected model
-        os.remove(args.secret)
-        raise
-    print(f"{secret!r}\nprotected model -> {args.output}, secret -> {args.secret}")
-    return 0
-
-
-def cmd_restore(args):
-    from nnslicer.cli import load_model, save_model
-
-    protected = load_model(args.model)
-    secret = ProtectionSecret.load(args.secret)
-    restored = restore(protected, secret)
-    save_model(restored, args.output)
-    print(f"restored {secret.n_hidden:,} weights -> {args.output}")
-    return 0
-
-
-def add_commands(subparsers):
-    """Add ``nnslicer protect`` and ``nnslicer restore``."""
-    from .pruning import add_class_data_options
-
-    p = subparsers.add_parser(
-        "protect", help="hide the weights a subset of classes needs most",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Selective model protection (NNSlicer): slice samples of --classes, zero in "
-                    "every weighted layer the fraction --fraction of synapses that count most "
-                    "for them, and write the protected model and the secret (positions and "
-                    "original values) separately. 'nnslicer restore' puts them back.",
-        epilog="examples:\n"
-               "  nnslicer protect model.keras --data x.npy --labels y.npy --classes 0,1,5 \\\n"
-               "      -o protected.keras --secret secret.npz\n"
-               "  nnslicer restore protected.keras --secret secret.npz -o restored.keras")
-    add_class_data_options(p, "protect")
-    p.add_argument("--fraction", type=float, default=0.5, help="share of each layer's synapses hidden (default 0.5)")
-    p.add_argument("--method", default="nnslicer", choices=PROTECT_METHODS, help="how synapses are ranked (default nnslicer)")
-    p.add_argument("--scope", default="layer", choices=SCOPES,
-                   help="hide --fraction of each layer (default) or of the whole model")
-    p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras or .h5)")
-    p.add_argument("--secret", required=True,
-                   help="where to write the secret (.npz; an existing file is never overwritten)")
-    p.set_defaults(func=cmd_protect, outputs={"-o": ("output", MODEL_FILES), "--secret": ("secret", None)})
-
-    p = subparsers.add_parser(
-        "restore", help="put a protected model's hidden weights back",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Restore a model protected by 'nnslicer protect' from its secret: the result "
-                    "has the original weights, bitwise. A secret of another model is refused.",
-        epilog="example:\n  nnslicer restore protected.keras --secret secret.npz -o restored.keras")
-    p.add_argument("model", metavar="PROTECTED", help="the protected .keras or .h5 model")
-    p.add_argument("--secret", required=True, help="the secret written by 'nnslicer protect'")
-    p.add_argument("-o", "--output", required=True, help="where to write the restored model (.keras or .h5)")
-    p.set_defaults(func=cmd_restore, outputs={"-o": ("output", MODEL_FILES)})

@@ -50,21 +50,18 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import logging
 import numbers
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from nnslicer.cli import MODEL_FILES
 from nnslicer.errors import InvalidInputError, InvalidParameterError
-from nnslicer.profile import check_labels
+from nnslicer import check_labels
 
 from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 
-__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "maskable_ops", "rebuild",
-           "add_commands"]
+__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "maskable_ops", "rebuild"]
 
 log = logging.getLogger(__name__)
 
@@ -525,86 +522,3 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
     pruned.prune_report = report
     log.info("%r", report)
     return pruned
-
-
-# --------------------------------------------------------------------------- CLI
-def parse_classes(text):
-    """``"0,1,5"`` -> ``[0, 1, 5]``; a clear error for anything else (blanks, repeats)."""
-    try:
-        classes = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise InvalidInputError(f"--classes takes comma-separated class indices, e.g. 0,1,5; got {text!r}.") from None
-    if len(set(classes)) != len(classes):
-        raise InvalidInputError(f"--classes names a class twice: {text!r}.")
-    return classes
-
-
-def load_class_data(args, caller):
-    """``(model, x, y, classes)`` from the options of :func:`add_class_data_options`."""
-    from nnslicer.cli import load_array, load_model
-
-    model = load_model(args.model)
-    x = load_array(args.data, "x")
-    y = load_array(args.labels, "y")
-    if len(x) != len(y):
-        raise InvalidInputError(f"--data has {len(x)} samples and --labels {len(y)}.")
-    num_classes = int(model.output_shape[-1])
-    y = check_labels(y, len(x), num_classes)
-    classes = check_classes(parse_classes(args.classes), y, num_classes, caller)
-    return model, x, y, classes
-
-
-def add_class_data_options(p, verb):
-    """The model, data, classes and slicing options shared by ``prune`` and ``protect``."""
-    from nnslicer.cli import add_slicing_options
-
-    p.add_argument("model", help="a .keras or .h5 model")
-    p.add_argument("--data", required=True, help="samples (.npy/.npz)")
-    p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
-    p.add_argument("--classes", required=True, help=f"classes to {verb}, comma-separated (e.g. 0,1,5)")
-    p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
-    add_slicing_options(p)
-    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
-
-
-def cmd_prune(args):
-    from nnslicer.cli import make_slicer
-
-    model, x, y, classes = load_class_data(args, "prune")
-    slicer = None
-    if args.method not in ("magnitude", "channel", "random") or not args.no_mean_compensation:
-        slicer = make_slicer(model, args).fit(x, y)
-    pruned = class_focused_prune(model, slicer, x, y, classes, args.ratio,
-                                 mean_compensation=not args.no_mean_compensation,
-                                 fine_tune_epochs=args.fine_tune_epochs, method=args.method,
-                                 max_per_class=args.max_per_class)
-    from nnslicer.cli import save_model
-
-    save_model(pruned, args.output)
-    print(pruned.prune_report.table())
-    print(f"\n{pruned.prune_report!r} -> {args.output}")
-    return 0
-
-
-def add_commands(subparsers):
-    """Add ``nnslicer prune``."""
-    p = subparsers.add_parser(
-        "prune", help="prune a model for a subset of its classes",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Class-focused pruning (NNSlicer): slice samples of the target classes, "
-                    "prune in every weighted layer the fraction --ratio of synapses that count "
-                    "least for them, remove channels and units left without synapses, and "
-                    "write the smaller model. --data/--labels are profiled, sliced (samples of "
-                    "--classes) and used for fine-tuning.",
-        epilog="examples:\n"
-               "  nnslicer prune model.keras --data x.npy --labels y.npy --classes 0,1,5 --ratio 0.5 -o pruned.keras\n"
-               "  nnslicer prune model.keras --data x.npy --labels y.npy --classes 3 --ratio 0.7 \\\n"
-               "      --method magnitude --fine-tune-epochs 1 -o pruned.keras")
-    add_class_data_options(p, "focus on")
-    p.add_argument("--ratio", type=float, required=True, help="fraction of each layer's synapses pruned, in (0, 1)")
-    p.add_argument("--method", default="nnslicer", choices=METHODS, help="how synapses are ranked (default nnslicer)")
-    p.add_argument("--fine-tune-epochs", type=int, default=0, help="epochs of fine-tuning on the target classes (default 0)")
-    p.add_argument("--no-mean-compensation", action="store_true",
-                   help="pruned synapses contribute nothing (default: their mean input)")
-    p.add_argument("-o", "--output", required=True, help="where to write the pruned model (.keras or .h5)")
-    p.set_defaults(func=cmd_prune, outputs={"-o": ("output", MODEL_FILES)})

@@ -27,7 +27,7 @@ import numbers
 import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError, NotFittedError
-from nnslicer.profile import check_labels
+from nnslicer import check_labels
 
 __all__ = ["METHODS", "check_classes", "class_slices", "synapse_scores", "rank_mask"]
 

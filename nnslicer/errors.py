@@ -1,4 +1,4 @@
-"""All of nnslicer's exceptions, under one root.
+"""All of nnslicer's exceptions, under one root, and :func:`require` for optional dependencies.
 
 Every exception is also a built-in (``ValueError``, ``ImportError``, ...) so that
 callers who do not know nnslicer can still catch it the usual way.
@@ -14,6 +14,7 @@ __all__ = [
     "MissingDependencyError",
     "RenderError",
     "ExecutionError",
+    "require",
 ]
 
 

@@ -167,12 +167,12 @@ def test_every_command_knows_its_input_files():
 
 # --------------------------------------------------------------------------- 4. one line and exit 2
 def test_an_unexpected_failure_is_one_line_unless_verbose(files, monkeypatch, capsys, tmp_path):
-    import nnslicer.cli as cli
+    import nnslicer.cli.slicing as slicing
 
     def broken(args):
         raise RuntimeError("something nnslicer did not foresee")
 
-    monkeypatch.setattr(cli, "cmd_info", broken)
+    monkeypatch.setattr(slicing, "cmd_info", broken)
     paths, *_ = files
     assert main(["info", paths["model"]]) == 2
     err = error_line(capsys)

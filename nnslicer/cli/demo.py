@@ -13,16 +13,17 @@ import time
 
 import numpy as np
 
-from .errors import InvalidParameterError
+from ..errors import InvalidParameterError
+from .options import quiet_tensorflow
 
-__all__ = ["run", "train_model"]
+__all__ = ["run", "train_model", "add_commands"]
 
 
 def train_model(out_dir, x_train, y_train, epochs=30, seed=0):
     """The demo CNN: loaded from ``out_dir/model.keras`` when there, else trained and saved."""
     import keras
 
-    from .models import small_cnn
+    from ..models import small_cnn
 
     path = os.path.join(out_dir, "model.keras")
     if os.path.exists(path):
@@ -45,9 +46,9 @@ def run(out_dir="nnslicer-demo", samples=50, stream=None):
     """Run the demo; returns the exit code. Prints to ``stream`` (stdout by default)."""
     import sys
 
-    from .datasets import load_digits
-    from .profile import Profile
-    from .slicer import Slicer
+    from ..datasets import load_digits
+    from ..profile import Profile
+    from ..slicer import Slicer
 
     if samples < 2:
         raise InvalidParameterError(f"--samples must be at least 2. Got {samples} instead.")
@@ -103,8 +104,8 @@ def run(out_dir="nnslicer-demo", samples=50, stream=None):
     say(f"sizes: {np.mean([s.n_synapses for s in slices]):.0f} of {first.total_synapses:,} synapses "
         f"and {np.mean([s.n_neurons for s in slices]):.0f} of {first.total_neurons:,} neurons per digit")
     say(f"\nwrote {path} (load it with nnslicer.Slice.load)")
-    from .errors import MissingDependencyError
-    from .render import render
+    from ..errors import MissingDependencyError
+    from ..render import render
 
     try:
         picture = render(first, os.path.join(out_dir, "slice.svg"), view="collapsed")
@@ -112,3 +113,19 @@ def run(out_dir="nnslicer-demo", samples=50, stream=None):
     except MissingDependencyError as exc:
         say(f"no picture: {exc}")
     return 0
+
+
+def cmd_demo(args):
+    quiet_tensorflow()
+    return run(args.out, samples=args.samples)
+
+
+def add_commands(sub):
+    """Add ``demo`` to the subparsers ``sub``."""
+    p = sub.add_parser("demo", help="train, profile and slice a small CNN on bundled digits",
+                       description="Train a small CNN on scikit-learn's 8x8 digits (cached in "
+                                   "--out), profile it, slice test digits, print a per-layer "
+                                   "summary and write OUT/slice.npz and its picture OUT/slice.svg.")
+    p.add_argument("--out", default="nnslicer-demo", help="output folder (default ./nnslicer-demo)")
+    p.add_argument("--samples", type=int, default=50, help="test digits to slice (default 50)")
+    p.set_defaults(func=cmd_demo)

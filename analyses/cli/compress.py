@@ -1,0 +1,76 @@
+"""``nnslicer compress``: importance-driven pruning rates and bit-widths."""
+
+from __future__ import annotations
+
+import argparse
+
+from nnslicer.cli.options import MODEL_FILES, load_array, load_model, save_model
+
+from ..budgets import DIRECTIONS
+from ..compression import compress
+from ..layer_importance import CRITERIA, REDUCTIONS
+
+
+def cmd_compress(args):
+    model = load_model(args.model)
+    x = load_array(args.data, "x")
+    y = load_array(args.labels, "y") if args.labels else None
+    out = compress(model, x, y, criterion=args.criterion, reduction=args.reduction, prune=args.prune,
+                   bits=args.bits, activation_bits=None if args.activation_bits == 0 else args.activation_bits,
+                   direction=args.direction)
+    save_model(out, args.output)
+    info = out.compression
+    names = list(info["ranking"] or info.get("bits") or info.get("rates"))
+    width = max(len("layer"), *(len(n) for n in names))
+    print(f"{'layer':<{width}}  {'score':>10}  {'bits':>4}  {'pruned':>6}")
+    for name in names:
+        score = f"{info['ranking'][name]:.4g}" if info["ranking"] else "-"
+        bits = info.get("bits", {}).get(name, "-")
+        rate = info.get("rates", {}).get(name)
+        print(f"{name:<{width}}  {score:>10}  {bits:>4}  {'-' if rate is None else f'{rate:.0%}':>6}")
+    done = []
+    if "pruned_fraction" in info:
+        done.append(f"{info['pruned_fraction']:.1%} of the prunable weights removed")
+    if "bits" in info:
+        done.append(f"weights at {args.bits} bits on average, activations at "
+                    f"{info['activation_bits'] or 32} bits")
+    print(f"\n{'; '.join(done)} -> {args.output}")
+    if "bits" in info:
+        print("(its FakeQuant layers load in Keras after analyses.quantization.register_keras_objects(); "
+              "nnslicer's commands do that themselves)")
+    return 0
+
+
+def add_commands(subparsers):
+    """Add ``nnslicer compress``."""
+    p = subparsers.add_parser(
+        "compress", help="prune and/or quantize with per-layer budgets from a layer ranking",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Rank the layers on --data with a layer criterion (see 'nnslicer layers'), "
+                    "then give the most important layers the most bits (--bits B: the least "
+                    "important third at B-1, the most important third at B+1, activations at 8) "
+                    "and/or the smallest pruning rates (--prune R: structured pruning of the "
+                    "filters with the smallest L1 norms, R of the weights overall). "
+                    "--criterion uniform gives every layer the same budget.",
+        epilog="examples:\n"
+               "  nnslicer compress model.keras --data x.npy --bits 4 --criterion fit -o q4.keras\n"
+               "  nnslicer compress model.keras --data x.npy --prune 0.3 --criterion gradient -o p30.keras\n"
+               "  nnslicer compress model.keras --data x.npy --prune 0.3 --bits 6 --criterion uniform -o both.keras\n"
+               "  nnslicer compare model.keras q4.keras --data x_test.npy --labels y_test.npy -o report.html")
+    p.add_argument("model", help="a .keras or .h5 model")
+    p.add_argument("--data", required=True, help="calibration inputs (.npy/.npz), e.g. 256-1000 samples")
+    p.add_argument("--labels", help="their labels (.npy/.npz); default: the model's predictions")
+    p.add_argument("--bits", type=int, default=None,
+                   help="average weight bit-width: 3 to 15 with a ranking criterion (layers get B-1 to "
+                        "B+1), 2 to 16 with --criterion uniform")
+    p.add_argument("--activation-bits", type=int, default=8,
+                   help="activation bit-width, 2 to 16, or 0 to keep float32 (default 8)")
+    p.add_argument("--prune", type=float, default=None, help="global structured pruning rate, e.g. 0.3")
+    p.add_argument("--criterion", default="fit", choices=tuple(CRITERIA) + ("combined", "uniform"),
+                   help="layer criterion setting the budgets (default: fit)")
+    p.add_argument("--reduction", default="linf", choices=tuple(REDUCTIONS), help="(default: linf)")
+    p.add_argument("--direction", default="inverse", choices=DIRECTIONS,
+                   help="pruning rates fall (inverse) or grow (paper: SAFER eq. 12 as written) "
+                        "with importance (default: inverse)")
+    p.add_argument("-o", "--output", required=True, help="where to write the compressed model (.keras or .h5)")
+    p.set_defaults(func=cmd_compress, outputs={"-o": ("output", MODEL_FILES)}, api_options={"rate": "prune"})
