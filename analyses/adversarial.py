@@ -41,7 +41,7 @@ from nnslicer.io import is_int, load_archive, save_archive
 from nnslicer import check_labels
 
 __all__ = ["SliceDetector", "FeatureMapDetector", "MahalanobisDetector", "Detection", "Features", "load_detector",
-           "default_layer"]
+           "default_layer", "Detector", "DETECTORS", "register_detector"]
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +174,26 @@ def _check_contamination(contamination, owner, optional):
 
 
 # --------------------------------------------------------------------------- base class
-class _Detector:
-    """The outlier contract over ``_features(x) -> (features, predicted)`` and a scorer."""
+class Detector:
+    """The outlier contract over ``_features(x) -> (features, predicted)`` and a scorer: the base
+    of every detector (:func:`register_detector` offers a new one to ``nnslicer detect fit``)."""
 
     kind = ""
+    #: What a detector is built from besides the model, ``layer`` and ``contamination``
+    #: (:meth:`build`): "slicing" (a Slicer, and ``n_jobs``), "classifier".
+    takes = ()
     #: Header fields (beyond ``detector``, ``fingerprint`` and ``offset``) and arrays that a
     #: file of this kind cannot do without (see :data:`_FIELDS` and :data:`_ARRAYS`).
     _fields = ()
     _arrays = ()
     #: The range of a score.
     _score_range = (-np.inf, np.inf)
+
+    @classmethod
+    def build(cls, model, slicer=None, layer=None, contamination=None, classifier=DEFAULT_CLASSIFIER, n_jobs=None):
+        """The detector of ``model`` that ``nnslicer detect fit`` makes from its options: of them,
+        it reads those its :attr:`takes` names (``slicer`` is a fitted-to-be Slicer)."""
+        raise NotImplementedError
 
     def _check_fitted(self):
         if not hasattr(self, "offset_"):
@@ -247,7 +257,7 @@ class _Detector:
         return save_archive(path, "detector", meta, arrays)
 
 
-class _ClassifierDetector(_Detector):
+class _ClassifierDetector(Detector):
     """Detectors that read features with a classifier fit on clean samples labelled by class."""
 
     _arrays = ("classifier",)
@@ -418,7 +428,12 @@ class SliceDetector(_ClassifierDetector):
     """
 
     kind = "slice"
+    takes = ("slicing", "classifier")
     _fields = ("layer", "classifier", "random_state", "chunk", "slicer", "profile")
+
+    @classmethod
+    def build(cls, model, slicer=None, layer=None, contamination=None, classifier=DEFAULT_CLASSIFIER, n_jobs=None):
+        return cls(slicer, layer=layer, classifier=classifier, n_jobs=n_jobs, contamination=contamination)
 
     def __init__(self, slicer, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0, n_jobs=None, chunk=128,
                  contamination=None):
@@ -507,7 +522,7 @@ class SliceDetector(_ClassifierDetector):
 
 
 # --------------------------------------------------------------------------- baselines
-class _ActivationDetector(_Detector):
+class _ActivationDetector(Detector):
     """Detectors that read a layer's activations (no slicing)."""
 
     _fields = ("layer",)
@@ -575,7 +590,12 @@ class FeatureMapDetector(_ActivationDetector, _ClassifierDetector):
     """
 
     kind = "feature_map"
+    takes = ("classifier",)
     _params = ("layer", "classifier", "random_state", "contamination")
+
+    @classmethod
+    def build(cls, model, slicer=None, layer=None, contamination=None, classifier=DEFAULT_CLASSIFIER, n_jobs=None):
+        return cls(model, layer=layer, classifier=classifier, contamination=contamination)
 
     def __init__(self, model, layer=None, classifier=DEFAULT_CLASSIFIER, random_state=0, contamination=None):
         self.model = model
@@ -626,6 +646,10 @@ class MahalanobisDetector(_ActivationDetector):
 
     kind = "mahalanobis"
     _params = ("layer", "contamination")
+
+    @classmethod
+    def build(cls, model, slicer=None, layer=None, contamination=None, classifier=DEFAULT_CLASSIFIER, n_jobs=None):
+        return cls(model, layer=layer, contamination=0.05 if contamination is None else contamination)
     _arrays = ("means", "classes", "precision")
 
     def __init__(self, model, layer=None, contamination=0.05):
@@ -688,7 +712,38 @@ class MahalanobisDetector(_ActivationDetector):
         self.means_, self.classes_, self.precision_ = means, classes, precision
 
 
-_KINDS = {cls.kind: cls for cls in (SliceDetector, FeatureMapDetector, MahalanobisDetector)}
+#: Detection methods: name -> ``(detector class, the slicing rule it fixes or None)``; what
+#: ``nnslicer detect fit --method`` offers, and (by each class's ``kind``) what
+#: :func:`load_detector` reads back.
+DETECTORS = {}
+
+
+def register_detector(name, cls, rule=None, replace=False):
+    """Offer the :class:`Detector` subclass ``cls`` as detection method ``name`` (with the
+    slicing rule ``rule``, for a slice-based detector that needs one): ``nnslicer detect fit
+    --method name`` builds it with ``cls.build``, and :func:`load_detector` reads its files
+    back (``cls.kind`` names them)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidParameterError(f"A detection method's name is a non-empty string. Got {name!r} instead.")
+    if not (isinstance(cls, type) and issubclass(cls, Detector)) or not cls.kind:
+        raise InvalidParameterError(f"register_detector takes a subclass of analyses.adversarial.Detector with a "
+                                    f"kind. Got {cls!r} instead.")
+    if name in DETECTORS and not replace:
+        raise InvalidParameterError(f"A detection method named {name!r} is already registered (replace=True to "
+                                    "replace it).")
+    DETECTORS[name] = (cls, rule)
+    return cls
+
+
+def _kinds():
+    """Detector classes by the ``kind`` their files are saved under."""
+    return {cls.kind: cls for cls, _ in DETECTORS.values()}
+
+
+register_detector("slice", SliceDetector)
+register_detector("effective_path", SliceDetector, rule="effective_path")
+register_detector("feature_map", FeatureMapDetector)
+register_detector("mahalanobis", MahalanobisDetector)
 
 
 # --------------------------------------------------------------------------- detector files
@@ -701,12 +756,19 @@ def _one_of(options):
     return f"one of {', '.join(map(repr, options))}", lambda v: isinstance(v, str) and v in options
 
 
+class _KindsText:
+    """"one of ..." the registered detector kinds, when an error is written."""
+
+    def __str__(self):
+        return f"one of {', '.join(map(repr, _kinds()))}"
+
+
 _TEXT = ("a string", lambda v: isinstance(v, str))
 _OBJECT = ("a JSON object", lambda v: isinstance(v, dict))
 #: The header fields of a detector file: name -> (what it must be, a test of its value). Which
 #: ones a kind needs is its ``_fields``; ``model``, ``n_fit`` and ``contamination`` may be absent.
 _FIELDS = {
-    "detector": _one_of(tuple(_KINDS)),
+    "detector": (_KindsText(), lambda v: isinstance(v, str) and v in _kinds()),
     "fingerprint": _TEXT,
     "model": _TEXT,
     "layer": _TEXT,
@@ -738,7 +800,7 @@ def _check_header(meta, path):
         what, test = _FIELDS.get(name, (None, None))
         if test is not None and not test(value):
             raise _damaged(path, f"its {name!r} is {reprlib.repr(value)}, not {what}")
-    cls = _KINDS.get(meta.get("detector"))
+    cls = _kinds().get(meta.get("detector"))
     missing = [name for name in ("detector", "fingerprint", "offset", *getattr(cls, "_fields", ()))
                if name not in meta]
     if missing:

@@ -25,10 +25,10 @@ Examples
 >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="h"),
 ...                       keras.layers.Dense(8, activation="relu", name="g"), keras.layers.Dense(3, name="o")])
 >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
->>> small = compress(m, x, criterion="gradient", prune=0.25, bits=4)
->>> small.compression["bits"]                 # most important layer first
+>>> small, info = compress(m, x, criterion="gradient", prune=0.25, bits=4)
+>>> info["bits"]                 # most important layer first
 {'o': 5, 'g': 4, 'h': 3}
->>> round(small.compression["pruned_fraction"], 2)   # whole units: near 0.25
+>>> round(info["pruned_fraction"], 2)   # whole units: near 0.25
 0.29
 """
 
@@ -104,9 +104,11 @@ def structured_prune(model, rates):
 
     Returns
     -------
-    keras.Model
-        ``model.pruning`` holds per layer the units removed and the weights zeroed, and
-        ``pruned_fraction``: the share of the prunable layers' kernel weights removed.
+    new_model : keras.Model
+        The pruned copy.
+    report : dict
+        ``"layers"``: per pruned layer the units, the units removed and the weights zeroed;
+        ``"pruned_fraction"``: the share of the prunable layers' kernel weights removed.
 
     Raises
     ------
@@ -143,8 +145,7 @@ def structured_prune(model, rates):
         removed += zeroed
         report[name] = {"units": int(kernel.shape[-1]), "removed_units": int(gone.sum()), "removed_weights": zeroed}
     new = rebuild(model, weights)
-    new.pruning = {"layers": report, "pruned_fraction": removed / total if total else 0.0}
-    return new
+    return new, {"layers": report, "pruned_fraction": removed / total if total else 0.0}
 
 
 def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bits=None,
@@ -178,9 +179,10 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
 
     Returns
     -------
-    keras.Model
-        A new model; ``model.compression`` records the ranking, rates, bits and the share of
-        weights pruned.
+    model : keras.Model
+        A new model.
+    info : dict
+        The ranking, rates, bits and the share of weights pruned.
     """
     from .layer_importance import layer_importance
 
@@ -207,13 +209,12 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
         sizes = {layer.name: int(np.prod(layer.get_weights()[0].shape)) for layer in layers}
         scores = {k: 1.0 for k in sizes} if uniform else ranking
         rates = pruning_rates(scores, sizes, prune, direction=direction, max_rate=max_rate)
-        out = structured_prune(out, rates)
-        info.update(rates=rates, direction=direction, pruned_fraction=out.pruning["pruned_fraction"])
+        out, pruning = structured_prune(out, rates)
+        info.update(rates=rates, direction=direction, pruned_fraction=pruning["pruned_fraction"])
     if bits is not None:
         names = [layer.name for layer in quantized_layers(model)]
         widths = {name: bits for name in names} if uniform else \
             bit_widths([k for k in ranking if k in set(names)], bits)
-        out = quantize(out, widths, x, activation_bits=activation_bits)
+        out, _ = quantize(out, widths, x, activation_bits=activation_bits)
         info.update(bits=widths, activation_bits=activation_bits)
-    out.compression = info
-    return out
+    return out, info

@@ -76,7 +76,7 @@ from .checks import check_inputs, check_labels
 log = logging.getLogger(__name__)
 
 __all__ = ["layer_importance", "criterion_scores", "reduce_scores", "combine", "ranked_layers",
-           "CRITERIA", "REDUCTIONS", "DEFAULT_COMBINED"]
+           "CRITERIA", "REDUCTIONS", "DEFAULT_COMBINED", "register_criterion", "Context"]
 
 
 # --------------------------------------------------------------------------- reductions
@@ -106,8 +106,17 @@ REDUCTIONS = {"mean": _mean, "percentile": _percentile, "l1": _l1, "l2": _l2, "l
 
 # --------------------------------------------------------------------------- context
 @dataclass
-class _Context:
-    """What every criterion needs: the model, its runnable graph, data and targets."""
+class Context:
+    """What every criterion gets (:func:`register_criterion`): the model, its runnable graph,
+    the calibration data and targets, the ranked layers and the trainable variables.
+
+    ``model`` (the Keras model), ``graph`` (its functional graph,
+    :func:`nnslicer.keras.functional_graph`), ``x`` (the samples, a TensorFlow tensor),
+    ``target`` (one class per sample), ``layers`` (:func:`ranked_layers`), ``variables``
+    (``model.trainable_variables``) and ``values`` (their values, tensors), ``index`` (layer
+    name -> indices into ``variables``), ``probabilities`` (whether the output is a softmax),
+    ``seed``.
+    """
 
     model: object
     graph: object
@@ -161,7 +170,7 @@ def _context(model, x, y, seed):
     ids = {id(v): i for i, v in enumerate(variables)}
     index = {layer.name: [ids[id(v)] for v in layer.trainable_weights] for layer in layers}
     probabilities = bool(np.all(out >= 0) and np.allclose(out.sum(1), 1.0, atol=1e-4))
-    return _Context(model, graph, xt, target.astype(np.int64), layers, variables,
+    return Context(model, graph, xt, target.astype(np.int64), layers, variables,
                     [tf.convert_to_tensor(v.value) for v in variables], index, probabilities, seed)
 
 
@@ -518,7 +527,7 @@ def _c_fit(ctx, bits=8, samples=None):
 
 def _subset(ctx, samples):
     """The context restricted to the first ``samples`` calibration samples."""
-    return _Context(**{**ctx.__dict__, "x": ctx.x[:samples], "target": ctx.target[:samples],
+    return Context(**{**ctx.__dict__, "x": ctx.x[:samples], "target": ctx.target[:samples],
                        "compiled": None})
 
 
@@ -589,6 +598,30 @@ CRITERIA = {
     "smoothgrad": _c_smoothgrad, "vargrad": _c_vargrad, "hsic": _c_hsic, "fit": _c_fit,
     "shapley": _c_shapley, "taylor": _c_taylor, "apoz": _c_apoz,
 }
+
+def register_criterion(name, criterion, replace=False):
+    """Add ``criterion(context, **options) -> {layer name: fine-grained scores}`` to
+    :data:`CRITERIA` under ``name``: :func:`layer_importance`, :func:`criterion_scores`, the
+    ``combined`` criterion then take it (in this process). ``context`` is a
+    :class:`Context`; a layer's scores are an array (one score a weight or a unit), reduced to
+    the layer's score by the reduction.
+
+    >>> import numpy as np
+    >>> register_criterion("weight_count", lambda ctx: {l.name: np.full(l.count_params(), 1.0)
+    ...                                                 for l in ctx.layers})
+    >>> "weight_count" in CRITERIA
+    True
+    >>> del CRITERIA["weight_count"]
+    """
+    if not isinstance(name, str) or not name or "/" in name or name == "combined":
+        raise InvalidParameterError(f"A criterion's name is a non-empty string without '/', not 'combined'. "
+                                    f"Got {name!r} instead.")
+    if not callable(criterion):
+        raise InvalidParameterError(f"A criterion is a function(context, **options). Got {criterion!r} instead.")
+    if name in CRITERIA and not replace:
+        raise InvalidParameterError(f"A criterion named {name!r} is already registered (replace=True to replace it).")
+    CRITERIA[name] = criterion
+
 
 #: The members of ``criterion="combined"`` unless ``criteria=`` says otherwise: chosen greedily
 #: (by mean Spearman correlation) on half of the models of ``benchmarks/layer_ranking.py`` and

@@ -43,8 +43,8 @@ Examples
 >>> x = np.random.default_rng(0).normal(size=(60, 6)).astype("float32")
 >>> y = model.predict(x, verbose=0).argmax(1)
 >>> slicer = nnslicer.Slicer(model).fit(x)
->>> pruned = class_focused_prune(model, slicer, x, y, classes=[int(y[0])], ratio=0.5)
->>> pruned.prune_report.layers[0].pruned
+>>> pruned, report = class_focused_prune(model, slicer, x, y, classes=[int(y[0])], ratio=0.5)
+>>> report.layers[0].pruned
 24
 """
 
@@ -388,7 +388,7 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
                         fine_tune_epochs=0, method="nnslicer", layers=None, remove=True,
                         max_per_class=None, slices=None, random_state=0, fine_tune_lr=3e-3,
                         batch_size=256):
-    """Prune ``model`` for the target ``classes``; returns a new, smaller ``keras.Model``.
+    """Prune ``model`` for the target ``classes``; returns a new, smaller ``keras.Model`` and its report.
 
     Parameters
     ----------
@@ -435,8 +435,11 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
 
     Returns
     -------
-    keras.Model
-        The pruned model; ``model.prune_report`` is a :class:`PruneReport`.
+    pruned : keras.Model
+        The pruned model.
+    report : PruneReport
+        Parameters and FLOPs before and after, and per layer the synapses pruned and masked
+        and the units removed.
     """
     from nnslicer import lift
 
@@ -519,6 +522,5 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
                             masked=int((~kept[n]).sum()), units=int(kept[n].shape[-1]),
                             removed_units=removed.get(n, 0), removable=n in plans)
                 for n in graph.weighted_ops])
-    pruned.prune_report = report
     log.info("%r", report)
-    return pruned
+    return pruned, report

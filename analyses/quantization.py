@@ -196,10 +196,12 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
 
     Returns
     -------
-    keras.Model
+    new_model : keras.Model
         Same layers and weights, kernels on their quantized grid and :class:`FakeQuant` layers
-        before each quantized layer. ``model.quantization`` holds the bits per layer and the
-        activation ranges.
+        before each quantized layer.
+    report : dict
+        ``"bits"``: the bits per layer; ``"activation_bits"``; ``"activation_ranges"``: the
+        calibrated input range ``[lo, hi]`` of each quantized layer.
 
     Examples
     --------
@@ -207,7 +209,9 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
     >>> keras.utils.set_random_seed(0)
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"), keras.layers.Dense(2, name="o")])
     >>> x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
-    >>> q = quantize(m, {"h": 3, "o": 5}, x)
+    >>> q, report = quantize(m, {"h": 3, "o": 5}, x)
+    >>> report["bits"]
+    {'h': 3, 'o': 5}
     >>> len(np.unique(np.abs(q.get_layer("h").get_weights()[0][:, 0]))) <= 4
     True
     >>> sorted(layer.name for layer in q.layers if type(layer).__name__ == "FakeQuant")
@@ -265,6 +269,5 @@ def quantize(model, bits, x=None, activation_bits=8, batch_size=256):
                 value = quantize_array(value, plan[layer.name], _kernel_axes(layer, v))
             values.append(value)
         clone.set_weights(values)
-    new.quantization = {"bits": plan, "activation_bits": activation_bits,
-                        "activation_ranges": {k: list(v) for k, v in ranges.items()}}
-    return new
+    return new, {"bits": plan, "activation_bits": activation_bits,
+                 "activation_ranges": {k: list(v) for k, v in ranges.items()}}

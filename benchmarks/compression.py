@@ -89,14 +89,14 @@ def pruning(model, x_cal, x, y, ranks, rates, log):
 
     rows = []
     for rate in rates:
-        m = compress(model, x_cal, criterion="uniform", prune=rate)
+        m, info = compress(model, x_cal, criterion="uniform", prune=rate)
         rows.append({"rate": rate, "criterion": "uniform", "direction": None, "accuracy": accuracy(m, x, y),
-                     "pruned_fraction": m.compression["pruned_fraction"]})
+                     "pruned_fraction": info["pruned_fraction"]})
         for c, ranking in ranks.items():
             for direction in ("inverse", "paper"):
-                m = compress(model, x_cal, criterion=c, prune=rate, direction=direction, ranking=ranking)
+                m, info = compress(model, x_cal, criterion=c, prune=rate, direction=direction, ranking=ranking)
                 rows.append({"rate": rate, "criterion": c, "direction": direction, "accuracy": accuracy(m, x, y),
-                             "pruned_fraction": m.compression["pruned_fraction"]})
+                             "pruned_fraction": info["pruned_fraction"]})
         best = max((r for r in rows if r["rate"] == rate), key=lambda r: r["accuracy"])
         log(f"pruning {rate}: uniform {rows[-2 * len(ranks) - 1]['accuracy']:.1f}, best {best['criterion']}/"
             f"{best['direction']} {best['accuracy']:.1f}")
@@ -109,9 +109,9 @@ def quantization(model, x_cal, x, y, ranks, bits_list, log):
     rows = []
     for bits in bits_list:
         for c, ranking in [("uniform", None)] + list(ranks.items()):
-            m = compress(model, x_cal, criterion=c, bits=bits, ranking=ranking)
+            m, info = compress(model, x_cal, criterion=c, bits=bits, ranking=ranking)
             rows.append({"bits": bits, "criterion": c, "accuracy": accuracy(m, x, y),
-                         "widths": m.compression["bits"]})
+                         "widths": info["bits"]})
         log(f"quantization W{bits}/A8: uniform {rows[-len(ranks) - 1]['accuracy']:.1f}, best "
             f"{max(r['accuracy'] for r in rows if r['bits'] == bits):.1f}")
     return rows
@@ -144,7 +144,7 @@ def beyond(model, x_cal, x, y, ranks, best_bits, best_prune, max_per_class, log)
     out = {}
     for label, kwargs in (("mixed_precision", dict(bits=4, criterion=best_bits)),
                           ("pruning", dict(prune=0.2, criterion=best_prune[0], direction=best_prune[1]))):
-        m = compress(model, x_cal, ranking=ranks.get(kwargs["criterion"]), **kwargs)
+        m, _ = compress(model, x_cal, ranking=ranks.get(kwargs["criterion"]), **kwargs)
         start = time.perf_counter()
         report = compare(model, m, x, y, max_per_class=max_per_class, saliency_samples=100)
         out[label] = {"setting": dict(kwargs), "seconds": round(time.perf_counter() - start, 1),

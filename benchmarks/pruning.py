@@ -164,7 +164,7 @@ def main(argv=None):
         pred = m.predict(x_te[sel], batch_size=512, verbose=0).argmax(1)
         return 100.0 * float(np.mean(pred == y_te[sel]))
 
-    def prune(classes, method, ratio, mc, x=x_tr, y=y_tr, **kw):
+    def prune(classes, method, ratio, mc, x=x_tr, y=y_tr, **kw):  # (pruned model, PruneReport)
         return class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=mc,
                                    method=method, slices=ep_slices if method == "effective_path" else slices,
                                    **kw)
@@ -176,7 +176,7 @@ def main(argv=None):
         ft_idx = np.flatnonzero(np.isin(y_tr, ft_classes))[:args.fine_tune_samples]
         return [{"method": method, "ratio": ratio, "accuracy": accuracy(
                     prune(ft_classes, method, ratio, True, x=x_tr[ft_idx], y=y_tr[ft_idx], fine_tune_epochs=1,
-                          remove=False, fine_tune_lr=ft_lr), ft_classes)}
+                          remove=False, fine_tune_lr=ft_lr)[0], ft_classes)}
                 for ratio in ft_ratios for method in METHODS]
 
     if args.fine_tune_only:
@@ -200,7 +200,7 @@ def main(argv=None):
         for method in METHODS:
             for mc in (True, False):
                 for ratio in ratios:
-                    acc = accuracy(prune(classes, method, ratio, mc, remove=False), classes)
+                    acc = accuracy(prune(classes, method, ratio, mc, remove=False)[0], classes)
                     grid.append({"classes": list(classes), "method": method, "mean_compensation": mc,
                                  "ratio": ratio, "accuracy": acc})
         print(f"[pruning] subset {i + 1}/{len(subsets)} {classes} done, {time.perf_counter() - t:.0f} s",
@@ -213,8 +213,7 @@ def main(argv=None):
     sizes = []
     for ratio in ratios:
         for method in ("nnslicer", "channel"):
-            m = prune(ft_classes, method, ratio, True)
-            r = m.prune_report
+            m, r = prune(ft_classes, method, ratio, True)
             sizes.append({"method": method, "ratio": ratio, "params": r.params_after,
                           "flops": r.flops_after, "nonzero_flops": r.nonzero_flops_after,
                           "removed_units": r.removed_units, "accuracy": accuracy(m, ft_classes)})

@@ -47,7 +47,7 @@ for label, kwargs in [("W3 everywhere", dict(criterion="uniform", bits=3)),
                       ("W3 on average, by ranking", dict(ranking=ranking, bits=3)),
                       ("30% pruned in every layer", dict(criterion="uniform", prune=0.3)),
                       ("30% pruned, rates by ranking", dict(ranking=ranking, prune=0.3))]:
-    print(f"{label:28s} {accuracy(compress(model, x_train[:256], **kwargs)):5.1f}%")
+    print(f"{label:28s} {accuracy(compress(model, x_train[:256], **kwargs)[0]):5.1f}%")
 
 curve = fault_curve(model, x_test, y_test, list(ranking), rate=1e-5, repeats=5)
 print("accuracy with 0, 1, 2, ... least important layers unchecked:",
@@ -56,7 +56,7 @@ k = layers_to_check(curve)
 print(f"check the {k} most important of {len(ranking)} layers to lose at most 1 point" if k else
       f"at this rate no layer needs checking to lose at most 1 point ({len(ranking)} layers)")
 
-mixed = compress(model, x_train[:256], ranking=ranking, bits=4)
+mixed, _ = compress(model, x_train[:256], ranking=ranking, bits=4)
 report = compare(model, mixed, x_test, y_test, max_per_class=5, names=("float32", "W4/A8 mixed"))
 print(report.headline())
 report.save_html("compression-report.html")

@@ -99,11 +99,10 @@ def accuracies(m):
 
 
 pruned = {ratio: class_focused_prune(model, slicer, x_train, y_train, classes=classes, ratio=ratio, slices=slices)
-          for ratio in args.ratios}
-flops = next(iter(pruned.values())).prune_report.flops_before if pruned else 0
+          for ratio in args.ratios}  # ratio -> (pruned model, PruneReport)
+flops = next(iter(pruned.values()))[1].flops_before if pruned else 0
 print("  ratio         non-zero FLOPs  parameters  accuracy (10 classes / between the two)")
-for ratio, m in [(0.0, model), *pruned.items()]:
-    r = getattr(m, "prune_report", None)
+for ratio, (m, r) in [(0.0, (model, None)), *pruned.items()]:
     nonzero, params = (r.nonzero_flops_after, r.params_after) if r else (flops, m.count_params())
     print(f"  {ratio:5.0%}  {nonzero:>22,}  {params:>10,}  " + "{:.1%} / {:.1%}".format(*accuracies(m)))
 print("  (parameters grow: mean compensation gives the bias-free convolutions a bias; no unit is removed, as\n"

@@ -11,6 +11,7 @@ made this output?"::
 lifted or profiled.
 """
 
+from .backward.rules import check_rule
 from .errors import (ExecutionError, FileFormatError, InvalidInputError, InvalidParameterError,
                      MissingDependencyError, NNSlicerError, NotFittedError, RenderError, UnsupportedLayerError)
 from .forward import as_batch
@@ -18,8 +19,7 @@ from .graph import DataFlowGraph, Op
 from .keras import lift, register_layer
 from .ops import register_handler
 from .profile import Profile, check_labels, profile
-from .render import render
-from .select import check_rule
+from .pictures import render
 from .slice import Slice, aggregate
 from .slicer import Slicer
 

@@ -128,26 +128,7 @@ def _failure(exc):
 
 
 def _task(graph, tape, targets, params, reduce):
-    _fault_injection()
     return backward(graph, tape, targets, reduce=reduce, **params)
-
-
-def _fault_injection():
-    """For the tests of failures, from the workers' environment: with ``NNSLICER_FAULT_ONCE=PATH``
-    the first task to create PATH kills its worker (as a crash would; a retry recovers), with
-    ``NNSLICER_FAULT_ALWAYS=1`` every task does (the retries run out)."""
-    marker = os.environ.get("NNSLICER_FAULT_ONCE")
-    if os.environ.get("NNSLICER_FAULT_ALWAYS") or (marker and _create(marker)):
-        os._exit(1)
-
-
-def _create(path):
-    """Whether this call created the file ``path`` (False: it existed)."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
 
 
 _remote_cache = {}

@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
 from .io import is_int, load_archive, plain, same_arrays, save_archive
-from .select import RULES, check_rule
+from .backward.rules import RULES, check_rule
 
 __all__ = ["Slice", "aggregate"]
 
@@ -268,9 +268,9 @@ class Slice:
         """DOT text of a picture of the slice, built without Graphviz (render it with ``dot`` or
         :func:`nnslicer.render`). ``view``: "neuron", "collapsed", "model", or "diff" with
         ``other=`` a second slice; by default "neuron" for small slices, else "collapsed".
-        A loaded slice needs ``graph=`` or ``model=``. Other options: ``nnslicer.render.to_dot``
-        (``from nnslicer.render import to_dot``)."""
-        from .render import to_dot
+        A loaded slice needs ``graph=`` or ``model=``. Other options: ``nnslicer.pictures.to_dot``
+        (``from nnslicer.pictures import to_dot``)."""
+        from .pictures import to_dot
 
         return to_dot(self, view=view, graph=graph, **kw)
 

@@ -8,14 +8,15 @@ import time
 
 import numpy as np
 
+from .backward.rules import check_rule
 from .errors import InvalidInputError, InvalidParameterError, NotFittedError, UnsupportedLayerError
 from .forward import as_batch, forward
-from .graph import has_channels
 from .frontends import frontend_of
+from .graph import has_channels
+from .ops.base import kernels
 from .parallel import map_backward, use_ray
 from .profile import Profile, check_batch_size, first_batch
 from .profile import profile as make_profile
-from .select import check_rule
 from .slice import Slice
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,8 @@ class Slicer:
                     yield tape, [t if t is not None else np.array([p])
                                  for t, p in zip(targets[lo:lo + chunk], tape.predictions)]
 
-        params = {"rule": self.rule, "theta": self.theta_, "propagation": self.propagation, "until": until}
+        params = {"rule": self.rule, "theta": self.theta_, "propagation": self.propagation, "until": until,
+                  "kernels": kernels()}  # this process's choice, for Ray workers too
         yield from map_backward(self.graph_, chunks(), params, reduce, n_jobs, address, progress)
 
     def _meta(self, samples, aggregate, targets):

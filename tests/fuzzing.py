@@ -816,7 +816,7 @@ def _finite_tree(v):
 def slice_problem(s):
     """What ``Slice.save`` cannot have written: metadata out of its choices, counts that are not
     integer arrays."""
-    from nnslicer.select import RULES
+    from nnslicer.backward.rules import RULES
 
     m = s.meta
     if set(m) != {"model", "fingerprint", "granularity", "theta", "rule", "baseline", "propagation", "samples",
@@ -1071,7 +1071,7 @@ def detector_problem(det):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.tree import DecisionTreeClassifier
 
-    from nnslicer.select import RULES
+    from nnslicer.backward.rules import RULES
 
     s = det.slicer
     graph = s.graph_

@@ -9,7 +9,8 @@ keras = pytest.importorskip("keras")
 
 import nnslicer  # noqa: E402
 from analyses.adversarial import (  # noqa: E402
-    Features, FeatureMapDetector, MahalanobisDetector, SliceDetector, default_layer, load_detector)
+    DETECTORS, Detector, Features, FeatureMapDetector, MahalanobisDetector, SliceDetector, default_layer, load_detector,
+    register_detector)
 from analyses.attacks import fgsm  # noqa: E402
 from nnslicer.cli import main  # noqa: E402
 from nnslicer.datasets import load_digits  # noqa: E402
@@ -698,3 +699,43 @@ def test_class_indices_that_wrap_around_are_refused():
 
     with pytest.raises(FileFormatError, match="not increasing class indices below 3"):
         _check_classes(np.array([0, 1, np.iinfo(np.int64).min]), 3, "d.nnsd", "its classes")
+
+
+# --------------------------------------------------------------------------- the detector registry
+class _Shallow(FeatureMapDetector):
+    """A registered detector of the tests: feature maps of another kind name."""
+
+    kind = "shallow_feature_map"
+
+
+def test_a_registered_detector_is_offered_by_the_command_and_loads_back(model, digits, tmp_path, capsys):
+    (x, y), _ = digits
+    register_detector("shallow", _Shallow)
+    try:
+        model.save(tmp_path / "m.keras")
+        np.save(tmp_path / "x.npy", x[:60])
+        det = str(tmp_path / "d.nnsd")
+        assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                     "--method", "shallow", "--classifier", "tree", "-o", det]) == 0
+        loaded = load_detector(det, model)
+        assert type(loaded) is _Shallow and loaded.classifier == "tree"
+        assert main(["detect", "fit", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
+                     "--method", "shallow", "--theta", "0.3", "-o", det]) == 2
+        assert "--theta has no effect with --method shallow (only with slice or effective_path)" in \
+            capsys.readouterr().err
+    finally:
+        DETECTORS.pop("shallow")
+    with pytest.raises(FileFormatError, match="'detector' is 'shallow_feature_map', not one of 'slice', "
+                                              "'feature_map', 'mahalanobis'"):
+        load_detector(det, model)
+
+
+@pytest.mark.parametrize("name, cls, match", [
+    ("slice", SliceDetector, "already registered"),
+    ("", SliceDetector, "non-empty string"),
+    ("x", dict, "subclass of analyses.adversarial.Detector"),
+    ("x", Detector, "with a kind"),
+])
+def test_register_detector_refuses(name, cls, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        register_detector(name, cls)

@@ -111,8 +111,7 @@ def test_class_focused_prune_on_application(name):
     model, x = built(name)
     y, classes = _labels(model, x)
     slicer = nnslicer.Slicer(model).fit(x)
-    pruned = class_focused_prune(model, slicer, x, y, classes=classes, ratio=0.5)
-    report = pruned.prune_report
+    pruned, report = class_focused_prune(model, slicer, x, y, classes=classes, ratio=0.5)
     assert report.classes == tuple(sorted(classes))
     assert [layer.name for layer in report.layers] == slicer.graph_.weighted_ops
     assert all(layer.pruned == round(0.5 * layer.synapses) for layer in report.layers)

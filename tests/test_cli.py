@@ -222,14 +222,14 @@ def test_outputs_are_checked_before_any_work(files, tmp_path, capsys, monkeypatc
 
 
 def test_protect_leaves_no_secret_when_the_model_cannot_be_written(files, tmp_path, capsys, monkeypatch):
-    import nnslicer.cli
+    import analyses.cli.protect
 
     paths, model, x, y = files
 
     def full_disk(model, path):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nnslicer.cli, "save_model", full_disk)
+    monkeypatch.setattr(analyses.cli.protect, "save_model", full_disk)
     assert main(["protect", paths["model"], "--data", paths["x"], "--labels", paths["y"], "--classes", str(int(y[0])),
                  "-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "s.npz")]) == 2
     assert "No space left on device" in capsys.readouterr().err

@@ -138,7 +138,7 @@ def test_quantize_model(data, tmp_path):
     x, _ = data
     model = mlp()
     before = [w.copy() for w in model.get_weights()]
-    q = quantize(model, {"h": 3, "g": 5}, x)
+    q, report = quantize(model, {"h": 3, "g": 5}, x)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # input untouched
     for name, bits in (("h", 3), ("g", 5)):
         kernel, bias = q.get_layer(name).get_weights()
@@ -154,7 +154,7 @@ def test_quantize_model(data, tmp_path):
     # 8-bit activations: at most 256 distinct values reach g
     seen = keras.Model(q.inputs, q.get_layer("g_fq").output).predict(x, verbose=0)
     assert len(np.unique(seen)) <= 256
-    assert q.quantization["bits"] == {"h": 3, "g": 5}
+    assert report["bits"] == {"h": 3, "g": 5}
     import tensorflow as tf  # gradients pass FakeQuant straight through (saliency maps need them)
 
     xt = tf.constant(x)
@@ -174,7 +174,7 @@ def test_quantized_model_slices_like_keras(data):
     from nnslicer.forward import execute
 
     _, x = data
-    q = quantize(cnn(), 4, x)
+    q, _ = quantize(cnn(), 4, x)
     slicer = nnslicer.Slicer(q).fit(x)
     values = execute(slicer.graph_, x)
     assert np.allclose(values[slicer.graph_.output], q.predict(x, verbose=0), atol=1e-5)
@@ -206,7 +206,7 @@ def test_quantize_errors(data):
         quantize(mlp(), 4)
     with pytest.raises(InvalidInputError, match="NaN"):
         quantize(mlp(), 4, np.full((2, 4), np.nan, "float32"))
-    plain = quantize(mlp(), 4, activation_bits=None)  # weights only: no FakeQuant, no data needed
+    plain, _ = quantize(mlp(), 4, activation_bits=None)  # weights only: no FakeQuant, no data needed
     assert not any(type(layer).__name__ == "FakeQuant" for layer in plain.layers)
 
 
@@ -326,7 +326,7 @@ def test_structured_prune_by_hand(data):
     kernel = np.tile(np.arange(1, 7, dtype="float32")[[3, 0, 5, 1, 4, 2]], (4, 1))  # unit L1 norms 4*[4,1,6,2,5,3]
     model.get_layer("h").set_weights([kernel, bias + 1])
     assert [layer.name for layer in compression.prunable_layers(model)] == ["h", "g"]
-    pruned = compression.structured_prune(model, {"h": 0.5})
+    pruned, report = compression.structured_prune(model, {"h": 0.5})
     gone = [1, 3, 5]  # the three smallest norms
     k, b = pruned.get_layer("h").get_weights()
     assert np.all(k[:, gone] == 0) and np.all(b[gone] == 0) and np.array_equal(k[:, [0, 2, 4]], kernel[:, [0, 2, 4]])
@@ -334,8 +334,8 @@ def test_structured_prune_by_hand(data):
     assert np.all(gamma[gone] == 0) and np.all(beta[gone] == 0)
     bn_out = keras.Model(pruned.inputs, pruned.get_layer("bn").output).predict(x, verbose=0)
     assert np.all(bn_out[:, gone] == 0) and np.all(np.any(bn_out[:, [0, 2, 4]] != 0, axis=0))
-    assert pruned.pruning["layers"]["h"] == {"units": 6, "removed_units": 3, "removed_weights": 12}
-    assert pruned.pruning["pruned_fraction"] == pytest.approx(12 / (24 + 30))
+    assert report["layers"]["h"] == {"units": 6, "removed_units": 3, "removed_weights": 12}
+    assert report["pruned_fraction"] == pytest.approx(12 / (24 + 30))
     assert np.array_equal(model.get_layer("h").get_weights()[0], kernel)  # input untouched
     with pytest.raises(InvalidParameterError, match="Cannot prune"):
         compression.structured_prune(model, {"out": 0.5})
@@ -347,18 +347,18 @@ def test_compress_budgets(data):
     x, xi = data
     model = mlp()
     ranking = {"out": 3.0, "g": 2.0, "bn": 1.5, "h": 1.0}
-    small = compression.compress(model, x, prune=0.3, bits=4, ranking=ranking)
-    assert small.compression["bits"] == {"out": 5, "g": 4, "h": 3}
-    assert small.compression["rates"]["h"] > small.compression["rates"]["g"]  # inverse: h matters least
-    assert small.compression["rates"] == pytest.approx(
+    small, info = compression.compress(model, x, prune=0.3, bits=4, ranking=ranking)
+    assert info["bits"] == {"out": 5, "g": 4, "h": 3}
+    assert info["rates"]["h"] > info["rates"]["g"]  # inverse: h matters least
+    assert info["rates"] == pytest.approx(
         pruning_rates(ranking, {"h": 24, "g": 30}, 0.3))
     assert any(type(layer).__name__ == "FakeQuant" for layer in small.layers)
-    uniform = compression.compress(cnn(), xi, criterion="uniform", prune=0.25, bits=6)
-    assert set(uniform.compression["bits"].values()) == {6}
-    assert set(uniform.compression["rates"].values()) == {0.25}
-    ranked = compression.compress(cnn(), xi, criterion="weight", bits=4)
-    order = [k for k in ranked.compression["ranking"] if k in ("c1", "dw", "c2", "out")]  # no bn1
-    assert list(ranked.compression["bits"]) == order
+    _, uniform = compression.compress(cnn(), xi, criterion="uniform", prune=0.25, bits=6)
+    assert set(uniform["bits"].values()) == {6}
+    assert set(uniform["rates"].values()) == {0.25}
+    _, ranked = compression.compress(cnn(), xi, criterion="weight", bits=4)
+    order = [k for k in ranked["ranking"] if k in ("c1", "dw", "c2", "out")]  # no bn1
+    assert list(ranked["bits"]) == order
     with pytest.raises(InvalidParameterError, match="prune=RATE > 0, bits=B"):
         compression.compress(model, x)
     with pytest.raises(InvalidParameterError, match="prune=RATE > 0, bits=B"):

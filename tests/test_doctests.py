@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["nnslicer.select", "nnslicer.slice", "nnslicer.graph", "nnslicer.keras.lifting", "nnslicer.keras.run", "nnslicer.slicer",
-           "nnslicer.models", "nnslicer.render", "analyses.layer_importance",
+MODULES = ["nnslicer.backward.rules", "nnslicer.slice", "nnslicer.graph", "nnslicer.keras.lifting", "nnslicer.keras.run", "nnslicer.slicer",
+           "nnslicer.models", "nnslicer.pictures.dot", "analyses.layer_importance",
            "analyses.budgets", "analyses.quantization", "analyses.faults", "analyses.compression",
            "analyses.compression_report", "nnslicer.profile", "nnslicer.datasets", "analyses.adversarial"]
 

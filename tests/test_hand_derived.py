@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import nnslicer  # noqa: E402
-from nnslicer.select import select  # noqa: E402
+from nnslicer.backward.rules import select  # noqa: E402
 
 # Every test here runs with the fused numba kernels and with the numpy path.
 pytestmark = pytest.mark.usefixtures("each_kernel")

@@ -184,9 +184,9 @@ def test_the_registered_layer_lifts_and_slices(scaled):
 def test_pruning_removes_channels_through_the_registered_layer(scaled, monkeypatch):
     model, x, y, slicer = scaled
     classes = [int(y[0])]
-    small = class_focused_prune(model, slicer, x, y, classes, 0.5, method="channel")
-    masked = class_focused_prune(model, slicer, x, y, classes, 0.5, method="channel", remove=False)
-    report = {r.name: r for r in small.prune_report.layers}
+    small, pruned_report = class_focused_prune(model, slicer, x, y, classes, 0.5, method="channel")
+    masked, _ = class_focused_prune(model, slicer, x, y, classes, 0.5, method="channel", remove=False)
+    report = {r.name: r for r in pruned_report.layers}
     assert report["c1"].removable and report["c1"].removed_units == 2
     assert small.get_layer("c1").filters == 2
     assert small.get_layer("s").get_weights()[0].shape == (2,)     # its per-channel weight went with them
@@ -202,7 +202,7 @@ def test_pruning_removes_channels_through_the_registered_layer(scaled, monkeypat
 
 
 def test_render_draws_the_registered_follower_in_its_producers_box(scaled, monkeypatch):
-    from nnslicer.render import view_graph
+    from nnslicer.pictures import view_graph
 
     model, x, y, slicer = scaled
     s = slicer.slice(x[0])
@@ -222,7 +222,7 @@ def test_compression_silences_the_registered_layer(scale_registered, monkeypatch
     model = scaled_cnn()
     gone = np.zeros(4, bool)
     gone[np.abs(model.get_layer("c1").get_weights()[0]).reshape(-1, 4).sum(0).argsort()[:2]] = True
-    pruned = compression.structured_prune(model, {"c1": 0.5})
+    pruned, _ = compression.structured_prune(model, {"c1": 0.5})
     scale = pruned.get_layer("s").get_weights()[0]
     assert np.all(scale[gone] == 0)
     np.testing.assert_array_equal(scale[~gone], model.get_layer("s").get_weights()[0][~gone])
@@ -231,7 +231,7 @@ def test_compression_silences_the_registered_layer(scale_registered, monkeypatch
     assert np.all(out.predict(x, verbose=0)[..., gone] == 0)
     # a handler without silencing weights: the layer is left alone
     monkeypatch.setattr(ScaleHandler, "silencing_weights", ())
-    pruned = compression.structured_prune(model, {"c1": 0.5})
+    pruned, _ = compression.structured_prune(model, {"c1": 0.5})
     np.testing.assert_array_equal(pruned.get_layer("s").get_weights()[0], model.get_layer("s").get_weights()[0])
 
 
@@ -253,7 +253,7 @@ def test_compression_silences_a_layer_scale_whose_variable_has_another_name():
     assert nnslicer.lift(model)["ls"].kind == "scale"
     gone = np.zeros(4, bool)
     gone[np.abs(model.get_layer("c1").get_weights()[0]).reshape(-1, 4).sum(0).argsort()[:2]] = True
-    gamma = compression.structured_prune(model, {"c1": 0.5}).get_layer("ls").get_weights()[0]
+    gamma = compression.structured_prune(model, {"c1": 0.5})[0].get_layer("ls").get_weights()[0]
     assert np.all(gamma[gone] == 0) and np.array_equal(gamma[~gone], np.array([0.5, 2.0, 1.5, 3.0])[~gone])
 
 
@@ -286,7 +286,7 @@ def _column_of(v, node):
 
 
 def test_a_graph_without_bottlenecks_wraps_into_columns_joined_per_crossing_tensor(cells_graph):
-    from nnslicer.render import view_graph
+    from nnslicer.pictures import view_graph
 
     one = view_graph(cells_graph, view="model", wrap=1)
     v = view_graph(cells_graph, view="model")
@@ -323,7 +323,7 @@ def _svg_scale(path):
 
 @pytest.mark.skipif(__import__("shutil").which("dot") is None, reason="Graphviz's dot is not installed")
 def test_a_big_picture_keeps_its_text_readable_in_the_screens_proportions(cells_graph, tmp_path):
-    from nnslicer.render import MIN_SCALE
+    from nnslicer.pictures import MIN_SCALE
 
     scale, width, height = _svg_scale(nnslicer.render(cells_graph, tmp_path / "cells.svg"))
     assert scale >= 0.85 * MIN_SCALE  # the estimate of the layout's size is within some 10%

@@ -7,8 +7,8 @@ pytest.importorskip("numba")
 
 import numba  # noqa: E402
 
-from nnslicer import _kernels as K  # noqa: E402
-from nnslicer import select as S  # noqa: E402
+from nnslicer.backward import rule_kernels as K  # noqa: E402
+from nnslicer.backward import rules as S  # noqa: E402
 from nnslicer.errors import InvalidParameterError  # noqa: E402
 
 THETA = {"nnslicer": 0.2, "paper": 0.2, "effective_path": 0.5}

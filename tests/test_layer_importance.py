@@ -546,3 +546,33 @@ def test_slice_scores_the_blocks_of_a_vision_transformer():
     kernels = sum(int(np.prod(w.shape)) for w in attention.weights if w.path.endswith("kernel"))
     assert len(scores["attention_1"]) == kernels and len(scores["mlp_1"]) == 8 * 16 + 16 * 8
     assert scores["attention_1"].sum() > 0 and scores["mlp_1"].sum() > 0
+
+
+# --------------------------------------------------------------------------- the criterion registry
+def test_a_registered_criterion_ranks_layers_and_joins_combined(tiny):
+    """A criterion of one's own: the layer with more weights scores higher with this one."""
+    model, x, _ = tiny
+
+    def weight_count(ctx, **options):
+        assert isinstance(ctx, LI.Context) and len(ctx.x) == len(x)
+        return {layer.name: np.full(layer.count_params(), 1.0) for layer in ctx.layers}
+
+    LI.register_criterion("weight_count", weight_count)
+    try:
+        ranking = LI.layer_importance(model, x, criterion="weight_count", reduction="l1")
+        assert list(ranking) == ["d1", "d2"] and ranking["d1"] == 9.0 and ranking["d2"] == 8.0
+        combined = LI.layer_importance(model, x, criterion="combined", criteria=["weight_count/l1", "weight/linf"])
+        assert set(combined) == {"d1", "d2"}
+        with pytest.raises(InvalidParameterError, match="already registered"):
+            LI.register_criterion("weight_count", weight_count)
+    finally:
+        del LI.CRITERIA["weight_count"]
+
+
+@pytest.mark.parametrize("name, fn, match", [
+    ("", len, "non-empty string"), ("a/b", len, "without '/'"), ("combined", len, "not 'combined'"),
+    ("new", 3, "a function"),
+])
+def test_register_criterion_refuses(name, fn, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        LI.register_criterion(name, fn)

@@ -23,6 +23,8 @@ from nnslicer.parallel import use_ray
 
 ray = pytest.importorskip("ray")
 
+import ray_faults  # noqa: E402  (tests/: worker faults installed through the runtime environment)
+
 
 def free_port():
     """A port that was free a moment ago."""
@@ -139,13 +141,33 @@ def test_aggregated_slice_on_ray_equals_serial(setup, how):
 def test_a_dead_worker_is_retried_and_no_sample_is_lost_or_doubled(setup, tmp_path):
     slicer, x, serial = setup
     marker = tmp_path / "died"
-    with own_ray(runtime_env={"env_vars": {"NNSLICER_FAULT_ONCE": str(marker)}}):
+    with own_ray(runtime_env=ray_faults.runtime_env(NNSLICER_TEST_FAULT_ONCE=str(marker))):
         parallel = slicer.slice_many(x, n_jobs=2)
         total = slicer.slice(x, aggregate="abs", n_jobs=2)
     assert marker.exists()  # a worker really died
     assert len(parallel) == 60 and all(p == s for p, s in zip(parallel, serial))
     assert total == nnslicer.aggregate(serial, "abs")
     assert total.samples == 60
+
+
+def test_the_kernel_choice_reaches_the_workers(setup, monkeypatch):
+    """The process's kernel choice is resolved when slicing and sent with each task, so that a
+    worker (which never sees this process's settings) computes with the same kernels."""
+    import nnslicer.ops.base as base
+    import nnslicer.slicer as slicer_module
+
+    slicer, x, serial = setup
+    sent = []
+    real = slicer_module.map_backward
+
+    def spy(graph, chunks, params, *args, **kwargs):
+        sent.append(params["kernels"])
+        return real(graph, chunks, params, *args, **kwargs)
+
+    monkeypatch.setattr(slicer_module, "map_backward", spy)
+    monkeypatch.setattr(base, "KERNELS", "numpy")
+    assert slicer.slice_many(x[:4], n_jobs=2) == serial[:4]
+    assert sent == ["numpy"]
 
 
 @pytest.mark.parametrize("n_jobs", [0, -1, 1.5, True, "2"])
@@ -226,7 +248,7 @@ def test_a_bad_address_is_one_line_from_the_cli(setup, files, tmp_path, monkeypa
 def test_workers_that_keep_dying_are_one_nnslicer_error(setup):
     """Every try of the task kills its worker: after the retries, one error, not Ray's traceback."""
     slicer, x, _ = setup
-    with own_ray(runtime_env={"env_vars": {"NNSLICER_FAULT_ALWAYS": "1"}}):
+    with own_ray(runtime_env=ray_faults.runtime_env(NNSLICER_TEST_FAULT_ALWAYS="1")):
         with pytest.raises(ExecutionError, match=r"after up to 3 retries .*WorkerCrashedError.*n_jobs=1"):
             slicer.slice_many(x[:1], n_jobs=2)
 

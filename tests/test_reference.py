@@ -602,7 +602,7 @@ def test_rows_split_across_threads_equal_reference(model_name, each_kernel, monk
     (here 64 parts of at least one row): the same counts as the reference."""
     if each_kernel != "numba":
         pytest.skip("the fused kernels' split")
-    from nnslicer import _fused
+    from nnslicer.backward import op_kernels as _fused
 
     monkeypatch.setattr(_fused, "_threads", lambda: 64)
     monkeypatch.setattr(_fused, "MIN_PART_ROWS", 1)

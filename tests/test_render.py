@@ -23,8 +23,8 @@ from nnslicer import models  # noqa: E402
 from nnslicer import InvalidParameterError, MissingDependencyError, Slice  # noqa: E402
 from nnslicer.cli import main  # noqa: E402
 from nnslicer.graph import DataFlowGraph, Op  # noqa: E402
-from nnslicer.render import (BOTH_FILL, NEGATIVE, ONLY_A, ONLY_A_FILL, POSITIVE, quote, to_dot,  # noqa: E402
-                             view_graph)
+from nnslicer.pictures import (BOTH_FILL, NEGATIVE, ONLY_A, ONLY_A_FILL, POSITIVE, quote, to_dot,  # noqa: E402
+                               view_graph)
 
 keras = pytest.importorskip("keras")
 L = keras.layers
@@ -421,7 +421,7 @@ def test_docstring_examples():
     import doctest
     import sys
 
-    result = doctest.testmod(sys.modules["nnslicer.render"], optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(sys.modules["nnslicer.pictures.dot"], optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -314,7 +314,7 @@ def test_attention_view_draws_each_heads_counts(tmp_path):
     """One heat map a layer and head: the slice's counts on that head's probabilities, rows
     query positions, columns key positions; refused at channel granularity and without attention."""
     from nnslicer.errors import InvalidParameterError
-    from nnslicer.render import attention_maps, to_dot, view_graph
+    from nnslicer.pictures import attention_maps, to_dot, view_graph
 
     model = ATTENTION["cross"]()
     classifier = keras.Model(model.input, L.Dense(3)(L.GlobalAveragePooling1D()(model.output)))
@@ -344,7 +344,7 @@ def test_attention_view_draws_each_heads_counts(tmp_path):
 def test_collapsed_view_draws_a_layer_call_as_one_box():
     """Attention's eight ops, and a recurrent layer's unrolled steps, are one box each: the box
     shows the layer's output neurons and counts every one of its kernels' synapses."""
-    from nnslicer.render import view_graph
+    from nnslicer.pictures import view_graph
 
     inp = keras.Input((STEPS, FEATURES))
     x = L.LSTM(4, return_sequences=True, name="lstm")(inp)
@@ -422,7 +422,7 @@ def test_class_focused_pruning_masks_attention_recurrent_and_embedding_kernels(k
     y = np.asarray(model(x)).argmax(1)
     slicer = nnslicer.Slicer(model).fit(x, y)
     graph = slicer.graph_
-    pruned = class_focused_prune(model, slicer, x, y, [int(y[0])], 0.5, mean_compensation=False, remove=False)
+    pruned, _ = class_focused_prune(model, slicer, x, y, [int(y[0])], 0.5, mean_compensation=False, remove=False)
     before = {layer.name: layer.get_weights() for layer in model.layers}
     after = {layer.name: layer.get_weights() for layer in pruned.layers}
     masked = maskable_ops(graph, editable_ops(model, graph))

@@ -15,11 +15,10 @@ def cmd_compress(args):
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None
-    out = compress(model, x, y, criterion=args.criterion, reduction=args.reduction, prune=args.prune,
+    out, info = compress(model, x, y, criterion=args.criterion, reduction=args.reduction, prune=args.prune,
                    bits=args.bits, activation_bits=None if args.activation_bits == 0 else args.activation_bits,
                    direction=args.direction)
     save_model(out, args.output)
-    info = out.compression
     names = list(info["ranking"] or info.get("bits") or info.get("rates"))
     width = max(len("layer"), *(len(n) for n in names))
     print(f"{'layer':<{width}}  {'score':>10}  {'bits':>4}  {'pruned':>6}")

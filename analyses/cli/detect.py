@@ -11,8 +11,7 @@ from nnslicer.cli.options import add_slicing_options, load_array, load_model, ma
 from nnslicer.errors import InvalidParameterError
 from nnslicer.io import atomic_path
 
-from ..adversarial import (CLASSIFIERS, DEFAULT_CLASSIFIER, FeatureMapDetector, MahalanobisDetector, SliceDetector,
-                           load_detector)
+from ..adversarial import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS, load_detector
 
 
 DETECT_EPILOG = """examples:
@@ -25,32 +24,28 @@ score (higher: more normal) and the verdict (clean / ADVERSARIAL); -o writes the
 (arrays 'predicted', 'scores', 'flags': +1 clean, -1 adversarial) or .csv."""
 
 
-#: ``detect fit`` options that only some methods read: option -> (dest, methods).
-_METHOD_OPTIONS = {
-    "--rule": ("rule", ("slice",)),
-    **{f"--{dest}": (dest, ("slice", "effective_path"))
-       for dest in ("theta", "granularity", "baseline", "propagation", "workers")},
-    "--classifier": ("classifier", ("slice", "effective_path", "feature_map")),
+#: ``detect fit`` options that only some detectors read: option -> (dest, what the detector takes).
+_TAKEN_OPTIONS = {
+    "--rule": ("rule", "slicing"),
+    **{f"--{dest}": (dest, "slicing") for dest in ("theta", "granularity", "baseline", "propagation", "workers")},
+    "--classifier": ("classifier", "classifier"),
 }
 
 
 def _detector_from_args(model, args):
-    for option, (dest, methods) in _METHOD_OPTIONS.items():  # a value other than the parser's default
-        if args.method not in methods and getattr(args, dest) != args.defaults[dest]:
+    cls, rule = DETECTORS[args.method]
+    for option, (dest, taken) in _TAKEN_OPTIONS.items():  # a value other than the parser's default
+        if (taken not in cls.takes or (dest == "rule" and rule)) and getattr(args, dest) != args.defaults[dest]:
+            users = [m for m, (c, r) in DETECTORS.items() if taken in c.takes and not (dest == "rule" and r)]
             raise InvalidParameterError(f"{option} has no effect with --method {args.method} "
-                                        f"(only with {' or '.join(methods)}).")
+                                        f"(only with {' or '.join(users)}).")
     if args.layer is not None and args.layer.lstrip("-").isdigit():
         args.layer = int(args.layer)
-
-    if args.method in ("slice", "effective_path"):
-        if args.method == "effective_path":
-            args.rule = "effective_path"
-        return SliceDetector(make_slicer(model, args), layer=args.layer, classifier=args.classifier,
-                             n_jobs=args.workers, contamination=args.contamination)
-    if args.method == "feature_map":
-        return FeatureMapDetector(model, layer=args.layer, classifier=args.classifier,
-                                  contamination=args.contamination)
-    return MahalanobisDetector(model, layer=args.layer, contamination=args.contamination or 0.05)
+    if rule:
+        args.rule = rule
+    slicer = make_slicer(model, args) if "slicing" in cls.takes else None
+    return cls.build(model, slicer, layer=args.layer, contamination=args.contamination, classifier=args.classifier,
+                     n_jobs=args.workers)
 
 
 def cmd_detect_fit(args):
@@ -113,9 +108,10 @@ def add_commands(subparsers):
     f.add_argument("model", help="a .keras or .h5 model")
     f.add_argument("--data", required=True, help="clean inputs (.npy/.npz); they also profile the model")
     f.add_argument("--labels", help="their labels (.npy/.npz): only correctly classified inputs are used")
-    f.add_argument("--method", default="slice", choices=("slice", "effective_path", "feature_map", "mahalanobis"),
+    f.add_argument("--method", default="slice", choices=tuple(DETECTORS),
                    help="slice (NNSlicer, default), effective_path (slices with Qiu et al.'s rule), "
-                        "feature_map (raw activations) or mahalanobis (Lee et al. 2018)")
+                        "feature_map (raw activations), mahalanobis (Lee et al. 2018), or another "
+                        "registered detector (analyses.adversarial.register_detector)")
     f.add_argument("--layer", help="the op whose synapses (or activations) are the features, or a stage "
                                    "counted from the end: -1 the largest convolution of the last stage (the "
                                    "paper), -2 of the stage before (default) ('nnslicer info MODEL' lists ops)")
@@ -129,7 +125,7 @@ def add_commands(subparsers):
     f.add_argument("--workers", type=int, default=None, help="Ray workers for slicing (default: serially)")
     f.add_argument("-o", "--output", required=True, help="where to write the detector (.nnsd)")
     f.set_defaults(func=cmd_detect_fit, outputs={"-o": ("output", None)})
-    f.set_defaults(defaults={dest: f.get_default(dest) for dest, _ in _METHOD_OPTIONS.values()})
+    f.set_defaults(defaults={dest: f.get_default(dest) for dest, _ in _TAKEN_OPTIONS.values()})
 
     s = sub.add_parser("score", help="score inputs with a saved detector",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DETECT_EPILOG,

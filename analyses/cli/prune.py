@@ -14,13 +14,13 @@ def cmd_prune(args):
     slicer = None
     if args.method not in ("magnitude", "channel", "random") or not args.no_mean_compensation:
         slicer = make_slicer(model, args).fit(x, y)
-    pruned = class_focused_prune(model, slicer, x, y, classes, args.ratio,
-                                 mean_compensation=not args.no_mean_compensation,
-                                 fine_tune_epochs=args.fine_tune_epochs, method=args.method,
-                                 max_per_class=args.max_per_class)
+    pruned, report = class_focused_prune(model, slicer, x, y, classes, args.ratio,
+                                         mean_compensation=not args.no_mean_compensation,
+                                         fine_tune_epochs=args.fine_tune_epochs, method=args.method,
+                                         max_per_class=args.max_per_class)
     save_model(pruned, args.output)
-    print(pruned.prune_report.table())
-    print(f"\n{pruned.prune_report!r} -> {args.output}")
+    print(report.table())
+    print(f"\n{report!r} -> {args.output}")
     return 0
 
 

@@ -145,6 +145,3 @@ def main(argv=None):
               "traceback, and report it)", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -105,7 +105,7 @@ def run(out_dir="nnslicer-demo", samples=50, stream=None):
         f"and {np.mean([s.n_neurons for s in slices]):.0f} of {first.total_neurons:,} neurons per digit")
     say(f"\nwrote {path} (load it with nnslicer.Slice.load)")
     from ..errors import MissingDependencyError
-    from ..render import render
+    from ..pictures import render
 
     try:
         picture = render(first, os.path.join(out_dir, "slice.svg"), view="collapsed")

@@ -13,7 +13,7 @@ __all__ = ["add_commands"]
 
 def cmd_render(args):
     from ..errors import InvalidParameterError
-    from ..render import render
+    from ..pictures import render
     from ..slice import Slice
 
     if args.top_k < 0:
@@ -47,7 +47,7 @@ def cmd_render(args):
 
 def add_commands(sub):
     """Add ``render`` to the subparsers ``sub``."""
-    from ..render import AUTO_NEURON_EDGES, AUTO_NEURON_NODES, FORMATS, MAX_EDGES, MAX_NODES, VIEWS
+    from ..pictures import AUTO_NEURON_EDGES, AUTO_NEURON_NODES, FORMATS, MAX_EDGES, MAX_NODES, VIEWS
 
     p = sub.add_parser(
         "render", help="draw a slice, two slices' difference, or a model as SVG/PNG/PDF/DOT",

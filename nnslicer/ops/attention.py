@@ -132,7 +132,7 @@ class Product(LinearHandler):
         return own.reshape(step.batch, -1), half.reshape(step.batch, -1)
 
     def fused_backward(self, step, b, o, direction, y, in_sizes):
-        from .._fused import product_backward
+        from ..backward.op_kernels import product_backward
 
         op, graph = step.op, step.graph
         _, tk, heads, depth = self._dims(op)

@@ -5,8 +5,8 @@ families of SPEC.md's table written once.
   (Dense, Conv2D, DepthwiseConv2D, average pooling, Add). A handler says only how output
   neurons are *wired* (which input values, which input neurons, which synapses); candidates,
   the theta rule and the signed counts are computed here for all of them, by the fused numba
-  kernel of :mod:`nnslicer._fused` for the window ops (those with ``fused_window``) and by
-  vectorised numpy otherwise (and everywhere with ``KERNELS = "numpy"``).
+  kernel of :mod:`nnslicer.backward.op_kernels` for the window ops (those with ``fused_window``) and by
+  vectorised numpy otherwise (and everywhere with ``kernels="numpy"``).
 * :class:`RouteHandler` -- ops that hand an output neuron's count on unchanged to the input
   neuron(s) it comes from (activations, batch norm, reshapes, padding, concatenation).
   A handler says only where each output neuron comes from.
@@ -20,27 +20,37 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..select import select as numpy_select
 
 
-#: Which kernels run the backward analysis: "numba" (fused, the default when numba is
-#: installed) or "numpy" (vectorised arrays); both give the same counts. Set it to compare.
+#: The kernels a backward analysis runs when it is not told (``backward(..., kernels=None)``):
+#: "numba" (fused, when numba is installed) or "numpy" (vectorised arrays); both give the same
+#: counts. The Slicer resolves it when it slices and passes the choice on, to Ray workers too.
 KERNELS = None
+KERNEL_CHOICES = ("numba", "numpy")
 
 
-def kernels():
+def kernels(choice=None):
+    """``choice`` ("numba" or "numpy") checked, or the process default (:data:`KERNELS`)."""
     global KERNELS
-    if KERNELS is None:
-        KERNELS = "numba" if importlib.util.find_spec("numba") is not None else "numpy"
-    return KERNELS
+    if choice is None:
+        if KERNELS is None:
+            KERNELS = "numba" if importlib.util.find_spec("numba") is not None else "numpy"
+        choice = KERNELS
+    if choice not in KERNEL_CHOICES:
+        from ..errors import InvalidParameterError
+
+        raise InvalidParameterError(f"The 'kernels' parameter must be one of {', '.join(map(repr, KERNEL_CHOICES))}. "
+                                    f"Got {choice!r} instead.")
+    return choice
 
 
-def _select():
+def _select(choice):
     """The theta rules' implementation for the numpy path: numba's batched one when allowed."""
-    if kernels() == "numba":
-        from .._kernels import select
-        return select
-    return numpy_select
+    if choice == "numba":
+        from ..backward.rule_kernels import select
+    else:
+        from ..backward.rules import select
+    return select
 
 
 #: Most candidates held in memory at once by one backward step (rows are processed in chunks).
@@ -68,9 +78,10 @@ class Wiring:
 class Step:
     """One op's backward step over a batch: its counts, the tape, and the parameters."""
 
-    def __init__(self, graph, op, tape, contrib, rule, theta, propagation, bar):
+    def __init__(self, graph, op, tape, contrib, rule, theta, propagation, bar, kernels="numpy"):
         self.graph, self.op, self.tape, self.contrib = graph, op, tape, contrib
         self.rule, self.theta, self.propagation, self.bar = rule, theta, propagation, bar
+        self.kernels = kernels  # "numba" or "numpy" (see :func:`kernels`)
         self.granularity = graph.granularity
 
     @property
@@ -219,7 +230,7 @@ class LinearHandler(Handler):
         return None
 
     def fused_window(self, op, granularity):
-        """The op as a window op for the fused kernel (see :mod:`nnslicer._fused`):
+        """The op as a window op for the fused kernel (see :mod:`nnslicer.backward.op_kernels`):
         ``dict(taps, valid, weights, mode, channels, n_q, mult, to_channel)``, or None to take
         the numpy path."""
         return None
@@ -234,7 +245,7 @@ class LinearHandler(Handler):
         if step.rule != "effective_path":
             direction = _sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]) * _sign(counts[b, o])
         y = step.neuron_act(op.name).reshape(batch, -1)[b, o] if step.rule == "paper" else None
-        if kernels() == "numba":
+        if step.kernels == "numba":
             done = self.fused_backward(step, b, o, np.zeros(len(b), np.int8) if direction is None else direction, y,
                                        in_sizes)
             if done is not None:
@@ -242,14 +253,14 @@ class LinearHandler(Handler):
         return self._numpy_backward(step, b, o, in_sizes, direction, y)
 
     def fused_backward(self, step, b, o, direction, y, in_sizes):
-        """``(inputs, synapses)`` from the fused numba kernels (:mod:`nnslicer._fused`) for the
+        """``(inputs, synapses)`` from the fused numba kernels (:mod:`nnslicer.backward.op_kernels`) for the
         active neurons ``(b, o)``, or None to take the numpy path: an element-wise pair
         (:meth:`fused_pair`) or a window op (:meth:`fused_window`)."""
         op, graph = step.op, step.graph
         batch = step.batch
         pair = self.fused_pair(op, step.granularity)
         if pair is not None:
-            from .._fused import pair_backward
+            from ..backward.op_kernels import pair_backward
 
             ins = pair_backward([self.values(step, j) for j in range(2)], pair, b, o, direction, y, step.rule,
                                 step.theta, step.bar, in_sizes)
@@ -257,7 +268,7 @@ class LinearHandler(Handler):
         spec = self.fused_window(op, step.granularity)
         if spec is None:
             return None
-        from .._fused import window_backward
+        from ..backward.op_kernels import window_backward
 
         values = self.values(step, 0).reshape(batch, -1, spec["channels"])
         ins, syn = window_backward(
@@ -290,7 +301,7 @@ class LinearHandler(Handler):
                     cand = np.where(w.valid, cand, np.nan)
                 cands.append(cand)
             cand = np.concatenate(cands, axis=1) if len(cands) > 1 else cands[0]
-            keep = _select()(cand, step.rule, step.theta, y=None if y is None else y[sl], bar=step.bar)
+            keep = _select(step.kernels)(cand, step.rule, step.theta, y=None if y is None else y[sl], bar=step.bar)
             if ep:
                 signed = keep.astype(np.int8)
             else:
@@ -429,7 +440,7 @@ def window_of(op):
 
 
 def fused_spec(mode, taps, valid, channels, n_q, weights=None, mult=1, to_channel=False):
-    """The arguments of :func:`nnslicer._fused.window_backward` that depend on the op only."""
+    """The arguments of :func:`nnslicer.backward.op_kernels.window_backward` that depend on the op only."""
     return {"mode": mode, "taps": taps, "valid": valid, "channels": channels, "n_q": n_q,
             "weights": weights, "mult": mult, "to_channel": to_channel}
 

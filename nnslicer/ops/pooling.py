@@ -52,7 +52,7 @@ class _Pool(LinearHandler, RouteHandler):
         return taps[p] * c + (out % c)[:, None], valid[p]
 
     def fused_window(self, op, granularity):
-        from .._fused import POOL
+        from ..backward.op_kernels import POOL
 
         c = op.shape[-1]
         h, w = spatial(op.input_shapes[0])

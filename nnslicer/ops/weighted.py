@@ -73,7 +73,7 @@ class Dense(LinearHandler):
         return tf.matmul(inputs[0], kernel) + op.weights["bias"]
 
     def fused_window(self, op, granularity):
-        from .._fused import CONV
+        from ..backward.op_kernels import CONV
 
         n_in, n_out = op.weights["kernel"].shape
         if "columns" in op.params:  # the fused kernel indexes synapses in the block: numpy's wiring does not
@@ -135,7 +135,7 @@ class Conv2D(LinearHandler):
         return LinearHandler.values(self, step, index)
 
     def fused_window(self, op, granularity):
-        from .._fused import CONV
+        from ..backward.op_kernels import CONV
 
         kh, kw, c_group, c_out = kernel_4d(op).shape
         taps, valid = all_taps(kh * kw) if granularity == "channel" else window_of(op)[1:]
@@ -181,7 +181,7 @@ class DepthwiseConv2D(LinearHandler):
     values = Conv2D.values
 
     def fused_window(self, op, granularity):
-        from .._fused import DEPTHWISE
+        from ..backward.op_kernels import DEPTHWISE
 
         kh, kw, c_in, mult = kernel_4d(op).shape
         taps, valid = all_taps(kh * kw) if granularity == "channel" else window_of(op)[1:]
@@ -219,7 +219,7 @@ class Scale(LinearHandler):
         return inputs[0] * op.weights["kernel"]
 
     def fused_window(self, op, granularity):
-        from .._fused import DEPTHWISE
+        from ..backward.op_kernels import DEPTHWISE
 
         c = op.weights["kernel"].shape[0]
         return fused_spec(DEPTHWISE, *_each_position(op, granularity), c, c, op.weights["kernel"].reshape(1, c, 1))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import Step
-from .select import BAR
+from ..ops import Step
+from ..ops.base import kernels as resolve_kernels
+from .rules import BAR
 
 __all__ = ["backward", "seed"]
 
@@ -25,7 +26,7 @@ def seed(graph, targets):
 
 
 def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code", bar=BAR, reduce=None,
-             until=None):
+             until=None, kernels=None):
     """Counts of every neuron and synapse for the samples of ``tape``.
 
     Parameters
@@ -44,19 +45,23 @@ def backward(graph, tape, targets, rule="nnslicer", theta=0.2, propagation="code
     until : str, optional
         Stop once this op is done: its counts and those of every op after it in topological
         order are exact; the ops before it are left at zero (a faster partial analysis).
+    kernels : None, "numba" or "numpy"
+        What computes the linear ops' steps: the fused numba kernels or vectorised numpy (the
+        same counts); None takes the process default (:data:`nnslicer.ops.base.KERNELS`).
 
     Returns
     -------
     neurons, synapses : dict of str to ndarray of int64
         Counts per tensor and per weighted op.
     """
+    kernels = resolve_kernels(kernels)
     contrib = {graph.logits: seed(graph, targets)}
     synapses = {}
     for op in reversed(graph.ops):
         counts = contrib.get(op.name)
         if op.kind == "input" or counts is None or not counts.any():
             continue
-        step = Step(graph, op, tape, counts, rule, theta, propagation, bar)
+        step = Step(graph, op, tape, counts, rule, theta, propagation, bar, kernels)
         inputs, syn = op.handler.backward(step)
         for name, add in zip(op.inputs, inputs):
             if name not in contrib and np.may_share_memory(add, counts):

@@ -1,6 +1,6 @@
 """Exact numba kernels for the theta rules (SPEC.md section 3).
 
-Bit-for-bit equal to the vectorised numpy rules of :mod:`nnslicer.select`, which are the
+Bit-for-bit equal to the vectorised numpy rules of :mod:`nnslicer.backward.rules`, which are the
 specification: the same boolean mask on every input (NaN = missing candidate, zeros, exact ties
 in ``|c|`` broken by candidate position, infinities, ...), but without sorting whole rows.
 
@@ -42,8 +42,8 @@ from numba import prange
 from numba.core import types
 from numba.extending import intrinsic
 
-from .errors import InvalidParameterError
-from .select import BAR, check_rule
+from ..errors import InvalidParameterError
+from .rules import BAR, check_rule
 
 __all__ = [
     "select", "keep_nnslicer", "keep_paper", "keep_effective_path",
@@ -499,7 +499,7 @@ def _batch(cand, code, theta, param, y, out):
 
 
 def select(cand, rule="nnslicer", theta=0.2, y=None, bar=BAR):
-    """Same as :func:`nnslicer.select.select` (same arguments, same mask), computed by numba."""
+    """Same as :func:`nnslicer.backward.rules.select` (same arguments, same mask), computed by numba."""
     cand = np.ascontiguousarray(cand, dtype=np.float64)  # rows summed pairwise, as numpy's select
     if cand.ndim != 2:
         raise InvalidParameterError("cand must be a 2-D array [neurons, candidates].")

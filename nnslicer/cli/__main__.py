@@ -1,0 +1,7 @@
+"""``python -m nnslicer.cli``: the ``nnslicer`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
