@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnslicer import as_batch, check_labels
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, NotFittedError, require
-from nnslicer import as_batch
 from nnslicer.io import is_int, load_archive, save_archive
-from nnslicer import check_labels
+from nnslicer.validation import Interval, check_param
 
 __all__ = ["SliceDetector", "FeatureMapDetector", "MahalanobisDetector", "Detection", "Features", "load_detector",
            "default_layer", "Detector", "DETECTORS", "register_detector"]
@@ -164,13 +164,8 @@ def _labels(y, predicted, num_classes):
 
 def _check_contamination(contamination, owner, optional):
     """``contamination`` as a float in (0, 0.5), or None where ``optional``."""
-    c = contamination
-    if c is None and optional:
-        return None
-    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0 < c < 0.5:
-        raise InvalidParameterError(f"The 'contamination' parameter of {owner} must be a float in (0, 0.5)"
-                                    f"{' or None' if optional else ''}. Got {c!r} instead.")
-    return float(c)
+    return check_param(contamination, "contamination", owner, Interval(float, 0, 0.5, "neither"),
+                       *((None,) if optional else ()))
 
 
 # --------------------------------------------------------------------------- base class

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnslicer.errors import InvalidParameterError, require
 from nnslicer import check_labels
+from nnslicer.errors import InvalidParameterError, require
 
 from .checks import check_inputs
 

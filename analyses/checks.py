@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnslicer.errors import InvalidInputError
 from nnslicer import check_labels
+from nnslicer.errors import InvalidInputError
 
 __all__ = ["check_inputs", "check_labels"]
 

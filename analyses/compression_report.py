@@ -58,6 +58,7 @@ import numpy as np
 
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError
 from nnslicer.io import is_int, non_finite
+from nnslicer.validation import Interval, check_param
 
 from .checks import check_inputs, check_labels
 
@@ -409,10 +410,7 @@ def _check_example(e, i, samples):
 
 # --------------------------------------------------------------------------- checks
 def _check_int(value, name, low=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        what = "a positive int" if low == 1 else f"an int >= {low}"
-        raise InvalidParameterError(f"The {name!r} parameter of compare must be {what}. Got {value!r} instead.")
-    return int(value)
+    return check_param(value, name, "compare", Interval(int, low))
 
 
 def _check_models(model_a, model_b):

@@ -32,6 +32,7 @@ import numpy as np
 
 from nnslicer.errors import InvalidParameterError
 from nnslicer.keras import functional_graph, run_with_hooks
+from nnslicer.validation import Interval, check_param
 
 from .checks import check_inputs, check_labels
 
@@ -39,10 +40,7 @@ __all__ = ["flip_bits", "fault_outputs", "fault_accuracy", "fault_curve", "expos
 
 
 def _check_rate(rate, caller):
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate <= 1:
-        raise InvalidParameterError(f"The 'rate' parameter of {caller} must be a float in [0, 1] "
-                                    f"(the probability that one bit flips). Got {rate!r} instead.")
-    return float(rate)
+    return check_param(rate, "rate", caller, Interval(float, 0, 1), note=" (the probability that one bit flips)")
 
 
 def flip_bits(a, rate, rng):

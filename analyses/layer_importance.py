@@ -70,6 +70,7 @@ import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError
 from nnslicer.keras import functional_graph, run_with_hooks
+from nnslicer.validation import Interval, Options, check_param
 
 from .checks import check_inputs, check_labels
 
@@ -281,10 +282,7 @@ def _path_gradients(ctx, name, steps):
 
 
 def _check_steps(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of layer_importance must be a positive int. Got {value!r} instead.")
-    return int(value)
+    return check_param(value, name, "layer_importance", Interval(int, 1))
 
 
 # --------------------------------------------------------------------------- criteria
@@ -655,19 +653,11 @@ def _member(spec, reduction, q):
 
 
 def _check_choice(name, value, options):
-    if not isinstance(value, str) or value not in options:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of layer_importance must be one of "
-            f"{', '.join(map(repr, options))}. Got {value!r} instead.")
+    return check_param(value, name, "layer_importance", Options(options))
 
 
 def _check_q(q):
-    if q is None:
-        return None
-    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 <= q <= 100:
-        raise InvalidParameterError(
-            f"The 'q' parameter of layer_importance must be a float in [0, 100]. Got {q!r} instead.")
-    return float(q)
+    return check_param(q, "q", "layer_importance", None, Interval(float, 0, 100))
 
 
 def criterion_scores(model, x, criterion="slice", y=None, seed=0, **options):

@@ -13,8 +13,9 @@ import logging
 
 import numpy as np
 
-from nnslicer.errors import InvalidInputError, InvalidParameterError
 from nnslicer import check_labels
+from nnslicer.errors import InvalidInputError, InvalidParameterError
+from nnslicer.validation import Interval, check_param
 
 __all__ = ["train_masked"]
 
@@ -22,11 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def _check_positive(name, value, kind=int):
-    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(value, (int, float, np.floating))
-    if isinstance(value, bool) or not ok or value <= 0:
-        raise InvalidParameterError(
-            f"The {name!r} parameter must be a positive {'int' if kind is int else 'float'}. "
-            f"Got {value!r} instead.")
+    return check_param(value, name, None, Interval(int, 1) if kind is int else Interval(float, 0, None, "neither"))
 
 
 def _ends_in_softmax(model):

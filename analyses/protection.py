@@ -33,9 +33,10 @@ import numbers
 
 import numpy as np
 
+from nnslicer import check_labels
 from nnslicer.errors import FileFormatError, InvalidParameterError, UnsupportedLayerError
 from nnslicer.io import is_int, same_arrays
-from nnslicer import check_labels
+from nnslicer.validation import Interval, check_param
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
 
@@ -245,10 +246,7 @@ def _check_secret(meta, arrays):
 
 
 def _check_fraction(fraction):
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
-        raise InvalidParameterError(
-            f"The 'fraction' parameter of protect must be a float in (0, 1). Got {fraction!r} instead.")
-    return float(fraction)
+    return check_param(fraction, "fraction", "protect", Interval(float, 0, 1, "neither"))
 
 
 def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_per_class=None,

@@ -56,8 +56,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from nnslicer.errors import InvalidInputError, InvalidParameterError
 from nnslicer import check_labels
+from nnslicer.errors import InvalidInputError, InvalidParameterError
+from nnslicer.validation import Interval, check_param
 
 from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 
@@ -378,10 +379,7 @@ def _flops(graph):
 
 # --------------------------------------------------------------------------- API
 def _check_ratio(ratio, name, caller):
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio < 1:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {caller} must be a float in (0, 1). Got {ratio!r} instead.")
-    return float(ratio)
+    return check_param(ratio, name, caller, Interval(float, 0, 1, "neither"))
 
 
 def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=True,

@@ -23,12 +23,12 @@ array([[ 0.3       , -2.        ],
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from nnslicer.errors import InvalidInputError, InvalidParameterError
 from nnslicer.keras import functional_graph, run_with_hooks
+from nnslicer.validation import Interval, check_param
 
 __all__ = ["quantize_array", "quantize", "quantized_layers", "register_keras_objects", "FakeQuant"]
 
@@ -39,10 +39,7 @@ KERNELS = ("kernel", "depthwise_kernel")
 
 
 def _check_bits(bits, name="bits", low=2):
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not low <= bits <= MAX_BITS:
-        raise InvalidParameterError(f"The {name!r} parameter of quantize must be an int in "
-                                    f"[{low}, {MAX_BITS}]. Got {bits!r} instead.")
-    return int(bits)
+    return check_param(bits, name, "quantize", Interval(int, low, MAX_BITS))
 
 
 def quantize_array(w, bits, axes=None):

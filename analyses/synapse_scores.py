@@ -26,8 +26,8 @@ import numbers
 
 import numpy as np
 
-from nnslicer.errors import InvalidInputError, InvalidParameterError, NotFittedError
 from nnslicer import check_labels
+from nnslicer.errors import InvalidInputError, InvalidParameterError, NotFittedError
 
 __all__ = ["METHODS", "check_classes", "class_slices", "synapse_scores", "rank_mask"]
 

@@ -12,9 +12,10 @@ import numbers
 
 import numpy as np
 
-from .errors import FileFormatError, InvalidInputError, InvalidParameterError
+from .errors import FileFormatError, InvalidInputError
 from .forward import as_batch, batch_sums, check_finite
 from .io import load_archive, same_arrays, save_archive
+from .validation import Interval, check_param
 
 __all__ = ["Profile", "profile", "iter_batches", "check_labels"]
 
@@ -156,9 +157,7 @@ def _check_class_means(means, class_means, counts, n_samples):
 
 def check_batch_size(batch_size, owner):
     """Refuse a batch size that is not a positive int."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise InvalidParameterError(
-            f"The 'batch_size' parameter of {owner} must be a positive int. Got {batch_size!r} instead.")
+    return check_param(batch_size, "batch_size", owner, Interval(int, 1))
 
 
 def _is_array(data):

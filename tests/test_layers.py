@@ -15,8 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: What the analyses may import from nnslicer: module -> the names it offers them (its __all__).
 #: The analyses' commands (analyses.cli) may also use the command line's option helpers.
-PUBLIC = ("nnslicer", "nnslicer.errors", "nnslicer.io", "nnslicer.keras", "nnslicer.ops", "nnslicer.models",
-          "nnslicer.datasets")
+PUBLIC = ("nnslicer", "nnslicer.errors", "nnslicer.io", "nnslicer.validation", "nnslicer.keras", "nnslicer.ops",
+          "nnslicer.models", "nnslicer.datasets")
 COMMAND_HELPERS = ("nnslicer.cli.options",)
 
 

@@ -15,6 +15,7 @@ from .labels import (BOTH, BOTH_FILL, FONT, HIGHLIGHT, LEAN_A, LEAN_B, NEGATIVE,
                      ONLY_B, ONLY_B_FILL, POSITIVE, _fill, _fontcolor, _index_text, _kind, _kinds, _level,
                      _new_view, _penwidth, _ratio, _title, _top, _unit_text, _units)
 from .layout import MAX_COLUMNS, _apply_wrap
+from ..validation import Interval, Options, check_param
 
 VIEWS = ("neuron", "collapsed", "model", "diff", "attention")
 
@@ -377,14 +378,11 @@ def _neuron(graph, s, merge, size, title, max_nodes, max_edges):
 
 # =========================================================================== public API
 def _check_choice(name, value, options):
-    if value not in options:
-        raise InvalidParameterError(
-            f"The {name!r} parameter must be one of {', '.join(map(repr, options))}. Got {value!r} instead.")
+    return check_param(value, name, None, Options(options))
 
 
 def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise InvalidParameterError(f"The {name!r} parameter must be an int in [{lo}, {hi}]. Got {value!r} instead.")
+    return check_param(value, name, None, Interval(int, lo, hi))
 
 
 def _auto_view(graph, s, other, max_nodes, max_edges):
