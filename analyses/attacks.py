@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnslicer import check_labels
+from nnslicer import check_inputs, check_labels
 from nnslicer.errors import InvalidParameterError, require
+from nnslicer.validation import Interval, check_param
 
-from .checks import check_inputs
 
 __all__ = ["AdversarialSet", "fgsm", "bim", "pgd", "cw_l2", "deepfool", "jsma"]
 
@@ -98,9 +98,8 @@ class AdversarialSet:
 
 
 def _check_inputs(model, x, y, batch_size):
-    x = check_inputs(x, model.inputs[0].shape[1:]).astype(np.float32)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InvalidParameterError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    x = check_inputs(x, model.inputs[0].shape[1:], dtype=np.float32)
+    batch_size = _positive_int("batch_size", batch_size)
     pred = _predict(model, x, batch_size)
     y = pred.copy() if y is None else check_labels(y, len(x), _n_classes(model))
     return x, y, pred
@@ -119,17 +118,11 @@ def _check_clip(clip):
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise InvalidParameterError(f"{name} must be a number > 0, got {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise InvalidParameterError(f"{name} must be > 0, got {value!r}")
-    return float(value)
+    return check_param(value, name, None, Interval(float, 0, None, "neither"))
 
 
 def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidParameterError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
+    return check_param(value, name, None, Interval(int, 1))
 
 
 def _n_classes(model) -> int:

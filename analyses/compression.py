@@ -38,10 +38,10 @@ import logging
 
 import numpy as np
 
+from nnslicer import check_inputs
 from nnslicer.errors import InvalidInputError, InvalidParameterError
 
 from .budgets import bit_widths, pruning_rates
-from .checks import check_inputs
 from .quantization import quantize, quantized_layers, register_keras_objects
 
 __all__ = ["compress", "structured_prune", "prunable_layers", "unit_norms", "register_keras_objects"]

@@ -56,11 +56,11 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from nnslicer import check_inputs, check_labels
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError
 from nnslicer.io import is_int, non_finite
 from nnslicer.validation import Interval, check_param
 
-from .checks import check_inputs, check_labels
 
 __all__ = ["compare", "CompressionReport"]
 

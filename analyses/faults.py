@@ -30,11 +30,11 @@ import numbers
 
 import numpy as np
 
+from nnslicer import check_inputs, check_labels
 from nnslicer.errors import InvalidParameterError
 from nnslicer.keras import functional_graph, run_with_hooks
 from nnslicer.validation import Interval, check_param
 
-from .checks import check_inputs, check_labels
 
 __all__ = ["flip_bits", "fault_outputs", "fault_accuracy", "fault_curve", "exposure", "layers_to_check"]
 
@@ -67,7 +67,7 @@ def _layers(model):
 
 
 def _check_data(model, x, y):
-    x = check_inputs(x, model.inputs[0].shape[1:]).astype(np.float32)
+    x = check_inputs(x, model.inputs[0].shape[1:], dtype=np.float32)
     return x, check_labels(y, len(x), int(model.outputs[0].shape[-1]))
 
 
@@ -115,7 +115,7 @@ def fault_outputs(model, x, rate, checked=(), repeat=0, seed=0, batch_size=256):
     and the output's flips in batch ``k`` from ``default_rng([seed, r, i, k + 1])``.
     """
     rate = _check_rate(rate, "fault_outputs")
-    x = check_inputs(x, model.inputs[0].shape[1:]).astype(np.float32)
+    x = check_inputs(x, model.inputs[0].shape[1:], dtype=np.float32)
     faulty = _faulty(model, checked)
     return np.concatenate(list(_faulty_outputs(model, x, faulty, rate, repeat, seed, batch_size)))
 

@@ -68,11 +68,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnslicer import check_inputs, check_labels
 from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError
 from nnslicer.keras import functional_graph, run_with_hooks
 from nnslicer.validation import Interval, Options, check_param
 
-from .checks import check_inputs, check_labels
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def _check_steps(name, value):
 
 
 # --------------------------------------------------------------------------- criteria
-def _c_slice(ctx, **slicer_options):
+def _criterion_slice(ctx, **slicer_options):
     """NNSlicer slice counts: per weight, how many samples' slices hold that synapse
     (``Slicer.slice(x, aggregate="abs")``). Scores **weights** (synapses): every kernel of the
     layer (attention's four projections, a recurrent layer's two kernels, summed over time
@@ -308,23 +308,23 @@ def _c_slice(ctx, **slicer_options):
     return out
 
 
-def _c_weight(ctx):
+def _criterion_weight(ctx):
     """The weights themselves, ``w`` (SAFER's W). Scores **weights**; needs no data."""
     return _per_layer(ctx, _weights(ctx))
 
 
-def _c_gradient(ctx):
+def _criterion_gradient(ctx):
     """``df/dw`` over the calibration set (SAFER's gradient). Scores **weights**."""
     return _per_layer(ctx, _gradients(ctx)[1])
 
 
-def _c_weight_x_gradient(ctx):
+def _criterion_weight_x_gradient(ctx):
     """``w * df/dw`` (SAFER's W x gradient). Scores **weights**."""
     g = _gradients(ctx)[1]
     return _per_layer(ctx, [w * gi for w, gi in zip(_weights(ctx), g)])
 
 
-def _c_gradcam_pp(ctx):
+def _criterion_gradcam_pp(ctx):
     """GradCAM++ adapted to weights (SAFER eq. 7): ``g^2 / (2 g^2 + w g^3)``, 0 where the
     denominator is 0. Scores **weights**."""
     g = _gradients(ctx)[1]
@@ -336,7 +336,7 @@ def _c_gradcam_pp(ctx):
     return _per_layer(ctx, out)
 
 
-def _c_integrated_gradients(ctx, steps=16):
+def _criterion_integrated_gradients(ctx, steps=16):
     """Integrated gradients along the path that scales one layer's weights from 0 to ``w_l``
     (right Riemann sum of ``steps`` points): ``w * mean_k df/dw(k/steps * w_l)``. Scores
     **weights**; costs ``steps`` gradient passes per layer."""
@@ -345,7 +345,7 @@ def _c_integrated_gradients(ctx, steps=16):
     return {name: w[name] * np.mean(_path_gradients(ctx, name, steps)[1][1:], axis=0) for name in ctx.index}
 
 
-def _c_idgi(ctx, steps=16):
+def _criterion_idgi(ctx, steps=16):
     """IDGI (Yang et al. 2023) on the integrated-gradients path of each layer: each step's change
     of ``f`` is shared among weights by ``g_k^2 / |g_k|^2``. Scores **weights**."""
     steps = _check_steps("steps", steps)
@@ -366,7 +366,7 @@ def _c_idgi(ctx, steps=16):
 GUIDED_IG_TIE = 1e-5
 
 
-def _c_guided_ig(ctx, steps=16):
+def _criterion_guided_ig(ctx, steps=16):
     """Guided integrated gradients (Kapishnikov et al. 2021) from 0 to ``w_l``: at each of
     ``steps`` steps, the weights with the smallest ``|df/dw|`` move first (fully, the last one
     partly) until 1/steps of the l1 distance is covered; attribution ``sum g * delta``.
@@ -423,13 +423,13 @@ def _noisy_gradients(ctx, samples, noise, seed):
     return {name: np.stack([d[name] for d in draws]) for name in ctx.index}
 
 
-def _c_smoothgrad(ctx, samples=16, noise=0.1):
+def _criterion_smoothgrad(ctx, samples=16, noise=0.1):
     """SmoothGrad (Smilkov et al. 2017) on weights: mean of ``df/dw`` under Gaussian noise of
     std ``noise * (max w - min w)`` on every weight. Scores **weights**."""
     return {k: v.mean(0) for k, v in _noisy_gradients(ctx, samples, noise, ctx.seed).items()}
 
 
-def _c_vargrad(ctx, samples=16, noise=0.1):
+def _criterion_vargrad(ctx, samples=16, noise=0.1):
     """VarGrad (Adebayo et al. 2018): variance of ``df/dw`` under the same noise as
     ``smoothgrad``. Scores **weights**."""
     return {k: v.var(0) for k, v in _noisy_gradients(ctx, samples, noise, ctx.seed).items()}
@@ -488,7 +488,7 @@ def hsic_scores(masks, outputs):
     return (np.einsum("ai,ab,bi->i", m, lc, m) + np.einsum("ai,ab,bi->i", n, lc, n)) / (d - 1) ** 2
 
 
-def _c_hsic(ctx, masks=64, keep=0.8):
+def _criterion_hsic(ctx, masks=64, keep=0.8):
     """HSIC attribution (Novello et al. 2022) adapted as SAFER does, by grouping the weights of
     each unit: ``masks`` random draws keep every unit of every ranked layer with probability
     ``keep`` (dropping a unit = zeroing the weights that produce it); a unit's score is the HSIC
@@ -507,7 +507,7 @@ def _c_hsic(ctx, masks=64, keep=0.8):
     return {name: hsic_scores(m, y) for name, m in draws.items()}
 
 
-def _c_fit(ctx, bits=8, samples=None):
+def _criterion_fit(ctx, bits=8, samples=None):
     """FIT (Zandonati et al.): empirical Fisher ``E_x[(dL/dw)^2]`` (per-sample cross-entropy
     gradients, on the first ``samples`` calibration samples, default all) times the noise of
     uniform ``bits``-bit quantization of the layer's range, ``Delta^2 / 12``. Scores
@@ -537,7 +537,7 @@ def _permutations(units, count, rng):
     return [rng.permutation(units) for _ in range(count)]
 
 
-def _c_shapley(ctx, permutations=8, std=2.0, samples=64):
+def _criterion_shapley(ctx, permutations=8, std=2.0, samples=64):
     """Shapley values of each unit of a layer (Ancona et al. 2020), one layer at a time: the
     game's value is ``f`` with only a coalition of the layer's units kept (the others' outputs
     zeroed); ``permutations`` sampled orders (all orders when the layer has few units) give
@@ -567,14 +567,14 @@ def _c_shapley(ctx, permutations=8, std=2.0, samples=64):
     return out
 
 
-def _c_taylor(ctx):
+def _criterion_taylor(ctx):
     """First-order Taylor importance (Molchanov et al. 2019): ``(w * dL/dw)^2`` with the
     cross-entropy gradient over the calibration set. Scores **weights**."""
     g = _gradients(ctx, kind="loss")[1]
     return _per_layer(ctx, [(w.astype(np.float64) * gi) ** 2 for w, gi in zip(_weights(ctx), g)])
 
 
-def _c_apoz(ctx):
+def _criterion_apoz(ctx):
     """APoZ (Hu et al. 2016): ``1 -`` the share of samples (and positions) where a unit's
     output is <= 0, so that rarely active units score low. Scores **activations**."""
     seen = {}
@@ -590,11 +590,11 @@ def _c_apoz(ctx):
 
 #: phi: name -> function(context, **options) -> {layer: fine-grained scores}.
 CRITERIA = {
-    "slice": _c_slice, "weight": _c_weight, "gradient": _c_gradient,
-    "weight_x_gradient": _c_weight_x_gradient, "gradcam_pp": _c_gradcam_pp,
-    "integrated_gradients": _c_integrated_gradients, "guided_ig": _c_guided_ig, "idgi": _c_idgi,
-    "smoothgrad": _c_smoothgrad, "vargrad": _c_vargrad, "hsic": _c_hsic, "fit": _c_fit,
-    "shapley": _c_shapley, "taylor": _c_taylor, "apoz": _c_apoz,
+    "slice": _criterion_slice, "weight": _criterion_weight, "gradient": _criterion_gradient,
+    "weight_x_gradient": _criterion_weight_x_gradient, "gradcam_pp": _criterion_gradcam_pp,
+    "integrated_gradients": _criterion_integrated_gradients, "guided_ig": _criterion_guided_ig, "idgi": _criterion_idgi,
+    "smoothgrad": _criterion_smoothgrad, "vargrad": _criterion_vargrad, "hsic": _criterion_hsic, "fit": _criterion_fit,
+    "shapley": _criterion_shapley, "taylor": _criterion_taylor, "apoz": _criterion_apoz,
 }
 
 def register_criterion(name, criterion, replace=False):

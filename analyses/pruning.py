@@ -62,7 +62,8 @@ from nnslicer.validation import Interval, check_param
 
 from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 
-__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "maskable_ops", "rebuild"]
+__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "maskable_ops",
+           "rebuild"]
 
 log = logging.getLogger(__name__)
 

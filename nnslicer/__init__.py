@@ -14,11 +14,11 @@ lifted or profiled.
 from .backward.rules import check_rule
 from .errors import (ExecutionError, FileFormatError, InvalidInputError, InvalidParameterError,
                      MissingDependencyError, NNSlicerError, NotFittedError, RenderError, UnsupportedLayerError)
-from .forward import as_batch
+from .forward import as_batch, check_inputs
 from .graph import DataFlowGraph, Op
 from .keras import lift, register_layer
 from .ops import register_handler
-from .profile import Profile, check_labels, profile
+from .profiling import Profile, check_labels, profile
 from .pictures import render
 from .slice import Slice, aggregate
 from .slicer import Slicer
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lift", "Slicer", "Slice", "Profile", "profile", "aggregate", "render", "DataFlowGraph", "Op",
-    "register_layer", "register_handler", "as_batch", "check_labels", "check_rule",
+    "register_layer", "register_handler", "as_batch", "check_inputs", "check_labels", "check_rule",
     "NNSlicerError", "UnsupportedLayerError", "NotFittedError", "InvalidInputError",
     "InvalidParameterError", "FileFormatError", "MissingDependencyError", "RenderError", "ExecutionError",
     "__version__",

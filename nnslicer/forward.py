@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InvalidInputError, require
 
-__all__ = ["Tape", "execute", "forward", "as_batch", "check_finite"]
+__all__ = ["Tape", "execute", "forward", "as_batch", "check_inputs", "check_finite"]
 
 
 @dataclass
@@ -26,30 +26,45 @@ class Tape:
         return len(self.predictions)
 
 
-def as_batch(graph, x, what="x"):
-    """``x`` as a float32 batch for ``graph``: a single sample gains a batch axis.
+def check_inputs(x, input_shape, what="x", one=False, dtype=None, model=None):
+    """``x`` as a numpy batch of model inputs: real numbers (bool read as 0/1), a batch of
+    ``input_shape`` (None in it matches any size), not empty, finite.
 
-    Raises InvalidInputError for a wrong shape, an empty batch, complex numbers, or NaN/inf values."""
+    ``one``: a single input (of ``input_shape``) is accepted too and gains a batch axis;
+    ``dtype``: the array's dtype (default: kept, bool as float32); ``model``: a name for the
+    messages. Raises InvalidInputError saying what is wrong (in one message format).
+    """
     if np.iscomplexobj(x):
-        raise InvalidInputError(f"{what} holds complex numbers; models take real inputs (give x.real or "
-                                "abs(x) if that is what you mean).")
+        raise InvalidInputError(f"{what} must be an array of real numbers; it holds complex numbers (give x.real "
+                                "or abs(x) if that is what you mean).")
     try:
-        arr = np.asarray(x, dtype=np.float32)
+        arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what} is not a numeric array: {exc}") from None
-    shape = tuple(graph.input_shape)
-    if arr.shape == shape:
+        raise InvalidInputError(f"{what} must be an array of real numbers ({exc}).") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InvalidInputError(f"{what} must be an array of real numbers. Got dtype {arr.dtype} instead.")
+    shape = tuple(input_shape)
+    fits = lambda dims: len(dims) == len(shape) and all(w is None or w == d for w, d in zip(shape, dims))  # noqa: E731
+    if one and fits(arr.shape):
         arr = arr[None]
-    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape:
-        raise InvalidInputError(
-            f"{what} has shape {arr.shape}; model {graph.name!r} takes samples of shape {shape} "
-            f"(one sample, or a batch of shape (n, {', '.join(map(str, shape))})).")
-    if arr.shape[0] == 0:
-        raise InvalidInputError(f"{what} is empty: it holds no samples.")
+    if arr.ndim != len(shape) + 1 or not fits(arr.shape[1:]):
+        of = f" of model {model!r}" if model else ""
+        single = " (or one input of that shape)" if one else ""
+        raise InvalidInputError(f"{what} must be a batch of inputs shaped {shape}{of}{single}; got shape {arr.shape}.")
+    if len(arr) == 0:
+        raise InvalidInputError(f"{what} is empty: give at least one sample.")
+    if dtype is not None or arr.dtype == bool:
+        arr = arr.astype(np.float32 if dtype is None else dtype)
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())
-        raise InvalidInputError(f"{what} holds NaN or inf values (in {bad} sample(s)).")
+        raise InvalidInputError(f"{what} holds NaN or infinite values (in {bad} sample(s)).")
     return arr
+
+
+def as_batch(graph, x, what="x"):
+    """``x`` as a float32 batch for ``graph`` (:func:`check_inputs`): a single sample gains a
+    batch axis."""
+    return check_inputs(x, graph.input_shape, what, one=True, dtype=np.float32, model=graph.name)
 
 
 def check_finite(graph, values):

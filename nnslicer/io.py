@@ -17,8 +17,8 @@ import numpy as np
 
 from .errors import FileFormatError
 
-__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "check_readable", "same_arrays", "plain",
-           "is_int", "non_finite"]
+__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "check_readable", "same_arrays",
+           "json_value", "is_int", "non_finite"]
 
 #: Version of the archive layout that this code writes: a JSON header (with, from version 2, a
 #: digest of the metadata and arrays) and numbered arrays.
@@ -148,7 +148,7 @@ def same_arrays(a, b):
         np.asarray(a[k]).dtype == np.asarray(b[k]).dtype and np.array_equal(a[k], b[k]) for k in a)
 
 
-def plain(value):
+def json_value(value):
     """A numpy scalar or array as the Python value JSON knows (a number or a list); anything
     else as it is."""
     return value.tolist() if isinstance(value, (np.generic, np.ndarray)) else value
@@ -177,7 +177,7 @@ def non_finite(value, where):
 
 def _json_default(value):
     if isinstance(value, (np.generic, np.ndarray)):
-        return plain(value)
+        return json_value(value)
     raise TypeError(f"{type(value).__name__} cannot go into an nnslicer file header: {value!r}")
 
 

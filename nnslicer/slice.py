@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import FileFormatError, InvalidInputError, InvalidParameterError
-from .io import is_int, load_archive, plain, same_arrays, save_archive
+from .io import is_int, json_value, load_archive, same_arrays, save_archive
 from .backward.rules import RULES, check_rule
 
 __all__ = ["Slice", "aggregate"]
@@ -77,7 +77,7 @@ class Slice:
                      if v.dtype.kind not in "iu")  # (np.issubdtype counts timedelta64 as an integer)
         if odd:
             raise InvalidInputError(f"Slice counts are integers; got other values for {odd}.")
-        self.meta = {k: plain(meta.get(k)) for k in META_KEYS}
+        self.meta = {k: json_value(meta.get(k)) for k in META_KEYS}
         if self.meta["samples"] is None:
             self.meta["samples"] = 1
         _check_meta(self.meta)

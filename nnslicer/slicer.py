@@ -15,9 +15,10 @@ from .frontends import frontend_of
 from .graph import has_channels
 from .ops.base import kernels
 from .parallel import map_backward, use_ray
-from .profile import Profile, check_batch_size, first_batch
-from .profile import profile as make_profile
+from .profiling import Profile, first_batch
+from .profiling import profile as make_profile
 from .slice import Slice
+from .validation import Interval, Options, check_params
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,15 @@ def _accumulate(total, part):
             total[k] = total[k] + v
 
 
-def _choice(name, value, options):
-    if value not in options:
-        raise InvalidParameterError(
-            f"The {name!r} parameter of Slicer must be one of {', '.join(map(repr, options))}. "
-            f"Got {value!r} instead.")
+#: The Slicer's parameters that a table checks (``rule`` and ``theta`` go together: see
+#: :func:`nnslicer.backward.rules.check_rule`).
+PARAMETERS = {
+    "granularity": [Options(("element", "channel"))],
+    "baseline": [Options(("global", "class"))],
+    "propagation": [Options(("code", "paper"))],
+    "batch_size": [Interval(int, 1)],
+    "aggregate": [Options(("sum", "abs"))],
+}
 
 
 class Slicer:
@@ -104,10 +109,8 @@ class Slicer:
     # ------------------------------------------------------------------ fit
     def _validate(self):
         theta = check_rule(self.rule, self.theta)
-        _choice("granularity", self.granularity, ("element", "channel"))
-        _choice("baseline", self.baseline, ("global", "class"))
-        _choice("propagation", self.propagation, ("code", "paper"))
-        check_batch_size(self.batch_size, "Slicer")
+        check_params("Slicer", PARAMETERS, granularity=self.granularity, baseline=self.baseline,
+                     propagation=self.propagation, batch_size=self.batch_size)
         return theta
 
     def fit(self, x=None, y=None, *, profile=None, progress=None):
@@ -270,7 +273,7 @@ class Slicer:
             As in :meth:`slice_many`.
         """
         self._check_fitted()
-        _choice("aggregate", aggregate, ("sum", "abs"))
+        check_params("Slicer", PARAMETERS, aggregate=aggregate)
         neurons = synapses = None
         seen = []
         for n, s, t in self._run(self._samples(x, target, True), aggregate, n_jobs, address, progress):

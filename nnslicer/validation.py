@@ -25,6 +25,7 @@ nnslicer.errors.InvalidParameterError: The 'q' parameter of rank must be a float
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from .errors import InvalidParameterError
@@ -35,8 +36,8 @@ __all__ = ["Interval", "Options", "check_param", "check_params"]
 class Interval:
     """Numbers of one kind (``int`` or ``float``) between ``left`` and ``right`` (None: no
     bound); ``closed`` says which ends belong to it: "both", "left", "right" or "neither".
-    Booleans are never numbers here; an accepted value comes back as the kind (``int(v)``,
-    ``float(v)``)."""
+    Booleans, NaN and infinities are never in it; an accepted value comes back as the kind
+    (``int(v)``, ``float(v)``)."""
 
     def __init__(self, kind, left=None, right=None, closed="both"):
         if kind not in (int, float):
@@ -45,7 +46,7 @@ class Interval:
 
     def __contains__(self, value):
         base = numbers.Integral if self.kind is int else numbers.Real
-        if isinstance(value, bool) or not isinstance(value, base):
+        if isinstance(value, bool) or not isinstance(value, base) or not math.isfinite(value):
             return False
         if self.left is not None and (value < self.left or (value == self.left and self.closed in ("right", "neither"))):
             return False

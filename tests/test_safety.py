@@ -382,7 +382,7 @@ def test_complex_inputs_are_refused(files, tmp_path, capsys):
     assert main(["slice", paths["model"], "--profile", paths["profile"], "--input", str(tmp_path / "c.npy"),
                  "-o", str(tmp_path / "s.npz")]) == 2
     assert "complex" in error_line(capsys)
-    from analyses.checks import check_inputs
+    from nnslicer import check_inputs
 
     with pytest.raises(InvalidInputError, match="real numbers"):
         check_inputs(x.astype(np.complex64), (6, 6, 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidParameterError
+from ..validation import Interval, Options, check_param
 
 __all__ = ["RULES", "DEFAULT_THETA", "select", "check_rule"]
 
@@ -22,16 +23,10 @@ BAR = 0.01
 
 def check_rule(rule, theta, owner="Slicer"):
     """Validate ``rule`` and ``theta``; return theta (the rule's default when None)."""
-    if rule not in RULES:
-        raise InvalidParameterError(
-            f"The 'rule' parameter of {owner} must be one of {', '.join(map(repr, RULES))}. Got {rule!r} instead.")
+    check_param(rule, "rule", owner, Options(RULES))
     if theta is None:
         return DEFAULT_THETA[rule]
-    if isinstance(theta, bool) or not isinstance(theta, (int, float, np.floating)) \
-            or not 0 < theta < 1:  # False for NaN; compares an int of any size
-        raise InvalidParameterError(
-            f"The 'theta' parameter of {owner} must be a float in (0, 1). Got {theta!r} instead.")
-    return float(theta)
+    return check_param(theta, "theta", owner, Interval(float, 0, 1, "neither"))
 
 
 def select(cand, rule="nnslicer", theta=0.2, y=None, bar=BAR):

@@ -47,7 +47,7 @@ def run(out_dir="nnslicer-demo", samples=50, stream=None):
     import sys
 
     from ..datasets import load_digits
-    from ..profile import Profile
+    from ..profiling import Profile
     from ..slicer import Slicer
 
     if samples < 2:

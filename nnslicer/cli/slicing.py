@@ -36,7 +36,7 @@ def cmd_info(args):
 
 def cmd_profile(args):
     from ..keras import lift
-    from ..profile import profile
+    from ..profiling import profile
     from ..keras import verify_data
 
     model = load_model(args.model)
@@ -55,7 +55,7 @@ def cmd_profile(args):
 
 
 def cmd_slice(args):
-    from ..profile import Profile
+    from ..profiling import Profile
 
     model = load_model(args.model)
     prof = Profile.load(args.profile)

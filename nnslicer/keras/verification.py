@@ -3,7 +3,7 @@
 A lift that is accepted but computes another network is the worst failure nnslicer can have:
 every slice of it would be wrong, silently. :func:`verify` runs the lifted graph and the Keras
 model on the same samples and compares their outputs; :meth:`nnslicer.Slicer.fit` calls it on
-the first profiling batch (at most :data:`nnslicer.profile.CHECK_SAMPLES` samples), or on the profile's mean
+the first profiling batch (at most :data:`nnslicer.profiling.CHECK_SAMPLES` samples), or on the profile's mean
 input with ``fit(profile=...)``. Only when the outputs disagree is the output of every layer
 compared too, and a layer that differs is run alone on Keras' own inputs of it, to name the
 first op that computes another thing than Keras (or to tell that none does: the network
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError, require
 from ..forward import as_batch, check_finite, execute
-from ..profile import first_batch
+from ..profiling import first_batch
 
 __all__ = ["verify", "verify_data", "TOLERANCE"]
 
