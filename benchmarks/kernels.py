@@ -1,6 +1,6 @@
 """Which kernel path runs the backward analysis: numpy arrays or fused numba kernels.
 
-Times the backward analysis per sample (batch mode) with ``nnslicer.ops.base.KERNELS`` set to
+Times the backward analysis per sample (batch mode) with ``kernels=``
 ``"numpy"`` (vectorised: index arrays, a full stable argsort per neuron's candidates, bincount
 scatters) and to ``"numba"`` (one fused pass per op, the theta rule ordering candidates only as
 far as it needs), checks that both give the same counts, and writes
@@ -28,7 +28,6 @@ SAMPLES = {"lenet": 256, "resnet10": 16, "resnet18": 1}
 
 def measure(name, granularity):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import nnslicer.ops.base as base
     from nnslicer import Slicer
     from nnslicer.backward import backward
     from nnslicer.forward import forward
@@ -40,11 +39,10 @@ def measure(name, granularity):
     row = {"model": name, "granularity": granularity, "samples": len(targets), "weights": note}
     counts = {}
     for kernels in ("numba", "numpy"):
-        base.KERNELS = kernels
         warm = forward(slicer.graph_, slicer.profile_, x_slice[:1])
-        backward(slicer.graph_, warm, [[0]])  # compiles / loads the numba cache
+        backward(slicer.graph_, warm, [[0]], kernels=kernels)  # compiles / loads the numba cache
         start = time.perf_counter()
-        counts[kernels] = backward(slicer.graph_, tape, targets)
+        counts[kernels] = backward(slicer.graph_, tape, targets, kernels=kernels)
         row[f"{kernels}_s"] = (time.perf_counter() - start) / len(targets)
     same = all(np.array_equal(counts["numba"][i][k], counts["numpy"][i][k])
                for i in (0, 1) for k in counts["numba"][i])

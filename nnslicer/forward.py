@@ -40,9 +40,10 @@ def check_inputs(x, input_shape, what="x", one=False, dtype=None, model=None):
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what} must be an array of real numbers ({exc}).") from None
+        raise InvalidInputError(f"{what} is not numeric: it must be an array of real numbers ({exc}).") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InvalidInputError(f"{what} must be an array of real numbers. Got dtype {arr.dtype} instead.")
+        raise InvalidInputError(f"{what} is not numeric: it must be an array of real numbers. Got dtype {arr.dtype} "
+                                "instead.")
     shape = tuple(input_shape)
     fits = lambda dims: len(dims) == len(shape) and all(w is None or w == d for w, d in zip(shape, dims))  # noqa: E731
     if one and fits(arr.shape):
