@@ -46,6 +46,9 @@ MODELS = ("vit", "lstm", "text_cnn")
 PROFILE, STEPS = 1000, 50
 #: Interleaved timing rounds of the slices and of IG; the tables give their medians.
 ROUNDS = 3
+#: Seconds of rest before each timed phase: TensorFlow's worker threads spin a while after a
+#: batch, and would otherwise take the cores from whatever is timed next.
+SETTLE = 1.0
 #: Text: tokens, vocabulary, the positive and negative token sets.
 LENGTH, VOCABULARY, POSITIVE, NEGATIVE = 100, 5000, range(1, 51), range(51, 101)
 
@@ -171,9 +174,11 @@ def run_one(name, samples):
     runs, synapses = {"element": [], "channel": [], "ig": []}, {}
     for _ in range(ROUNDS):  # interleaved, so that a slow spell of the machine hits both alike
         for granularity in ("element", "channel"):
+            time.sleep(SETTLE)
             seconds, sizes = slices(graphs[granularity], profiles[granularity])
             runs[granularity].append(seconds)
             synapses[granularity] = float(np.mean(sizes))
+        time.sleep(SETTLE)
         runs["ig"].append(attributions())
     for granularity in ("element", "channel"):
         fwd, bwd, batch = np.median(runs[granularity], axis=0)

@@ -48,9 +48,10 @@ class Interval:
         base = numbers.Integral if self.kind is int else numbers.Real
         if isinstance(value, bool) or not isinstance(value, base) or not math.isfinite(value):
             return False
-        if self.left is not None and (value < self.left or (value == self.left and self.closed in ("right", "neither"))):
+        open_left, open_right = self.closed in ("right", "neither"), self.closed in ("left", "neither")
+        if self.left is not None and (value < self.left or (value == self.left and open_left)):
             return False
-        return self.right is None or not (value > self.right or (value == self.right and self.closed in ("left", "neither")))
+        return self.right is None or not (value > self.right or (value == self.right and open_right))
 
     def convert(self, value):
         return self.kind(value)

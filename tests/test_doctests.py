@@ -5,10 +5,11 @@ import importlib
 
 import pytest
 
-MODULES = ["nnslicer.backward.rules", "nnslicer.slice", "nnslicer.graph", "nnslicer.keras.lifting", "nnslicer.keras.run", "nnslicer.slicer",
-           "nnslicer.models", "nnslicer.pictures.dot", "analyses.layer_importance",
-           "analyses.budgets", "analyses.quantization", "analyses.faults", "analyses.compression",
-           "analyses.compression_report", "nnslicer.profiling", "nnslicer.datasets", "analyses.adversarial", "nnslicer.validation"]
+MODULES = ["nnslicer.backward.rules", "nnslicer.slice", "nnslicer.graph", "nnslicer.keras.lifting",
+           "nnslicer.keras.run", "nnslicer.slicer", "nnslicer.models", "nnslicer.pictures.dot",
+           "analyses.layer_importance", "analyses.budgets", "analyses.quantization", "analyses.faults",
+           "analyses.compression", "analyses.compression_report", "nnslicer.profiling", "nnslicer.datasets",
+           "analyses.adversarial", "nnslicer.validation"]
 
 
 @pytest.mark.parametrize("name", MODULES)

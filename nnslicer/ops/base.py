@@ -21,7 +21,6 @@ from functools import lru_cache
 import numpy as np
 
 
-
 #: The kernels a backward analysis runs when it is not told (``backward(..., kernels=None)``):
 #: "numba" (fused, when numba is installed) or "numpy" (vectorised arrays); both give the same
 #: counts. The Slicer resolves it when it slices and passes the choice on, to Ray workers too.
@@ -36,12 +35,9 @@ def kernels(choice=None):
         if KERNELS is None:
             KERNELS = "numba" if importlib.util.find_spec("numba") is not None else "numpy"
         choice = KERNELS
-    if choice not in KERNEL_CHOICES:
-        from ..errors import InvalidParameterError
+    from ..validation import Options, check_param
 
-        raise InvalidParameterError(f"The 'kernels' parameter must be one of {', '.join(map(repr, KERNEL_CHOICES))}. "
-                                    f"Got {choice!r} instead.")
-    return choice
+    return check_param(choice, "kernels", None, Options(KERNEL_CHOICES))
 
 
 def _select(choice):
