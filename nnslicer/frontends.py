@@ -53,14 +53,15 @@ def accepted(model):
     return any(frontend.accepts(model) for frontend in _FRONTENDS)
 
 
-def frontend_of(model, caller="this function"):
-    """The frontend that accepts ``model``; InvalidParameterError naming what is accepted."""
+def frontend_of(model, caller="this function", graphs=False):
+    """The frontend that accepts ``model``; InvalidParameterError naming what ``caller`` takes
+    (with ``graphs``, a DataFlowGraph too)."""
     for frontend in _FRONTENDS:
         if frontend.accepts(model):
             return frontend
     names = " or ".join(f"a {f.name} model" for f in _FRONTENDS) or "a model of a registered frontend"
-    raise InvalidParameterError(f"{caller} needs a DataFlowGraph (nnslicer.lift(model)) or {names}. "
-                                f"Got {type(model).__name__} instead.")
+    graph = "a DataFlowGraph (nnslicer.lift(model)) or " if graphs else ""
+    raise InvalidParameterError(f"{caller} needs {graph}{names}. Got {type(model).__name__} instead.")
 
 
 def as_graph(obj, granularity="element", caller="this function"):
@@ -69,4 +70,4 @@ def as_graph(obj, granularity="element", caller="this function"):
 
     if isinstance(obj, DataFlowGraph):
         return obj
-    return frontend_of(obj, caller).lift(obj, granularity)
+    return frontend_of(obj, caller, graphs=True).lift(obj, granularity)

@@ -83,6 +83,7 @@ def build_parser(load=True):
     _record_options(parser)
     return parser
 
+
 #: Python parameters whose command-line option has another name (a command adds its own with
 #: ``set_defaults(api_options={...})``).
 API_OPTIONS = {"n_jobs": "workers", "address": "ray_address"}
