@@ -11,7 +11,7 @@ import nnslicer  # noqa: E402
 from analyses.adversarial import (  # noqa: E402
     DETECTORS, Detector, Features, FeatureMapDetector, MahalanobisDetector, SliceDetector, default_layer, load_detector,
     register_detector)
-from analyses.attacks import fgsm  # noqa: E402
+from analyses.attacks import bim, fgsm  # noqa: E402
 from nnslicer.cli import main  # noqa: E402
 from nnslicer.datasets import load_digits  # noqa: E402
 from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, NotFittedError  # noqa: E402
@@ -739,3 +739,47 @@ def test_a_registered_detector_is_offered_by_the_command_and_loads_back(model, d
 def test_register_detector_refuses(name, cls, match):
     with pytest.raises(InvalidParameterError, match=match):
         register_detector(name, cls)
+
+
+# --------------------------------------------------------------------------- nnslicer attack
+def test_cli_attack_writes_what_detect_score_reads(model, fitted, digits, tmp_path, capsys):
+    """The examples the command writes are the library's (same attack, same inputs), only
+    successful ones, with their source rows; 'detect score' takes the file as it is."""
+    _, (xt, yt) = digits
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", xt[:40])
+    np.save(tmp_path / "y.npy", yt[:40])
+    adv = tmp_path / "adv.npz"
+    assert main(["attack", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--method", "bim", "--eps", "0.3", "--step", "0.05", "--steps", "8",
+                 "-o", str(adv)]) == 0
+    assert "adversarial examples ->" in capsys.readouterr().out
+    want = bim(model, xt[:40], yt[:40], eps=0.3, step=0.05, steps=8)
+    with np.load(adv) as f:
+        assert sorted(f.files) == ["pred", "source_index", "x", "y"]
+        np.testing.assert_array_equal(f["source_index"], want.source_index)
+        np.testing.assert_allclose(f["x"], want.x_adv, atol=1e-6)
+        assert (f["pred"] != f["y"]).all() and (f["y"] == yt[:40][f["source_index"]]).all()
+        assert len(f["x"]) > 0 and f["x"].min() >= 0.0 and f["x"].max() <= 1.0
+    det = str(tmp_path / "d.nnsd")
+    fitted["feature_map"].save(det)
+    assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(adv)]) == 0
+    assert f"of {len(want)} inputs flagged adversarial" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--method", "deepfool", "--eps", "0.1"], "--eps has no effect with --method deepfool (only with fgsm, bim, pgd)"),
+    (["--method", "fgsm", "--steps", "3"], "--steps has no effect with --method fgsm"),
+    (["--method", "fgsm", "--eps", "-1"], "'eps' parameter must be a positive float"),
+    (["--method", "fgsm", "-o", "adv.npy"], "-o takes a .npz file"),
+])
+def test_cli_attack_refuses(model, digits, tmp_path, capsys, extra, words):
+    _, (xt, _) = digits
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", xt[:5])
+    args = ["attack", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"), *extra]
+    if "-o" not in extra:
+        args += ["-o", str(tmp_path / "adv.npz")]
+    assert main(args) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "adv.npz").exists()

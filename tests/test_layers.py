@@ -143,8 +143,8 @@ def test_the_parser_can_load_every_command_group():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     full = {name: p for name, p in sub.choices.items()}
-    for name in ("info", "profile", "slice", "render", "demo", "detect", "prune", "protect", "restore", "layers",
-                 "compress", "compare"):
+    for name in ("info", "profile", "slice", "render", "demo", "attack", "detect", "prune", "protect", "restore",
+                 "layers", "compress", "compare"):
         assert name in full
         assert [a for a in full[name]._actions if a.dest != "help"], name  # its own arguments, not a stub
 
