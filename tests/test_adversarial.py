@@ -768,7 +768,7 @@ def test_cli_attack_writes_what_detect_score_reads(model, fitted, digits, tmp_pa
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--method", "deepfool", "--eps", "0.1"], "--eps has no effect with --method deepfool (only with fgsm, bim, pgd)"),
+    (["--method", "deepfool", "--eps", "0.1"], "--eps has no effect with --method deepfool (only with fgsm, bim or pgd)"),
     (["--method", "fgsm", "--steps", "3"], "--steps has no effect with --method fgsm"),
     (["--method", "fgsm", "--eps", "-1"], "'eps' parameter must be a positive float"),
     (["--method", "fgsm", "-o", "adv.npy"], "-o takes a .npz file"),

@@ -6,8 +6,7 @@ import argparse
 
 import numpy as np
 
-from nnslicer.cli.options import load_array, load_model
-from nnslicer.errors import InvalidParameterError
+from nnslicer.cli.options import load_array, load_model, refuse_unread
 from nnslicer.io import atomic_path
 
 from ..attacks import bim, cw_l2, deepfool, fgsm, jsma, pgd
@@ -38,11 +37,8 @@ and jsma through the Adversarial Robustness Toolbox (slow on a CPU: attack few i
 
 def cmd_attack(args):
     attack, reads = METHODS[args.method]
-    for dest, option in STRENGTH.items():
-        if dest not in reads and getattr(args, dest) is not None:
-            users = [m for m, (_, r) in METHODS.items() if dest in r]
-            raise InvalidParameterError(f"{option} has no effect with --method {args.method} "
-                                        f"(only with {', '.join(users)}).")
+    readers = {option: (dest, [m for m, (_, r) in METHODS.items() if dest in r]) for dest, option in STRENGTH.items()}
+    refuse_unread(args, args.method, readers, dict.fromkeys(STRENGTH))
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None

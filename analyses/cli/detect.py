@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 
-from nnslicer.cli.options import add_slicing_options, load_array, load_model, make_slicer
-from nnslicer.errors import InvalidParameterError
+from nnslicer.cli.options import add_slicing_options, load_array, load_model, make_slicer, refuse_unread
 from nnslicer.io import atomic_path
 
 from ..adversarial import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS, load_detector
@@ -34,11 +33,9 @@ _TAKEN_OPTIONS = {
 
 def _detector_from_args(model, args):
     cls, rule = DETECTORS[args.method]
-    for option, (dest, taken) in _TAKEN_OPTIONS.items():  # a value other than the parser's default
-        if (taken not in cls.takes or (dest == "rule" and rule)) and getattr(args, dest) != args.defaults[dest]:
-            users = [m for m, (c, r) in DETECTORS.items() if taken in c.takes and not (dest == "rule" and r)]
-            raise InvalidParameterError(f"{option} has no effect with --method {args.method} "
-                                        f"(only with {' or '.join(users)}).")
+    readers = {option: (dest, [m for m, (c, r) in DETECTORS.items() if taken in c.takes and not (dest == "rule" and r)])
+               for option, (dest, taken) in _TAKEN_OPTIONS.items()}
+    refuse_unread(args, args.method, readers, args.defaults)
     if args.layer is not None and args.layer.lstrip("-").isdigit():
         args.layer = int(args.layer)
     if rule:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import FileFormatError, InvalidInputError
 
 __all__ = ["MODEL_FILES", "load_model", "load_array", "save_model", "check_outputs", "input_files", "progress_bar",
-           "add_slicing_options", "make_slicer", "quiet_tensorflow"]
+           "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread"]
 
 log = logging.getLogger("nnslicer")
 
@@ -184,3 +184,14 @@ def make_slicer(model, args):
     return Slicer(model, theta=args.theta, rule=args.rule, granularity=args.granularity,
                   baseline=args.baseline, propagation=args.propagation,
                   batch_size=getattr(args, "batch_size", 256))
+
+
+def refuse_unread(args, method, readers, defaults):
+    """Refuse, before any work, an option given (other than its default) that ``--method``
+    does not read: ``readers`` maps each option to ``(dest, the methods that read it)``."""
+    from ..errors import InvalidParameterError
+
+    for option, (dest, methods) in readers.items():
+        if method not in methods and getattr(args, dest) != defaults[dest]:
+            either = ", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1 else methods[0]
+            raise InvalidParameterError(f"{option} has no effect with --method {method} (only with {either}).")
