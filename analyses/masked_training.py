@@ -38,7 +38,7 @@ def _ends_in_softmax(model):
 
 
 def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momentum=0.5,
-                 batch_size=256, seed=0, batchnorm="frozen"):
+                 batch_size=256, seed=0, batchnorm="frozen", weight_decay=0.0, on_epoch_end=None):
     """Train ``model`` in place where ``trainable`` allows.
 
     Parameters
@@ -60,6 +60,11 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
         which stay as they are). ``"train"``: training mode, as ``model.fit`` would: batch norm
         normalises with the batch's statistics and updates its moving statistics (they are not
         parameters; gamma and beta stay fixed unless named in ``trainable``).
+    weight_decay : float, default 0
+        L2 penalty added to the gradient of each trainable value (``g + weight_decay * w``, as
+        PyTorch's SGD does it).
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(epoch, loss)`` after each epoch (``epoch`` from 0).
 
     Returns
     -------
@@ -72,6 +77,7 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
     _check_positive("epochs", epochs)
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, float)
+    weight_decay = check_param(weight_decay, "weight_decay", None, Interval(float, 0))
     if batchnorm not in ("frozen", "train"):
         raise InvalidParameterError(f"The 'batchnorm' parameter must be 'frozen' or 'train'. Got {batchnorm!r} instead.")
     training = batchnorm == "train"
@@ -108,6 +114,7 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
         with tf.GradientTape() as tape:
             loss = loss_fn(yb, model(xb, training=training))
         grads = tape.gradient(loss, [v.value for v in variables])
+        grads = [g + weight_decay * v.value if weight_decay else g for g, v in zip(grads, variables)]
         opt.apply_gradients([(g * m, v) for g, m, v in zip(grads, masks, variables)])
         for v, m, f in zip(variables, masks, frozen):  # frozen positions back, bitwise
             v.assign(tf.where(m > 0, v.value, f))
@@ -125,4 +132,6 @@ def train_masked(model, trainable, x, y, epochs, optimizer="sgd", lr=5e-3, momen
             n += len(idx)
         losses.append(total / n)
         log.info("masked training: epoch %d/%d, loss %.4f", epoch + 1, epochs, losses[-1])
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, losses[-1])
     return losses

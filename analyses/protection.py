@@ -29,6 +29,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import logging
 import numbers
 
 import numpy as np
@@ -36,11 +37,13 @@ import numpy as np
 from nnslicer import check_labels
 from nnslicer.errors import FileFormatError, InvalidParameterError, UnsupportedLayerError
 from nnslicer.io import is_int, same_arrays
-from nnslicer.validation import Interval, check_param
+from nnslicer.validation import Interval, Options, check_param
 
 from .synapse_scores import check_classes, rank_mask, synapse_scores
 
-__all__ = ["ProtectionSecret", "protect", "restore", "steal", "weights_digest"]
+__all__ = ["ProtectionSecret", "protect", "restore", "steal", "weights_digest", "ATTACKERS"]
+
+log = logging.getLogger(__name__)
 
 PROTECT_METHODS = ("nnslicer", "magnitude", "random", "effective_path")
 SCOPES = ("layer", "model")
@@ -170,6 +173,8 @@ def _check_secret_meta(info):
             bad(key, "a string")
     if "scope" in info and (not isinstance(info["scope"], str) or info["scope"] not in SCOPES):
         bad("scope", f"one of {', '.join(SCOPES)}")
+    if "replace" in info and not isinstance(info["replace"], bool):
+        bad("replace", "true or false")
     fraction = info.get("fraction")
     if "fraction" in info and (isinstance(fraction, bool) or not isinstance(fraction, numbers.Real)
                                or not 0 < fraction < 1):
@@ -233,14 +238,16 @@ def _check_secret(meta, arrays):
         if not np.isfinite(val).all():
             raise FileFormatError(f"the values of {key!r} hold NaN or infinity")
         indices[key], values[key] = idx.astype(np.int64), val
-    if "fraction" in info:  # protect hides exactly round(fraction * n) of each layer's n, or of the model's
+    if "fraction" in info:  # protect hides round(fraction * n) of each layer's n, or of the model's
         groups = [[key] for key in shapes] if info.get("scope", "layer") == "layer" else [list(shapes)]
+        drawn = info.get("replace", False)  # drawn with replacement: at most that many
         for keys in groups:
             hidden, total = sum(indices[k].size for k in keys), sum(sizes[k] for k in keys)
-            if total and hidden != int(round(info["fraction"] * total)):
+            want = int(round(info["fraction"] * total))
+            if total and (hidden > want or (hidden != want and not drawn)):
                 where = f"weight {keys[0]!r}" if len(keys) == 1 else "model"
                 raise FileFormatError(f"it hides {hidden} of its {where}'s {total} weights, not the "
-                                      f"{int(round(info['fraction'] * total))} its fraction {info['fraction']} "
+                                      f"{'at most ' if drawn else ''}{want} its fraction {info['fraction']} "
                                       "makes")
     return indices, values, shapes, meta["protected_digest"], meta["original_digest"], info
 
@@ -250,7 +257,7 @@ def _check_fraction(fraction):
 
 
 def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_per_class=None,
-            slices=None, random_state=0, scope="layer"):
+            slices=None, random_state=0, scope="layer", replace=False):
     """Hide (zero) the synapses that matter most for ``classes``; returns ``(protected, secret)``.
 
     Parameters
@@ -278,6 +285,10 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
         largest aggregated count", SPEC.md section 5). Across the model, scores are compared
         as they are: a convolution's count is summed over its output positions, so the early,
         large feature maps rank highest and their layers are hidden almost whole.
+    replace : bool, default False
+        With ``method="random"``: draw the ``round(fraction * n)`` positions with replacement,
+        as the NNSlicer authors' random baseline did, so that fewer are hidden (about
+        ``1 - exp(-fraction)`` of them: 39% at 0.5).
 
     Returns
     -------
@@ -297,6 +308,9 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
         raise InvalidParameterError(
             f"The 'method' parameter of protect must be one of {', '.join(map(repr, PROTECT_METHODS))}. "
             f"Got {method!r} instead.")
+    if replace and method != "random":
+        raise InvalidParameterError(f"replace=True draws random positions with replacement: it goes with "
+                                    f"method='random', not {method!r}.")
     graph = slicer.graph_ if slicer is not None and hasattr(slicer, "graph_") else lift(model)
     if y is not None:
         y = check_labels(y, len(y), graph.num_outputs)
@@ -305,7 +319,8 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
     weights = {layer.name: layer.get_weights() for layer in model.layers}
     _check_hideable(graph, weights)
     kernels = {name: weights[graph[name].layer][0] for name in graph.weighted_ops}
-    masks = _hidden_masks(scores, kernels, fraction, scope)
+    masks = _drawn_masks(kernels, fraction, scope, random_state) if replace else \
+        _hidden_masks(scores, kernels, fraction, scope)
     indices, values, shapes = {}, {}, {}
     for name, hidden in masks.items():
         layer = model.get_layer(graph[name].layer)
@@ -317,7 +332,8 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
         new.ravel()[flat] = 0
         weights[layer.name] = [new] + list(weights[layer.name][1:])
     protected = rebuild(model, weights)
-    meta = {"model": model.name, "method": method, "classes": list(classes), "fraction": fraction, "scope": scope}
+    meta = {"model": model.name, "method": method, "classes": list(classes), "fraction": fraction, "scope": scope,
+            "replace": bool(replace)}
     secret = ProtectionSecret(indices, values, shapes, weights_digest(protected), weights_digest(model), meta)
     return protected, secret
 
@@ -347,6 +363,24 @@ def _hidden_masks(scores, kernels, fraction, scope):
                      tie=np.concatenate([np.abs(kernels[n]).ravel() for n in names]))
     ends = np.cumsum([kernels[n].size for n in names])
     return {n: part.reshape(kernels[n].shape) for n, part in zip(names, np.split(flat, ends[:-1]))}
+
+
+def _drawn_masks(kernels, fraction, scope, seed):
+    """Op name -> bool mask of ``round(fraction * n)`` positions drawn with replacement, in each
+    layer (``scope="layer"``) or in the whole model."""
+    rng = np.random.default_rng(seed)
+    if scope == "layer":
+        groups = [[name] for name in kernels]
+    else:
+        groups = [list(kernels)]
+    masks = {}
+    for names in groups:
+        sizes = [kernels[n].size for n in names]
+        flat = np.zeros(sum(sizes), bool)
+        flat[rng.integers(0, len(flat), int(round(fraction * len(flat))))] = True
+        for n, part in zip(names, np.split(flat, np.cumsum(sizes)[:-1])):
+            masks[n] = part.reshape(kernels[n].shape)
+    return masks
 
 
 def _secret_key(key):
@@ -381,29 +415,58 @@ def restore(protected_model, secret):
     return restored
 
 
-def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-3, momentum=0.5,
-          batch_size=256, seed=0, batchnorm="train"):
-    """The attacker of SPEC.md: retrain the hidden weights on victim-labelled data.
+#: The attackers :func:`steal` plays.
+ATTACKERS = ("full", "paper")
 
-    The attacker knows the published weights and which positions are hidden (from ``secret``
-    or a mask), starts them at zero, and trains only them (SGD with momentum, cross-entropy);
-    every other parameter stays bitwise as published. By default the model trains in training
-    mode, as an attacker's ``fit`` would: batch norm normalises with batch statistics and its
-    moving statistics (not parameters) follow the attacker's data; ``batchnorm="frozen"``
-    keeps them too.
+
+def _main_path_convolutions(model):
+    """The convolutions of the main path: every convolution layer whose kernel is larger than
+    1x1 (a ResNet's stem and the two convolutions of each block, not its 1x1 projection
+    shortcuts)."""
+    import keras
+
+    convs = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+    return [layer for layer in model.layers
+            if isinstance(layer, convs) and int(np.prod(getattr(layer, "kernel_size", (1,)))) > 1]
+
+
+def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-3, momentum=0.5,
+          batch_size=256, seed=0, batchnorm="train", attacker="full", weight_decay=0.0, score=None):
+    """An attacker who retrains the protected model on victim-labelled data.
+
+    ``attacker="full"`` (SPEC.md): the attacker knows the published weights and which positions
+    are hidden (from ``secret`` or a mask), starts them at zero, and trains only them (SGD with
+    momentum, cross-entropy); every other parameter stays bitwise as published.
+
+    ``attacker="paper"`` (the NNSlicer authors' code, SPEC.md section 5): the attacker trains
+    every weight of the main-path convolutions (each convolution with a kernel larger than
+    1x1), hidden or not, and nothing else: the dense head, 1x1 projection shortcuts and batch
+    norm's scale and shift stay as published, so a hidden head weight stays zero. The authors
+    used ``epochs=10, weight_decay=5e-4`` and reported the best epoch (``score``). ``secret``
+    is not read.
+
+    By default the model trains in training mode, as an attacker's ``fit`` would: batch norm
+    normalises with batch statistics and its moving statistics (not parameters) follow the
+    attacker's data; ``batchnorm="frozen"`` keeps them too.
 
     Parameters
     ----------
     protected_model : keras.Model
         Never modified.
     secret : ProtectionSecret or dict of str to ndarray of bool
-        The hidden positions (``"layer/kernel"`` -> mask).
+        The hidden positions (``"layer/kernel"`` -> mask); None for ``attacker="paper"``.
     x_attacker, y_victim_labels : arrays
         The attacker's samples and the labels the victim gave them.
     epochs, lr, momentum, batch_size, seed
-        The paper's training set-up (5 epochs; SGD lr 5e-3, momentum 0.5, batch 256).
+        The training set-up (SPEC.md: 5 epochs; SGD lr 5e-3, momentum 0.5, batch 256).
     batchnorm : {"train", "frozen"}
         See above (:func:`analyses.masked_training.train_masked`).
+    attacker : {"full", "paper"}
+    weight_decay : float, default 0
+        L2 penalty on the trained weights (the authors': 5e-4).
+    score : callable, optional
+        ``score(model) -> float``, called after each epoch; the returned model then has the
+        weights of the epoch that scored highest (the authors report the best epoch).
 
     Returns
     -------
@@ -413,9 +476,29 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
     from .masked_training import train_masked
     from .pruning import rebuild
 
-    masks = secret.masks() if isinstance(secret, ProtectionSecret) else dict(secret)
+    check_param(attacker, "attacker", "steal", Options(ATTACKERS))
     weights = {layer.name: layer.get_weights() for layer in protected_model.layers}
     model = rebuild(protected_model, weights)
+    if attacker == "paper":
+        masks = {f"{layer.name}/{w.name.split('/')[-1]}": np.ones(tuple(w.shape), bool)
+                 for layer in _main_path_convolutions(model) for w in layer.trainable_weights}
+        if not masks:
+            raise UnsupportedLayerError(f"Model {model.name!r} has no convolution with a kernel larger than 1x1: "
+                                        "the paper's attacker retrains only those (attacker='full' retrains the "
+                                        "hidden positions of any layer).")
+    else:
+        masks = secret.masks() if isinstance(secret, ProtectionSecret) else dict(secret)
+    best = {"score": -np.inf, "weights": None}
+
+    def keep_best(epoch, loss):
+        value = float(score(model))
+        log.info("steal: epoch %d, score %.4f", epoch + 1, value)
+        if value > best["score"]:
+            best.update(score=value, weights=model.get_weights())
+
     train_masked(model, masks, x_attacker, y_victim_labels, epochs, optimizer="sgd", lr=lr,
-                 momentum=momentum, batch_size=batch_size, seed=seed, batchnorm=batchnorm)
+                 momentum=momentum, batch_size=batch_size, seed=seed, batchnorm=batchnorm,
+                 weight_decay=weight_decay, on_epoch_end=None if score is None else keep_best)
+    if best["weights"] is not None:
+        model.set_weights(best["weights"])
     return model

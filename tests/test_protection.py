@@ -313,3 +313,82 @@ def test_layers_with_several_kernels_are_refused_not_hidden_wrongly(middle):
     classes = [int(c) for c in np.unique(y)[:1]]
     with pytest.raises(UnsupportedLayerError, match="MultiHeadAttention" if middle == "attention" else "LSTM"):
         protect(model, None, x, y, classes, method="magnitude")
+
+
+# --------------------------------------------------------------------------- the authors' attacker and baseline
+def residual_net():
+    """A 3x3 conv, batch norm, a block with a 1x1 projection shortcut, a dense head."""
+    keras.utils.set_random_seed(5)
+    L = keras.layers
+    x = keras.Input((6, 6, 1), name="image")
+    h = L.ReLU(name="r0")(L.BatchNormalization(name="bn0")(L.Conv2D(4, 3, padding="same", use_bias=False,
+                                                                       name="stem_conv")(x)))
+    main = L.Conv2D(6, 3, padding="same", use_bias=False, name="block_conv")(h)
+    short = L.Conv2D(6, 1, use_bias=False, name="block_shortcut")(h)
+    h = L.ReLU(name="r1")(L.Add(name="add")([main, short]))
+    out = L.Dense(10, activation="softmax", name="predictions")(L.Flatten(name="flat")(h))
+    return keras.Model(x, out, name="resnet_like")
+
+
+def test_the_paper_attacker_retrains_main_path_convolutions_only(data, classes):
+    """Every weight of the 3x3 convolutions may move, hidden or not; the head, the 1x1
+    shortcut and batch norm's scale and shift stay as published (a hidden head weight stays
+    zero), the moving statistics follow the attacker's data; the best epoch is returned."""
+    net = residual_net()
+    x, y = data
+    prot, secret = protect(net, None, x, y, classes, method="magnitude")
+    scores = []
+
+    def score(m):  # the best epoch is the first: later ones score lower
+        scores.append(len(scores))
+        return -len(scores)
+
+    stolen = steal(prot, None, x, y, epochs=3, lr=0.05, batch_size=16, attacker="paper", weight_decay=5e-4,
+                   score=score)
+    assert scores == [0, 1, 2]
+    first = steal(prot, None, x, y, epochs=1, lr=0.05, batch_size=16, attacker="paper", weight_decay=5e-4)
+    assert all(np.array_equal(a, b) for a, b in zip(stolen.get_weights(), first.get_weights()))
+    for layer in prot.layers:
+        for var, w_p, w_s in zip(layer.weights, layer.get_weights(), stolen.get_layer(layer.name).get_weights()):
+            if layer.name in ("stem_conv", "block_conv"):
+                assert not np.array_equal(w_p, w_s), layer.name
+            elif var.name in ("moving_mean", "moving_variance"):
+                assert not np.array_equal(w_p, w_s), var.name
+            else:
+                assert np.array_equal(w_p, w_s), (layer.name, var.name)
+    hidden_head = secret.masks()["predictions/kernel"]
+    assert hidden_head.any() and (stolen.get_layer("predictions").get_weights()[0][hidden_head] == 0).all()
+    without_decay = steal(prot, None, x, y, epochs=1, lr=0.05, batch_size=16, attacker="paper")
+    assert not np.array_equal(without_decay.get_layer("block_conv").get_weights()[0],
+                              first.get_layer("block_conv").get_weights()[0])
+    with pytest.raises(InvalidParameterError, match="'attacker' parameter of steal must be one of 'full', 'paper'"):
+        steal(prot, secret, x, y, epochs=1, attacker="authors")
+    with pytest.raises(InvalidParameterError, match="'weight_decay' parameter must be a float >= 0"):
+        steal(prot, None, x, y, epochs=1, attacker="paper", weight_decay=-1.0)
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10, activation="softmax", name="d")])
+    with pytest.raises(nnslicer.UnsupportedLayerError, match="no convolution with a kernel larger than 1x1"):
+        steal(dense, None, np.zeros((2, 4), "float32"), np.zeros(2, int), epochs=1, attacker="paper")
+
+
+def test_random_with_replacement_hides_fewer_and_its_secret_loads_back(model, data, classes, tmp_path):
+    x, y = data
+    prot, secret = protect(model, None, x, y, classes, method="random", replace=True)
+    exact, _ = protect(model, None, x, y, classes, method="random")
+    for key, mask in secret.masks().items():
+        n = mask.size
+        want = round(0.5 * n)
+        assert 0.30 * n < mask.sum() < want or n < 50, (key, mask.sum(), n)  # 1 - exp(-0.5) = 39%
+        assert (prot.get_layer(key.split("/")[0]).get_weights()[0][mask] == 0).all()
+    assert sum(m.sum() for m in secret.masks().values()) < sum(m.sum() for m in exact_masks(exact, model))
+    path = secret.save(tmp_path / "s.npz")
+    assert ProtectionSecret.load(path) == secret and secret.meta["replace"] is True
+    assert same_weights(restore(prot, ProtectionSecret.load(path)), model)
+    with pytest.raises(InvalidParameterError, match="replace=True .* goes with method='random', not 'magnitude'"):
+        protect(model, None, x, y, classes, method="magnitude", replace=True)
+
+
+def exact_masks(protected_model, original):
+    """The masks of the positions a protected model zeroed (that were not zero already)."""
+    for a, b in zip(protected_model.layers, original.layers):
+        if a.get_weights():
+            yield (a.get_weights()[0] == 0) & (b.get_weights()[0] != 0)
