@@ -16,7 +16,8 @@ __all__ = ["Frontend", "register_frontend", "accepted", "frontend_of", "as_graph
 
 
 class Frontend:
-    """What the engine asks of a framework's models. Subclasses implement all three methods."""
+    """What the engine asks of a framework's models. Subclasses implement ``accepts``, ``lift``
+    and ``verify``."""
 
     #: Shown in errors ("a DataFlowGraph or a Keras model").
     name = None
@@ -33,6 +34,18 @@ class Frontend:
         """Raise when ``graph`` (lifted from ``model``) does not compute what ``model`` computes
         on the batch ``x``; return the largest difference relative to the output's scale."""
         raise NotImplementedError
+
+    def verify_data(self, graph, model, x, y=None):
+        """:meth:`verify` on the first batch of the profiling data ``x``
+        (:func:`nnslicer.profiling.first_batch`); returns ``x``, which still yields every sample
+        (a generator's first batch is put back). Data that profiling will refuse is left for
+        profiling to refuse (it says why)."""
+        from .profiling import first_batch
+
+        x, head = first_batch(graph, x, y)
+        if head is not None:
+            self.verify(graph, model, head)
+        return x
 
 
 _FRONTENDS = []

@@ -13,7 +13,7 @@ from .errors import InvalidInputError, InvalidParameterError, NotFittedError, Un
 from .forward import as_batch, forward
 from .frontends import frontend_of
 from .graph import has_channels
-from .ops.base import kernels
+from .ops.base import resolve_kernels
 from .parallel import map_backward, use_ray
 from .profiling import Profile, first_batch
 from .profiling import profile as make_profile
@@ -155,9 +155,7 @@ class Slicer:
         if profile is None:
             if x is None:
                 raise InvalidInputError("fit() needs profiling data x, or a saved profile.")
-            x, head = first_batch(graph, x, y)  # a generator's first batch is put back
-            if head is not None:  # else profiling refuses x, and says why
-                frontend.verify(graph, self.model, head)
+            x = frontend.verify_data(graph, self.model, x, y)
             start = time.perf_counter()
             profile = make_profile(graph, x, y, self.batch_size, progress=progress)
             log.info("profiled %s samples in %.2f s", f"{profile.n_samples:,}", time.perf_counter() - start)
@@ -247,7 +245,7 @@ class Slicer:
                                  for t, p in zip(targets[lo:lo + chunk], tape.predictions)]
 
         params = {"rule": self.rule, "theta": self.theta_, "propagation": self.propagation, "until": until,
-                  "kernels": kernels()}  # this process's choice, for Ray workers too
+                  "kernels": resolve_kernels()}  # this process's choice, for Ray workers too
         yield from map_backward(self.graph_, chunks(), params, reduce, n_jobs, address, progress)
 
     def _meta(self, samples, aggregate, targets):

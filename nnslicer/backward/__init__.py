@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import Step
-from ..ops.base import kernels as resolve_kernels
+from ..ops.base import resolve_kernels
 from .rules import BAR
 
 __all__ = ["backward", "seed"]

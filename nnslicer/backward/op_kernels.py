@@ -3,8 +3,8 @@
 The numpy path of :class:`nnslicer.ops.base.LinearHandler` builds index arrays of shape
 ``[neurons, candidates]``, gathers, multiplies, selects and scatters in a dozen passes over
 memory; here each active neuron's candidate row is built in a small buffer, the rule of
-:mod:`nnslicer.backward.rule_kernels` picks the kept ones, and their signs are added where they go, in one
-pass. The results are the same integers (candidates are the same float64 products, and the
+:mod:`nnslicer.backward.rule_kernels` picks the kept ones, and their signs are added where they
+go, in one pass. The results are the same integers (candidates are the same float64 products, and the
 rules are bit-for-bit those of :mod:`nnslicer.backward.rules`).
 
 Every op it serves is a *window* op over a source ``X[B, S, C]``: output neuron ``(p, q)``
@@ -28,8 +28,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .rule_kernels import (keep_effective_path_into, keep_nnslicer_into, keep_paper_into, row_positive_total_into,
-                       row_total_into, scratch)
+from .rule_kernels import (keep_effective_path_into, keep_nnslicer_into, keep_paper_into,
+                           row_positive_total_into, row_total_into, scratch)
 
 __all__ = ["window_backward", "product_backward", "pair_backward", "CONV", "DEPTHWISE", "POOL", "RULE_CODES"]
 

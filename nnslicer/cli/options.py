@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-
 from importlib.metadata import entry_points
 
 import numpy as np
@@ -21,8 +20,6 @@ log = logging.getLogger("nnslicer")
 #: Entry point group of functions that register custom Keras objects (layers a model file may
 #: hold), called before a model is loaded.
 KERAS_OBJECTS = "nnslicer.keras_objects"
-
-
 #: Extensions of the model files the commands read and write.
 MODEL_FILES = (".keras", ".h5")
 

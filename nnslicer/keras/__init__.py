@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..frontends import Frontend, register_frontend
 from .lifting import lift, register_layer
 from .run import functional_graph, run_with_hooks
-from .verification import TOLERANCE, verify, verify_data
+from .verification import TOLERANCE, verify
 
 __all__ = ["lift", "register_layer", "verify", "verify_data", "TOLERANCE", "run_with_hooks", "functional_graph",
            "KerasFrontend"]
@@ -37,4 +37,8 @@ class KerasFrontend(Frontend):
         return verify(graph, model, x)
 
 
-register_frontend(KerasFrontend())
+#: The Keras frontend, registered with the engine.
+KERAS = register_frontend(KerasFrontend())
+#: :meth:`~nnslicer.frontends.Frontend.verify_data` of Keras models: :func:`verify` on the
+#: first profiling batch of ``x``, which is returned still yielding every sample.
+verify_data = KERAS.verify_data

@@ -31,9 +31,8 @@ import numpy as np
 
 from ..errors import UnsupportedLayerError, require
 from ..forward import as_batch, check_finite, execute
-from ..profiling import first_batch
 
-__all__ = ["verify", "verify_data", "TOLERANCE"]
+__all__ = ["verify", "TOLERANCE"]
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +110,6 @@ def verify(graph, model, x, tolerance=TOLERANCE):
         if not diff <= tolerance * scale:  # NaN included
             raise _mismatch(graph, model, x, values, tolerance, diff, scale)
     return float(diff / scale)
-
-
-def verify_data(graph, model, x, y=None):
-    """:func:`verify` on the first batch of the profiling data ``x`` (see :func:`first_batch`);
-    returns ``x``, which still yields every sample. Data that profiling will refuse is left for
-    profiling to refuse (it says why)."""
-    x, head = first_batch(graph, x, y)
-    if head is not None:
-        verify(graph, model, head)
-    return x
 
 
 def _run(model, x):

@@ -28,7 +28,7 @@ KERNELS = None
 KERNEL_CHOICES = ("numba", "numpy")
 
 
-def kernels(choice=None):
+def resolve_kernels(choice=None):
     """``choice`` ("numba" or "numpy") checked, or the process default (:data:`KERNELS`)."""
     global KERNELS
     if choice is None:
@@ -74,10 +74,10 @@ class Wiring:
 class Step:
     """One op's backward step over a batch: its counts, the tape, and the parameters."""
 
-    def __init__(self, graph, op, tape, contrib, rule, theta, propagation, bar, kernels="numpy"):
+    def __init__(self, graph, op, tape, contrib, rule, theta, propagation, bar, kernels=None):
         self.graph, self.op, self.tape, self.contrib = graph, op, tape, contrib
         self.rule, self.theta, self.propagation, self.bar = rule, theta, propagation, bar
-        self.kernels = kernels  # "numba" or "numpy" (see :func:`kernels`)
+        self.kernels = resolve_kernels(kernels)  # "numba" or "numpy" (None: the process default)
         self.granularity = graph.granularity
 
     @property
