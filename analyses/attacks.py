@@ -1,6 +1,7 @@
 """Adversarial attacks that return only successful adversarial examples.
 
-FGSM, BIM and PGD are written here with ``tf.GradientTape``; CW-L2, DeepFool and JSMA go
+FGSM, BIM and PGD are written here with ``tf.GradientTape``; CW-L2, DeepFool, JSMA and the
+spatial transformation attack go
 through the Adversarial Robustness Toolbox (``pip install 'nnslicer[analyses]'``).
 
 Every attack returns an :class:`AdversarialSet` holding only the *successful* examples: the
@@ -36,7 +37,7 @@ from nnslicer.errors import InvalidParameterError, require
 from nnslicer.validation import Interval, check_param
 
 
-__all__ = ["AdversarialSet", "fgsm", "bim", "pgd", "cw_l2", "deepfool", "jsma"]
+__all__ = ["AdversarialSet", "fgsm", "bim", "pgd", "cw_l2", "deepfool", "jsma", "spatial"]
 
 
 @dataclass
@@ -370,3 +371,41 @@ def jsma(
 
     attack = {"name": "jsma", "theta": theta, "gamma": gamma, "clip": _check_clip(clip), "seed": seed}
     return _run_art(model, x, y, clip, batch_size, make, attack, target_seed=seed)
+
+
+def spatial(
+    model, x, y=None, max_translation=10.0, num_translations=3, max_rotation=30.0, num_rotations=5,
+    clip=(0.0, 1.0), batch_size=256,
+) -> AdversarialSet:
+    """Spatial transformation attack (Engstrom et al. 2019) through ART's ``SpatialTransformation``.
+
+    A grid search over translations of up to ``max_translation`` percent of the image's size
+    (``num_translations`` steps each way, on both axes) and rotations of up to ``max_rotation``
+    degrees (``num_rotations`` steps each way) finds the one transformation that fools the
+    model on most of ``x``, and applies it to every input (ART's search is per batch, not per
+    input). Images only: ``x`` is ``(n, height, width, channels)``.
+    """
+    for name, value in (("max_translation", max_translation), ("max_rotation", max_rotation)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < np.inf:
+            raise InvalidParameterError(f"{name} must be a number >= 0, got {value!r}")
+    if max_translation == 0 and max_rotation == 0:
+        raise InvalidParameterError("max_translation and max_rotation are both 0: there is nothing to search")
+    num_translations = _positive_int("num_translations", num_translations)
+    num_rotations = _positive_int("num_rotations", num_rotations)
+    if len(model.input_shape) != 4:
+        raise InvalidParameterError(f"spatial transforms images: the model's input must be (height, width, "
+                                    f"channels), not {tuple(model.input_shape[1:])}")
+
+    def make(classifier):
+        from art.attacks.evasion import SpatialTransformation
+
+        return SpatialTransformation(
+            classifier, max_translation=max_translation, num_translations=num_translations,
+            max_rotation=max_rotation, num_rotations=num_rotations, verbose=False,
+        )
+
+    attack = {
+        "name": "spatial", "max_translation": max_translation, "num_translations": num_translations,
+        "max_rotation": max_rotation, "num_rotations": num_rotations, "clip": _check_clip(clip),
+    }
+    return _run_art(model, x, y, clip, batch_size, make, attack)

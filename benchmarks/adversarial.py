@@ -21,9 +21,15 @@ of the same layer, same classifiers) and Mahalanobis (Lee et al. 2018, penultima
 The main model, whose averages fill ``summary``, is ResNet10 on Fashion-MNIST (the paper:
 ResNet10 on CIFAR-10, 17 attacks, 10,000 fitting images).
 
+``--protocol paper`` runs the NNSlicer authors' evaluation instead (``adversarial_paper.py``:
+their layer, tree, class baseline, test set and attacks), reporting the paper's metric (as their
+code computed it: every adversarial input counted as detected) beside the real one. Each
+protocol keeps the other's results in ``results/adversarial.json`` and its summary keys.
+
 Usage::
 
     python benchmarks/adversarial.py                       # every model; writes results/adversarial.*
+    python benchmarks/adversarial.py --protocol paper --models resnet10/fashion_mnist
     python benchmarks/adversarial.py --models resnet10/fashion_mnist --fit 2000
     python benchmarks/adversarial.py --quick               # LeNet on MNIST-5k, few samples
 """
@@ -39,6 +45,7 @@ import time
 
 import numpy as np
 
+import adversarial_paper
 from common import RESULTS, machine, markdown_table, trained_model, write_results
 
 #: (arch, dataset, training epochs): the models measured; the first is the main one.
@@ -319,6 +326,16 @@ def main(argv=None):
     parser.add_argument("--clean", type=int, default=500, help="clean test images to attack")
     parser.add_argument("--art", type=int, default=100, help="clean images given to the ART attacks")
     parser.add_argument("--quick", action="store_true", help="LeNet on MNIST-5k, 500 fit, 100 clean, 30 ART")
+    parser.add_argument("--protocol", default="honest", choices=("honest", "paper"),
+                        help="honest (default: this project's) or paper (the authors' evaluation)")
+    parser.add_argument("--per-class", type=int, default=1000,
+                        help="paper protocol: correctly predicted training images per class to fit on (default 1000)")
+    parser.add_argument("--test-per-class", type=int, default=50,
+                        help="paper protocol: the first test images of each class attacked (default 50)")
+    parser.add_argument("--art-per-class", type=int, default=10,
+                        help="paper protocol: of those, the first given to the ART attacks (default 10)")
+    parser.add_argument("--paper-attacks", default=",".join(adversarial_paper.ATTACKS),
+                        help="paper protocol: comma-separated attack names")
     parser.add_argument("--merge", action="store_true",
                         help="keep other models' rows of an existing results/STEM.json")
     parser.add_argument("--combine", nargs="+", metavar="JSON",
@@ -330,35 +347,64 @@ def main(argv=None):
         args.models, args.fit, args.clean, args.art = "lenet/mnist_5k", 500, 100, 30
     args.attacks = args.attacks.split(",")
     args.detectors = args.detectors.split(",")
-    unknown = [a for a in args.attacks if a not in ATTACKS] + [d for d in args.detectors if d not in DETECTORS]
+    args.paper_attacks = args.paper_attacks.split(",")
+    unknown = [a for a in args.attacks if a not in ATTACKS] + [d for d in args.detectors if d not in DETECTORS] \
+        + [a for a in args.paper_attacks if a not in adversarial_paper.ATTACKS]
     if unknown:
         parser.error(f"unknown attacks or detectors: {unknown}")
     epochs = {f"{a}/{d}": e for a, d, e in MODELS}
     chosen = [] if args.combine else args.models.split(",")
-    rows, metas, settings = [], [], {}
+    command = shlex.join(["python", "benchmarks/adversarial.py"] + (argv if argv is not None else sys.argv[1:]))
     path = os.path.join(args.out, f"{args.stem}.json")
-    for source in args.combine or ([path] if args.merge and os.path.exists(path) else []):
-        with open(source) as f:
-            old = json.load(f)
-        rows += [r for r in old["rows"] if r["model"] not in chosen]
-        metas += [m for m in old["models"] if m["model"] not in chosen]
-        settings.update({m["model"]: old["settings"].get(m["model"], old["settings"])
-                         for m in old["models"] if m["model"] not in chosen})
-    for key in chosen:
-        arch, dataset = key.split("/")
-        log(f"{key} ...")
-        r, m = run_model(arch, dataset, epochs[key], args)
-        rows += r
-        metas.append(m)
-        settings[key] = {"fit": args.fit, "profile": args.profile, "clean": args.clean, "art": args.art,
-                         "command": shlex.join(["python", "benchmarks/adversarial.py"]
-                                               + (argv if argv is not None else sys.argv[1:]))}
-    order = [f"{a}/{d}" for a, d, _ in MODELS]
-    metas.sort(key=lambda m: order.index(m["model"]))
-    main_model = next(m["model"] for m in metas)
-    result = {"summary": summarise(rows, metas, main_model), "paper": PAPER, "models": metas, "rows": rows,
-              "settings": settings}
-    write_results(args.out, args.stem, result, markdown(result))
+    previous = {}
+    if os.path.exists(path):  # the other protocol's results stay; --merge keeps this one's other models
+        with open(path) as f:
+            previous = json.load(f)
+    if args.protocol == "paper":
+        part = previous.get("paper_protocol", {"rows": [], "models": []})
+        rows = [r for r in part["rows"] if r["model"] not in chosen]
+        metas = [m for m in part["models"] if m["model"] not in chosen]
+        for key in chosen:
+            arch, dataset = key.split("/")
+            r, m = adversarial_paper.run_model(arch, dataset, epochs[key], args)
+            rows, metas = rows + r, metas + [m]
+        order = [f"{a}/{d}" for a, d, _ in MODELS]
+        metas.sort(key=lambda m: order.index(m["model"]))
+        part = {"rows": rows, "models": metas, "command": command, "machine": machine(),
+                "left_out": adversarial_paper.LEFT_OUT, "paper": adversarial_paper.PAPER}
+        result = {**previous, "paper_protocol": part}
+        result["summary"] = {**{k: v for k, v in previous.get("summary", {}).items() if "paper_" not in k or
+                                k.endswith("_paper_config_f1") or k == "paper_config_detectors"},
+                             **adversarial_paper.summary(part)}
+    else:
+        rows, metas, settings = [], [], {}
+        for source in args.combine or ([path] if args.merge and previous else []):
+            with open(source) as f:
+                old = json.load(f)
+            rows += [r for r in old["rows"] if r["model"] not in chosen]
+            metas += [m for m in old["models"] if m["model"] not in chosen]
+            settings.update({m["model"]: old["settings"].get(m["model"], old["settings"])
+                             for m in old["models"] if m["model"] not in chosen})
+        for key in chosen:
+            arch, dataset = key.split("/")
+            log(f"{key} ...")
+            r, m = run_model(arch, dataset, epochs[key], args)
+            rows += r
+            metas.append(m)
+            settings[key] = {"fit": args.fit, "profile": args.profile, "clean": args.clean, "art": args.art,
+                             "command": command}
+        order = [f"{a}/{d}" for a, d, _ in MODELS]
+        metas.sort(key=lambda m: order.index(m["model"]))
+        main_model = next(m["model"] for m in metas)
+        result = {"summary": summarise(rows, metas, main_model), "paper": PAPER, "models": metas, "rows": rows,
+                  "settings": settings}
+        if "paper_protocol" in previous:  # the other protocol's results stay
+            result["paper_protocol"] = previous["paper_protocol"]
+            result["summary"].update(adversarial_paper.summary(previous["paper_protocol"]))
+    md = markdown(result) if "rows" in result else "# Adversarial input detection\n\n"
+    if "paper_protocol" in result:
+        md += "\n" + adversarial_paper.markdown(result["paper_protocol"])
+    write_results(args.out, args.stem, result, md)
     return 0
 
 

@@ -120,6 +120,9 @@ def test_logit_model_supported(trained):
         lambda m, x, y: A.deepfool(m, x, y, max_iter=0),
         lambda m, x, y: A.cw_l2(m, x, y, max_iter=0),
         lambda m, x, y: A.jsma(m, x, y, gamma=2.0),
+        lambda m, x, y: A.spatial(m, x, y, max_rotation=0, max_translation=0),
+        lambda m, x, y: A.spatial(m, x, y, max_rotation=-5),
+        lambda m, x, y: A.spatial(m, x, y, num_translations=0),
     ],
 )
 def test_bad_parameters(trained, call):
@@ -158,6 +161,7 @@ def test_bad_inputs(trained):
         ("deepfool", {"max_iter": 10}),
         ("jsma", {"theta": 0.5, "gamma": 0.2}),
         ("cw_l2", {"max_iter": 10, "binary_search_steps": 2, "learning_rate": 0.1, "initial_const": 1.0}),
+        ("spatial", {"max_translation": 25.0, "max_rotation": 45.0}),
     ],
 )
 def test_art_attacks_contract(trained, name, kwargs):
@@ -179,3 +183,17 @@ def test_jsma_is_reproducible_and_targets_another_class(trained):
     b = A.jsma(model, x[:10], y[:10], theta=0.5, gamma=0.2, seed=3)
     np.testing.assert_array_equal(a.x_adv, b.x_adv)
     assert a.attack["seed"] == 3 and np.all(a.pred_adv != a.y_clean)
+
+
+def test_spatial_moves_pixels_without_adding_any(trained):
+    """A translation and rotation moves the image: the adversarial examples hold no value
+    brighter than the brightest clean one, and they are not the clean images."""
+    pytest.importorskip("art")
+    model, x, y = trained
+    res = A.spatial(model, x[:20], y[:20], max_translation=25.0, max_rotation=45.0)
+    assert len(res) > 0
+    assert res.x_adv.max() <= res.x_clean.max() + 1e-5
+    assert np.all(np.abs(res.x_adv - res.x_clean).reshape(len(res), -1).max(1) > 0)
+    with pytest.raises(InvalidParameterError, match="images"):
+        A.spatial(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]),
+                  np.zeros((2, 4), np.float32))

@@ -121,3 +121,57 @@ def test_applications_table_reports_refusals_and_the_issue_targets():
     text = applications.markdown({**result, "summary": quick, "rows": []})
     assert "| 0.700 s/sample | measured at 64x64: not comparable |" in text
     assert applications.summarise([])["resnet50_channel_s"] is None
+
+
+def test_paper_protocol_metric_counts_every_adversarial_input_as_detected():
+    """The authors' metric: recall 1, F1 = 2P / (1 + P) with P = n_adv / (n_adv + clean flagged);
+    the real metric reads the tree's verdict on the adversarial inputs."""
+    import numpy as np
+
+    import adversarial_paper as ap
+
+    clean_flags = np.array([True, False, False, False])  # the tree errs on one clean image of four
+    paper = ap.prf(clean_flags, np.ones(4, bool))
+    assert paper == pytest.approx({"precision": 0.8, "recall": 1.0, "f1": 1.6 / 1.8})
+    assert ap.implied_f1(0.25) == pytest.approx(paper["f1"])
+    real = ap.prf(clean_flags, np.array([True, True, False, False]))
+    assert real == pytest.approx({"precision": 2 / 3, "recall": 0.5, "f1": 2 * (2 / 3 * 0.5) / (2 / 3 + 0.5)})
+    assert ap.prf(np.zeros(2, bool), np.zeros(2, bool)) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_paper_protocol_summary_and_table():
+    """Slices report the paper metric under the paper's key; FeatureMap its real metric (the
+    paper's FeatureMap figure was computed with real predictions)."""
+    import numpy as np
+
+    import adversarial_paper as ap
+
+    assert ap.first_per_class(np.array([2, 0, 2, 1, 0, 2]), 2).tolist() == [0, 1, 2, 3, 4]
+
+    def row(det, attack, paper_f1, real_f1):
+        return {"model": "m/d", "detector": det, "attack": attack, "pairs": 5, "dropped_pairs": 0,
+                "paper_metric": {"precision": 1.0, "recall": 1.0, "f1": paper_f1},
+                "real_metric": {"precision": 1.0, "recall": 1.0, "f1": real_f1}}
+
+    rows = [row(d, a, p, r) for d in ap.DETECTORS for a, p, r in (("FGSM_2", 0.9, 0.5), ("JSMA", 0.7, 0.3))]
+    detectors = {d: {"clean_tree_error": 0.25, "fit_samples": 10, "fit_dropped": 1} for d in ap.DETECTORS}
+    meta = {"model": "m/d", "test_accuracy": 0.9, "layer": "conv", "clean_images": 10, "clean_correct": 9,
+            "art_images": 3, "detectors": detectors,
+            "attacks": {"FGSM_2": {"successes": 5}, "JSMA": {"successes": 5}, "CWL2": {"successes": 0}}}
+    part = {"rows": rows, "models": [meta], "command": "c"}
+    s = ap.summary(part)
+    assert s["paper_metric_nnslicer_f1"] == pytest.approx(0.8)
+    assert s["paper_metric_effective_path_f1"] == pytest.approx(0.8)
+    assert s["paper_metric_feature_map_f1"] == pytest.approx(0.4)
+    assert s["paper_protocol_real_nnslicer_f1"] == pytest.approx(0.4)
+    text = ap.markdown(part)
+    assert "| FGSM_2 | 5 | 0.90 / 0.50 | 0.90 / 0.50 | 0.90 / 0.50 |" in text
+    assert "| 0.250 | 0.889 | 10 (1) |" in text
+    assert "No success, so left out: CWL2." in text
+
+
+def test_protection_class_subsets_are_the_first_of_each_size():
+    import protection
+
+    assert protection.class_subsets([2, 3], 2) == [(0, 1), (0, 2), (0, 1, 2), (0, 1, 3)]
+    assert len(protection.class_subsets(range(2, 8), 10)) == 60
