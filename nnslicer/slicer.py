@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from .backward.rules import check_rule
+from .backward.rules import DEFAULT_THETA, check_rule
 from .errors import InvalidInputError, InvalidParameterError, NotFittedError, UnsupportedLayerError
 from .forward import as_batch, forward
 from .frontends import frontend_of
@@ -103,7 +103,10 @@ class Slicer:
     def __repr__(self):
         fitted = "fitted" if hasattr(self, "graph_") else "not fitted"
         name = getattr(self.model, "name", type(self.model).__name__)
-        return (f"Slicer(model={name!r}, theta={self.theta!r}, rule={self.rule!r}, "
+        theta = self.theta
+        if theta is None:  # the value the rule uses, not the None that asks for it
+            theta = DEFAULT_THETA.get(self.rule) if isinstance(self.rule, str) else None
+        return (f"Slicer(model={name!r}, theta={theta!r}, rule={self.rule!r}, "
                 f"granularity={self.granularity!r}, baseline={self.baseline!r}, {fitted})")
 
     # ------------------------------------------------------------------ fit

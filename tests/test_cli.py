@@ -189,6 +189,10 @@ def test_h5_models_load_too(files, tmp_path, capsys):
     ("picture_format_disagrees", "make them agree"),
     ("read_only_directory", "Cannot write in"),
     ("secret_exists", "a secret is never overwritten"),
+    ("slice_output_not_npz", "-o takes a .npz file"),
+    ("profile_output_not_npz", "-o takes a .npz file"),
+    ("detector_output_not_nnsd", "-o takes a .nnsd file"),
+    ("secret_not_npz", "--secret takes a .npz file"),
 ])
 def test_outputs_are_checked_before_any_work(files, tmp_path, capsys, monkeypatch, case, message):
     """A bad output path fails at once, with nothing written (no protected model without its
@@ -198,27 +202,54 @@ def test_outputs_are_checked_before_any_work(files, tmp_path, capsys, monkeypatc
     protect = ["protect", paths["model"], "--data", paths["x"], "--labels", paths["y"], "--classes", cls]
     prof = str(tmp_path / "p.npz")
     argv = {
-        "output_is_a_directory": ["profile", paths["model"], "--data", paths["x"], "-o", str(tmp_path)],
+        "output_is_a_directory": ["profile", paths["model"], "--data", paths["x"], "-o", str(tmp_path / "out.npz")],
         "output_in_missing_directory": ["profile", paths["model"], "--data", paths["x"],
                                         "-o", str(tmp_path / "no" / "p.npz")],
         "model_output_not_keras": protect + ["-o", prof, "--secret", str(tmp_path / "s.npz")],
         "secret_in_missing_directory": protect + ["-o", str(tmp_path / "m.keras"),
                                                   "--secret", str(tmp_path / "no" / "s.npz")],
-        "secret_on_the_model_output": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "m.keras")],
+        # the extensions differ, so only a link can make them one file
+        "secret_on_the_model_output": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "s.npz")],
         "picture_format_disagrees": ["render", paths["model"], "--format", "png", "-o", str(tmp_path / "g.svg")],
         "read_only_directory": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "s.npz")],
         "secret_exists": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "old.npz")],
+        "slice_output_not_npz": ["slice", paths["model"], "--profile", paths["x"], "--input", paths["x"],
+                                 "-o", str(tmp_path / "s1.svg")],
+        "profile_output_not_npz": ["profile", paths["model"], "--data", paths["x"], "-o", str(tmp_path / "p.json")],
+        "detector_output_not_nnsd": ["detect", "fit", paths["model"], "--data", paths["x"],
+                                     "-o", str(tmp_path / "d.npz")],
+        "secret_not_npz": protect + ["-o", str(tmp_path / "m.keras"), "--secret", str(tmp_path / "s.json")],
     }[case]
     if case == "read_only_directory":  # root may write anywhere: stand in for a read-only file system
         real = os.access
         monkeypatch.setattr(os, "access", lambda p, mode: False if p == str(tmp_path) else real(p, mode))
     if case == "secret_exists":
         (tmp_path / "old.npz").write_bytes(b"the only copy")
+    if case == "output_is_a_directory":
+        (tmp_path / "out.npz").mkdir()
+    if case == "secret_on_the_model_output":
+        os.symlink(tmp_path / "m.keras", tmp_path / "s.npz")
     assert main(argv) == 2
     assert message in capsys.readouterr().err
-    assert os.listdir(tmp_path) == (["old.npz"] if case == "secret_exists" else [])
+    assert os.listdir(tmp_path) == {"secret_exists": ["old.npz"], "output_is_a_directory": ["out.npz"],
+                                      "secret_on_the_model_output": ["s.npz"]}.get(case, [])
     if case == "secret_exists":
         assert (tmp_path / "old.npz").read_bytes() == b"the only copy"
+
+
+@pytest.mark.parametrize("command", ["slice", "profile", "detect"])
+def test_nnslicer_files_are_refused_as_data(files, tmp_path, capsys, command):
+    """A slice or profile file given where inputs go is refused, not read as an image."""
+    paths, model, x, y = files
+    prof = str(tmp_path / "p.npz")
+    assert main(["profile", paths["model"], "--data", paths["x"], "-o", prof]) == 0
+    argv = {"slice": ["slice", paths["model"], "--profile", prof, "--input", prof, "-o", str(tmp_path / "s.npz")],
+            "profile": ["profile", paths["model"], "--data", prof, "-o", str(tmp_path / "q.npz")],
+            "detect": ["detect", "fit", paths["model"], "--data", prof, "-o", str(tmp_path / "d.nnsd")]}[command]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "is an nnslicer profile file, not data" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["p.npz"]
 
 
 def test_protect_leaves_no_secret_when_the_model_cannot_be_written(files, tmp_path, capsys, monkeypatch):

@@ -99,6 +99,9 @@ def test_repr(model, slicer):
     assert repr(r) == ("Slicer(model='tiny', theta=0.3, rule='nnslicer', granularity='element', "
                        "baseline='global', not fitted)")
     assert repr(slicer).endswith(", fitted)") and repr(slicer).startswith("Slicer(model='tiny'")
+    # the theta a rule uses when none is given, not the None that asks for it
+    assert "theta=0.2," in repr(Slicer(model)) and "theta=0.5," in repr(Slicer(model, rule="effective_path"))
+    assert "theta=None," in repr(Slicer(model, rule="no such rule"))  # a repr never raises
 
 
 @pytest.mark.parametrize("rule, theta, expected", [

@@ -121,7 +121,7 @@ def add_commands(subparsers):
     add_slicing_options(f, granularity="channel")  # better and faster (benchmarks/adversarial.py)
     f.add_argument("--workers", type=int, default=None, help="Ray workers for slicing (default: serially)")
     f.add_argument("-o", "--output", required=True, help="where to write the detector (.nnsd)")
-    f.set_defaults(func=cmd_detect_fit, outputs={"-o": ("output", None)})
+    f.set_defaults(func=cmd_detect_fit, outputs={"-o": ("output", (".nnsd",))})
     f.set_defaults(defaults={dest: f.get_default(dest) for dest, _ in _TAKEN_OPTIONS.values()})
 
     s = sub.add_parser("score", help="score inputs with a saved detector",

@@ -60,7 +60,7 @@ def add_commands(subparsers):
     p.add_argument("-o", "--output", required=True, help="where to write the protected model (.keras or .h5)")
     p.add_argument("--secret", required=True,
                    help="where to write the secret (.npz; an existing file is never overwritten)")
-    p.set_defaults(func=cmd_protect, outputs={"-o": ("output", MODEL_FILES), "--secret": ("secret", None)})
+    p.set_defaults(func=cmd_protect, outputs={"-o": ("output", MODEL_FILES), "--secret": ("secret", (".npz",))})
 
     p = subparsers.add_parser(
         "restore", help="put a protected model's hidden weights back",

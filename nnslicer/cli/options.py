@@ -85,9 +85,24 @@ def load_array(path, key="x"):
         return data
     with data:
         arrays = [name for name in data.files if name + ".npy" in data.zip.namelist()]
+        kind = _archive_kind(data) if "header" in arrays else None
+        if kind:
+            raise InvalidInputError(f"{path!r} is an nnslicer {kind} file, not data: give the inputs themselves "
+                                    "(.npy, or .npz of arrays such as those `nnslicer attack` writes).")
         if not arrays:
             raise InvalidInputError(f"{path!r} is a zip archive without arrays (a .keras model?), not an .npz data file.")
         return data[key] if key in arrays else data[arrays[0]]
+
+
+def _archive_kind(data):
+    """The kind of an nnslicer archive (``"slice"``, ``"profile"``, ...) whose npz ``data`` is, or None."""
+    import json
+
+    try:
+        fmt = json.loads(bytes(data["header"]).decode()).get("format", "")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return fmt[len("nnslicer-"):] if isinstance(fmt, str) and fmt.startswith("nnslicer-") else None
 
 
 def _same_file(a, b):

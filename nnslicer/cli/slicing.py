@@ -92,7 +92,7 @@ def add_commands(sub):
     p.add_argument("--labels", help="class labels (.npy/.npz) for per-class means")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument("-o", "--output", required=True, help="where to write the profile (.npz)")
-    p.set_defaults(func=cmd_profile, outputs={"-o": ("output", None)})
+    p.set_defaults(func=cmd_profile, outputs={"-o": ("output", (".npz",))})
 
     p = sub.add_parser("slice", help="slice a model for some inputs",
                        description="Forward and backward analysis of --input against a saved "
@@ -111,4 +111,4 @@ def add_commands(sub):
     p.add_argument("--ray-address", default=None,
                    help="a running Ray cluster to use (from 'ray start --head'; RAY_ADDRESS works too)")
     p.add_argument("-o", "--output", required=True, help="where to write the slice (.npz)")
-    p.set_defaults(func=cmd_slice, outputs={"-o": ("output", None)})
+    p.set_defaults(func=cmd_slice, outputs={"-o": ("output", (".npz",))})
