@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnslicer import check_inputs, check_labels
-from nnslicer.errors import InvalidInputError, InvalidParameterError, UnsupportedLayerError
+from nnslicer.errors import FileFormatError, InvalidInputError, InvalidParameterError, UnsupportedLayerError
 from nnslicer.keras import functional_graph, run_with_hooks
 from nnslicer.validation import Interval, Options, check_param
 
@@ -77,7 +77,8 @@ from nnslicer.validation import Interval, Options, check_param
 log = logging.getLogger(__name__)
 
 __all__ = ["layer_importance", "criterion_scores", "reduce_scores", "combine", "ranked_layers",
-           "CRITERIA", "REDUCTIONS", "DEFAULT_COMBINED", "register_criterion", "Context"]
+           "CRITERIA", "REDUCTIONS", "DEFAULT_COMBINED", "register_criterion", "Context", "save_ranking",
+           "load_ranking"]
 
 
 # --------------------------------------------------------------------------- reductions
@@ -733,7 +734,7 @@ def combine(layer_scores):
     return {k: float(v) for k, v in zip(names, mean)}
 
 
-def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=None, seed=0,
+def layer_importance(model, x, criterion="fit", reduction="linf", y=None, q=None, seed=0,
                      criteria=None, **options):
     """Rank a model's layers (those with trainable weights) from most to least important.
 
@@ -743,7 +744,7 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
         A functional or Sequential classifier (transformer blocks included).
     x : array
         Calibration samples.
-    criterion : str
+    criterion : str, default "fit"
         ``"slice"``, ``"weight"``, ``"gradient"``, ``"weight_x_gradient"``, ``"gradcam_pp"``,
         ``"integrated_gradients"``, ``"guided_ig"``, ``"idgi"``, ``"smoothgrad"``,
         ``"vargrad"``, ``"hsic"``, ``"fit"``, ``"shapley"``, ``"taylor"``, ``"apoz"``, or
@@ -805,3 +806,56 @@ def layer_importance(model, x, criterion="slice", reduction="linf", y=None, q=No
         raise InvalidParameterError(f"The 'q' parameter of layer_importance goes with reduction='percentile'. "
                                     f"Got reduction={reduction!r}.")
     return _ordered(reduce_scores(criterion_scores(model, x, criterion, y, seed, **options), reduction, q))
+
+
+# --------------------------------------------------------------------------- ranking files
+RANKING_FORMAT = "nnslicer-layer-ranking"
+
+
+def save_ranking(ranking, path, model=None, **meta):
+    """Write a ranking (layer -> score, most important first) to ``path`` as JSON, atomically;
+    ``model`` (its name is kept) and ``meta`` (e.g. ``criterion="fit"``) describe where it came
+    from. :func:`load_ranking` reads it back, in the same order."""
+    import json
+
+    from nnslicer.io import atomic_path
+
+    layers = [{"layer": str(name), "score": float(score)} for name, score in ranking.items()]
+    if not all(math.isfinite(entry["score"]) for entry in layers):
+        raise InvalidInputError("The ranking holds NaN or infinite scores: it cannot be saved.")
+    data = {"format": RANKING_FORMAT, "version": 1, "model": getattr(model, "name", None), **meta, "layers": layers}
+    with atomic_path(path, ".json") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    return path
+
+
+def load_ranking(path, model=None):
+    """Read a ranking written by :func:`save_ranking` (``nnslicer layers -o``); returns
+    ``(ranking, meta)``. With ``model``, refuse a ranking that names layers it does not have."""
+    import json
+
+    from nnslicer.io import check_readable
+
+    path = check_readable(path, "layer ranking (.json)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{path!r} is not a JSON layer ranking ({exc}).") from None
+    if not isinstance(data, dict) or data.get("format") != RANKING_FORMAT:
+        raise FileFormatError(f"{path!r} is not a layer ranking written by nnslicer layers -o (or save_ranking).")
+    layers = data.get("layers")
+    if not isinstance(layers, list) or not layers or not all(
+            isinstance(e, dict) and isinstance(e.get("layer"), str) and isinstance(e.get("score"), (int, float))
+            and not isinstance(e.get("score"), bool) and math.isfinite(e["score"]) for e in layers):
+        raise FileFormatError(f"{path!r} is a damaged layer ranking: 'layers' must be a list of "
+                              "{'layer': name, 'score': finite number}.")
+    ranking = {e["layer"]: float(e["score"]) for e in layers}
+    if len(ranking) != len(layers):
+        raise FileFormatError(f"{path!r} is a damaged layer ranking: a layer appears twice.")
+    if model is not None:
+        unknown = sorted(set(ranking) - {layer.name for layer in model.layers})
+        if unknown:
+            raise InvalidInputError(f"{path!r} ranks layers that model {model.name!r} does not have: {unknown} "
+                                    f"(a ranking of another model?).")
+    return ranking, {k: v for k, v in data.items() if k not in ("format", "layers")}

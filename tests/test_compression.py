@@ -387,3 +387,47 @@ def test_cli_compress(data, tmp_path, capsys):
     assert main(["compress", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),
                  "-o", str(tmp_path / "none.keras")]) != 0
     assert not (tmp_path / "none.keras").exists()
+
+
+def test_cli_layers_ranking_feeds_compress(data, tmp_path, capsys):
+    """``layers -o`` writes the ranking that ``compress --ranking`` uses as it is (no second
+    ranking); a ranking of another model, a damaged file and a ranking beside --criterion are
+    refused."""
+    import json
+
+    from analyses.layer_importance import load_ranking, save_ranking
+    from nnslicer.cli import main
+    from nnslicer.errors import FileFormatError
+
+    _, xi = data
+    np.save(tmp_path / "x.npy", xi)
+    cnn().save(tmp_path / "m.keras")
+    model_path, x_path, ranking_path = str(tmp_path / "m.keras"), str(tmp_path / "x.npy"), str(tmp_path / "r.json")
+    assert main(["layers", model_path, "--data", x_path, "--criterion", "weight", "-o", ranking_path]) == 0
+    printed = capsys.readouterr().out
+    ranking, meta = load_ranking(ranking_path)
+    assert list(ranking)[0] in printed and meta["criterion"] == "weight" and meta["model"] == cnn().name
+    assert main(["compress", model_path, "--data", x_path, "--ranking", ranking_path, "--bits", "4",
+                 "-o", str(tmp_path / "q.keras")]) == 0
+    text = capsys.readouterr().out
+    for name, score in ranking.items():  # the file's scores, in its order
+        assert f"{score:.4g}" in text.split(name)[1].splitlines()[0]
+    assert main(["compress", model_path, "--data", x_path, "--ranking", ranking_path, "--criterion", "fit",
+                 "--bits", "4", "-o", str(tmp_path / "q2.keras")]) == 2
+    assert "give one or the other" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    save_ranking({"zz": 1.0}, other)
+    assert main(["compress", model_path, "--data", x_path, "--ranking", str(other), "--bits", "4",
+                 "-o", str(tmp_path / "q3.keras")]) == 2
+    assert "does not have: ['zz']" in capsys.readouterr().err
+    with pytest.raises(InvalidInputError, match="NaN or infinite"):
+        save_ranking({"a": float("nan")}, tmp_path / "nan.json")
+    for content in ("not json", json.dumps({"format": "something else"}),
+                    json.dumps({"format": "nnslicer-layer-ranking", "layers": [{"layer": "a", "score": "x"}]}),
+                    json.dumps({"format": "nnslicer-layer-ranking",
+                                "layers": [{"layer": "a", "score": 1}, {"layer": "a", "score": 2}]})):
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(FileFormatError):
+            load_ranking(tmp_path / "bad.json")
+    assert main(["layers", model_path, "--data", x_path, "-o", str(tmp_path / "r.csv")]) == 2
+    assert "-o takes a .json file" in capsys.readouterr().err

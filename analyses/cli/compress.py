@@ -8,16 +8,25 @@ from nnslicer.cli.options import MODEL_FILES, load_array, load_model, save_model
 
 from ..budgets import DIRECTIONS
 from ..compression import compress
-from ..layer_importance import CRITERIA, REDUCTIONS
+from nnslicer.errors import InvalidParameterError
+
+from ..layer_importance import CRITERIA, REDUCTIONS, load_ranking
 
 
 def cmd_compress(args):
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None
-    out, info = compress(model, x, y, criterion=args.criterion, reduction=args.reduction, prune=args.prune,
-                   bits=args.bits, activation_bits=None if args.activation_bits == 0 else args.activation_bits,
-                   direction=args.direction)
+    ranking = None
+    if args.ranking:
+        if args.criterion is not None or args.reduction is not None:
+            raise InvalidParameterError("--ranking gives the ranking: --criterion and --reduction would make "
+                                        "another one; give one or the other.")
+        ranking, _ = load_ranking(args.ranking, model)
+    out, info = compress(model, x, y, criterion=args.criterion or "fit", reduction=args.reduction or "linf",
+                         prune=args.prune, bits=args.bits, ranking=ranking,
+                         activation_bits=None if args.activation_bits == 0 else args.activation_bits,
+                         direction=args.direction)
     save_model(out, args.output)
     names = list(info["ranking"] or info.get("bits") or info.get("rates"))
     width = max(len("layer"), *(len(n) for n in names))
@@ -65,9 +74,11 @@ def add_commands(subparsers):
     p.add_argument("--activation-bits", type=int, default=8,
                    help="activation bit-width, 2 to 16, or 0 to keep float32 (default 8)")
     p.add_argument("--prune", type=float, default=None, help="global structured pruning rate, e.g. 0.3")
-    p.add_argument("--criterion", default="fit", choices=tuple(CRITERIA) + ("combined", "uniform"),
+    p.add_argument("--criterion", choices=tuple(CRITERIA) + ("combined", "uniform"),
                    help="layer criterion setting the budgets (default: fit)")
-    p.add_argument("--reduction", default="linf", choices=tuple(REDUCTIONS), help="(default: linf)")
+    p.add_argument("--reduction", choices=tuple(REDUCTIONS),
+                   help="how a layer's scores become one number (default: linf)")
+    p.add_argument("--ranking", help="a ranking written by 'nnslicer layers -o' (.json), instead of --criterion")
     p.add_argument("--direction", default="inverse", choices=DIRECTIONS,
                    help="pruning rates fall (inverse) or grow (paper: SAFER eq. 12 as written) "
                         "with importance (default: inverse)")

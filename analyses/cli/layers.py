@@ -7,7 +7,7 @@ import argparse
 from nnslicer.cli.options import load_array, load_model
 from nnslicer.errors import UnsupportedLayerError
 
-from ..layer_importance import CRITERIA, REDUCTIONS, layer_importance
+from ..layer_importance import CRITERIA, REDUCTIONS, layer_importance, save_ranking
 
 
 def cmd_layers(args):
@@ -23,6 +23,9 @@ def cmd_layers(args):
     print(f"{'rank':>4}  {'layer':<{width}}  score")
     for i, (name, score) in enumerate(ranking.items(), 1):
         print(f"{i:>4}  {name:<{width}}  {score:.6g}")
+    if args.output:
+        save_ranking(ranking, args.output, model, criterion=args.criterion, reduction=args.reduction)
+        print(f"-> {args.output} (nnslicer compress --ranking reads it)")
     return 0
 
 
@@ -40,13 +43,16 @@ def add_commands(subparsers):
                "  nnslicer layers model.keras --data x.npy\n"
                "  nnslicer layers model.keras --data x.npy --labels y.npy --criterion fit --reduction l2\n"
                "  nnslicer layers model.keras --data x.npy --criterion gradient --reduction percentile --q 99\n"
-               "  nnslicer layers model.keras --data x.npy --criterion combined")
+               "  nnslicer layers model.keras --data x.npy --criterion combined\n"
+               "  nnslicer layers model.keras --data x.npy --criterion shapley -o ranking.json\n"
+               "  nnslicer compress model.keras --data x.npy --ranking ranking.json --bits 4 -o q4.keras")
     p.add_argument("model", help="a .keras or .h5 model")
     p.add_argument("--data", required=True, help="calibration inputs (.npy/.npz), e.g. 256 samples")
     p.add_argument("--labels", help="their labels (.npy/.npz); default: the model's predictions")
-    p.add_argument("--criterion", default="slice", choices=tuple(CRITERIA) + ("combined",),
-                   help="fine-grained score (default: slice)")
+    p.add_argument("--criterion", default="fit", choices=tuple(CRITERIA) + ("combined",),
+                   help="fine-grained score (default: fit)")
     p.add_argument("--reduction", default="linf", choices=tuple(REDUCTIONS),
                    help="how a layer's scores become one number (default: linf)")
     p.add_argument("--q", type=float, default=None, help="the percentile for --reduction percentile (default 90)")
-    p.set_defaults(func=cmd_layers)
+    p.add_argument("-o", "--output", help="also write the ranking (.json), for nnslicer compress --ranking")
+    p.set_defaults(func=cmd_layers, outputs={"-o": ("output", (".json",))})

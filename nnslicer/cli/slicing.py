@@ -104,7 +104,7 @@ def add_commands(sub):
                                     "(default: each input's predicted class)")
     add_slicing_options(p)
     p.add_argument("--aggregate", default="sum", choices=("sum", "abs"),
-                   help="add a batch's counts signed (sum) or absolute (abs)")
+                   help="add a batch's counts signed (sum) or absolute (abs) (default: sum)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument("--workers", type=int, default=None,
                    help="run the backward analysis on K Ray workers (default: serially)")
