@@ -382,6 +382,7 @@ def test_cli_compress(data, tmp_path, capsys):
                  "--prune", "0.2", "--criterion", "gradient", "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "c1" in text and "of the prunable weights removed" in text
+    assert "bits on average over layers (" in text and " per weight)" in text
     loaded = load_model(str(out))
     assert any(type(layer).__name__ == "FakeQuant" for layer in loaded.layers)
     assert main(["compress", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"),

@@ -260,7 +260,15 @@ def test_cli_protect_restore_round_trip(tmp_path, model, data, classes, capsys):
     args = ["protect", str(tmp_path / "m.keras"), "--data", str(tmp_path / "x.npy"), "--labels",
             str(tmp_path / "y.npy"), "--classes", ",".join(map(str, classes))]
     assert main(args + ["-o", str(tmp_path / "p.keras"), "--secret", str(tmp_path / "s.npz")]) == 0
-    assert "ProtectionSecret(model='victim'" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "ProtectionSecret(model='victim'" in text
+    # it says what protection did: the protected model's accuracy on the target classes
+    x, y = data
+    sel = np.isin(y, classes)
+    protected = keras.models.load_model(tmp_path / "p.keras", compile=False)
+    after = 100 * np.mean(protected.predict(x[sel], verbose=0).argmax(-1) == y[sel])
+    before = 100 * np.mean(model.predict(x[sel], verbose=0).argmax(-1) == y[sel])
+    assert f"accuracy on --data ({len(x):,} samples): target classes {before:.1f}% -> {after:.1f}%" in text
     assert main(["restore", str(tmp_path / "p.keras"), "--secret", str(tmp_path / "s.npz"),
                  "-o", str(tmp_path / "r.keras")]) == 0
     restored = keras.models.load_model(tmp_path / "r.keras", compile=False)

@@ -302,6 +302,9 @@ def test_cli_prune_round_trip(files, model, data, classes, capsys):
     pruned = keras.models.load_model(out, compile=False)
     assert pruned.count_params() < model.count_params()
     assert pruned.get_layer("conv1").filters == 4
+    x, y = data
+    after = 100 * np.mean(pruned.predict(x, verbose=0).argmax(-1) == y)
+    assert f"all classes {100 * np.mean(model.predict(x, verbose=0).argmax(-1) == y):.1f}% -> {after:.1f}%" in text
 
 
 @pytest.mark.parametrize("classes_arg, words", [

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from nnslicer import check_labels
 from nnslicer.cli.options import add_slicing_options, load_array, load_model
 from nnslicer.errors import InvalidInputError
 
 from ..synapse_scores import check_classes
 
-__all__ = ["parse_classes", "load_class_data", "add_class_data_options"]
+__all__ = ["parse_classes", "load_class_data", "add_class_data_options", "print_accuracy"]
 
 
 def parse_classes(text):
@@ -44,3 +46,17 @@ def add_class_data_options(p, verb):
     p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
     add_slicing_options(p)
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+
+
+def print_accuracy(before, after, x, y, classes=None, what="--data"):
+    """Say what a command did to a model: its accuracy on ``x`` (labels ``y``) before and after,
+    on the target ``classes`` (when given) and on all classes."""
+    def accuracy(model, sel=slice(None)):
+        return 100.0 * float(np.mean(model.predict(x[sel], batch_size=256, verbose=0).argmax(-1) == y[sel]))
+
+    parts = []
+    if classes is not None:
+        sel = np.isin(y, classes)
+        parts.append(f"target classes {accuracy(before, sel):.1f}% -> {accuracy(after, sel):.1f}%")
+    parts.append(f"all classes {accuracy(before):.1f}% -> {accuracy(after):.1f}%")
+    print(f"accuracy on {what} ({len(x):,} samples): {', '.join(parts)}")

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from nnslicer.cli.options import MODEL_FILES, load_array, load_model, save_model
 
 from ..budgets import DIRECTIONS
 from ..compression import compress
+from nnslicer import check_labels
 from nnslicer.errors import InvalidParameterError
 
 from ..layer_importance import CRITERIA, REDUCTIONS, load_ranking
+from .class_data import print_accuracy
 
 
 def cmd_compress(args):
     model = load_model(args.model)
     x = load_array(args.data, "x")
-    y = load_array(args.labels, "y") if args.labels else None
+    y = check_labels(load_array(args.labels, "y"), len(x), int(model.output_shape[-1])) if args.labels else None
     ranking = None
     if args.ranking:
         if args.criterion is not None or args.reduction is not None:
@@ -40,9 +44,13 @@ def cmd_compress(args):
     if "pruned_fraction" in info:
         done.append(f"{info['pruned_fraction']:.1%} of the prunable weights removed")
     if "bits" in info:
-        done.append(f"weights at {args.bits} bits on average, activations at "
-                    f"{info['activation_bits'] or 32} bits")
+        sizes = {name: model.get_layer(name).count_params() for name in info["bits"]}
+        per_weight = sum(b * sizes[n] for n, b in info["bits"].items()) / max(sum(sizes.values()), 1)
+        done.append(f"weights at {np.mean(list(info['bits'].values())):.1f} bits on average over layers "
+                    f"({per_weight:.1f} per weight), activations at {info['activation_bits'] or 32} bits")
     print(f"\n{'; '.join(done)} -> {args.output}")
+    if y is not None:
+        print_accuracy(model, out, x, y)
     if "bits" in info:
         print("(its FakeQuant layers load in Keras after analyses.quantization.register_keras_objects(); "
               "nnslicer's commands do that themselves)")

@@ -9,7 +9,7 @@ from nnslicer.cli.options import MODEL_FILES, load_model, make_slicer, save_mode
 from nnslicer.errors import InvalidParameterError
 
 from ..protection import PROTECT_METHODS, SCOPES, ProtectionSecret, protect, restore
-from .class_data import add_class_data_options, load_class_data
+from .class_data import add_class_data_options, load_class_data, print_accuracy
 
 
 def cmd_protect(args):
@@ -27,6 +27,7 @@ def cmd_protect(args):
         os.remove(args.secret)
         raise
     print(f"{secret!r}\nprotected model -> {args.output}, secret -> {args.secret}")
+    print_accuracy(model, protected, x, y, classes)
     return 0
 
 

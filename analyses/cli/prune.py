@@ -7,7 +7,7 @@ import argparse
 from nnslicer.cli.options import MODEL_FILES, make_slicer, save_model
 
 from ..pruning import METHODS, class_focused_prune
-from .class_data import add_class_data_options, load_class_data
+from .class_data import add_class_data_options, load_class_data, print_accuracy
 
 def cmd_prune(args):
     model, x, y, classes = load_class_data(args, "prune")
@@ -21,6 +21,7 @@ def cmd_prune(args):
     save_model(pruned, args.output)
     print(report.table())
     print(f"\n{report!r} -> {args.output}")
+    print_accuracy(model, pruned, x, y, classes)
     return 0
 
 
