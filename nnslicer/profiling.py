@@ -40,10 +40,15 @@ class Profile:
     n_samples : int
     model, fingerprint : str
         The model's name and :attr:`DataFlowGraph.fingerprint`.
+    input_range : (float, float) or None
+        The smallest and largest input value profiled (None in files of nnslicer before 0.4):
+        the Slicer warns when it is given inputs far outside it (0-255 pixels against a
+        profile of [0, 1] ones).
     """
 
-    def __init__(self, means, n_samples, model, fingerprint, class_means=None, class_counts=None):
+    def __init__(self, means, n_samples, model, fingerprint, class_means=None, class_counts=None, input_range=None):
         self.means = means
+        self.input_range = None if input_range is None else (float(input_range[0]), float(input_range[1]))
         self.n_samples = int(n_samples)
         self.model = model
         self.fingerprint = fingerprint
@@ -53,7 +58,8 @@ class Profile:
     def __eq__(self, other):
         if not isinstance(other, Profile):
             return NotImplemented
-        return (self.n_samples, self.model, self.fingerprint) == (other.n_samples, other.model, other.fingerprint) \
+        return (self.n_samples, self.model, self.fingerprint, self.input_range) == \
+            (other.n_samples, other.model, other.fingerprint, other.input_range) \
             and same_arrays(self.means, other.means) and same_arrays(self.class_means, other.class_means) \
             and same_arrays({"n": self.class_counts}, {"n": other.class_counts})
 
@@ -94,7 +100,10 @@ class Profile:
         if self.class_means is not None:
             arrays.update({f"class_mean/{k}": v for k, v in self.class_means.items()})
             arrays["class_counts"] = self.class_counts
-        return {"model": self.model, "fingerprint": self.fingerprint, "n_samples": self.n_samples}, arrays
+        meta = {"model": self.model, "fingerprint": self.fingerprint, "n_samples": self.n_samples}
+        if self.input_range is not None:
+            meta["input_range"] = list(self.input_range)
+        return meta, arrays
 
     @classmethod
     def from_arrays(cls, meta, arrays):
@@ -108,6 +117,12 @@ class Profile:
                 raise FileFormatError(f"its {key!r} is {meta.get(key)!r}, not a {types.__name__}.")
         if meta["n_samples"] < 1:
             raise FileFormatError(f"it is a profile of {meta['n_samples']} samples.")
+        input_range = meta.get("input_range")
+        if input_range is not None and not (
+                isinstance(input_range, list) and len(input_range) == 2
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) for v in input_range)
+                and input_range[0] <= input_range[1]):
+            raise FileFormatError(f"its input range {input_range!r} is not [smallest, largest] finite numbers.")
         means = {k[5:]: v for k, v in arrays.items() if k.startswith("mean/")}
         class_means = {k[11:]: v for k, v in arrays.items() if k.startswith("class_mean/")} or None
         counts = arrays.get("class_counts")
@@ -119,7 +134,7 @@ class Profile:
         if class_means is not None:
             _check_means(class_means, "class mean")
             _check_class_means(means, class_means, counts, meta["n_samples"])
-        return cls(means, meta["n_samples"], meta["model"], meta["fingerprint"], class_means, counts)
+        return cls(means, meta["n_samples"], meta["model"], meta["fingerprint"], class_means, counts, input_range)
 
     @classmethod
     def load(cls, path):
@@ -247,6 +262,7 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
         data = np.asarray(data)
     sums, class_sums = None, None
     class_counts = None
+    low, high = np.inf, -np.inf
     n = 0
     labelled = None
     num_classes = graph.num_outputs
@@ -260,6 +276,7 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
         x = as_batch(graph, x, what="data")
         if y is not None:
             y = check_labels(y, len(x), num_classes)
+        low, high = min(low, float(np.min(x))), max(high, float(np.max(x)))
         batch, batch_class, batch_counts = batch_sums(graph, x, y)
         check_finite(graph, batch)
         if sums is None:
@@ -291,7 +308,7 @@ def profile(graph, data, labels=None, batch_size=256, progress=None):
             cm = v / np.maximum(class_counts, 1).reshape((-1,) + (1,) * (v.ndim - 1))
             cm[empty] = means[k]
             class_means[k] = cm.astype(np.float32)
-    return Profile(means, n, graph.name, graph.fingerprint, class_means, class_counts)
+    return Profile(means, n, graph.name, graph.fingerprint, class_means, class_counts, (low, high))
 
 
 def check_labels(y, n, num_classes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import numbers
 import time
+import warnings
 
 import numpy as np
 
@@ -224,15 +225,31 @@ class Slicer:
         than memory can be sliced. ``shared``: ``targets`` is one target for every sample."""
         if isinstance(x, (np.ndarray, list, tuple)) or hasattr(x, "__array__") or not hasattr(x, "__iter__"):
             xs = as_batch(self.graph_, x)
+            self._check_range(xs)
             yield xs, self._targets([targets] * len(xs) if shared and targets is not None else targets, len(xs))
             return
         if not shared and targets is not None and not isinstance(targets, (numbers.Integral, np.integer)):
             raise InvalidInputError("With a stream of batches, targets must be None or one int for every sample.")
         target = self._target(targets)
-        for item in x:
+        for i, item in enumerate(x):
             xs = item[0] if isinstance(item, (tuple, list)) and len(item) == 2 else item
             xs = as_batch(self.graph_, xs)
+            if i == 0:
+                self._check_range(xs)
             yield xs, [target] * len(xs)
+
+    def _check_range(self, x):
+        """Warn when ``x`` lies far outside the input range the profile saw: its deltas from the
+        profile's means would measure the scale, not the input (0-255 pixels against [0, 1])."""
+        if self.profile_.input_range is None or not len(x):
+            return
+        low, high = self.profile_.input_range
+        span = max(high - low, 1e-12)
+        x_low, x_high = float(np.min(x)), float(np.max(x))
+        if x_low < low - span or x_high > high + span:
+            warnings.warn(f"The inputs range over [{x_low:.4g}, {x_high:.4g}], far outside the [{low:.4g}, "
+                          f"{high:.4g}] the profile saw: scale them as the profiling data was (their deltas "
+                          "from the profile would measure the scale, not the input).", UserWarning, stacklevel=2)
 
     def _run(self, pairs, reduce, n_jobs=None, address=None, progress=None, until=None):
         """Forward (here, batched) + backward (here or on Ray workers), chunk by chunk;

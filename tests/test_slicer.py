@@ -555,3 +555,33 @@ def test_fit_on_lists_of_samples_and_labels(model, data):
     labels = _labels_of(model, data)
     want = Slicer(model).fit(data, labels).profile_
     assert Slicer(model).fit(data.tolist(), labels.tolist()).profile_ == want
+
+
+def test_inputs_far_outside_the_profiled_range_are_warned_about(slicer, data, tmp_path):
+    """0-255 pixels against a profile of [-3, 3] ones: sliced, with a warning naming both ranges;
+    inputs like the profiled ones (or a little beyond) slice silently. The range travels in the
+    profile's file, and a file without one (older nnslicer) loads and never warns."""
+    import warnings
+
+    low, high = slicer.profile_.input_range
+    assert (low, high) == (float(data.min()), float(data.max()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        slicer.slice(data[:3])
+        slicer.slice(data[:3] * 1.5)
+    with pytest.warns(UserWarning, match=rf"range over \[0, 255\], far outside the \[{low:.4g}, {high:.4g}\]"):
+        slicer.slice(np.linspace(0, 255, 36 * 3, dtype="float32").reshape(3, 6, 6, 1))
+    with pytest.warns(UserWarning, match="far outside"):  # a stream is checked on its first batch
+        slicer.slice_many(iter([np.full((2, 6, 6, 1), 100.0, "float32")]))
+    path = slicer.profile_.save(tmp_path / "p.npz")
+    assert Profile.load(path) == slicer.profile_ and Profile.load(path).input_range == (low, high)
+    meta, arrays = slicer.profile_.to_arrays()
+    del meta["input_range"]
+    old = Profile.from_arrays(meta, arrays)
+    assert old.input_range is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Slicer(slicer.model).fit(profile=old).slice(np.full((1, 6, 6, 1), 255.0, "float32"))
+    for bad in ([1.0], [2.0, 1.0], [0.0, float("nan")], "0,1"):
+        with pytest.raises(FileFormatError, match="input range"):
+            Profile.from_arrays({**meta, "input_range": bad}, arrays)
