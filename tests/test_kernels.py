@@ -239,3 +239,20 @@ def test_empty_and_errors():
         K.select(np.zeros((2, 5)), "paper", 0.2)
     with pytest.raises(InvalidParameterError):
         K.select(np.zeros((2, 5)), "nope", 0.2)
+
+
+def test_the_first_compilation_is_announced_only_without_a_cache(tmp_path, monkeypatch):
+    """A machine without numba's cached kernels is told why the first slice is slow (the module
+    warns when it is imported without them); one with them is not."""
+    op_kernels = pytest.importorskip("nnslicer.backward.op_kernels")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    source = tmp_path / "src"
+    (source / "__pycache__").mkdir(parents=True)
+    assert not op_kernels.compiled_before(source_dir=str(source))
+    (source / "__pycache__" / "op_kernels.window_backward-62.py311.nbi").write_bytes(b"")
+    assert op_kernels.compiled_before(source_dir=str(source))
+    cache = tmp_path / "cache"
+    (cache / "nnslicer").mkdir(parents=True)
+    assert not op_kernels.compiled_before(str(cache), source_dir=str(tmp_path))
+    (cache / "nnslicer" / "op_kernels.window_backward-62.py311.nbi").write_bytes(b"")
+    assert op_kernels.compiled_before(str(cache), source_dir=str(tmp_path))

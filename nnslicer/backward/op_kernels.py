@@ -24,6 +24,10 @@ A kept candidate's count goes to input neuron ``taps[p, t] * C + c``, or to chan
 
 from __future__ import annotations
 
+import glob
+import logging
+import os
+
 import numba as nb
 import numpy as np
 from numba import prange
@@ -35,6 +39,24 @@ __all__ = ["window_backward", "product_backward", "pair_backward", "CONV", "DEPT
 
 CONV, DEPTHWISE, POOL = 0, 1, 2
 RULE_CODES = {"nnslicer": 0, "paper": 1, "effective_path": 2}
+
+log = logging.getLogger(__name__)
+
+
+def compiled_before(cache_dir=None, source_dir=None):
+    """Whether numba's on-disk cache holds these kernels (in ``__pycache__`` beside this file, or
+    ``source_dir``, or under ``cache_dir``, default ``NUMBA_CACHE_DIR``): if not, their first
+    call compiles them."""
+    here = source_dir or os.path.dirname(os.path.abspath(__file__))
+    places = [os.path.join(here, "__pycache__", "op_kernels.*.nbi")]
+    cache_dir = cache_dir or os.environ.get("NUMBA_CACHE_DIR")
+    if cache_dir:
+        places.append(os.path.join(cache_dir, "**", "op_kernels.*.nbi"))
+    return any(glob.glob(place, recursive=True) for place in places)
+
+
+if not compiled_before():  # said once, when the first backward analysis imports this module
+    log.warning("Compiling nnslicer's slicing kernels: the first run on this machine only, about 20 s.")
 
 
 @nb.njit(cache=True, inline="always")
