@@ -355,6 +355,7 @@ def main(argv=None):
     epochs = {f"{a}/{d}": e for a, d, e in MODELS}
     chosen = [] if args.combine else args.models.split(",")
     command = shlex.join(["python", "benchmarks/adversarial.py"] + (argv if argv is not None else sys.argv[1:]))
+    args.command = command
     path = os.path.join(args.out, f"{args.stem}.json")
     previous = {}
     if os.path.exists(path):  # the other protocol's results stay; --merge keeps this one's other models

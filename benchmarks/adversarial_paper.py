@@ -201,7 +201,7 @@ def run_model(arch, dataset, epochs, args):
     meta = {"model": model_name, "test_accuracy": info["test_accuracy"], "epochs": epochs, "layer": layer,
             "fit_images": int(len(x_fit)), "profile_images": int(len(profile_idx)),
             "clean_images": int(len(x_clean)), "clean_correct": int(correct.sum()),
-            "art_images": int(len(art_idx)), "detectors": cost,
+            "art_images": int(len(art_idx)), "detectors": cost, "command": args.command,
             "attacks": {k: {"successes": len(a), "attacked": a.n_inputs, "correct": a.n_correct,
                             "params": ATTACKS[k][1]} for k, (a, _) in adv.items()}}
     return rows, meta
@@ -244,7 +244,7 @@ def markdown(part):
              "is never written and reads as -1), so recall is 1 and F1 = 2P / (1 + P) with P set by the tree's "
              "error on clean images. **Real metric**: an adversarial input is flagged when the tree names another "
              "class than the model's actual prediction. FeatureMap's published figure is a real metric.\n",
-             f"Command: `{part['command']}`.\n",
+             f"Machine: {part.get('machine', '?')}.\n",
              "Left out of the authors' 17 attacks: "
              + "; ".join(f"{k} ({v})" for k, v in LEFT_OUT.items()) + ".\n"]
     for meta in part["models"]:
@@ -253,6 +253,7 @@ def markdown(part):
         lines.append(f"### {model} (test accuracy {meta['test_accuracy']:.3f}; layer `{meta['layer']}`; "
                      f"{meta['clean_correct']} of {meta['clean_images']} clean test images right; the ART attacks "
                      f"on the first {meta['art_images']} of them)\n")
+        lines.append(f"Command: `{meta.get('command', part.get('command'))}`.\n")
         lines.append("Average over attacks: precision / recall / F1.\n")
         lines.append(markdown_table(
             ["detector", "paper metric", "real metric", "paper (CIFAR-10)", "clean tree error",
