@@ -169,9 +169,25 @@ def _check_contamination(contamination, owner, optional):
 
 
 # --------------------------------------------------------------------------- base class
-class Detector:
+try:  # scikit-learn is an extra (nnslicer[analyses]); detectors need it to fit
+    from sklearn.base import BaseEstimator, OutlierMixin
+
+    _ESTIMATOR = (OutlierMixin, BaseEstimator)
+except ImportError:  # pragma: no cover
+    _ESTIMATOR = ()
+
+#: What a detector learns from the inputs alone (kept when it is refit on their Features).
+_PREPARED = ("layer_", "slicer_", "graph_", "_feature_model")
+
+
+class Detector(*_ESTIMATOR):
     """The outlier contract over ``_features(x) -> (features, predicted)`` and a scorer: the base
-    of every detector (:func:`register_detector` offers a new one to ``nnslicer detect fit``)."""
+    of every detector (:func:`register_detector` offers a new one to ``nnslicer detect fit``).
+
+    Detectors are scikit-learn estimators: ``get_params``, ``set_params``, ``sklearn.base.clone``
+    and model selection (``GridSearchCV``) work, and ``fit`` starts afresh from the current
+    parameters. A clone shares the model and slicer it was given: ``fit`` never changes them
+    (an unfitted Slicer is copied and the copy fitted, as ``slicer_``)."""
 
     kind = ""
     #: What a detector is built from besides the model, ``layer`` and ``contamination``
@@ -189,6 +205,17 @@ class Detector:
         """The detector of ``model`` that ``nnslicer detect fit`` makes from its options: of them,
         it reads those its :attr:`takes` names (``slicer`` is a fitted-to-be Slicer)."""
         raise NotImplementedError
+
+    def __sklearn_clone__(self):
+        """An unfitted detector of the same parameters; the model and the slicer are shared, not
+        deep-copied (fit changes neither)."""
+        return type(self)(**self.get_params(deep=False))
+
+    def _forget(self, keep_prepared):
+        """Drop what a previous fit learnt (all of it, or all but :data:`_PREPARED`)."""
+        for name in [k for k in vars(self) if (k.endswith("_") and not k.startswith("__")) or k in _PREPARED]:
+            if not (keep_prepared and name in _PREPARED):
+                delattr(self, name)
 
     def _check_fitted(self):
         if not hasattr(self, "offset_"):
@@ -211,6 +238,7 @@ class Detector:
         self
         """
         self._check_params()
+        self._forget(keep_prepared=isinstance(x, Features))  # Features were made for this layer
         self._prepare(x, y)
         feats = self.features(x)
         feats = feats[_labels(y, feats.predicted, self._n_classes())]
@@ -447,14 +475,14 @@ class SliceDetector(_ClassifierDetector):
                 f"contamination={self.contamination})")
 
     def _graph(self):
-        return self.slicer.graph_
+        return self.slicer_.graph_
 
     def _n_classes(self):
-        return self.slicer.graph_.num_outputs
+        return self.slicer_.graph_.num_outputs
 
     def _n_features(self):
         """How many features an input has: the layer's synapses."""
-        return self.slicer.graph_[self.layer_].n_synapses
+        return self.slicer_.graph_[self.layer_].n_synapses
 
     def _check_params(self):
         super()._check_params()
@@ -470,29 +498,32 @@ class SliceDetector(_ClassifierDetector):
             raise InvalidParameterError(f"The 'slicer' parameter of SliceDetector must be an nnslicer.Slicer "
                                         f"(e.g. Slicer(model, granularity='channel')). Got "
                                         f"{type(self.slicer).__name__} instead.")
-        if not hasattr(self.slicer, "graph_"):
-            if isinstance(x, Features):
+        if not hasattr(self, "slicer_"):
+            if hasattr(self.slicer, "graph_"):
+                self.slicer_ = self.slicer
+            elif isinstance(x, Features):
                 raise NotFittedError("Features come from a fitted slicer: fit the slicer first.")
-            self.slicer.fit(x, y)
+            else:  # the user's slicer stays as it was given
+                self.slicer_ = self.slicer.clone().fit(x, y)
         if not hasattr(self, "layer_"):
-            self.layer_ = _check_layer(self.slicer.graph_, self.layer)
+            self.layer_ = _check_layer(self.slicer_.graph_, self.layer)
 
     def _features(self, x):
         """Sparse per-sample synapse counts of the layer, and the model's classes."""
         from scipy import sparse
 
-        x = as_batch(self.slicer.graph_, x)
-        predicted = _predict(self.slicer.model, x, self.slicer.batch_size)
+        x = as_batch(self.slicer_.graph_, x)
+        predicted = _predict(self.slicer_.model, x, self.slicer_.batch_size)
         rows = []
         for start in range(0, len(x), self.chunk):  # the backward analysis stops at the layer
-            counts = self.slicer.synapse_counts(x[start:start + self.chunk], self.layer_,
+            counts = self.slicer_.synapse_counts(x[start:start + self.chunk], self.layer_,
                                                 [int(t) for t in predicted[start:start + self.chunk]],
                                                 n_jobs=self.n_jobs)
             rows.append(sparse.csr_matrix(counts.reshape(len(counts), -1).astype(np.float32)))
         return Features(sparse.vstack(rows, format="csr"), predicted)
 
     def _state(self):
-        s = self.slicer
+        s = self.slicer_
         meta = {"layer": self.layer_, "classifier": self.classifier, "random_state": self.random_state,
                 "chunk": self.chunk, "contamination": self.contamination,
                 "slicer": {"theta": s.theta_, "rule": s.rule, "granularity": s.granularity, "baseline": s.baseline,
@@ -510,7 +541,7 @@ class SliceDetector(_ClassifierDetector):
             raise FileFormatError(f"{path!r} holds a damaged profile: {exc}") from None
         det = cls(slicer, layer=meta["layer"], classifier=meta["classifier"],
                   random_state=meta["random_state"], chunk=meta["chunk"], contamination=meta.get("contamination"))
-        det.layer_ = _check_layer(slicer.graph_, meta["layer"])
+        det.slicer_, det.layer_ = slicer, _check_layer(slicer.graph_, meta["layer"])
         det._load_classifier(arrays, path)
         det.offset_ = float(meta["offset"])
         return det

@@ -110,6 +110,11 @@ class Slicer:
         return (f"Slicer(model={name!r}, theta={theta!r}, rule={self.rule!r}, "
                 f"granularity={self.granularity!r}, baseline={self.baseline!r}, {fitted})")
 
+    def clone(self):
+        """An unfitted Slicer of the same model and parameters (this one is left as it is)."""
+        return type(self)(self.model, theta=self.theta, rule=self.rule, granularity=self.granularity,
+                          baseline=self.baseline, propagation=self.propagation, batch_size=self.batch_size)
+
     # ------------------------------------------------------------------ fit
     def _validate(self):
         theta = check_rule(self.rule, self.theta)

@@ -1049,7 +1049,7 @@ def detector_state(det):
                 est.n_outputs_, repr(est.n_classes_), state["max_depth"], state["node_count"],
                 arr(state["nodes"]), arr(state["values"]))
 
-    s = det.slicer
+    s = det.slicer_
     return {"type": type(det).__name__, "layer": det.layer_, "classifier": det.classifier,
             "random_state": det.random_state, "chunk": det.chunk, "contamination": det.contamination,
             "offset": det.offset_, "n_fit": getattr(det, "n_fit_", None),
@@ -1073,7 +1073,7 @@ def detector_problem(det):
 
     from nnslicer.backward.rules import RULES
 
-    s = det.slicer
+    s = det.slicer_
     graph = s.graph_
     if det.layer_ not in graph.weighted_ops:
         return f"layer {det.layer_!r}"

@@ -296,9 +296,44 @@ def test_bad_parameters(model, slicer, digits):
 
 
 def test_unfitted_slicer_is_fitted_on_x(model, digits):
+    """A copy of it: the slicer the user gave stays unfitted."""
     (x, y), _ = digits
-    det = SliceDetector(nnslicer.Slicer(model)).fit(x[:100], y[:100])
-    assert det.slicer.profile_.n_samples == 100
+    slicer = nnslicer.Slicer(model, granularity="channel", theta=0.3)
+    det = SliceDetector(slicer).fit(x[:100], y[:100])
+    assert det.slicer_.profile_.n_samples == 100 and not hasattr(slicer, "profile_")
+    assert (det.slicer_.granularity, det.slicer_.theta) == ("channel", 0.3) and det.slicer is slicer
+
+
+def test_detectors_are_scikit_learn_estimators(model, digits):
+    """get_params / set_params / clone work; a refit after set_params uses the new parameters
+    (layer, classifier), nothing of the old fit lingers; GridSearchCV picks among them."""
+    from sklearn.base import clone, is_outlier_detector
+    from sklearn.model_selection import GridSearchCV
+
+    (x, y), _ = digits
+    x, y = x[:120], y[:120]
+    for det in (SliceDetector(nnslicer.Slicer(model, granularity="channel"), layer=-1),
+                FeatureMapDetector(model, layer=-1), MahalanobisDetector(model)):
+        assert is_outlier_detector(det)
+        copy = clone(det)
+        assert type(copy) is type(det) and copy.get_params() == det.get_params()
+        assert not hasattr(clone(det.fit(x, y)), "offset_")  # a clone is unfitted
+    det = SliceDetector(nnslicer.Slicer(model, granularity="channel"), layer=-1, classifier="forest").fit(x, y)
+    first, scores = det.layer_, det.clean_scores_
+    assert len(scores) > 0
+    det.set_params(layer=-2, classifier="tree").fit(x, y)
+    assert det.layer_ != first and det.get_params()["layer"] == -2
+    assert not hasattr(det, "clean_scores_")  # a tree without contamination keeps no held-out scores
+    fm = FeatureMapDetector(model, layer=-1).fit(x, y)
+    first = fm.layer_
+    assert fm.set_params(layer=-2).fit(x, y).layer_ != first
+
+    def agreement(estimator, x_, y_):  # the share of clean inputs taken as clean
+        return float(np.mean(estimator.predict(x_) == 1))
+
+    search = GridSearchCV(FeatureMapDetector(model), {"classifier": ["tree", "forest"]}, scoring=agreement, cv=2)
+    search.fit(x, y)
+    assert search.best_params_["classifier"] in ("tree", "forest") and hasattr(search.best_estimator_, "offset_")
 
 
 # --------------------------------------------------------------------------- files
@@ -325,7 +360,7 @@ def test_file_refuses_other_model_and_damage(fitted, other_model, model, tmp_pat
     with pytest.raises(FileFormatError):
         load_detector(bad, model)
     with pytest.raises(FileFormatError, match="not an nnslicer detector"):
-        load_detector(nnslicer.Profile.save(fitted["slice"].slicer.profile_, tmp_path / "p.npz"), model)
+        load_detector(nnslicer.Profile.save(fitted["slice"].slicer_.profile_, tmp_path / "p.npz"), model)
 
 
 @pytest.mark.parametrize("name, key, message", [

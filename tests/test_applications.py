@@ -145,7 +145,7 @@ def test_slice_detector_on_application(name):
     model, x = built(name)
     x_new = images(name, 6, seed=1)
     det = SliceDetector(nnslicer.Slicer(model, granularity="channel")).fit(x)
-    assert det.layer_ in det.slicer.graph_.weighted_ops and det.n_fit_ == len(x)
+    assert det.layer_ in det.slicer_.graph_.weighted_ops and det.n_fit_ == len(x)
     result = det.detect(x_new)
     assert result.scores.shape == (len(x_new),) and np.isfinite(result.scores).all()
     assert np.all((result.scores >= -1) & (result.scores <= 1))
