@@ -244,6 +244,16 @@ class DataFlowGraph:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
+    def _repr_svg_(self):
+        """What Jupyter shows: the model view (None without Graphviz)."""
+        from .errors import NNSlicerError
+        from .pictures.graphviz import to_svg
+
+        try:
+            return to_svg(self, view="model")
+        except NNSlicerError:
+            return None
+
     def __repr__(self):
         return (f"DataFlowGraph(model={self.name!r}, ops={len(self)}, granularity={self.granularity!r}, "
                 f"neurons={self.n_neurons():,}, synapses={self.n_synapses():,})")

@@ -323,6 +323,16 @@ class Slice:
             raise FileFormatError(f"{path!r} is not a valid slice file: {exc}") from None
         return loaded
 
+    def _repr_svg_(self):
+        """What Jupyter shows: the collapsed view (None without Graphviz or the slice's graph)."""
+        from .errors import NNSlicerError
+        from .pictures.graphviz import to_svg
+
+        try:
+            return to_svg(self, view="collapsed")
+        except NNSlicerError:
+            return None
+
     def __repr__(self):
         extra = "" if self.theta is None else f", theta={self.theta:g}"
         return (f"Slice(model={self.model!r}, samples={self.samples}, "

@@ -688,3 +688,21 @@ def test_a_real_resnet18_element_slice_renders_collapsed_in_seconds(resnet18_gra
     png = nnslicer.render(s, tmp_path / "r18.png", view="collapsed")
     assert time.perf_counter() - start < 30
     _check_bounded(svg, png)
+
+
+# ============================================================================== Jupyter
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
+def test_slices_and_graphs_show_as_pictures_in_jupyter(a, graph, tmp_path, monkeypatch):
+    """Jupyter shows a Slice as its collapsed view and a graph as its model view, the same
+    pictures render() draws; without Graphviz, or for a slice without its graph, it falls back
+    to the text repr (None)."""
+    svg = a._repr_svg_()
+    path = tmp_path / "a.svg"
+    path.write_text(svg)
+    assert parse_svg(path) == parse_svg(nnslicer.render(a, tmp_path / "b.svg", view="collapsed"))
+    model_svg = graph._repr_svg_()
+    assert model_svg.lstrip().startswith("<?xml") and "maxnet" in model_svg
+    assert Slice(a.neuron_counts, a.synapse_counts, model=a.model, fingerprint=a.fingerprint,
+                 granularity=a.granularity, samples=1)._repr_svg_() is None
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert a._repr_svg_() is None and graph._repr_svg_() is None

@@ -85,14 +85,31 @@ def render(obj, path, format=None, *, view=None, dpi=None, timeout=300, **kw) ->
             f"is in {dot_path!r}. Install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: "
             f"brew install graphviz), then render it with: dot -T{fmt} {dot_path} -o {path}")
     with atomic_path(path, "." + fmt) as tmp:
-        try:
-            done = subprocess.run([exe, f"-T{fmt}", "-o", tmp], input=text.encode("utf-8"),
-                                  capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RenderError(f"Graphviz's dot did not finish within {timeout} s; try the collapsed view or "
-                              "a smaller top_k (--view collapsed, --top-k K), or write DOT (format='dot', "
-                              "-o OUT.dot).") from None
-        if done.returncode != 0 or not os.path.getsize(tmp):
-            raise RenderError(f"Graphviz's dot failed (exit {done.returncode}): "
-                              f"{done.stderr.decode('utf-8', 'replace').strip()[:2000]}")
+        _run_dot(exe, fmt, text, timeout, ["-o", tmp])
+        if not os.path.getsize(tmp):
+            raise RenderError("Graphviz's dot wrote an empty file.")
     return path
+
+
+def _run_dot(exe, fmt, text, timeout, out_args=()):
+    """Graphviz's ``dot`` on ``text``; returns its standard output. RenderError on failure."""
+    try:
+        done = subprocess.run([exe, f"-T{fmt}", *out_args], input=text.encode("utf-8"),
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"Graphviz's dot did not finish within {timeout} s; try the collapsed view or "
+                          "a smaller top_k (--view collapsed, --top-k K), or write DOT (format='dot', "
+                          "-o OUT.dot).") from None
+    if done.returncode != 0:
+        raise RenderError(f"Graphviz's dot failed (exit {done.returncode}): "
+                          f"{done.stderr.decode('utf-8', 'replace').strip()[:2000]}")
+    return done.stdout
+
+
+def to_svg(obj, *, view=None, timeout=60, **kw):
+    """The SVG text of a picture of ``obj`` (as :func:`render` draws it), or None when
+    Graphviz's ``dot`` is not installed: what Jupyter shows for a Slice or a DataFlowGraph."""
+    exe = shutil.which("dot")
+    if exe is None:
+        return None
+    return _run_dot(exe, "svg", to_dot(obj, view=view, **kw), timeout).decode("utf-8")
