@@ -19,14 +19,14 @@ from .graph import DataFlowGraph, Op
 from .keras import lift, register_layer
 from .ops import register_handler
 from .profiling import Profile, check_labels, profile
-from .pictures import render
+from .pictures import plot_input, render
 from .slice import Slice, aggregate
 from .slicer import Slicer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "lift", "Slicer", "Slice", "Profile", "profile", "aggregate", "render", "DataFlowGraph", "Op",
+    "lift", "Slicer", "Slice", "Profile", "profile", "aggregate", "render", "plot_input", "DataFlowGraph", "Op",
     "register_layer", "register_handler", "as_batch", "check_inputs", "check_labels", "check_rule",
     "NNSlicerError", "UnsupportedLayerError", "NotFittedError", "InvalidInputError",
     "InvalidParameterError", "FileFormatError", "MissingDependencyError", "RenderError", "ExecutionError",

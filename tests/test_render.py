@@ -706,3 +706,63 @@ def test_slices_and_graphs_show_as_pictures_in_jupyter(a, graph, tmp_path, monke
                  granularity=a.granularity, samples=1)._repr_svg_() is None
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert a._repr_svg_() is None and graph._repr_svg_() is None
+
+
+# ============================================================================== input view
+def test_input_view_draws_the_counts_on_the_image(cnn, cnn_slicer, tmp_path):
+    """A hand-made slice of the 6x6x1 CNN: the heat map holds exactly its input counts (summed
+    over channels), on a colour scale symmetric about zero over the grey image; with a second
+    slice, the difference. Refused: a slice without its graph, channel granularity."""
+    pytest.importorskip("matplotlib")
+    from nnslicer.pictures import input_counts, plot_input
+
+    graph = nnslicer.lift(cnn)
+    counts = np.zeros((6, 6, 1), np.int64)
+    counts[1, 2, 0], counts[4, 4, 0], counts[0, 5, 0] = 3, -2, 1
+    neurons = {op.name: np.zeros(op.shape, np.int64) for op in graph.ops}
+    neurons["image"] = counts
+    synapses = {name: np.zeros(graph[name].synapse_shape, np.int64) for name in graph.weighted_ops}
+    meta = dict(model=graph.name, fingerprint=graph.fingerprint, granularity="element", samples=1)
+    s = Slice(neurons, synapses, graph=graph, **meta)
+    np.testing.assert_array_equal(input_counts(s), counts[..., 0])
+    x = np.linspace(0, 1, 36, dtype="float32").reshape(1, 6, 6, 1)
+    fig, ax = plot_input(s, x)
+    grey, heat = ax.get_images()
+    np.testing.assert_array_equal(heat.get_array(), counts[..., 0])
+    np.testing.assert_allclose(grey.get_array(), x[0, ..., 0])
+    assert heat.get_clim() == (-3.0, 3.0) and "input used by a slice of 1 sample" in ax.get_title()
+    t = Slice({**neurons, "image": 2 * counts}, synapses, graph=graph, **meta)
+    _, ax = plot_input(s, other=t)
+    np.testing.assert_array_equal(ax.get_images()[0].get_array(), -counts[..., 0])
+    fig.savefig(tmp_path / "input.png")
+    assert (tmp_path / "input.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(InvalidParameterError, match="needs the slice's graph"):
+        plot_input(Slice(neurons, synapses, **meta))
+    with pytest.raises(nnslicer.InvalidInputError, match="one image of 6x6"):
+        plot_input(s, np.zeros((2, 6, 6, 1)))
+    slicer, data = cnn_slicer
+    channel = nnslicer.Slicer(cnn, granularity="channel").fit(data).slice(data[0])
+    with pytest.raises(nnslicer.InvalidInputError, match="element granularity"):
+        plot_input(channel)
+
+
+def test_cli_input_view(cnn, cnn_slicer, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from nnslicer.cli import main
+
+    slicer, x = cnn_slicer
+    cnn.save(tmp_path / "m.keras")
+    slicer.slice(x[0]).save(tmp_path / "s.npz")
+    slicer.slice(x[1]).save(tmp_path / "t.npz")
+    np.save(tmp_path / "x0.npy", x[0])
+    base = ["render", str(tmp_path / "s.npz"), "--model", str(tmp_path / "m.keras"), "--view", "input"]
+    assert main(base + ["--image", str(tmp_path / "x0.npy"), "-o", str(tmp_path / "in.png")]) == 0
+    assert (tmp_path / "in.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(base + ["--other", str(tmp_path / "t.npz"), "-o", str(tmp_path / "diff.svg")]) == 0
+    assert b"<svg" in (tmp_path / "diff.svg").read_bytes()
+    capsys.readouterr()
+    assert main(base + ["-o", str(tmp_path / "in.dot")]) == 2
+    assert "--view input writes .svg, .png or .pdf" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "s.npz"), "--model", str(tmp_path / "m.keras"), "--image",
+                 str(tmp_path / "x0.npy"), "-o", str(tmp_path / "c.svg")]) == 2
+    assert "--image goes with --view input" in capsys.readouterr().err

@@ -30,9 +30,13 @@ def cmd_render(args):
                       top_k=args.top_k, max_nodes=args.max_nodes, max_edges=args.max_edges)
         print(f"wrote {path}")
         return 0
+    if args.image and args.view != "input":
+        raise InvalidParameterError("--image goes with --view input (the image drawn under the counts).")
     first = Slice.load(args.file)
     other = Slice.load(args.other) if args.other else None
     model = load_model(args.model) if args.model else None
+    if args.view == "input":
+        return _render_input(args, first, other, model)
     names = tuple(args.names) if args.names else None
     if names is None and other is not None:
         stems = [os.path.splitext(os.path.basename(p))[0] for p in (args.file, args.other)]
@@ -42,6 +46,31 @@ def cmd_render(args):
     path = render(first, args.output, args.format, view=args.view, other=other, model=model,
                   top_k=args.top_k, max_nodes=args.max_nodes, max_edges=args.max_edges, **extra)
     print(f"wrote {path} ({os.path.getsize(path):,} bytes, {time.perf_counter() - start:.2f} s)")
+    return 0
+
+
+def _render_input(args, first, other, model):
+    """``--view input``: the slice's counts on the image input, with matplotlib."""
+    from ..errors import InvalidParameterError
+    from ..io import atomic_path
+    from .. import lift
+    from ..pictures import plot_input
+    from .options import load_array
+
+    fmt = args.format or os.path.splitext(args.output)[1].lower().lstrip(".")
+    if fmt not in ("svg", "png", "pdf"):
+        raise InvalidParameterError(f"--view input writes .svg, .png or .pdf (matplotlib); got {args.output!r}.")
+    if model is None:
+        raise InvalidParameterError("--view input needs the slice's model (--model model.keras).")
+    graph = lift(model, granularity=first.granularity)
+    first.graph = first.check(graph)
+    if other is not None:
+        other.graph = other.check(graph)
+    image = load_array(args.image, "x") if args.image else None
+    fig, _ = plot_input(first, image, other=other)
+    with atomic_path(args.output, "." + fmt) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -62,6 +91,8 @@ def add_commands(sub):
                     "  diff       two slices (--other): members only in one, only in the other, in both\n"
                     "  attention  a heat map a head of each attention layer: which key positions\n"
                     "             (columns) each query position's (rows) kept contributions come from\n"
+                    "  input      an image model's slice as a heat map over the image (--image): which\n"
+                    "             pixels it uses, blue +, red - (with --other: the difference); matplotlib\n"
                     f"Default: neuron for a slice of at most {AUTO_NEURON_NODES} neurons and "
                     f"{AUTO_NEURON_EDGES} synapses, else\ncollapsed; "
                     "diff with --other; model for a .keras/.h5 file. SVG, PNG and PDF need\nGraphviz's "
@@ -72,13 +103,15 @@ def add_commands(sub):
                "  nnslicer render slice.npz --model model.keras --view model -o model.png\n"
                "  nnslicer render clean.npz --other adversarial.npz --model model.keras -o diff.svg\n"
                "  nnslicer render slice.npz --model vit.keras --view attention -o attention.png\n"
+               "  nnslicer render slice.npz --model model.keras --view input --image x0.npy -o input.png\n"
                "  nnslicer render model.keras -o graph.pdf")
     p.add_argument("file", metavar="SLICE", help="a slice file (.npz) from 'nnslicer slice', or a "
                                                  ".keras/.h5 model to draw its op graph")
     p.add_argument("--model", help="the slice's model (.keras/.h5); needed for a slice file, which "
                                    "holds counts but not the model's wiring")
-    p.add_argument("--view", choices=VIEWS,
+    p.add_argument("--view", choices=VIEWS + ("input",),
                    help="what to draw (default: see above)")
+    p.add_argument("--image", help="--view input: the image (.npy, one input) drawn under the counts")
     p.add_argument("--other", metavar="SLICE2", help="a second slice of the same model, for --view diff")
     p.add_argument("--names", nargs=2, metavar=("A", "B"),
                    help="what to call the two slices of a diff (default: the file names)")

@@ -41,18 +41,21 @@ and which ops are drawn as one box), :mod:`~nnslicer.pictures.labels` (colours, 
 label text), :mod:`~nnslicer.pictures.layout` (the columns of a long graph),
 :mod:`~nnslicer.pictures.views` (the views as networkx graphs, :func:`view_graph`),
 :mod:`~nnslicer.pictures.attention` (the attention view), :mod:`~nnslicer.pictures.dot` (DOT
-text, :func:`to_dot`) and :mod:`~nnslicer.pictures.graphviz` (:func:`render`: Graphviz, files).
+text, :func:`to_dot`), :mod:`~nnslicer.pictures.graphviz` (:func:`render`: Graphviz, files) and
+:mod:`~nnslicer.pictures.input_view` (:func:`plot_input`: an image model's slice as a heat map
+over the image, with matplotlib).
 """
 
 from .attention import Html, attention_maps
 from .dot import DATA_KEYS, dot_text, quote, to_dot
-from .graphviz import FORMATS, render
+from .graphviz import FORMATS, render, to_svg
+from .input_view import input_counts, plot_input
 from .labels import (BLUES, BOTH, BOTH_FILL, FONT, HIGHLIGHT, LEAN_A, LEAN_B, LEGENDS, NEGATIVE, NEUTRAL, ONLY_A,
                      ONLY_A_FILL, ONLY_B, ONLY_B_FILL, POSITIVE, REDS)
 from .layout import MAX_COLUMNS, MAX_CROSSING
 from .views import AUTO_NEURON_EDGES, AUTO_NEURON_NODES, MAX_EDGES, MAX_NODES, MIN_SCALE, VIEWS, view_graph
 
-__all__ = ["render", "to_dot", "view_graph", "VIEWS", "FORMATS",
+__all__ = ["render", "to_dot", "to_svg", "view_graph", "plot_input", "input_counts", "VIEWS", "FORMATS",
            # the limits and defaults of the views and layout
            "AUTO_NEURON_NODES", "AUTO_NEURON_EDGES", "MAX_NODES", "MAX_EDGES", "MIN_SCALE", "MAX_COLUMNS",
            "MAX_CROSSING",
