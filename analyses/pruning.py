@@ -114,10 +114,10 @@ class PruneReport:
 
     def table(self):
         """One line per layer: synapses, pruned, masked, units and removed units."""
-        rows = [f"{'layer':<20} {'synapses':>9} {'pruned':>9} {'masked':>9} {'units':>6} {'removed':>7}"]
+        rows = [f"{'layer':<20} {'synapses':>9} {'pruned':>9} {'masked':>9} {'units':>6} {'units removed':>13}"]
         for r in self.layers:
             removed = str(r.removed_units) if r.removable else "-"
-            rows.append(f"{r.name:<20} {r.synapses:>9,} {r.pruned:>9,} {r.masked:>9,} {r.units:>6} {removed:>7}")
+            rows.append(f"{r.name:<20} {r.synapses:>9,} {r.pruned:>9,} {r.masked:>9,} {r.units:>6} {removed:>13}")
         return "\n".join(rows)
 
     def to_dict(self):

@@ -81,7 +81,7 @@ class CompressionReport:
         cls, change = self.max_class_change
         saliency = "n/a" if self.saliency_mad is None else f"{self.saliency_mad:.4f}"
         survival = "n/a" if self.survival is None else f"{self.survival_mean:.4f}"
-        return (f"CompressionReport({self.name_a!r} vs {self.name_b!r}, samples={self.samples}, "
+        return (f"CompressionReport({self.name_a!r} vs {self.name_b!r}, samples={self.samples:,}, "
                 f"accuracy={self.accuracy_a:.4f} -> {self.accuracy_b:.4f}, flipped={self.flipped:.4f}, "
                 f"max_class_change={change:+.2f} pp (class {cls}), "
                 f"confidence_shift={self.confidence_shift:+.4f}, saliency_mad={saliency}, "

@@ -335,7 +335,7 @@ class Slice:
 
     def __repr__(self):
         extra = "" if self.theta is None else f", theta={self.theta:g}"
-        return (f"Slice(model={self.model!r}, samples={self.samples}, "
+        return (f"Slice(model={self.model!r}, samples={self.samples:,}, "
                 f"neurons={self.n_neurons:,}/{self.total_neurons:,}, "
                 f"synapses={self.n_synapses:,}/{self.total_synapses:,}{extra})")
 

@@ -299,6 +299,7 @@ def test_cli_prune_round_trip(files, model, data, classes, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "PruneReport(method='channel'" in text and "conv1" in text
+    assert text.splitlines()[0].split()[-3:] == ["units", "units", "removed"]  # two columns, two headers
     pruned = keras.models.load_model(out, compile=False)
     assert pruned.count_params() < model.count_params()
     assert pruned.get_layer("conv1").filters == 4
