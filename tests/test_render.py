@@ -279,6 +279,15 @@ def test_collapsed_view_sums_channels_of_element_feature_maps(cnn_slicer):
     assert [d["index"] for d in shown] == [c for c in best if per_channel[c] > 0]
     assert all(d["unit"] == "channel" and d["abs"] == per_channel[d["index"]] for d in shown)
     assert all(d["label"].startswith(f"ch {d['index']}\n") for d in shown)
+    # |count| and net count both, unless all its counts share a sign (an abs-aggregated slice's
+    # always do): then one number says it
+    for d in shown:
+        second = f"{d['abs']:,} ({d['count']:+,})" if abs(d["count"]) != d["abs"] else f"{d['count']:+,}"
+        assert d["label"] == f"ch {d['index']}\n{second}"
+    summed = slicer.slice(x[:5], aggregate="abs")
+    labels = [d["label"] for _, d in view_graph(summed, view="collapsed").nodes(data=True)
+              if d.get("cluster") == "cluster_conv" and "index" in d]
+    assert labels and all("(" not in label for label in labels)
     # a flatten after the pool is drawn in the pool's box; the dense op's edge is weighted
     assert "max_pool 2×2×3 → flatten 12" in v.graph["clusters"]["cluster_pool"]["label"]
     assert "cluster_flat" not in v.graph["clusters"]

@@ -98,7 +98,7 @@ def _collapsed(graph, s, top_k, merge, size, wrap, channels, title, min_scale):
         for i in picked:
             nid = f"{g.id}:{kind[0]}{int(i)}"
             text = _unit_text(graph, g, kind, i)
-            if kind == "neuron":
+            if kind == "neuron" or abs(int(net[i])) == int(absval[i]):  # one sign only: one number says it
                 label = f"{text}\n{int(net[i]):+,}"
             else:
                 label = f"{text}\n{int(absval[i]):,} ({int(net[i]):+,})"
