@@ -114,7 +114,8 @@ def _unit_text(graph, g, kind, i):
 
 LEGENDS = {
     "collapsed": "boxes: each op's top neurons by |count|, with their count (channels: the sum of |count| "
-                 "over their positions, and the net count); blue: net count > 0, red: < 0\n"
+                 "over their positions, and the net count when some are negative); blue: net count > 0, red: < 0, "
+                 "darker: a larger |count| within the box\n"
                  "arrows into weighted ops: their synapses in the slice; width: sum of |count| (log), "
                  "blue/red: sign of the sum; grey: no synapses (pooling, add, ...)",
     "model": "filled: ops with members (darker: a larger share of their neurons); arrows into weighted "
