@@ -1,8 +1,8 @@
 """Adversarial attacks that return only successful adversarial examples.
 
 FGSM, BIM and PGD are written here with ``tf.GradientTape``; CW-L2, DeepFool, JSMA and the
-spatial transformation attack go
-through the Adversarial Robustness Toolbox (``pip install 'nnslicer[analyses]'``).
+spatial transformation attack go through the Adversarial Robustness Toolbox
+(``pip install 'nnslicer[analyses]'``).
 
 Every attack returns an :class:`AdversarialSet` holding only the *successful* examples: the
 clean source was classified correctly (prediction == label) and the adversarial example is

@@ -17,8 +17,8 @@ import numpy as np
 
 from .errors import FileFormatError
 
-__all__ = ["save_archive", "load_archive", "atomic_path", "check_writable", "check_readable", "same_arrays",
-           "json_value", "is_int", "non_finite"]
+__all__ = ["save_archive", "load_archive", "archive_kind", "atomic_path", "check_writable", "check_readable",
+           "same_arrays", "json_value", "is_int", "non_finite"]
 
 #: Version of the archive layout that this code writes: a JSON header (with, from version 2, a
 #: digest of the metadata and arrays) and numbered arrays.
@@ -204,6 +204,18 @@ def save_archive(path, kind, meta, arrays, mode=None):
     with atomic_path(path, ".npz", mode) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **payload)
     return path
+
+
+def archive_kind(data):
+    """The kind (``"slice"``, ``"profile"``, ``"detector"``, ...) of the nnslicer archive that
+    the opened npz ``data`` is, or None for any other npz."""
+    if "header" not in data.files:
+        return None
+    try:
+        fmt = json.loads(bytes(data["header"]).decode()).get("format")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return fmt[len("nnslicer-"):] if isinstance(fmt, str) and fmt.startswith("nnslicer-") else None
 
 
 def load_archive(path, kind):

@@ -70,7 +70,7 @@ def load_model(path):
 
 def load_array(path, key="x"):
     """An array from .npy, or from .npz (the array named ``key``, else the first one)."""
-    from ..io import check_readable
+    from ..io import archive_kind, check_readable
 
     check_readable(path, "data file (.npy or .npz)")
     with open(path, "rb") as f:
@@ -85,24 +85,13 @@ def load_array(path, key="x"):
         return data
     with data:
         arrays = [name for name in data.files if name + ".npy" in data.zip.namelist()]
-        kind = _archive_kind(data) if "header" in arrays else None
+        kind = archive_kind(data)
         if kind:
             raise InvalidInputError(f"{path!r} is an nnslicer {kind} file, not data: give the inputs themselves "
                                     "(.npy, or .npz of arrays such as those `nnslicer attack` writes).")
         if not arrays:
             raise InvalidInputError(f"{path!r} is a zip archive without arrays (a .keras model?), not an .npz data file.")
         return data[key] if key in arrays else data[arrays[0]]
-
-
-def _archive_kind(data):
-    """The kind of an nnslicer archive (``"slice"``, ``"profile"``, ...) whose npz ``data`` is, or None."""
-    import json
-
-    try:
-        fmt = json.loads(bytes(data["header"]).decode()).get("format", "")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return None
-    return fmt[len("nnslicer-"):] if isinstance(fmt, str) and fmt.startswith("nnslicer-") else None
 
 
 def _same_file(a, b):

@@ -23,7 +23,7 @@ def cmd_render(args):
     if args.file.endswith((".keras", ".h5")):  # a model on its own: its op graph
         if args.model or args.other:
             raise InvalidParameterError("--model and --other go with a slice file, not a model.")
-        if args.view in ("collapsed", "diff", "attention"):
+        if args.view in ("collapsed", "diff", "attention", "input"):
             raise InvalidParameterError(f"--view {args.view} draws slices: give a slice file (and --model), "
                                         "or draw the model with --view model or --view neuron.")
         path = render(load_model(args.file), args.output, args.format, view=args.view or "model",
