@@ -162,7 +162,8 @@ def run_model(arch, dataset, epochs, args):
         score_s = time.perf_counter() - t
         tree_class[det] = (tree.predict(clean_feats), tree.predict(adv_feats) if len(x_adv) else np.zeros(0, int))
         reached[det] = (clean_ok, adv_ok)
-        cost[det] = {"fit_samples": int(ok.sum()), "fit_dropped": int((~ok).sum()), "slice_fit_s": round(slice_fit_s, 1),
+        cost[det] = {"fit_samples": int(ok.sum()), "fit_dropped": int((~ok).sum()),
+                     "slice_fit_s": round(slice_fit_s, 1),
                      "fit_s": round(fit_s, 1), "score_s": round(score_s, 1), "tree_leaves": int(tree.get_n_leaves()),
                      "s_per_input": round((fit_s + score_s) / (len(x_fit) + len(x_clean) + len(x_adv)), 4)}
         log(f"  {det}: fit on {ok.sum():,} slices ({(~ok).sum()} dropped: not reaching every weighted op) "
