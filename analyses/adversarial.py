@@ -26,6 +26,7 @@ refused for any other model (:func:`load_detector`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 import warnings
@@ -221,17 +222,21 @@ class Detector(*_ESTIMATOR):
         if not hasattr(self, "offset_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit(x_clean) first.")
 
-    def features(self, x) -> Features:
+    def features(self, x, progress=None) -> Features:
         """The detector's features of ``x`` (slices, activations), to pass to :meth:`fit` or
-        :meth:`detect` in place of ``x`` and save a second pass."""
+        :meth:`detect` in place of ``x`` and save a second pass. ``progress`` is called with the
+        number of inputs done (a subclass's ``_features`` that takes ``progress`` reports it)."""
         if isinstance(x, Features):
             return x
         self._prepare(x)
+        if progress is not None and "progress" in inspect.signature(self._features).parameters:
+            return self._features(x, progress=progress)
         return self._features(x)
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, progress=None):
         """Fit on clean inputs ``x`` (or their :class:`Features`). With labels ``y`` only the
         correctly classified inputs are used; without, each is labelled by the model's class.
+        ``progress``: called with the number of inputs whose features are done.
 
         Returns
         -------
@@ -240,16 +245,17 @@ class Detector(*_ESTIMATOR):
         self._check_params()
         self._forget(keep_prepared=isinstance(x, Features))  # Features were made for this layer
         self._prepare(x, y)
-        feats = self.features(x)
+        feats = self.features(x, progress)
         feats = feats[_labels(y, feats.predicted, self._n_classes())]
         self.n_fit_ = len(feats.predicted)
         self._fit(feats.values, feats.predicted)
         return self
 
-    def detect(self, x) -> Detection:
-        """Predictions and scores of ``x`` (or its :class:`Features`) from one pass."""
+    def detect(self, x, progress=None) -> Detection:
+        """Predictions and scores of ``x`` (or its :class:`Features`) from one pass (``progress``:
+        as in :meth:`fit`)."""
         self._check_fitted()
-        feats = self.features(x)
+        feats = self.features(x, progress)
         scores = self._score(feats.values, feats.predicted)
         return Detection(feats.predicted, scores, np.where(scores - self.offset_ >= 0, 1, -1))
 
@@ -508,7 +514,7 @@ class SliceDetector(_ClassifierDetector):
         if not hasattr(self, "layer_"):
             self.layer_ = _check_layer(self.slicer_.graph_, self.layer)
 
-    def _features(self, x):
+    def _features(self, x, progress=None):
         """Sparse per-sample synapse counts of the layer, and the model's classes."""
         from scipy import sparse
 
@@ -520,6 +526,8 @@ class SliceDetector(_ClassifierDetector):
                                                 [int(t) for t in predicted[start:start + self.chunk]],
                                                 n_jobs=self.n_jobs)
             rows.append(sparse.csr_matrix(counts.reshape(len(counts), -1).astype(np.float32)))
+            if progress is not None:
+                progress(start + len(counts))
         return Features(sparse.vstack(rows, format="csr"), predicted)
 
     def _state(self):
@@ -580,13 +588,15 @@ class _ActivationDetector(Detector):
         tensor = self.model.get_layer(op.layer).output
         self._feature_model = keras.Model(self.model.inputs[0], [tensor, self.model.outputs[0]])
 
-    def _features(self, x):
+    def _features(self, x, progress=None):
         x = as_batch(self.graph_, x)
         feats, preds = [], []
         for i in range(0, len(x), 256):
             f, out = self._feature_model(x[i:i + 256], training=False)
             feats.append(self._reduce(np.asarray(f)))
             preds.append(np.asarray(out).argmax(-1))
+            if progress is not None:
+                progress(min(i + 256, len(x)))
         return Features(np.concatenate(feats), np.concatenate(preds).astype(np.int64))
 
     @classmethod

@@ -818,3 +818,16 @@ def test_cli_attack_refuses(model, digits, tmp_path, capsys, extra, words):
     assert main(args) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "adv.npz").exists()
+
+
+def test_fit_and_detect_report_progress(model, digits):
+    """``progress`` hears the number of inputs done, up to all of them, for slices and feature maps."""
+    (x, y), _ = digits
+    for det in (SliceDetector(nnslicer.Slicer(model, granularity="channel"), layer=-1, chunk=40),
+                FeatureMapDetector(model, layer=-1)):
+        done = []
+        det.fit(x[:100], y[:100], progress=done.append)
+        assert done == sorted(done) and done[-1] == 100
+        done.clear()
+        det.detect(x[:30], progress=done.append)
+        assert done[-1] == 30

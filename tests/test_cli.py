@@ -337,3 +337,28 @@ def test_misuse_names_the_option_to_fix(files, tmp_path, capsys, argv, message):
     assert main([a.format(**names) for a in argv]) == 2
     assert message in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["p.npz"]
+
+
+def test_quiet_turns_progress_bars_off(files, tmp_path, monkeypatch):
+    """On a terminal a bar with a rate is drawn; after ``nnslicer -q`` none is."""
+    import io
+    import sys
+
+    from nnslicer.cli import options
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def drawn():
+        monkeypatch.setattr(sys, "stderr", Terminal())
+        update, close = options.progress_bar(10, "slicing")
+        update(5)
+        close()
+        return sys.stderr.getvalue()
+
+    paths, *_ = files
+    monkeypatch.setattr(options, "QUIET", False)
+    assert "slicing" in drawn() and "sample/s" in drawn()
+    assert main(["-q", "profile", paths["model"], "--data", paths["x"], "-o", str(tmp_path / "p.npz")]) == 0
+    assert options.QUIET and drawn() == ""

@@ -19,6 +19,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 
 from ..errors import NNSlicerError
+from . import options
 from .options import check_outputs, input_files, load_model
 
 __all__ = ["main", "build_parser", "load_model", "COMMANDS"]
@@ -68,6 +69,7 @@ def build_parser(load=True):
     parser.add_argument("--version", action="version", version=f"nnslicer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log what is done (and show the traceback of an unexpected failure)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         import_module(f"{__name__}.{group}").add_commands(sub)
@@ -125,6 +127,7 @@ def main(argv=None):
         parser.print_help()
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    options.QUIET = args.quiet
     try:
         check_outputs({option: (getattr(args, dest), extensions)
                        for option, (dest, extensions) in getattr(args, "outputs", {}).items()},

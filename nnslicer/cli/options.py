@@ -146,13 +146,18 @@ def save_model(model, path):
         model.save(tmp)
 
 
+#: Set by ``nnslicer -q``: no progress bars.
+QUIET = False
+
+
 def progress_bar(total, what):
-    """A progress callback: a tqdm bar when tqdm is installed, else log lines."""
+    """``(update, close)``: a progress callback drawing a tqdm bar with a rate on a terminal
+    (none when stderr is not one, or with ``-q``), and the function that ends the bar."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         return lambda n: log.info("%s: %d/%s samples", what, n, total), lambda: None
-    bar = tqdm(total=total, desc=what, unit="sample", file=sys.stderr, disable=None)
+    bar = tqdm(total=total, desc=what, unit="sample", file=sys.stderr, disable=True if QUIET else None)
     state = {"n": 0}
 
     def update(n):
