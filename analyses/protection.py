@@ -257,7 +257,7 @@ def _check_fraction(fraction):
 
 
 def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_per_class=None,
-            slices=None, random_state=0, scope="layer", replace=False):
+            slices=None, random_state=0, scope="layer", replace=False, progress=None):
     """Hide (zero) the synapses that matter most for ``classes``; returns ``(protected, secret)``.
 
     Parameters
@@ -289,6 +289,8 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
         With ``method="random"``: draw the ``round(fraction * n)`` positions with replacement,
         as the NNSlicer authors' random baseline did, so that fewer are hidden (about
         ``1 - exp(-fraction)`` of them: 39% at 0.5).
+    progress : callable, optional
+        Called with the number of samples sliced so far.
 
     Returns
     -------
@@ -315,7 +317,7 @@ def protect(model, slicer, x, y, classes, fraction=0.5, method="nnslicer", max_p
     if y is not None:
         y = check_labels(y, len(y), graph.num_outputs)
     classes = check_classes(classes, y, graph.num_outputs, "protect")
-    scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
+    scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices, progress)
     weights = {layer.name: layer.get_weights() for layer in model.layers}
     _check_hideable(graph, weights)
     kernels = {name: weights[graph[name].layer][0] for name in graph.weighted_ops}

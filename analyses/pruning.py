@@ -386,7 +386,7 @@ def _check_ratio(ratio, name, caller):
 def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=True,
                         fine_tune_epochs=0, method="nnslicer", layers=None, remove=True,
                         max_per_class=None, slices=None, random_state=0, fine_tune_lr=3e-3,
-                        batch_size=256):
+                        batch_size=256, progress=None):
     """Prune ``model`` for the target ``classes``; returns a new, smaller ``keras.Model`` and its report.
 
     Parameters
@@ -431,6 +431,8 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
         Seed of ``method="random"`` and of fine-tuning's shuffling.
     batch_size : int, default 256
         Fine-tuning's batch size.
+    progress : callable, optional
+        Called with the number of samples sliced so far.
 
     Returns
     -------
@@ -479,7 +481,7 @@ def class_focused_prune(model, slicer, x, y, classes, ratio, mean_compensation=T
         layers = [n for n in graph.weighted_ops if n in editable or n in maskable_ops(graph, editable)]
     scores = None
     if method != "channel":
-        scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices)
+        scores = synapse_scores(model, slicer, x, y, classes, method, random_state, max_per_class, slices, progress)
     kept, by_rank, plans = prune_masks(graph, scores, ratio, method, layers, editable)
     weights, need_bias = _new_weights(model, graph, kept, slicer.profile_ if fitted else None, mean_compensation,
                                       editable)

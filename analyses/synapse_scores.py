@@ -74,6 +74,10 @@ def class_slices(slicer, x, y, classes, max_per_class=None, n_jobs=None, progres
     classes : iterable of int
     max_per_class : int, optional
         Slice at most this many samples of each class (the first ones).
+    n_jobs : int, optional
+        Ray workers (see :meth:`nnslicer.Slicer.slice`).
+    progress : callable, optional
+        Called with the number of samples sliced so far, over all the classes.
 
     Returns
     -------
@@ -86,10 +90,12 @@ def class_slices(slicer, x, y, classes, max_per_class=None, n_jobs=None, progres
         raise InvalidParameterError(f"The 'max_per_class' parameter must be a positive int or None. "
                                     f"Got {max_per_class!r} instead.")
     y = check_labels(y, len(x), slicer.graph_.num_outputs)
-    out = {}
+    out, done = {}, 0
     for c in check_classes(classes, y, slicer.graph_.num_outputs, "class_slices"):
         xc = np.asarray(x)[y == c][:max_per_class]
-        out[c] = slicer.slice(xc, target=c, aggregate="abs", n_jobs=n_jobs, progress=progress)
+        report = None if progress is None else (lambda n, before=done: progress(before + n))
+        out[c] = slicer.slice(xc, target=c, aggregate="abs", n_jobs=n_jobs, progress=report)
+        done += len(xc)
     return out
 
 
@@ -105,7 +111,7 @@ def _sum_counts(slices):
 
 
 def synapse_scores(model, slicer, x, y, classes, method="nnslicer", random_state=0,
-                   max_per_class=None, slices=None):
+                   max_per_class=None, slices=None, progress=None):
     """Score of every synapse of every weighted layer: layer name -> array shaped as its kernel.
 
     Parameters
@@ -124,6 +130,8 @@ def synapse_scores(model, slicer, x, y, classes, method="nnslicer", random_state
     slices : dict of int to Slice, optional
         Per-class slices from :func:`class_slices` made with the right rule (``nnslicer`` for
         the nnslicer methods, ``effective_path`` for that one); when given nothing is sliced.
+    progress : callable, optional
+        Called with the number of samples sliced so far (:func:`class_slices`).
     """
     if method not in METHODS:
         raise InvalidParameterError(
@@ -153,7 +161,7 @@ def synapse_scores(model, slicer, x, y, classes, method="nnslicer", random_state
             use = Slicer(model, rule="effective_path", granularity=slicer.granularity,
                          batch_size=slicer.batch_size).fit(profile=slicer.profile_)
         present = set(np.unique(check_labels(y, len(x), graph.num_outputs)).tolist())
-        slices = class_slices(use, x, y, [c for c in wanted if c in present], max_per_class)
+        slices = class_slices(use, x, y, [c for c in wanted if c in present], max_per_class, progress=progress)
     missing = [c for c in wanted if c not in slices]
     if method != "nnslicer_all" and missing:
         raise InvalidInputError(f"No slice of class(es) {missing} among the given slices.")

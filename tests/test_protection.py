@@ -400,3 +400,13 @@ def exact_masks(protected_model, original):
     for a, b in zip(protected_model.layers, original.layers):
         if a.get_weights():
             yield (a.get_weights()[0] == 0) & (b.get_weights()[0] != 0)
+
+
+def test_protect_reports_slicing_progress(model, data, classes):
+    """``progress`` hears the samples sliced so far, over every target class."""
+    x, y = data
+    slicer = nnslicer.Slicer(model).fit(x, y)
+    done = []
+    protect(model, slicer, x, y, classes, 0.5, progress=done.append)
+    n = int(np.isin(y, classes).sum())
+    assert done == sorted(done) and done[-1] == n

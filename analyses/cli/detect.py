@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 
-from nnslicer.cli.options import (add_slicing_options, load_array, load_model, make_slicer, progress_bar,
-                                  refuse_unread)
+from nnslicer.cli.options import add_slicing_options, load_array, load_model, make_slicer, progress, refuse_unread
 from nnslicer.io import atomic_path
 
 from ..adversarial import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS, load_detector
@@ -50,11 +49,8 @@ def cmd_detect_fit(args):
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None
-    update, close = progress_bar(len(x), "features")
-    try:
+    with progress(len(x), "features") as update:
         det = _detector_from_args(model, args).fit(x, y, progress=update)
-    finally:
-        close()
     det.save(args.output)
     print(f"{det!r} fitted on {det.n_fit_:,} clean inputs -> {args.output}")
     rate = getattr(det, "held_out_flag_rate", None)
@@ -85,11 +81,8 @@ def cmd_detect_score(args):
     model = load_model(args.model)
     det = load_detector(args.detector, model)
     x = load_array(args.input, "x")
-    update, close = progress_bar(len(x), "features")
-    try:
+    with progress(len(x), "features") as update:
         result = det.detect(x, progress=update)
-    finally:
-        close()
     print(f"{'input':>6}  {'class':>5}  {'score':>9}  verdict")
     for i, (p, s, v) in enumerate(zip(result.predicted, result.scores, result.flags)):
         print(f"{i:>6}  {p:>5}  {s:>9.4f}  {'clean' if v == 1 else 'ADVERSARIAL'}")

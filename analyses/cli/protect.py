@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
-from nnslicer.cli.options import MODEL_FILES, load_model, make_slicer, save_model
+from nnslicer.cli.options import MODEL_FILES, fitted_slicer, load_model, progress, save_model
 from nnslicer.errors import InvalidParameterError
 
 from ..protection import PROTECT_METHODS, SCOPES, ProtectionSecret, protect, restore
@@ -17,9 +18,10 @@ def cmd_protect(args):
         raise InvalidParameterError(f"--secret {args.secret!r} exists: a secret is never overwritten (it may be "
                                     "the only copy of hidden weights); move it away or name another file.")
     model, x, y, classes = load_class_data(args, "protect")
-    slicer = make_slicer(model, args).fit(x, y) if args.method in ("nnslicer", "effective_path") else None
-    protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
-                                max_per_class=args.max_per_class, scope=args.scope)
+    slicer = fitted_slicer(model, args, x, y) if args.method in ("nnslicer", "effective_path") else None
+    with progress(None, "slicing") if slicer is not None else contextlib.nullcontext() as update:
+        protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
+                                    max_per_class=args.max_per_class, scope=args.scope, progress=update)
     secret.save(args.secret)  # first: a protected model without its secret would lose the weights
     try:
         save_model(protected, args.output)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
-from nnslicer.cli.options import MODEL_FILES, make_slicer, save_model
+from nnslicer.cli.options import MODEL_FILES, fitted_slicer, progress, save_model
 
 from ..pruning import METHODS, class_focused_prune
 from .class_data import add_class_data_options, load_class_data, print_accuracy
@@ -13,11 +14,12 @@ def cmd_prune(args):
     model, x, y, classes = load_class_data(args, "prune")
     slicer = None
     if args.method not in ("magnitude", "channel", "random") or not args.no_mean_compensation:
-        slicer = make_slicer(model, args).fit(x, y)
-    pruned, report = class_focused_prune(model, slicer, x, y, classes, args.ratio,
-                                         mean_compensation=not args.no_mean_compensation,
-                                         fine_tune_epochs=args.fine_tune_epochs, method=args.method,
-                                         max_per_class=args.max_per_class)
+        slicer = fitted_slicer(model, args, x, y)
+    with progress(None, "slicing") if slicer is not None else contextlib.nullcontext() as update:
+        pruned, report = class_focused_prune(model, slicer, x, y, classes, args.ratio,
+                                             mean_compensation=not args.no_mean_compensation,
+                                             fine_tune_epochs=args.fine_tune_epochs, method=args.method,
+                                             max_per_class=args.max_per_class, progress=update)
     save_model(pruned, args.output)
     print(report.table())
     print(f"\n{report!r} -> {args.output}")

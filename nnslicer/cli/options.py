@@ -3,6 +3,7 @@ slicing options, progress bars. Commands of any group (the analyses' too) use th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -13,7 +14,7 @@ import numpy as np
 from ..errors import FileFormatError, InvalidInputError
 
 __all__ = ["MODEL_FILES", "load_model", "load_array", "save_model", "check_outputs", "input_files", "progress_bar",
-           "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread"]
+           "progress", "fitted_slicer", "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread"]
 
 log = logging.getLogger("nnslicer")
 
@@ -165,6 +166,22 @@ def progress_bar(total, what):
         state["n"] = n
 
     return update, bar.close
+
+
+@contextlib.contextmanager
+def progress(total, what):
+    """``with progress(len(x), "slicing") as update:``: :func:`progress_bar`, closed at the end."""
+    update, close = progress_bar(total, what)
+    try:
+        yield update
+    finally:
+        close()
+
+
+def fitted_slicer(model, args, x, y=None):
+    """:func:`make_slicer` fitted (profiled) on ``x``, with a progress bar."""
+    with progress(len(x), "profiling") as update:
+        return make_slicer(model, args).fit(x, y, progress=update)
 
 
 def add_slicing_options(p, granularity="element"):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from ..errors import InvalidInputError
-from .options import add_slicing_options, load_array, load_model, make_slicer, progress_bar
+from .options import add_slicing_options, load_array, load_model, make_slicer, progress
 
 __all__ = ["add_commands"]
 
@@ -44,11 +44,8 @@ def cmd_profile(args):
     y = load_array(args.labels, "y") if args.labels else None
     graph = lift(model)
     verify_data(graph, model, x)  # the lift computes what Keras computes
-    update, close = progress_bar(len(x), "profiling")
-    try:
+    with progress(len(x), "profiling") as update:
         prof = profile(graph, x, y, batch_size=args.batch_size, progress=update)
-    finally:
-        close()
     prof.save(args.output)
     print(f"{prof!r} -> {args.output}")
     return 0
@@ -62,12 +59,9 @@ def cmd_slice(args):
     x = load_array(args.input, "x")
     slicer = make_slicer(model, args).fit(profile=prof)
     start = time.perf_counter()
-    update, close = progress_bar(len(x) if np.ndim(x) > len(slicer.graph_.input_shape) else 1, "slicing")
-    try:
+    with progress(len(x) if np.ndim(x) > len(slicer.graph_.input_shape) else 1, "slicing") as update:
         result = slicer.slice(x, target=_parse_target(args.target), aggregate=args.aggregate,
                               n_jobs=args.workers, address=args.ray_address, progress=update)
-    finally:
-        close()
     elapsed = time.perf_counter() - start
     result.save(args.output)
     print(result.summary())
