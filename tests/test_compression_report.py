@@ -378,7 +378,8 @@ def test_cli_compare_json_path_and_no_slices(files, capsys):
 @pytest.mark.parametrize("b, more, words", [
     ("five.keras", [], "different numbers of classes"),
     ("b.keras", ["--max-per-class", "0"], "'max_per_class' parameter of compare must be a positive int"),
-    ("b.keras", ["--json", "{out}"], "-o and --json name the same file"),
+    ("b.keras", ["--json", "{out}"], "--json takes a .json file"),
+    ("b.keras", ["--json", "{out}.json", "-o", "{out}.json"], "-o takes a .html or .htm file"),
     ("missing.keras", [], "No such model file"),
 ])
 def test_cli_compare_fails_cleanly(files, capsys, b, more, words):

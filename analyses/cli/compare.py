@@ -13,7 +13,8 @@ from .class_data import parse_classes
 
 def cmd_compare(args):
     json_path = args.json or os.path.splitext(args.output)[0] + ".json"
-    check_outputs({"-o": (args.output, None), "--json": (json_path, None)}, list(input_files(args)))  # before the work
+    check_outputs({"-o": (args.output, (".html", ".htm")), "--json": (json_path, (".json",))},
+                  list(input_files(args)))  # before the work
     model_a, model_b = load_model(args.model_a), load_model(args.model_b)
     x, y = load_array(args.data, "x"), load_array(args.labels, "y")
     names = [os.path.basename(p) for p in (args.model_a, args.model_b)]
