@@ -775,3 +775,27 @@ def test_cli_input_view(cnn, cnn_slicer, tmp_path, capsys):
     assert main(["render", str(tmp_path / "s.npz"), "--model", str(tmp_path / "m.keras"), "--image",
                  str(tmp_path / "x0.npy"), "-o", str(tmp_path / "c.svg")]) == 2
     assert "--image goes with --view input" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
+def test_model_view_arrowheads_leave_op_names_clear(tmp_path):
+    """Into each box of the model view, the arrowhead (its outline included: thick arrows carry
+    a wide stroke) ends above the top of the box's first line, the op's name."""
+    s = _random_slice(nnslicer.lift(models.small_cnn()))
+    root = ET.parse(nnslicer.render(s, tmp_path / "m.svg", view="model")).getroot()
+    first_line = {}  # node -> (baseline y, font size) of its first text line
+    for g in root.iter(SVG + "g"):
+        if g.get("class") == "node":
+            text = next(g.iter(SVG + "text"))
+            first_line[g.find(SVG + "title").text] = (float(text.get("y")), float(text.get("font-size")))
+    checked = 0
+    for g in root.iter(SVG + "g"):
+        head = next(g.iter(SVG + "polygon"), None) if g.get("class") == "edge" else None
+        if head is None:
+            continue
+        lowest = max(float(p.split(",")[1]) for p in head.get("points").split())
+        stroke = float(head.get("stroke-width", 1))
+        baseline, size = first_line[g.find(SVG + "title").text.split("->")[1]]
+        assert lowest + stroke / 2 < baseline - 0.75 * size  # y grows downwards; 0.75 em: a capital's height
+        checked += 1
+    assert checked >= 4

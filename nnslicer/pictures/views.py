@@ -219,6 +219,7 @@ def _model(graph, s, merge, size, wrap, title, min_scale):
     groups, of = _groups(graph, merge)
     edges = _cross_edges(graph, groups, of)
     v = _new_view("model", graph, title or _title(graph, "model", s), size)
+    v.graph["node_attrs"]["margin"] = "0.08,0.08"  # room above the op's name for a thick arrowhead
     anchor, cluster_w = {}, {}
     syn = {g.id: _synapse_stats(s, graph, g) for g in groups}
     max_syn = max([st[0] for st in syn.values() if st] or [0])
