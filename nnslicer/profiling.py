@@ -41,9 +41,9 @@ class Profile:
     model, fingerprint : str
         The model's name and :attr:`DataFlowGraph.fingerprint`.
     input_range : (float, float) or None
-        The smallest and largest input value profiled (None in files of nnslicer before 0.4):
-        the Slicer warns when it is given inputs far outside it (0-255 pixels against a
-        profile of [0, 1] ones).
+        The smallest and largest input value profiled (None in profile files written before
+        nnslicer kept it): the Slicer warns when it is given inputs far outside it (0-255
+        pixels against a profile of [0, 1] ones).
     """
 
     def __init__(self, means, n_samples, model, fingerprint, class_means=None, class_counts=None, input_range=None):
