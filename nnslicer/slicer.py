@@ -249,9 +249,9 @@ class Slicer:
         if self.profile_.input_range is None or not len(x):
             return
         low, high = self.profile_.input_range
-        span = max(high - low, 1e-12)
+        scale = max(high - low, abs(low), abs(high))  # how far "far" is; 0: an all-zero profile tells nothing
         x_low, x_high = float(np.min(x)), float(np.max(x))
-        if x_low < low - span or x_high > high + span:
+        if scale > 0 and (x_low < low - scale or x_high > high + scale):
             warnings.warn(f"The inputs range over [{x_low:.4g}, {x_high:.4g}], far outside the [{low:.4g}, "
                           f"{high:.4g}] the profile saw: scale them as the profiling data was (their deltas "
                           "from the profile would measure the scale, not the input).", UserWarning, stacklevel=2)

@@ -575,6 +575,10 @@ def test_inputs_far_outside_the_profiled_range_are_warned_about(slicer, data, tm
         slicer.slice_many(iter([np.full((2, 6, 6, 1), 100.0, "float32")]))
     path = slicer.profile_.save(tmp_path / "p.npz")
     assert Profile.load(path) == slicer.profile_ and Profile.load(path).input_range == (low, high)
+    zero = Slicer(slicer.model).fit(np.zeros((4, 6, 6, 1), "float32"))  # an all-zero profile tells nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zero.slice(data[:2])
     meta, arrays = slicer.profile_.to_arrays()
     del meta["input_range"]
     old = Profile.from_arrays(meta, arrays)
