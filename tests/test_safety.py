@@ -332,6 +332,8 @@ def test_a_signal_during_a_write_leaves_nothing(tmp_path, sig):
     script = textwrap.dedent(f"""
         import os, signal
         from nnslicer.io import atomic_path
+        # a process started in the background by a shell inherits Ctrl-C ignored: undo that
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with atomic_path({str(tmp_path / 'out.npz')!r}, ".npz") as tmp:
             open(tmp, "wb").write(b"half")
             os.kill(os.getpid(), {int(sig)})
