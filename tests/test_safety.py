@@ -152,6 +152,10 @@ def test_compare_refuses_a_figures_file_that_is_its_data(files, tmp_path, capsys
     before = open(paths["x"], "rb").read()
     assert main(["compare", paths["model"], paths["model"], "--data", paths["x"], "--labels", paths["x"],
                  "-o", str(tmp_path / "r.html"), "--json", paths["x"]]) == 2
+    assert "--json takes a .json file" in error_line(capsys) and open(paths["x"], "rb").read() == before
+    os.symlink(paths["x"], tmp_path / "figures.json")  # a .json name that is the data all the same
+    assert main(["compare", paths["model"], paths["model"], "--data", paths["x"], "--labels", paths["x"],
+                 "-o", str(tmp_path / "r.html"), "--json", str(tmp_path / "figures.json")]) == 2
     assert "--data" in error_line(capsys) and open(paths["x"], "rb").read() == before
 
 
