@@ -162,7 +162,7 @@ def _layer_difference(graph_a, graph_b):
             "be compared synapse by synapse (were channels or units removed?)")
 
 
-def _survival(models, x, y, classes, max_per_class, theta, granularity, batch_size):
+def _survival(models, x, y, classes, max_per_class, theta, granularity, batch_size, progress=None):
     """``(survival per class, None)``, or ``(None, why)`` when the slices cannot be compared."""
     from nnslicer.errors import UnsupportedLayerError
     from nnslicer import lift
@@ -179,10 +179,12 @@ def _survival(models, x, y, classes, max_per_class, theta, granularity, batch_si
     why = _layer_difference(*graphs)
     if why:
         return None, why
-    slices = []
+    slices, done = [], 0
     for model in models:
         slicer = Slicer(model, theta=theta, granularity=granularity, batch_size=batch_size).fit(x)
-        slices.append(class_slices(slicer, x, y, classes, max_per_class))
+        report = None if progress is None else (lambda n, before=done: progress(before + n))
+        slices.append(class_slices(slicer, x, y, classes, max_per_class, progress=report))
+        done += sum(s.samples for s in slices[-1].values())
     survival = {}
     for c in classes:
         names = list(slices[0][c].synapse_counts)
@@ -198,7 +200,7 @@ def _mean_or_none(values):
 
 
 def compare(model_a, model_b, x, y, classes=None, slices=True, max_per_class=20, saliency_samples=100,
-            theta=None, granularity="element", batch_size=256, names=None):
+            theta=None, granularity="element", batch_size=256, names=None, progress=None):
     """Compare a model with its compressed version on labelled samples.
 
     Parameters
@@ -224,6 +226,8 @@ def compare(model_a, model_b, x, y, classes=None, slices=True, max_per_class=20,
     batch_size : int, default 256
     names : (str, str), optional
         What to call the models in the report (default: their Keras names).
+    progress : callable, optional
+        Called with the number of samples sliced so far (both models' class slices).
 
     Returns
     -------
@@ -288,7 +292,8 @@ def compare(model_a, model_b, x, y, classes=None, slices=True, max_per_class=20,
     survival, note = None, "not computed (slices=False)"
     if slices:
         log.info("compare: slicing classes %s on both models", list(classes))
-        survival, note = _survival((model_a, model_b), x, y, classes, max_per_class, theta, granularity, batch_size)
+        survival, note = _survival((model_a, model_b), x, y, classes, max_per_class, theta, granularity, batch_size,
+                                   progress)
         if note:
             log.warning("compare: no slice survival: %s", note)
 

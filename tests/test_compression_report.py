@@ -171,9 +171,12 @@ def test_logits_models_get_a_softmax(models, data):
 # ------------------------------------------------------------------------------ slice survival
 def test_survival_of_a_zeroed_filter_by_hand(models, data):
     x, y = data
-    report = compare(models["a"], models["zeroed"], x, y, max_per_class=5, saliency_samples=0)
+    done = []
+    report = compare(models["a"], models["zeroed"], x, y, max_per_class=5, saliency_samples=0, progress=done.append)
     slicers = [nnslicer.Slicer(models[k]).fit(x) for k in ("a", "zeroed")]
     sa, sb = (class_slices(s, x, y, report.classes, 5) for s in slicers)
+    # progress counts the samples sliced on both models, up to all of them
+    assert done == sorted(done) and done[-1] == 2 * sum(sa[c].samples for c in report.classes)
     for c in report.classes:
         kept = sum(np.count_nonzero((sa[c].synapse_counts[k] != 0) & (sb[c].synapse_counts[k] != 0))
                    for k in sa[c].synapse_counts)

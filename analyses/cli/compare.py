@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
-from nnslicer.cli.options import check_outputs, input_files, load_array, load_model
+from nnslicer.cli.options import check_outputs, input_files, load_array, load_model, progress
 
 from ..compression_report import compare
 from .class_data import parse_classes
@@ -20,10 +21,11 @@ def cmd_compare(args):
     names = [os.path.basename(p) for p in (args.model_a, args.model_b)]
     if names[0] == names[1]:
         names = [args.model_a, args.model_b]
-    report = compare(model_a, model_b, x, y, classes=None if args.classes is None else parse_classes(args.classes),
-                     slices=not args.no_slices, max_per_class=args.max_per_class,
-                     saliency_samples=args.saliency_samples, theta=args.theta, granularity=args.granularity,
-                     batch_size=args.batch_size, names=tuple(names))
+    with progress(None, "slicing") if not args.no_slices else contextlib.nullcontext() as update:
+        report = compare(model_a, model_b, x, y, classes=None if args.classes is None else parse_classes(args.classes),
+                         slices=not args.no_slices, max_per_class=args.max_per_class,
+                         saliency_samples=args.saliency_samples, theta=args.theta, granularity=args.granularity,
+                         batch_size=args.batch_size, names=tuple(names), progress=update)
     report.save_json(json_path)
     report.save_html(args.output)
     print(report.summary())
