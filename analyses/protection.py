@@ -356,33 +356,37 @@ def _check_hideable(graph, weights):
             "or a layer inside a model inside the model).")
 
 
+def _masks_by_scope(kernels, scope, choose):
+    """Op name -> bool mask of the hidden synapses. ``choose(names)`` picks them in one group of
+    kernels (each kernel alone with ``scope="layer"``, all of them with ``"model"``) as one flat
+    mask over the group's positions, kernel after kernel."""
+    masks = {}
+    for names in ([[name] for name in kernels] if scope == "layer" else [list(kernels)]):
+        flat = choose(names)
+        ends = np.cumsum([kernels[n].size for n in names])
+        masks.update({n: part.reshape(kernels[n].shape) for n, part in zip(names, np.split(flat, ends[:-1]))})
+    return masks
+
+
 def _hidden_masks(scores, kernels, fraction, scope):
-    """Op name -> bool mask of the hidden synapses: the largest scores (ties: larger ``|w|``)."""
-    if scope == "layer":
-        return {name: rank_mask(scores[name], fraction, largest=True, tie=np.abs(k)) for name, k in kernels.items()}
-    names = list(kernels)
-    flat = rank_mask(np.concatenate([np.ravel(scores[n]) for n in names]), fraction, largest=True,
-                     tie=np.concatenate([np.abs(kernels[n]).ravel() for n in names]))
-    ends = np.cumsum([kernels[n].size for n in names])
-    return {n: part.reshape(kernels[n].shape) for n, part in zip(names, np.split(flat, ends[:-1]))}
+    """The largest scores of each group (ties: larger ``|w|``)."""
+    def largest(names):
+        return rank_mask(np.concatenate([np.ravel(scores[n]) for n in names]), fraction, largest=True,
+                         tie=np.concatenate([np.abs(kernels[n]).ravel() for n in names]))
+
+    return _masks_by_scope(kernels, scope, largest)
 
 
 def _drawn_masks(kernels, fraction, scope, seed):
-    """Op name -> bool mask of ``round(fraction * n)`` positions drawn with replacement, in each
-    layer (``scope="layer"``) or in the whole model."""
+    """``round(fraction * n)`` positions of each group's ``n``, drawn with replacement."""
     rng = np.random.default_rng(seed)
-    if scope == "layer":
-        groups = [[name] for name in kernels]
-    else:
-        groups = [list(kernels)]
-    masks = {}
-    for names in groups:
-        sizes = [kernels[n].size for n in names]
-        flat = np.zeros(sum(sizes), bool)
+
+    def drawn(names):
+        flat = np.zeros(sum(kernels[n].size for n in names), bool)
         flat[rng.integers(0, len(flat), int(round(fraction * len(flat))))] = True
-        for n, part in zip(names, np.split(flat, np.cumsum(sizes)[:-1])):
-            masks[n] = part.reshape(kernels[n].shape)
-    return masks
+        return flat
+
+    return _masks_by_scope(kernels, scope, drawn)
 
 
 def _secret_key(key):
