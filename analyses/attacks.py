@@ -385,9 +385,8 @@ def spatial(
     model on most of ``x``, and applies it to every input (ART's search is per batch, not per
     input). Images only: ``x`` is ``(n, height, width, channels)``.
     """
-    for name, value in (("max_translation", max_translation), ("max_rotation", max_rotation)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < np.inf:
-            raise InvalidParameterError(f"{name} must be a number >= 0, got {value!r}")
+    max_translation = check_param(max_translation, "max_translation", None, Interval(float, 0))
+    max_rotation = check_param(max_rotation, "max_rotation", None, Interval(float, 0))
     if max_translation == 0 and max_rotation == 0:
         raise InvalidParameterError("max_translation and max_rotation are both 0: there is nothing to search")
     num_translations = _positive_int("num_translations", num_translations)
