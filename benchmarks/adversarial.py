@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 import adversarial_paper
-from common import RESULTS, machine, markdown_table, trained_model, write_results
+from common import RESULTS, detection_prf, machine, markdown_table, trained_model, write_results
 
 #: (arch, dataset, training epochs): the models measured; the first is the main one.
 MODELS = [("resnet10", "fashion_mnist", 3), ("lenet", "fashion_mnist", 5),
@@ -160,14 +160,11 @@ def thresholds(det):
 def scores(clean, adversarial, threshold):
     """Precision, recall, F1 (adversarial = positive) and AUROC of one attack: ``clean`` and
     ``adversarial`` are score arrays (higher: more normal)."""
-    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
     truth = np.r_[np.zeros(len(clean)), np.ones(len(adversarial))]
-    flagged = np.r_[clean, adversarial] < threshold
     score = -np.r_[clean, adversarial]  # higher: more adversarial
-    return {"precision": float(precision_score(truth, flagged, zero_division=0)),
-            "recall": float(recall_score(truth, flagged, zero_division=0)),
-            "f1": float(f1_score(truth, flagged, zero_division=0)),
+    return {**detection_prf(clean < threshold, adversarial < threshold),
             "auroc": float(roc_auc_score(truth, score)), "n": int(len(adversarial))}
 
 

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from common import load_data, markdown_table, trained_model
+from common import detection_prf, load_data, markdown_table, trained_model
 
 #: name -> (function of analyses.attacks, parameters). The authors' list (Foolbox, CIFAR-10's
 #: 0-255 scale) on [0, 1] inputs: FGSM and PGD at 2, 4 and 8 /255 (PGD: random start, 10
@@ -94,15 +94,6 @@ def slice_features(slicer, x, targets, layer, chunk=64):
         if lo // chunk % 20 == 19:
             log(f"    {lo + chunk:,} of {len(x):,} sliced ({time.perf_counter() - start:.0f} s)")
     return sparse.vstack(rows, format="csr"), np.asarray(reached)
-
-
-def prf(flagged_clean, flagged_adv):
-    """Precision, recall and F1 (adversarial = positive) from the flags of the two halves."""
-    tp, fp = int(np.sum(flagged_adv)), int(np.sum(flagged_clean))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / len(flagged_adv) if len(flagged_adv) else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def run_model(arch, dataset, epochs, args):
@@ -195,7 +186,8 @@ def run_model(arch, dataset, epochs, args):
             real = adv_class[part][keep] != pred_adv[part][keep]
             rows.append({"model": model_name, "detector": det, "attack": name, "pairs": int(keep.sum()),
                          "dropped_pairs": int((~keep).sum()),
-                         "paper_metric": prf(neg, np.ones(int(keep.sum()), bool)), "real_metric": prf(neg, real)})
+                         "paper_metric": detection_prf(neg, np.ones(int(keep.sum()), bool)),
+                         "real_metric": detection_prf(neg, real)})
         cost[det]["clean_tree_error"] = float(np.mean(clean_flag[correct & clean_ok]))
         f1 = averages(rows, model_name, "paper_metric").get(det, {}).get("f1", float("nan"))
         log(f"  {det}: clean tree error {cost[det]['clean_tree_error']:.3f}, paper-metric F1 {f1:.3f}")

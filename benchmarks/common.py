@@ -69,6 +69,17 @@ def run_child(script, args, timeout, row):
         return {**row, "status": "failed", "error": f"exit code {proc.returncode}: {lines[-1] if lines else 'no message'}"}
 
 
+def detection_prf(flagged_clean, flagged_adversarial):
+    """Precision, recall and F1 of a detector (adversarial = positive) from its flags on clean
+    and on adversarial inputs."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    truth = np.r_[np.zeros(len(flagged_clean)), np.ones(len(flagged_adversarial))]
+    flagged = np.r_[flagged_clean, flagged_adversarial].astype(bool)
+    return {name: float(metric(truth, flagged, zero_division=0))
+            for name, metric in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score))}
+
+
 def markdown_table(header, rows):
     """A markdown table from a header and rows of cells (floats printed with 3 digits; a ``|``
     inside a cell is escaped)."""

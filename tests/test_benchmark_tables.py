@@ -129,14 +129,15 @@ def test_paper_protocol_metric_counts_every_adversarial_input_as_detected():
     import numpy as np
 
     import adversarial_paper as ap
+    from common import detection_prf
 
     clean_flags = np.array([True, False, False, False])  # the tree errs on one clean image of four
-    paper = ap.prf(clean_flags, np.ones(4, bool))
+    paper = detection_prf(clean_flags, np.ones(4, bool))
     assert paper == pytest.approx({"precision": 0.8, "recall": 1.0, "f1": 1.6 / 1.8})
     assert ap.implied_f1(0.25) == pytest.approx(paper["f1"])
-    real = ap.prf(clean_flags, np.array([True, True, False, False]))
+    real = detection_prf(clean_flags, np.array([True, True, False, False]))
     assert real == pytest.approx({"precision": 2 / 3, "recall": 0.5, "f1": 2 * (2 / 3 * 0.5) / (2 / 3 + 0.5)})
-    assert ap.prf(np.zeros(2, bool), np.zeros(2, bool)) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert detection_prf(np.zeros(2, bool), np.zeros(2, bool)) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
 
 
 def test_paper_protocol_summary_and_table():
