@@ -71,6 +71,12 @@ def class_subsets(sizes, per_size, n_classes=10):
     return [c for k in sizes for c in itertools.islice(itertools.combinations(range(n_classes), k), per_size)]
 
 
+def attack_results(rows, method, attacker, budget, key="target_acc"):
+    """``key`` of every subset's attack by ``attacker`` with ``budget`` samples on ``method``'s model."""
+    return [a[key] for r in rows if r["method"] == method for a in r["attacks"]
+            if a["attacker"] == attacker and a["budget"] == budget]
+
+
 def log(msg):
     print(f"[protection] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
@@ -174,14 +180,10 @@ def main(argv=None):
 
     top = max(budgets)
 
-    def mean_at(attacker, method, budget, key="target_acc"):
-        return float(np.mean([a[key] for r in rows if r["method"] == method for a in r["attacks"]
-                              if a["attacker"] == attacker and a["budget"] == budget]))
-
     summary = {"max_budget": top, "subsets": len(subsets)}
     for attacker in attackers:
-        ours = mean_at(attacker, "nnslicer", top)
-        baselines = {m: mean_at(attacker, m, top) for m in METHODS[1:]}
+        ours = float(np.mean(attack_results(rows, "nnslicer", attacker, top)))
+        baselines = {m: float(np.mean(attack_results(rows, m, attacker, top))) for m in METHODS[1:]}
         best = min(baselines, key=baselines.get)
         summary.update({f"{attacker}_attacker_nnslicer_acc_max_budget": round(ours, 2),
                         f"{attacker}_attacker_best_baseline_acc_max_budget": round(baselines[best], 2),
@@ -238,10 +240,8 @@ def markdown(data, attackers, budgets, subsets, args):
             mine = [r for r in rows if r["method"] == method]
             cells = [f"{100 * np.mean([r['head_target_hidden'] for r in mine]):.0f}%",
                      mean(r["protected_target_acc"] for r in mine)]
-            cells += [mean(a["target_acc"] for r in mine for a in r["attacks"]
-                           if a["attacker"] == attacker and a["budget"] == b) for b in budgets]
-            cells.append(mean(a["all_acc"] for r in mine for a in r["attacks"]
-                              if a["attacker"] == attacker and a["budget"] == top))
+            cells += [mean(attack_results(rows, method, attacker, b)) for b in budgets]
+            cells.append(mean(attack_results(rows, method, attacker, top, "all_acc")))
             table.append([method, *cells, PAPER[method]])
         parts.append(markdown_table(header, table))
     md = "\n\n".join(parts) + "\n"
