@@ -352,9 +352,8 @@ def test_quiet_turns_progress_bars_off(files, tmp_path, monkeypatch):
 
     def drawn():
         monkeypatch.setattr(sys, "stderr", Terminal())
-        update, close = options.progress_bar(10, "slicing")
-        update(5)
-        close()
+        with options.progress(10, "slicing") as update:
+            update(5)
         return sys.stderr.getvalue()
 
     paths, *_ = files

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import FileFormatError, InvalidInputError
 
-__all__ = ["MODEL_FILES", "load_model", "load_array", "save_model", "check_outputs", "input_files", "progress_bar",
-           "progress", "fitted_slicer", "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread"]
+__all__ = ["MODEL_FILES", "load_model", "load_array", "save_model", "check_outputs", "input_files", "progress",
+           "fitted_slicer", "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread"]
 
 log = logging.getLogger("nnslicer")
 
@@ -151,13 +151,16 @@ def save_model(model, path):
 QUIET = False
 
 
-def progress_bar(total, what):
-    """``(update, close)``: a progress callback drawing a tqdm bar with a rate on a terminal
-    (none when stderr is not one, or with ``-q``), and the function that ends the bar."""
+@contextlib.contextmanager
+def progress(total, what):
+    """``with progress(len(x), "slicing") as update:``: ``update(n)`` (``n`` samples done) draws
+    a tqdm bar with a rate on a terminal (none when stderr is not one, or with ``-q``; log
+    lines without tqdm); the bar is closed at the end of the block."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
-        return lambda n: log.info("%s: %d/%s samples", what, n, total), lambda: None
+        yield lambda n: log.info("%s: %d/%s samples", what, n, total)
+        return
     bar = tqdm(total=total, desc=what, unit="sample", file=sys.stderr, disable=True if QUIET else None)
     state = {"n": 0}
 
@@ -165,17 +168,10 @@ def progress_bar(total, what):
         bar.update(n - state["n"])
         state["n"] = n
 
-    return update, bar.close
-
-
-@contextlib.contextmanager
-def progress(total, what):
-    """``with progress(len(x), "slicing") as update:``: :func:`progress_bar`, closed at the end."""
-    update, close = progress_bar(total, what)
     try:
         yield update
     finally:
-        close()
+        bar.close()
 
 
 def fitted_slicer(model, args, x, y=None):
