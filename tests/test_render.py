@@ -745,8 +745,9 @@ def test_input_view_draws_the_counts_on_the_image(cnn, cnn_slicer, tmp_path):
     np.testing.assert_array_equal(ax.get_images()[0].get_array(), -counts[..., 0])
     fig.savefig(tmp_path / "input.png")
     assert (tmp_path / "input.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(InvalidParameterError, match="needs the slice's graph"):
+    with pytest.raises(InvalidParameterError, match="needs its model's graph"):
         plot_input(Slice(neurons, synapses, **meta))
+    np.testing.assert_array_equal(input_counts(Slice(neurons, synapses, **meta), model=cnn), counts[..., 0])
     with pytest.raises(nnslicer.InvalidInputError, match="one image of 6x6"):
         plot_input(s, np.zeros((2, 6, 6, 1)))
     slicer, data = cnn_slicer
@@ -775,6 +776,8 @@ def test_cli_input_view(cnn, cnn_slicer, tmp_path, capsys):
     assert main(["render", str(tmp_path / "s.npz"), "--model", str(tmp_path / "m.keras"), "--image",
                  str(tmp_path / "x0.npy"), "-o", str(tmp_path / "c.svg")]) == 2
     assert "--image goes with --view input" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "s.npz"), "--view", "input", "-o", str(tmp_path / "n.png")]) == 2
+    assert "--model MODEL.keras" in capsys.readouterr().err and not (tmp_path / "n.png").exists()
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")

@@ -53,21 +53,14 @@ def _render_input(args, first, other, model):
     """``--view input``: the slice's counts on the image input, with matplotlib."""
     from ..errors import InvalidParameterError
     from ..io import atomic_path
-    from .. import lift
     from ..pictures import plot_input
     from .options import load_array
 
     fmt = args.format or os.path.splitext(args.output)[1].lower().lstrip(".")
     if fmt not in ("svg", "png", "pdf"):
         raise InvalidParameterError(f"--view input writes .svg, .png or .pdf (matplotlib); got {args.output!r}.")
-    if model is None:
-        raise InvalidParameterError("--view input needs the slice's model (--model model.keras).")
-    graph = lift(model, granularity=first.granularity)
-    first.graph = first.check(graph)
-    if other is not None:
-        other.graph = other.check(graph)
     image = load_array(args.image, "x") if args.image else None
-    fig, _ = plot_input(first, image, other=other)
+    fig, _ = plot_input(first, image, other=other, model=model)
     with atomic_path(args.output, "." + fmt) as tmp:
         fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
     print(f"wrote {args.output}")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InvalidInputError, InvalidParameterError, require
+from ..errors import InvalidInputError, require
+from .groups import _resolve
 
 __all__ = ["input_counts", "plot_input"]
 
@@ -17,12 +18,9 @@ __all__ = ["input_counts", "plot_input"]
 CMAP = "RdBu"
 
 
-def _image_input(slice_):
-    """The slice's one image input op: ``(height, width)`` or ``(height, width, channels)``."""
-    graph = slice_.graph
-    if graph is None:
-        raise InvalidParameterError("The input view needs the slice's graph: load the slice with "
-                                    "Slice.load(path, graph=nnslicer.lift(model)) (CLI: --model).")
+def _image_input(graph, slice_):
+    """The graph's one image input op, ``(height, width)`` or ``(height, width, channels)``, and
+    the slice's counts on it."""
     inputs = [op for op in graph.ops if op.kind == "input"]
     if len(inputs) != 1:
         raise InvalidInputError(f"The input view draws a model with one input; {graph.name!r} has {len(inputs)}.")
@@ -35,26 +33,26 @@ def _image_input(slice_):
     return op, counts
 
 
-def input_counts(slice_, other=None):
+def input_counts(slice_, other=None, *, graph=None, model=None):
     """``(height, width)`` signed counts of ``slice_`` on its model's image input, summed over
-    channels; with ``other`` (a slice of the same model), ``slice_``'s minus ``other``'s."""
-    op, counts = _image_input(slice_)
+    channels; with ``other`` (a slice of the same model), ``slice_``'s minus ``other``'s. The
+    slice's graph comes as for :func:`render`: its own, ``graph``, or ``model`` lifted."""
+    graph, a, b = _resolve(slice_, other, graph, model)
+    op, counts = _image_input(graph, a)
     counts = counts.astype(np.float64)
-    if other is not None:
-        if other.fingerprint != slice_.fingerprint:
-            raise InvalidInputError(f"The two slices are of different models ({slice_.model!r}, {other.model!r}).")
-        counts = counts - np.asarray(other.neuron_counts[op.name], np.float64)
+    if b is not None:
+        counts = counts - np.asarray(b.neuron_counts[op.name], np.float64)
     return counts.sum(axis=-1) if counts.ndim == 3 else counts
 
 
-def plot_input(slice_, x=None, other=None, ax=None, title=None, alpha=0.6):
+def plot_input(slice_, x=None, other=None, ax=None, title=None, alpha=0.6, *, graph=None, model=None):
     """Draw ``slice_``'s counts on its image input as a heat map (blue positive, red negative,
     white zero, symmetric about zero), over the grey image ``x`` when given.
 
     Parameters
     ----------
     slice_ : Slice
-        A slice of an image model (element granularity) that knows its graph.
+        A slice of an image model (element granularity).
     x : array, optional
         The image, ``(height, width[, channels])`` or one of a batch ``(1, ...)``, drawn in grey
         under the counts.
@@ -66,12 +64,14 @@ def plot_input(slice_, x=None, other=None, ax=None, title=None, alpha=0.6):
     title : str, optional
     alpha : float, default 0.6
         Opacity of the counts over the image.
+    graph, model : optional
+        The slice's graph, or its model, for a slice loaded from a file (as :func:`render`).
 
     Returns
     -------
     (matplotlib.figure.Figure, matplotlib.axes.Axes)
     """
-    counts = input_counts(slice_, other)
+    counts = input_counts(slice_, other, graph=graph, model=model)
     require("matplotlib", "analyses")
     if ax is None:
         import matplotlib.pyplot as plt
