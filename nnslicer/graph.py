@@ -246,13 +246,9 @@ class DataFlowGraph:
 
     def _repr_svg_(self):
         """What Jupyter shows: the model view (None without Graphviz)."""
-        from .errors import NNSlicerError
-        from .pictures.graphviz import to_svg
+        from .pictures.graphviz import jupyter_svg
 
-        try:
-            return to_svg(self, view="model")
-        except NNSlicerError:
-            return None
+        return jupyter_svg(self, "model")
 
     def __repr__(self):
         return (f"DataFlowGraph(model={self.name!r}, ops={len(self)}, granularity={self.granularity!r}, "

@@ -325,13 +325,9 @@ class Slice:
 
     def _repr_svg_(self):
         """What Jupyter shows: the collapsed view (None without Graphviz or the slice's graph)."""
-        from .errors import NNSlicerError
-        from .pictures.graphviz import to_svg
+        from .pictures.graphviz import jupyter_svg
 
-        try:
-            return to_svg(self, view="collapsed")
-        except NNSlicerError:
-            return None
+        return jupyter_svg(self, "collapsed")
 
     def __repr__(self):
         extra = "" if self.theta is None else f", theta={self.theta:g}"

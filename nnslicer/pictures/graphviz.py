@@ -108,8 +108,19 @@ def _run_dot(exe, fmt, text, timeout, out_args=()):
 
 def to_svg(obj, *, view=None, timeout=60, **kw):
     """The SVG text of a picture of ``obj`` (as :func:`render` draws it), or None when
-    Graphviz's ``dot`` is not installed: what Jupyter shows for a Slice or a DataFlowGraph."""
+    Graphviz's ``dot`` is not installed."""
     exe = shutil.which("dot")
     if exe is None:
         return None
     return _run_dot(exe, "svg", to_dot(obj, view=view, **kw), timeout).decode("utf-8")
+
+
+def jupyter_svg(obj, view):
+    """What Jupyter shows for a Slice or a DataFlowGraph (their ``_repr_svg_``): :func:`to_svg`,
+    or None (Jupyter then shows the text repr) when it cannot be drawn."""
+    from ..errors import NNSlicerError
+
+    try:
+        return to_svg(obj, view=view)
+    except NNSlicerError:
+        return None
