@@ -168,6 +168,12 @@ def _gradient_sign(model, loss, x, y):
     return np.sign(tape.gradient(l, xt).numpy())
 
 
+def _report(progress, done):
+    """Tell ``progress`` (if any) how many inputs are attacked so far."""
+    if progress is not None:
+        progress(int(done))
+
+
 def _finish(model, x, y, pred_clean, x_adv, batch_size, attack) -> AdversarialSet:
     pred_adv = _predict(model, x_adv, batch_size)
     correct = pred_clean == y
@@ -185,7 +191,7 @@ def _finish(model, x, y, pred_clean, x_adv, batch_size, attack) -> AdversarialSe
     )
 
 
-def _iterative(model, x, y, eps, step, steps, clip, batch_size, x_start):
+def _iterative(model, x, y, eps, step, steps, clip, batch_size, x_start, progress=None):
     loss = _loss_fn(model)
     out = np.empty_like(x)
     for i in range(0, len(x), batch_size):
@@ -198,16 +204,19 @@ def _iterative(model, x, y, eps, step, steps, clip, batch_size, x_start):
             if clip is not None:
                 xa = np.clip(xa, clip[0], clip[1])
         out[i : i + batch_size] = xa
+        _report(progress, i + len(x0))
     return out.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- gradient attacks
 
 
-def fgsm(model, x, y=None, eps=0.1, clip=(0.0, 1.0), batch_size=256) -> AdversarialSet:
+def fgsm(model, x, y=None, eps=0.1, clip=(0.0, 1.0), batch_size=256, progress=None) -> AdversarialSet:
     """Fast Gradient Sign Method: ``x + eps * sign(grad_x loss)``, clipped to ``clip``.
 
     ``y`` defaults to the model's predictions (then every input counts as correct).
+    ``progress`` (every attack here takes it) is called with the number of inputs attacked so
+    far, after each batch.
     """
     eps = _positive("eps", eps)
     clip = _check_clip(clip)
@@ -220,24 +229,26 @@ def fgsm(model, x, y=None, eps=0.1, clip=(0.0, 1.0), batch_size=256) -> Adversar
         if clip is not None:
             xa = np.clip(xa, clip[0], clip[1])
         x_adv[i : i + batch_size] = xa
+        _report(progress, i + len(xb))
     return _finish(model, x, y, pred, x_adv, batch_size, {"name": "fgsm", "eps": eps, "clip": clip})
 
 
-def bim(model, x, y=None, eps=0.1, step=0.01, steps=10, clip=(0.0, 1.0), batch_size=256) -> AdversarialSet:
+def bim(model, x, y=None, eps=0.1, step=0.01, steps=10, clip=(0.0, 1.0), batch_size=256,
+        progress=None) -> AdversarialSet:
     """Basic Iterative Method: ``steps`` FGSM steps of size ``step``, projected on the L-inf ball."""
     eps = _positive("eps", eps)
     step = _positive("step", step)
     steps = _positive_int("steps", steps)
     clip = _check_clip(clip)
     x, y, pred = _check_inputs(model, x, y, batch_size)
-    x_adv = _iterative(model, x, y, eps, step, steps, clip, batch_size, x)
+    x_adv = _iterative(model, x, y, eps, step, steps, clip, batch_size, x, progress)
     attack = {"name": "bim", "eps": eps, "step": step, "steps": steps, "clip": clip}
     return _finish(model, x, y, pred, x_adv, batch_size, attack)
 
 
 def pgd(
     model, x, y=None, eps=0.1, step=0.01, steps=20, random_start=True, seed=0, clip=(0.0, 1.0),
-    batch_size=256,
+    batch_size=256, progress=None,
 ) -> AdversarialSet:
     """Projected Gradient Descent (L-inf): BIM from a uniform random start in the eps-ball."""
     eps = _positive("eps", eps)
@@ -251,7 +262,7 @@ def pgd(
         start = x + rng.uniform(-eps, eps, size=x.shape).astype(np.float32)
         if clip is not None:
             start = np.clip(start, clip[0], clip[1])
-    x_adv = _iterative(model, x, y, eps, step, steps, clip, batch_size, start)
+    x_adv = _iterative(model, x, y, eps, step, steps, clip, batch_size, start, progress)
     attack = {
         "name": "pgd", "eps": eps, "step": step, "steps": steps,
         "random_start": bool(random_start), "seed": seed, "clip": clip,
@@ -277,9 +288,10 @@ def _art_classifier(model, clip):
     )
 
 
-def _run_art(model, x, y, clip, batch_size, make_attack, attack, target_seed=None):
+def _run_art(model, x, y, clip, batch_size, make_attack, attack, target_seed=None, progress=None, per_input=True):
     """Run an ART attack; with ``target_seed``, a targeted one towards a class drawn at random
-    (seeded) among those other than each input's prediction."""
+    (seeded) among those other than each input's prediction. An attack of each input on its
+    own (``per_input``) runs a batch at a time, reporting to ``progress``."""
     clip = _check_clip(clip)
     x, y, pred = _check_inputs(model, x, y, batch_size)
     classifier = _art_classifier(model, clip)
@@ -289,7 +301,13 @@ def _run_art(model, x, y, clip, batch_size, make_attack, attack, target_seed=Non
         n_classes = classifier.nb_classes
         shift = np.random.default_rng(target_seed).integers(1, n_classes, size=len(pred))
         targets = np.eye(n_classes, dtype=np.float32)[(pred + shift) % n_classes]
-    x_adv = np.asarray(art_attack.generate(x=x, y=targets), dtype=np.float32)
+    step = batch_size if per_input else len(x)
+    parts = []
+    for i in range(0, len(x), step):
+        parts.append(np.asarray(art_attack.generate(x=x[i:i + step], y=None if targets is None else
+                                                    targets[i:i + step]), dtype=np.float32))
+        _report(progress, i + len(parts[-1]))
+    x_adv = np.concatenate(parts)
     if clip is not None:
         x_adv = np.clip(x_adv, clip[0], clip[1])
     return _finish(model, x, y, pred, x_adv, batch_size, attack)
@@ -297,7 +315,7 @@ def _run_art(model, x, y, clip, batch_size, make_attack, attack, target_seed=Non
 
 def cw_l2(
     model, x, y=None, confidence=0.0, learning_rate=0.1, max_iter=10, binary_search_steps=3,
-    initial_const=1.0, clip=(0.0, 1.0), batch_size=256,
+    initial_const=1.0, clip=(0.0, 1.0), batch_size=256, progress=None,
 ) -> AdversarialSet:
     """Carlini & Wagner L2 through ART's ``CarliniL2Method`` (untargeted)."""
     max_iter = _positive_int("max_iter", max_iter)
@@ -321,11 +339,11 @@ def cw_l2(
         "max_iter": max_iter, "binary_search_steps": binary_search_steps,
         "initial_const": initial_const, "clip": _check_clip(clip),
     }
-    return _run_art(model, x, y, clip, batch_size, make, attack)
+    return _run_art(model, x, y, clip, batch_size, make, attack, progress=progress)
 
 
 def deepfool(
-    model, x, y=None, max_iter=20, epsilon=1e-6, nb_grads=10, clip=(0.0, 1.0), batch_size=256,
+    model, x, y=None, max_iter=20, epsilon=1e-6, nb_grads=10, clip=(0.0, 1.0), batch_size=256, progress=None,
 ) -> AdversarialSet:
     """DeepFool through ART's ``DeepFool`` (``nb_grads`` most likely classes considered)."""
     max_iter = _positive_int("max_iter", max_iter)
@@ -344,11 +362,11 @@ def deepfool(
         "name": "deepfool", "max_iter": max_iter, "epsilon": epsilon, "nb_grads": nb_grads,
         "clip": _check_clip(clip),
     }
-    return _run_art(model, x, y, clip, batch_size, make, attack)
+    return _run_art(model, x, y, clip, batch_size, make, attack, progress=progress)
 
 
 def jsma(
-    model, x, y=None, theta=0.1, gamma=0.1, clip=(0.0, 1.0), batch_size=256, seed=0,
+    model, x, y=None, theta=0.1, gamma=0.1, clip=(0.0, 1.0), batch_size=256, seed=0, progress=None,
 ) -> AdversarialSet:
     """Jacobian-based Saliency Map Attack through ART's ``SaliencyMapMethod``.
 
@@ -370,12 +388,12 @@ def jsma(
         )
 
     attack = {"name": "jsma", "theta": theta, "gamma": gamma, "clip": _check_clip(clip), "seed": seed}
-    return _run_art(model, x, y, clip, batch_size, make, attack, target_seed=seed)
+    return _run_art(model, x, y, clip, batch_size, make, attack, target_seed=seed, progress=progress)
 
 
 def spatial(
     model, x, y=None, max_translation=10.0, num_translations=3, max_rotation=30.0, num_rotations=5,
-    clip=(0.0, 1.0), batch_size=256,
+    clip=(0.0, 1.0), batch_size=256, progress=None,
 ) -> AdversarialSet:
     """Spatial transformation attack (Engstrom et al. 2019) through ART's ``SpatialTransformation``.
 
@@ -407,4 +425,4 @@ def spatial(
         "name": "spatial", "max_translation": max_translation, "num_translations": num_translations,
         "max_rotation": max_rotation, "num_rotations": num_rotations, "clip": _check_clip(clip),
     }
-    return _run_art(model, x, y, clip, batch_size, make, attack)
+    return _run_art(model, x, y, clip, batch_size, make, attack, progress=progress, per_input=False)

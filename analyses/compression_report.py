@@ -51,6 +51,7 @@ import logging
 import numpy as np
 
 from nnslicer import check_inputs, check_labels
+from nnslicer.datasets import class_names as read_class_names
 from nnslicer.errors import InvalidInputError, InvalidParameterError
 from nnslicer.validation import Interval, check_param
 
@@ -200,7 +201,7 @@ def _mean_or_none(values):
 
 
 def compare(model_a, model_b, x, y, classes=None, slices=True, max_per_class=20, saliency_samples=100,
-            theta=None, granularity="element", batch_size=256, names=None, progress=None):
+            theta=None, granularity="element", batch_size=256, names=None, progress=None, class_names=None):
     """Compare a model with its compressed version on labelled samples.
 
     Parameters
@@ -228,6 +229,9 @@ def compare(model_a, model_b, x, y, classes=None, slices=True, max_per_class=20,
         What to call the models in the report (default: their Keras names).
     progress : callable, optional
         Called with the number of samples sliced so far (both models' class slices).
+    class_names : str or sequence of str, optional
+        The classes' names, for the report's text and page (anything
+        :func:`nnslicer.datasets.class_names` reads: ``"fashion_mnist"``, a file, the names).
 
     Returns
     -------
@@ -245,6 +249,8 @@ def compare(model_a, model_b, x, y, classes=None, slices=True, max_per_class=20,
     from .synapse_scores import check_classes
 
     input_shape, n_classes = _check_models(model_a, model_b)
+    if class_names is not None:
+        class_names = read_class_names(class_names, n_classes)
     x, y = _check_data(x, y, input_shape, n_classes)
     max_per_class = _check_int(max_per_class, "max_per_class")
     saliency_samples = _check_int(saliency_samples, "saliency_samples", low=0)
@@ -312,6 +318,7 @@ def compare(model_a, model_b, x, y, classes=None, slices=True, max_per_class=20,
         confidence_shift_unchanged=_mean_or_none(np.abs(shift[~flipped])),
         shift_histogram=histogram, saliency_mad=mad, saliency_samples=m, saliency_note=saliency_note,
         survival=survival, survival_note=note, saliency_examples=examples,
-        settings={"theta": theta, "granularity": granularity, "max_per_class": max_per_class})
+        settings={"theta": theta, "granularity": granularity, "max_per_class": max_per_class},
+        class_names=class_names)
     log.info("%r", report)
     return report

@@ -117,7 +117,8 @@ class Context:
     ``target`` (one class per sample), ``layers`` (:func:`ranked_layers`), ``variables``
     (``model.trainable_variables``) and ``values`` (their values, tensors), ``index`` (layer
     name -> indices into ``variables``), ``probabilities`` (whether the output is a softmax),
-    ``seed``.
+    ``seed``; ``progress``, when given, is called with the number of layers scored so far (a
+    criterion that scores one layer at a time calls :meth:`layer_done` after each).
     """
 
     model: object
@@ -131,6 +132,14 @@ class Context:
     probabilities: bool  # the model's output is a softmax
     seed: int
     compiled: dict = None  # (kind, per_sample) -> traced gradient function
+    progress: object = None
+    done: int = 0
+
+    def layer_done(self):
+        """Count one more layer scored (and report it to ``progress``)."""
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done)
 
 
 def ranked_layers(model):
@@ -279,7 +288,15 @@ def _path_gradients(ctx, name, steps):
         f, g = _gradients(ctx, _scaled(ctx, name, k / steps))
         fs.append(f)
         gs.append(np.concatenate([np.ravel(g[i]) for i in ctx.index[name]]))
+    ctx.layer_done()
     return np.array(fs), gs
+
+
+def ranking_steps(model, criterion, criteria=None):
+    """How many layer scorings :func:`layer_importance` reports to ``progress`` (the layers,
+    times the members of ``"combined"``)."""
+    members = len(_members(criteria)) if criterion == "combined" else 1
+    return len(ranked_layers(model)) * members
 
 
 def _check_steps(name, value):
@@ -405,6 +422,7 @@ def _criterion_guided_ig(ctx, steps=16):
             cur += move
             attr += g * move
         out[name] = attr
+        ctx.layer_done()
     return out
 
 
@@ -565,6 +583,7 @@ def _criterion_shapley(ctx, permutations=8, std=2.0, samples=64):
             contrib.append(marg)
         contrib = np.array(contrib)
         out[name] = contrib.mean(0) + std * contrib.std(0)
+        ctx.layer_done()
     return out
 
 
@@ -661,7 +680,7 @@ def _check_q(q):
     return check_param(q, "q", "layer_importance", None, Interval(float, 0, 100))
 
 
-def criterion_scores(model, x, criterion="slice", y=None, seed=0, **options):
+def criterion_scores(model, x, criterion="slice", y=None, seed=0, progress=None, **options):
     """phi: the fine-grained scores of every ranked layer under one criterion.
 
     Parameters
@@ -676,6 +695,9 @@ def criterion_scores(model, x, criterion="slice", y=None, seed=0, **options):
         Labels; default: the model's predicted classes.
     seed : int
         Seed of the random draws (smoothgrad, vargrad, hsic, shapley).
+    progress : callable, optional
+        Called with the number of layers scored so far (after each layer for the criteria
+        that score one layer at a time: shapley, integrated gradients, IDGI, guided IG).
     **options
         The criterion's own options (``steps``, ``samples``, ``noise``, ``masks``, ``keep``,
         ``bits``, ``permutations``, ``std``; for ``slice`` the Slicer's).
@@ -687,8 +709,12 @@ def criterion_scores(model, x, criterion="slice", y=None, seed=0, **options):
     """
     _check_choice("criterion", criterion, tuple(CRITERIA))
     ctx = _context(model, x, y, seed)
+    ctx.progress = progress
     try:
-        return CRITERIA[criterion](ctx, **options)
+        scores = CRITERIA[criterion](ctx, **options)
+        if progress is not None and ctx.done < len(ctx.layers):
+            progress(len(ctx.layers))
+        return scores
     except TypeError as exc:
         if "unexpected keyword" in str(exc):
             raise InvalidParameterError(f"Criterion {criterion!r} does not take these options: "
@@ -735,7 +761,7 @@ def combine(layer_scores):
 
 
 def layer_importance(model, x, criterion="fit", reduction="linf", y=None, q=None, seed=0,
-                     criteria=None, **options):
+                     criteria=None, progress=None, **options):
     """Rank a model's layers (those with trainable weights) from most to least important.
 
     Parameters
@@ -761,6 +787,9 @@ def layer_importance(model, x, criterion="fit", reduction="linf", y=None, q=None
         Members of ``"combined"``: criterion names, each optionally with its own reduction
         (``"fit/l1"``, ``"slice/p99"`` for the 99th percentile); the others use ``reduction``. A member that cannot score the model
         (``slice`` on a model nnslicer cannot lift) is left out with a warning.
+    progress : callable, optional
+        Called with the number of layers scored so far, over every member of ``"combined"``
+        (:func:`ranking_steps` in all).
     **options
         The criterion's own options (see :func:`criterion_scores`).
 
@@ -789,9 +818,11 @@ def layer_importance(model, x, criterion="fit", reduction="linf", y=None, q=None
                                         "not with 'combined' (its members use their defaults).")
         members = [_member(m, reduction, q) for m in _members(criteria)]
         scores = []
-        for c, r, mq in members:
+        layers = len(ranked_layers(model))
+        for i, (c, r, mq) in enumerate(members):
+            done = None if progress is None else (lambda n, base=i * layers: progress(base + n))
             try:
-                scores.append(reduce_scores(criterion_scores(model, x, c, y, seed), r, mq))
+                scores.append(reduce_scores(criterion_scores(model, x, c, y, seed, progress=done), r, mq))
             except UnsupportedLayerError as exc:
                 if len(members) == 1:
                     raise
@@ -805,7 +836,8 @@ def layer_importance(model, x, criterion="fit", reduction="linf", y=None, q=None
     if q is not None and reduction != "percentile":
         raise InvalidParameterError(f"The 'q' parameter of layer_importance goes with reduction='percentile'. "
                                     f"Got reduction={reduction!r}.")
-    return _ordered(reduce_scores(criterion_scores(model, x, criterion, y, seed, **options), reduction, q))
+    return _ordered(reduce_scores(criterion_scores(model, x, criterion, y, seed, progress=progress, **options),
+                                  reduction, q))
 
 
 # --------------------------------------------------------------------------- ranking files

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from nnslicer.datasets import class_label
 from nnslicer.errors import FileFormatError
 from nnslicer.io import is_int, non_finite
 
@@ -26,7 +27,8 @@ def _pct(value):
 
 @dataclass(repr=False, eq=False)
 class CompressionReport:
-    """The figures of :func:`compare`; per-class figures are dicts keyed by class index.
+    """The figures of :func:`compare`; per-class figures are dicts keyed by class index
+    (``class_names``, when known, names every class of the models, for the text and the page).
 
     ``survival`` is None (and ``survival_note`` says why) when slices were not compared;
     ``saliency_mad`` is None with ``saliency_samples=0``, and when the gradient of only one of
@@ -57,6 +59,7 @@ class CompressionReport:
     saliency_note: str | None = None
     settings: dict = field(default_factory=dict)
     saliency_examples: list = field(default_factory=list)
+    class_names: tuple | None = None
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -77,13 +80,17 @@ class CompressionReport:
         return None if self.survival is None else float(np.mean([self.survival[c] for c in self.classes]))
 
     # ------------------------------------------------------------------ text
+    def label(self, c):
+        """How class ``c`` is shown: ``"9 (Ankle boot)"`` with class names, ``"9"`` without."""
+        return class_label(c, self.class_names)
+
     def __repr__(self):
         cls, change = self.max_class_change
         saliency = "n/a" if self.saliency_mad is None else f"{self.saliency_mad:.4f}"
         survival = "n/a" if self.survival is None else f"{self.survival_mean:.4f}"
         return (f"CompressionReport({self.name_a!r} vs {self.name_b!r}, samples={self.samples:,}, "
                 f"accuracy={self.accuracy_a:.4f} -> {self.accuracy_b:.4f}, flipped={self.flipped:.4f}, "
-                f"max_class_change={change:+.2f} pp (class {cls}), "
+                f"max_class_change={change:+.2f} pp (class {self.label(cls)}), "
                 f"confidence_shift={self.confidence_shift:+.4f}, saliency_mad={saliency}, "
                 f"survival={survival})")
 
@@ -101,7 +108,7 @@ class CompressionReport:
             ("accuracy", f"{_pct(self.accuracy_a)} -> {_pct(self.accuracy_b)} "
                          f"({100 * (self.accuracy_b - self.accuracy_a):+.2f} pp)"),
             ("flipped predictions", _pct(self.flipped)),
-            ("largest class change", f"{change:+.2f} pp (class {cls})"),
+            ("largest class change", f"{change:+.2f} pp (class {self.label(cls)})"),
             ("confidence shift", shift),
             ("saliency MAD", saliency),
             ("slice survival", survival),
@@ -116,10 +123,11 @@ class CompressionReport:
 
     def table(self):
         """One line per class: samples, accuracy of a and b, change (pp), survival."""
-        rows = [f"{'class':>5} {'samples':>8} {'acc A':>8} {'acc B':>8} {'change':>9} {'survival':>9}"]
+        width = max([5, *(len(self.label(c)) for c in self.classes)])
+        rows = [f"{'class':>{width}} {'samples':>8} {'acc A':>8} {'acc B':>8} {'change':>9} {'survival':>9}"]
         for c, change in self.class_changes.items():
             survival = "-" if self.survival is None else _pct(self.survival[c])
-            rows.append(f"{c:>5} {self.class_samples[c]:>8} {_pct(self.class_accuracy_a[c]):>8} "
+            rows.append(f"{self.label(c):>{width}} {self.class_samples[c]:>8} {_pct(self.class_accuracy_a[c]):>8} "
                         f"{_pct(self.class_accuracy_b[c]):>8} {change:>+6.2f} pp {survival:>9}")
         return "\n".join(rows)
 
@@ -140,6 +148,7 @@ class CompressionReport:
                 value = {str(k): v for k, v in value.items()}
             d[f.name] = value
         d["classes"] = list(self.classes)
+        d["class_names"] = None if self.class_names is None else list(self.class_names)
         d["saliency_examples"] = [{k: np.round(v, 4).tolist() if isinstance(v, np.ndarray) else v
                                    for k, v in e.items()} for e in self.saliency_examples]
         cls, change = self.max_class_change
@@ -213,7 +222,7 @@ def _num(value):
 
 # --------------------------------------------------------------------------- reading reports
 #: Fields a report may lack (they have defaults).
-_OPTIONAL = ("settings", "saliency_examples", "survival", "survival_note", "saliency_note")
+_OPTIONAL = ("settings", "saliency_examples", "survival", "survival_note", "saliency_note", "class_names")
 _EXAMPLE_KEYS = {"index", "label", "pred_a", "pred_b", "image", "saliency_a", "saliency_b"}
 
 
@@ -295,6 +304,12 @@ def _check_report(d, names):
             or len(set(classes)) != len(classes):
         raise _bad_report(f"'classes' is {reprlib.repr(classes)}, not a list of distinct class indices")
     kw["classes"] = tuple(int(c) for c in classes)
+    if kw.get("class_names") is not None:
+        names = kw["class_names"]
+        if not isinstance(names, list) or len(names) <= max(classes) \
+                or not all(isinstance(n, str) and n for n in names):
+            raise _bad_report(f"'class_names' is {reprlib.repr(names)}, not a name for each class")
+        kw["class_names"] = tuple(names)
     kw["class_samples"] = _class_dict(d, "class_samples", classes, lambda v: is_int(v) and v >= 1,
                                       "a positive int")
     if sum(kw["class_samples"].values()) > kw["samples"]:

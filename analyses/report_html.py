@@ -30,7 +30,8 @@ def _bars(report, series, ylabel, title):
     for i, (label, values) in enumerate(series):
         pos = np.arange(len(classes)) + (i - (len(series) - 1) / 2) * width
         ax.bar(pos, [values[c] for c in classes], width, label=label)
-    ax.set_xticks(np.arange(len(classes)), [str(c) for c in classes])
+    ax.set_xticks(np.arange(len(classes)), [report.label(c) for c in classes],
+                  **({"rotation": 30, "ha": "right"} if report.class_names else {}))
     ax.set_xlabel("class")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.05)
@@ -98,7 +99,7 @@ def to_html(report):
     rows = []
     for c, change in report.class_changes.items():
         survival = "-" if report.survival is None else _pct(report.survival[c])
-        rows.append(f"<tr><td>{c}</td><td>{report.class_samples[c]}</td><td>{_pct(report.class_accuracy_a[c])}</td>"
+        rows.append(f"<tr><td>{esc(report.label(c))}</td><td>{report.class_samples[c]}</td><td>{_pct(report.class_accuracy_a[c])}</td>"
                     f"<td>{_pct(report.class_accuracy_b[c])}</td><td>{change:+.2f} pp</td><td>{survival}</td></tr>")
     plots = [(_bars(report, [(f"A: {report.name_a}", report.class_accuracy_a),
                              (f"B: {report.name_b}", report.class_accuracy_b)], "accuracy", "Accuracy per class"),

@@ -43,6 +43,9 @@ __all__ = [
     "FASHION_MNIST_ROOT",
     "FASHION_MNIST_CLASSES",
     "CIFAR10_CLASSES",
+    "CLASS_NAMES",
+    "class_names",
+    "class_label",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts the IDX files.
@@ -57,6 +60,53 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
+
+_DIGITS = tuple(str(d) for d in range(10))
+
+#: The class names of each bundled data set, by the names :func:`load` takes.
+CLASS_NAMES = {"digits": _DIGITS, "mnist": _DIGITS, "fashion_mnist": FASHION_MNIST_CLASSES,
+               "cifar10": CIFAR10_CLASSES}
+
+
+def class_names(names, num_classes=None):
+    """Class names as a tuple of strings, from a bundled data set's name (``"fashion_mnist"``,
+    see :data:`CLASS_NAMES`), a text file with one name per line, comma-separated names, or a
+    sequence of names. With ``num_classes`` (a model's outputs), there must be that many.
+
+    >>> class_names("fashion_mnist")[9]
+    'Ankle boot'
+    >>> class_names("cat,dog", num_classes=2)
+    ('cat', 'dog')
+    """
+    if isinstance(names, str):
+        key = names.lower().replace("-", "_")
+        if key in CLASS_NAMES:
+            names = CLASS_NAMES[key]
+        elif os.path.isfile(names):
+            with open(names, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+        elif "," in names:
+            names = [n.strip() for n in names.split(",")]
+        else:
+            raise InvalidParameterError(
+                f"Class names are a bundled data set's ({', '.join(sorted(CLASS_NAMES))}), a text file with "
+                f"one name per line, or comma-separated names. Got {names!r}, which is none of them.")
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise InvalidParameterError(f"Class names must be a sequence of strings. Got {names!r} instead.") from None
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise InvalidParameterError(f"Class names must be non-empty strings. Got {names!r} instead.")
+    if num_classes is not None and len(names) != num_classes:
+        raise InvalidParameterError(f"The model has {num_classes} classes, but {len(names)} class names were "
+                                    f"given ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}).")
+    return names
+
+
+def class_label(index, names=None):
+    """``"9 (Ankle boot)"`` with names, ``"9"`` without (or when the name is the index)."""
+    named = names is not None and 0 <= index < len(names) and names[index] != str(index)
+    return f"{index} ({names[index]})" if named else str(index)
 
 
 def _check_test_size(test_size, loader):

@@ -614,6 +614,17 @@ def test_cli_fit_and_score(model, other_model, digits, tmp_path, capsys):
     back = load_detector(det, model)
     flags = back.predict(xt[:7])
     assert [ln.endswith("clean") for ln in lines[1:]] == list(flags == 1)
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"digit {i}\n" for i in range(10)))
+    assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(tmp_path / "t.npy"),
+                 "--class-names", str(names)]) == 0
+    first = back.detect(xt[:1]).predicted[0]
+    assert f"     0  {first} (digit {first})  " in capsys.readouterr().out
+    assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(tmp_path / "t.npy"),
+                 "--class-names", "fashion-mnist"]) == 0  # a bundled data set's names
+    assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(tmp_path / "t.npy"),
+                 "--class-names", "nonsense"]) == 2
+    assert "bundled data set's" in capsys.readouterr().err
     assert main(["detect", "score", str(tmp_path / "m.keras"), det, "--input", str(tmp_path / "t.npy"),
                  "-o", str(tmp_path / "v.npz")]) == 0
     with np.load(tmp_path / "v.npz") as v:

@@ -95,6 +95,28 @@ def test_batching_does_not_change_results(trained):
     np.testing.assert_allclose(a.x_adv, b.x_adv, atol=1e-6)
 
 
+def test_progress_reports_inputs_attacked(trained):
+    """Every attack reports the inputs done after each batch (the whole set at once for the
+    spatial attack, whose search spans the set); batches do not change an ART attack's result."""
+    model, x, y = trained
+    seen = []
+    A.pgd(model, x[:20], y[:20], eps=0.1, steps=2, batch_size=8, progress=seen.append)
+    assert seen == [8, 16, 20]
+    seen.clear()
+    A.fgsm(model, x[:20], y[:20], batch_size=16, progress=seen.append)
+    assert seen == [16, 20]
+    pytest.importorskip("art")
+    seen.clear()
+    a = A.deepfool(model, x[:10], y[:10], max_iter=5, batch_size=4, progress=seen.append)
+    b = A.deepfool(model, x[:10], y[:10], max_iter=5)
+    assert seen == [4, 8, 10]
+    np.testing.assert_array_equal(a.source_index, b.source_index)
+    np.testing.assert_allclose(a.x_adv, b.x_adv, atol=1e-5)
+    seen.clear()
+    A.spatial(model, x[:10], y[:10], max_translation=25.0, max_rotation=45.0, batch_size=4, progress=seen.append)
+    assert seen == [10]
+
+
 def test_logit_model_supported(trained):
     model, x, y = trained
     # Same network without the softmax: the attack must use from_logits=True.

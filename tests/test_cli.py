@@ -61,8 +61,9 @@ def test_profile_then_slice_matches_the_api(files, capsys, tmp_path):
     np.save(tmp_path / "one.npy", x[3])
     out = str(tmp_path / "s.npz")
     assert main(["slice", paths["model"], "--profile", prof, "--input", str(tmp_path / "one.npy"),
-                 "--target", "2", "--theta", "0.3", "-o", out]) == 0
-    assert "total" in capsys.readouterr().out
+                 "--target", "2", "--theta", "0.3", "-o", out, "--class-names", "cat,dog,bird,fish"]) == 0
+    text = capsys.readouterr().out
+    assert "total" in text and "sliced for output 2 (bird)" in text
     got = nnslicer.Slice.load(out)
     want = nnslicer.Slicer(keras.models.load_model(paths["model"]), theta=0.3).fit(x, y).slice(x[3], target=2)
     assert got == want

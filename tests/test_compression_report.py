@@ -262,6 +262,26 @@ def test_json_round_trip(biased, same, tmp_path):
         CompressionReport.load(tmp_path / "bad.json")
 
 
+def test_class_names(models, data, tmp_path):
+    names = [f"kind {i}" for i in range(10)]
+    report = compare(models["a"], models["twin"], *data, slices=False, saliency_samples=0, class_names=names)
+    c = report.classes[0]
+    assert report.label(c) == f"{c} (kind {c})" and f"{c} (kind {c})" in report.table()
+    assert f"<td>{c} (kind {c})</td>" in report.to_html()
+    back = CompressionReport.load(report.save_json(tmp_path / "r.json"))
+    assert back == report and back.class_names == tuple(names)
+    raw = json.loads((tmp_path / "r.json").read_text())
+    for bad in (["a"], [""] * 10, "kinds"):
+        (tmp_path / "bad.json").write_text(json.dumps({**raw, "class_names": bad}))
+        with pytest.raises(nnslicer.FileFormatError, match="'class_names'"):
+            CompressionReport.load(tmp_path / "bad.json")
+    del raw["class_names"]  # reports written before class names load back
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert CompressionReport.load(tmp_path / "old.json").class_names is None
+    with pytest.raises(nnslicer.InvalidParameterError, match="10 classes, but 2 class names"):
+        compare(models["a"], models["twin"], *data, slices=False, saliency_samples=0, class_names=["a", "b"])
+
+
 def _images(page):
     return [base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
 

@@ -278,6 +278,24 @@ def test_load_dispatches_and_rejects_unknown_names(tmp_path):
         datasets.load("imagenet")
 
 
+def test_class_names(tmp_path):
+    assert set(datasets.CLASS_NAMES) == set(datasets.DATASETS)
+    assert datasets.class_names("Fashion-MNIST") == datasets.FASHION_MNIST_CLASSES
+    assert datasets.class_names("cifar10", num_classes=10)[3] == "cat"
+    (tmp_path / "names.txt").write_text("cat\n\n dog \n")
+    assert datasets.class_names(str(tmp_path / "names.txt")) == ("cat", "dog")
+    assert datasets.class_names("cat, dog") == datasets.class_names(["cat", "dog"]) == ("cat", "dog")
+    assert datasets.class_label(9, datasets.FASHION_MNIST_CLASSES) == "9 (Ankle boot)"
+    assert datasets.class_label(9) == datasets.class_label(9, datasets.CLASS_NAMES["digits"]) == "9"
+    assert datasets.class_label(12, ("a", "b")) == "12"
+    for bad, message in [("imagenet", "bundled data set's"), (3, "sequence of strings"),
+                         (["a", ""], "non-empty strings"), ([], "non-empty strings")]:
+        with pytest.raises(InvalidParameterError, match=message):
+            datasets.class_names(bad)
+    with pytest.raises(InvalidParameterError, match="The model has 10 classes, but 2 class names were given"):
+        datasets.class_names("a,b", num_classes=10)
+
+
 def test_module_does_not_import_tensorflow():
     import subprocess
     import sys

@@ -322,6 +322,20 @@ def test_shapley_by_exact_enumeration(tiny):
     assert np.all(with_std["d1"] >= want["d1"] - 1e-6)
 
 
+@pytest.mark.parametrize("criterion, calls", [
+    ("shapley", [1, 2]),  # one layer at a time
+    ("fit", [2]),  # all layers at once
+    ("combined", [2, 4, 6, 8]),  # 4 members (fit, taylor, vargrad, slice: each at once) x 2 layers
+])
+def test_progress_counts_layers(tiny, criterion, calls):
+    model, x, _ = tiny
+    seen = []
+    LI.layer_importance(model, x, criterion=criterion, progress=seen.append)
+    assert LI.ranking_steps(model, criterion) == (8 if criterion == "combined" else 2)
+    assert seen[-1] == LI.ranking_steps(model, criterion) and seen == sorted(seen)
+    assert seen == calls
+
+
 def test_slice_counts_match_the_slicer(tiny):
     from nnslicer import Slicer
 

@@ -268,7 +268,17 @@ def test_cli_protect_restore_round_trip(tmp_path, model, data, classes, capsys):
     protected = keras.models.load_model(tmp_path / "p.keras", compile=False)
     after = 100 * np.mean(protected.predict(x[sel], verbose=0).argmax(-1) == y[sel])
     before = 100 * np.mean(model.predict(x[sel], verbose=0).argmax(-1) == y[sel])
-    assert f"accuracy on --data ({len(x):,} samples): target classes {before:.1f}% -> {after:.1f}%" in text
+    targets = ", ".join(map(str, classes))
+    assert f"accuracy on --data ({len(x):,} samples): target classes ({targets}) {before:.1f}% -> {after:.1f}%" \
+        in text
+    # named classes (digits: a name that is the index is not repeated)
+    names = ",".join(f"c{i}" for i in range(10))
+    assert main(args + ["-o", str(tmp_path / "named.keras"), "--secret", str(tmp_path / "named.npz"),
+                        "--class-names", names]) == 0
+    assert f"target classes ({', '.join(f'{c} (c{c})' for c in classes)})" in capsys.readouterr().out
+    assert main(args + ["-o", str(tmp_path / "bad.keras"), "--secret", str(tmp_path / "bad.npz"),
+                        "--class-names", "a,b"]) == 2
+    assert "10 classes, but 2 class names" in capsys.readouterr().err
     assert main(["restore", str(tmp_path / "p.keras"), "--secret", str(tmp_path / "s.npz"),
                  "-o", str(tmp_path / "r.keras")]) == 0
     restored = keras.models.load_model(tmp_path / "r.keras", compile=False)

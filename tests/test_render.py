@@ -740,6 +740,9 @@ def test_input_view_draws_the_counts_on_the_image(cnn, cnn_slicer, tmp_path):
     np.testing.assert_array_equal(heat.get_array(), counts[..., 0])
     np.testing.assert_allclose(grey.get_array(), x[0, ..., 0])
     assert heat.get_clim() == (-3.0, 3.0) and "input used by a slice of 1 sample" in ax.get_title()
+    named = Slice(neurons, synapses, graph=graph, **meta, targets=[3])
+    _, ax = plot_input(named, class_names=[f"k{i}" for i in range(graph.num_outputs)])
+    assert ax.get_title().endswith("1 sample, output 3 (k3)")
     t = Slice({**neurons, "image": 2 * counts}, synapses, graph=graph, **meta)
     _, ax = plot_input(s, other=t)
     np.testing.assert_array_equal(ax.get_images()[0].get_array(), -counts[..., 0])
@@ -766,6 +769,12 @@ def test_cli_input_view(cnn, cnn_slicer, tmp_path, capsys):
     slicer.slice(x[1]).save(tmp_path / "t.npz")
     np.save(tmp_path / "x0.npy", x[0])
     base = ["render", str(tmp_path / "s.npz"), "--model", str(tmp_path / "m.keras"), "--view", "input"]
+    names = ",".join(f"kind{i}" for i in range(cnn.output_shape[-1]))
+    assert main(base[:4] + ["--view", "collapsed", "--class-names", names, "-o", str(tmp_path / "c.dot")]) == 0
+    target = slicer.slice(x[0]).targets[0]
+    assert f"output {target} (kind{target})" in (tmp_path / "c.dot").read_text()
+    assert main(base[:4] + ["--class-names", "a,b", "-o", str(tmp_path / "c2.dot")]) == 2
+    assert f"{cnn.output_shape[-1]} classes, but 2 class names" in capsys.readouterr().err
     assert main(base + ["--image", str(tmp_path / "x0.npy"), "-o", str(tmp_path / "in.png")]) == 0
     assert (tmp_path / "in.png").read_bytes()[:4] == b"\x89PNG"
     assert main(base + ["--other", str(tmp_path / "t.npz"), "-o", str(tmp_path / "diff.svg")]) == 0

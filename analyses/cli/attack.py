@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from nnslicer.cli.options import load_array, load_model, refuse_unread
+from nnslicer.cli.options import load_array, load_model, progress, refuse_unread
 from nnslicer.io import atomic_path
 
 from ..attacks import bim, cw_l2, deepfool, fgsm, jsma, pgd
@@ -44,7 +44,8 @@ def cmd_attack(args):
     y = load_array(args.labels, "y") if args.labels else None
     params = {name: getattr(args, dest) for dest, name in reads.items() if getattr(args, dest) is not None}
     clip = None if args.no_clip else tuple(args.clip)
-    result = attack(model, x, y, clip=clip, batch_size=args.batch_size, **params)
+    with progress(len(x), args.method) as update:
+        result = attack(model, x, y, clip=clip, batch_size=args.batch_size, progress=update, **params)
     with atomic_path(args.output, ".npz") as tmp:
         np.savez(tmp, x=result.x_adv, source_index=result.source_index, y=result.y_clean, pred=result.pred_adv)
     print(f"{result!r}\n{len(result)} adversarial examples -> {args.output}")

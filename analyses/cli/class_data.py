@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from nnslicer import check_labels
-from nnslicer.cli.options import add_slicing_options, load_array, load_model
+from nnslicer.cli.options import add_class_names_option, add_slicing_options, class_names, load_array, load_model
+from nnslicer.datasets import class_label
 from nnslicer.errors import InvalidInputError
 
 from ..synapse_scores import check_classes
@@ -25,7 +26,8 @@ def parse_classes(text):
 
 
 def load_class_data(args, caller):
-    """``(model, x, y, classes)`` from the options of :func:`add_class_data_options`."""
+    """``(model, x, y, classes, names)`` from the options of :func:`add_class_data_options`
+    (``names``: the classes' names from ``--class-names``, or None)."""
     model = load_model(args.model)
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y")
@@ -34,7 +36,7 @@ def load_class_data(args, caller):
     num_classes = int(model.output_shape[-1])
     y = check_labels(y, len(x), num_classes)
     classes = check_classes(parse_classes(args.classes), y, num_classes, caller)
-    return model, x, y, classes
+    return model, x, y, classes, class_names(args, model)
 
 
 def add_class_data_options(p, verb):
@@ -45,18 +47,20 @@ def add_class_data_options(p, verb):
     p.add_argument("--classes", required=True, help=f"classes to {verb}, comma-separated (e.g. 0,1,5)")
     p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
     add_slicing_options(p)
+    add_class_names_option(p)
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
 
 
-def print_accuracy(before, after, x, y, classes=None, what="--data"):
+def print_accuracy(before, after, x, y, classes=None, what="--data", names=None):
     """Say what a command did to a model: its accuracy on ``x`` (labels ``y``) before and after,
-    on the target ``classes`` (when given) and on all classes."""
+    on the target ``classes`` (when given; named by ``names``) and on all classes."""
     def accuracy(model, sel=slice(None)):
         return 100.0 * float(np.mean(model.predict(x[sel], batch_size=256, verbose=0).argmax(-1) == y[sel]))
 
     parts = []
     if classes is not None:
         sel = np.isin(y, classes)
-        parts.append(f"target classes {accuracy(before, sel):.1f}% -> {accuracy(after, sel):.1f}%")
+        targets = ", ".join(class_label(c, names) for c in classes)
+        parts.append(f"target classes ({targets}) {accuracy(before, sel):.1f}% -> {accuracy(after, sel):.1f}%")
     parts.append(f"all classes {accuracy(before):.1f}% -> {accuracy(after):.1f}%")
     print(f"accuracy on {what} ({len(x):,} samples): {', '.join(parts)}")

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import os
 
-from nnslicer.cli.options import check_outputs, input_files, load_array, load_model, progress
+from nnslicer.cli.options import add_class_names_option, check_outputs, input_files, load_array, load_model, progress
 
 from ..compression_report import compare
 from .class_data import parse_classes
@@ -25,7 +25,8 @@ def cmd_compare(args):
         report = compare(model_a, model_b, x, y, classes=None if args.classes is None else parse_classes(args.classes),
                          slices=not args.no_slices, max_per_class=args.max_per_class,
                          saliency_samples=args.saliency_samples, theta=args.theta, granularity=args.granularity,
-                         batch_size=args.batch_size, names=tuple(names), progress=update)
+                         batch_size=args.batch_size, names=tuple(names), progress=update,
+                         class_names=args.class_names)
     report.save_json(json_path)
     report.save_html(args.output)
     print(report.summary())
@@ -57,6 +58,7 @@ def add_commands(subparsers):
     p.add_argument("--data", required=True, help="samples (.npy/.npz), e.g. the test set")
     p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
     p.add_argument("-o", "--output", required=True, help="where to write the HTML report")
+    add_class_names_option(p)
     p.add_argument("--json", default=None, help="where to write the figures as JSON (default: beside -o, .json)")
     p.add_argument("--classes", default=None,
                    help="classes reported per class, comma-separated (default: all in --labels)")

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import numpy as np
 
-from nnslicer.cli.options import MODEL_FILES, load_array, load_model, save_model
+from nnslicer.cli.options import MODEL_FILES, load_array, load_model, progress, save_model
 
 from ..budgets import DIRECTIONS
 from ..compression import compress
 from nnslicer import check_labels
 from nnslicer.errors import InvalidParameterError
 
-from ..layer_importance import CRITERIA, REDUCTIONS, load_ranking
+from ..layer_importance import CRITERIA, REDUCTIONS, load_ranking, ranking_steps
 from .class_data import print_accuracy
 
 
@@ -27,10 +28,14 @@ def cmd_compress(args):
             raise InvalidParameterError("--ranking gives the ranking: --criterion and --reduction would make "
                                         "another one; give one or the other.")
         ranking, _ = load_ranking(args.ranking, model)
-    out, info = compress(model, x, y, criterion=args.criterion or "fit", reduction=args.reduction or "linf",
-                         prune=args.prune, bits=args.bits, ranking=ranking,
-                         activation_bits=None if args.activation_bits == 0 else args.activation_bits,
-                         direction=args.direction)
+    criterion = args.criterion or "fit"
+    ranks = ranking is None and criterion != "uniform"  # the layers are ranked here
+    with progress(ranking_steps(model, criterion), f"{criterion} scores", unit="layer") if ranks \
+            else contextlib.nullcontext() as update:
+        out, info = compress(model, x, y, criterion=criterion, reduction=args.reduction or "linf",
+                             prune=args.prune, bits=args.bits, ranking=ranking,
+                             activation_bits=None if args.activation_bits == 0 else args.activation_bits,
+                             direction=args.direction, **({"progress": update} if ranks else {}))
     save_model(out, args.output)
     names = list(info["ranking"] or info.get("bits") or info.get("rates"))
     width = max(len("layer"), *(len(n) for n in names))

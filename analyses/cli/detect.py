@@ -7,7 +7,9 @@ import sys
 
 import numpy as np
 
-from nnslicer.cli.options import add_slicing_options, load_array, load_model, make_slicer, progress, refuse_unread
+from nnslicer.cli.options import (add_class_names_option, add_slicing_options, class_names, load_array, load_model,
+                                  make_slicer, progress, refuse_unread)
+from nnslicer.datasets import class_label
 from nnslicer.io import atomic_path
 
 from ..adversarial import CLASSIFIERS, DEFAULT_CLASSIFIER, DETECTORS, load_detector
@@ -79,13 +81,15 @@ def _write_verdicts(path, result):
 
 def cmd_detect_score(args):
     model = load_model(args.model)
+    names = class_names(args, model)
     det = load_detector(args.detector, model)
     x = load_array(args.input, "x")
     with progress(len(x), "features") as update:
         result = det.detect(x, progress=update)
-    print(f"{'input':>6}  {'class':>5}  {'score':>9}  verdict")
+    width = max([5, *(len(class_label(int(p), names)) for p in result.predicted)])
+    print(f"{'input':>6}  {'class':>{width}}  {'score':>9}  verdict")
     for i, (p, s, v) in enumerate(zip(result.predicted, result.scores, result.flags)):
-        print(f"{i:>6}  {p:>5}  {s:>9.4f}  {'clean' if v == 1 else 'ADVERSARIAL'}")
+        print(f"{i:>6}  {class_label(int(p), names):>{width}}  {s:>9.4f}  {'clean' if v == 1 else 'ADVERSARIAL'}")
     print(f"\n{int(result.adversarial.sum())} of {len(result.flags)} inputs flagged adversarial by {det!r}")
     if args.output:
         _write_verdicts(args.output, result)
@@ -134,4 +138,5 @@ def add_commands(subparsers):
     s.add_argument("detector", help="a detector file from 'nnslicer detect fit'")
     s.add_argument("--input", required=True, help="inputs to check (.npy/.npz)")
     s.add_argument("-o", "--output", help="also write the verdicts (.npz or .csv)")
+    add_class_names_option(s)
     s.set_defaults(func=cmd_detect_score, outputs={"-o": ("output", (".npz", ".csv"))})

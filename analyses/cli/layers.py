@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from nnslicer.cli.options import load_array, load_model
+from nnslicer.cli.options import load_array, load_model, progress
 from nnslicer.errors import UnsupportedLayerError
 
-from ..layer_importance import CRITERIA, REDUCTIONS, layer_importance, save_ranking
+from ..layer_importance import CRITERIA, REDUCTIONS, layer_importance, ranking_steps, save_ranking
 
 
 def cmd_layers(args):
@@ -15,7 +15,9 @@ def cmd_layers(args):
     x = load_array(args.data, "x")
     y = load_array(args.labels, "y") if args.labels else None
     try:
-        ranking = layer_importance(model, x, criterion=args.criterion, reduction=args.reduction, y=y, q=args.q)
+        with progress(ranking_steps(model, args.criterion), f"{args.criterion} scores", unit="layer") as update:
+            ranking = layer_importance(model, x, criterion=args.criterion, reduction=args.reduction, y=y, q=args.q,
+                                       progress=update)
     except UnsupportedLayerError as exc:
         raise UnsupportedLayerError(f"{exc} The {args.criterion!r} criterion slices the model; every other "
                                     "criterion (e.g. --criterion fit) works on it.") from exc

@@ -17,7 +17,7 @@ def cmd_protect(args):
     if os.path.exists(args.secret):  # it may hold the only copy of another model's hidden weights
         raise InvalidParameterError(f"--secret {args.secret!r} exists: a secret is never overwritten (it may be "
                                     "the only copy of hidden weights); move it away or name another file.")
-    model, x, y, classes = load_class_data(args, "protect")
+    model, x, y, classes, names = load_class_data(args, "protect")
     slicer = fitted_slicer(model, args, x, y) if args.method in ("nnslicer", "effective_path") else None
     with progress(None, "slicing") if slicer is not None else contextlib.nullcontext() as update:
         protected, secret = protect(model, slicer, x, y, classes, args.fraction, args.method,
@@ -29,7 +29,7 @@ def cmd_protect(args):
         os.remove(args.secret)
         raise
     print(f"{secret!r}\nprotected model -> {args.output}, secret -> {args.secret}")
-    print_accuracy(model, protected, x, y, classes)
+    print_accuracy(model, protected, x, y, classes, names=names)
     return 0
 
 

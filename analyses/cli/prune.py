@@ -11,7 +11,7 @@ from ..pruning import METHODS, class_focused_prune
 from .class_data import add_class_data_options, load_class_data, print_accuracy
 
 def cmd_prune(args):
-    model, x, y, classes = load_class_data(args, "prune")
+    model, x, y, classes, names = load_class_data(args, "prune")
     slicer = None
     if args.method not in ("magnitude", "channel", "random") or not args.no_mean_compensation:
         slicer = fitted_slicer(model, args, x, y)
@@ -23,7 +23,7 @@ def cmd_prune(args):
     save_model(pruned, args.output)
     print(report.table())
     print(f"\n{report!r} -> {args.output}")
-    print_accuracy(model, pruned, x, y, classes)
+    print_accuracy(model, pruned, x, y, classes, names=names)
     return 0
 
 

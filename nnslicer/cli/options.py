@@ -14,7 +14,8 @@ import numpy as np
 from ..errors import FileFormatError, InvalidInputError
 
 __all__ = ["MODEL_FILES", "load_model", "load_array", "save_model", "check_outputs", "input_files", "progress",
-           "fitted_slicer", "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread"]
+           "fitted_slicer", "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread",
+           "add_class_names_option", "class_names"]
 
 log = logging.getLogger("nnslicer")
 
@@ -152,16 +153,16 @@ QUIET = False
 
 
 @contextlib.contextmanager
-def progress(total, what):
-    """``with progress(len(x), "slicing") as update:``: ``update(n)`` (``n`` samples done) draws
-    a tqdm bar with a rate on a terminal (none when stderr is not one, or with ``-q``; log
-    lines without tqdm); the bar is closed at the end of the block."""
+def progress(total, what, unit="sample"):
+    """``with progress(len(x), "slicing") as update:``: ``update(n)`` (``n`` samples done, or
+    ``n`` of another ``unit``) draws a tqdm bar with a rate on a terminal (none when stderr is not one,
+    or with ``-q``; log lines without tqdm); the bar is closed at the end of the block."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
-        yield lambda n: log.info("%s: %d/%s samples", what, n, total)
+        yield lambda n: log.info("%s: %d/%s %ss", what, n, total, unit)
         return
-    bar = tqdm(total=total, desc=what, unit="sample", file=sys.stderr, disable=True if QUIET else None)
+    bar = tqdm(total=total, desc=what, unit=unit, file=sys.stderr, disable=True if QUIET else None)
     state = {"n": 0}
 
     def update(n):
@@ -178,6 +179,22 @@ def fitted_slicer(model, args, x, y=None):
     """:func:`make_slicer` fitted (profiled) on ``x``, with a progress bar."""
     with progress(len(x), "profiling") as update:
         return make_slicer(model, args).fit(x, y, progress=update)
+
+
+def add_class_names_option(p):
+    """``--class-names``: how the classes are named in what a command prints and draws."""
+    p.add_argument("--class-names", metavar="NAMES", default=None,
+                   help="name the classes in what is printed and drawn (\"9 (Ankle boot)\"): a bundled data "
+                        "set (digits, mnist, fashion_mnist, cifar10), a text file with one name per line, or "
+                        "comma-separated names")
+
+
+def class_names(args, model):
+    """The names ``--class-names`` gives ``model``'s classes (one per output), or None."""
+    from ..datasets import class_names as read
+
+    names = getattr(args, "class_names", None)
+    return None if names is None else read(names, int(model.output_shape[-1]))
 
 
 def add_slicing_options(p, granularity="element"):

@@ -6,7 +6,7 @@ import argparse
 import os
 import time
 
-from .options import load_model
+from .options import add_class_names_option, load_model
 
 __all__ = ["add_commands"]
 
@@ -42,6 +42,8 @@ def cmd_render(args):
         stems = [os.path.splitext(os.path.basename(p))[0] for p in (args.file, args.other)]
         names = tuple(stems) if stems[0] != stems[1] else ("A", "B")
     extra = {"names": names} if names else {}
+    if args.class_names:
+        extra["class_names"] = args.class_names
     start = time.perf_counter()
     path = render(first, args.output, args.format, view=args.view, other=other, model=model,
                   top_k=args.top_k, max_nodes=args.max_nodes, max_edges=args.max_edges, **extra)
@@ -60,7 +62,7 @@ def _render_input(args, first, other, model):
     if fmt not in ("svg", "png", "pdf"):
         raise InvalidParameterError(f"--view input writes .svg, .png or .pdf (matplotlib); got {args.output!r}.")
     image = load_array(args.image, "x") if args.image else None
-    fig, _ = plot_input(first, image, other=other, model=model)
+    fig, _ = plot_input(first, image, other=other, model=model, class_names=args.class_names)
     with atomic_path(args.output, "." + fmt) as tmp:
         fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
     print(f"wrote {args.output}")
@@ -114,6 +116,7 @@ def add_commands(sub):
                    help=f"most neurons the neuron view draws before it refuses (default {MAX_NODES})")
     p.add_argument("--max-edges", type=int, default=MAX_EDGES,
                    help=f"most synapses the neuron view draws before it refuses (default {MAX_EDGES:,})")
+    add_class_names_option(p)
     p.add_argument("--format", choices=FORMATS, help="output format (default: from OUT's extension)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="where to write the picture (.svg, .png, .pdf or .dot)")

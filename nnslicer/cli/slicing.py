@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
+from ..datasets import class_label
 from ..errors import InvalidInputError
-from .options import add_slicing_options, load_array, load_model, make_slicer, progress
+from .options import add_class_names_option, add_slicing_options, class_names, load_array, load_model, make_slicer, progress
 
 __all__ = ["add_commands"]
 
@@ -55,6 +56,7 @@ def cmd_slice(args):
     from ..profiling import Profile
 
     model = load_model(args.model)
+    names = class_names(args, model)
     prof = Profile.load(args.profile)
     x = load_array(args.input, "x")
     slicer = make_slicer(model, args).fit(profile=prof)
@@ -65,6 +67,8 @@ def cmd_slice(args):
     elapsed = time.perf_counter() - start
     result.save(args.output)
     print(result.summary())
+    if result.targets:
+        print(f"\nsliced for output {', '.join(class_label(t, names) for t in result.targets)}")
     print(f"\n{result!r} in {elapsed:.2f} s -> {args.output}")
     return 0
 
@@ -97,6 +101,7 @@ def add_commands(sub):
     p.add_argument("--target", help="output index, or comma-separated indices "
                                     "(default: each input's predicted class)")
     add_slicing_options(p)
+    add_class_names_option(p)
     p.add_argument("--aggregate", default="sum", choices=("sum", "abs"),
                    help="add a batch's counts signed (sum) or absolute (abs) (default: sum)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidParameterError
-from .labels import _new_view, _title
+from .labels import _new_view
 
 
 class Html(str):
@@ -59,7 +59,7 @@ def attention_maps(graph, s):
 
 def _attention(graph, s, size, title):
     maps = attention_maps(graph, s)
-    v = _new_view("attention", graph, title or _title(graph, "attention", s), size, ranksep="0.4", nodesep="0.3")
+    v = _new_view("attention", graph, title, size, ranksep="0.4", nodesep="0.3")
     longest = max(max(m.shape) for m in maps.values())
     cell = 12 if longest <= 20 else 8 if longest <= 40 else 5
     rows = {}

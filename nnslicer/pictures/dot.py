@@ -128,6 +128,9 @@ def to_dot(obj, view=None, **kw) -> str:
     title : str, optional
     names : (str, str)
         What to call the two slices of a diff (default ("A", "B")).
+    class_names : str or sequence of str, optional
+        Name the slices' output classes in the title (``"9 (Ankle boot)"``): the names, or
+        anything :func:`nnslicer.datasets.class_names` reads (``"fashion_mnist"``, a file).
     max_nodes, max_edges : int
         Limits of the neuron view (default 300 and 2,000): past them it is refused, pointing to
         the collapsed view.

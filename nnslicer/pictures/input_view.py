@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import datasets
 from ..errors import InvalidInputError, require
 from .groups import _resolve
 
@@ -45,7 +46,8 @@ def input_counts(slice_, other=None, *, graph=None, model=None):
     return counts.sum(axis=-1) if counts.ndim == 3 else counts
 
 
-def plot_input(slice_, x=None, other=None, ax=None, title=None, alpha=0.6, *, graph=None, model=None):
+def plot_input(slice_, x=None, other=None, ax=None, title=None, alpha=0.6, *, graph=None, model=None,
+               class_names=None):
     """Draw ``slice_``'s counts on its image input as a heat map (blue positive, red negative,
     white zero, symmetric about zero), over the grey image ``x`` when given.
 
@@ -66,12 +68,16 @@ def plot_input(slice_, x=None, other=None, ax=None, title=None, alpha=0.6, *, gr
         Opacity of the counts over the image.
     graph, model : optional
         The slice's graph, or its model, for a slice loaded from a file (as :func:`render`).
+    class_names : str or sequence of str, optional
+        Name the slice's output classes in the default title (see :func:`nnslicer.to_dot`).
 
     Returns
     -------
     (matplotlib.figure.Figure, matplotlib.axes.Axes)
     """
-    counts = input_counts(slice_, other, graph=graph, model=model)
+    graph = _resolve(slice_, other, graph, model)[0]
+    counts = input_counts(slice_, other, graph=graph)
+    names = None if class_names is None else datasets.class_names(class_names, graph.num_outputs)
     require("matplotlib", "analyses")
     if ax is None:
         import matplotlib.pyplot as plt
@@ -93,7 +99,9 @@ def plot_input(slice_, x=None, other=None, ax=None, title=None, alpha=0.6, *, gr
                  label="count on the input (blue +, red -)" if other is None else "count difference")
     if title is None:
         samples = f"{slice_.samples} sample{'s' * (slice_.samples != 1)}"
-        title = (f"{slice_.model}: input used by a slice of {samples}" if other is None
+        outputs = "" if not slice_.targets else \
+            f", output {', '.join(datasets.class_label(t, names) for t in slice_.targets)}"
+        title = (f"{slice_.model}: input used by a slice of {samples}{outputs}" if other is None
                  else f"{slice_.model}: input counts, first slice minus second")
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()

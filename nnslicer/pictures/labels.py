@@ -9,6 +9,7 @@ import textwrap
 import networkx as nx
 import numpy as np
 
+from ..datasets import class_label
 from ..graph import has_channels
 
 POSITIVE, NEGATIVE, NEUTRAL = "#2166ac", "#b2182b", "#8c8c8c"
@@ -128,11 +129,11 @@ LEGENDS = {
 }
 
 
-def _title(graph, view, a, b=None, names=("A", "B")):
+def _title(graph, view, a, b=None, names=("A", "B"), class_names=None):
     def one(s):
         what = f"{s.samples} sample{'s' if s.samples != 1 else ''}"
         if s.targets:
-            what += f", output {','.join(map(str, s.targets))}"
+            what += f", output {', '.join(class_label(t, class_names) for t in s.targets)}"
         params = ", ".join(p for p in (
             s.rule and f"rule {s.rule}", s.theta is not None and f"theta {s.theta:g}",
             f"{graph.granularity} granularity") if p)

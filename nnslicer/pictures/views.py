@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from .. import datasets
 from ..errors import InvalidParameterError
 from .attention import _attention
 from .groups import _cross_edges, _group_counts, _groups, _resolve, _weighted
@@ -72,7 +73,7 @@ def _edge_between(v, anchor, src, dst, cluster, **attrs):
 def _collapsed(graph, s, top_k, merge, size, wrap, channels, title, min_scale):
     groups, of = _groups(graph, merge)
     edges = _cross_edges(graph, groups, of)
-    v = _new_view("collapsed", graph, title or _title(graph, "collapsed", s), size, ranksep="1.0")
+    v = _new_view("collapsed", graph, title, size, ranksep="1.0")
     counts = {g.id: _group_counts(graph, g, s) for g in groups}
     syn = {g.id: _synapse_stats(s, graph, g) for g in groups}
     max_syn = max([st[0] for st in syn.values() if st] or [0])
@@ -142,7 +143,7 @@ def _collapsed(graph, s, top_k, merge, size, wrap, channels, title, min_scale):
 def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names, min_scale):
     groups, of = _groups(graph, merge)
     edges = _cross_edges(graph, groups, of)
-    v = _new_view("diff", graph, title or _title(graph, "diff", a, b, names), size, ranksep="1.2")
+    v = _new_view("diff", graph, title, size, ranksep="1.2")
     anchor, cluster_w = {}, {}
     syn = {}
     for g in groups:
@@ -218,7 +219,7 @@ def _diff(graph, a, b, top_k, merge, size, wrap, channels, title, names, min_sca
 def _model(graph, s, merge, size, wrap, title, min_scale):
     groups, of = _groups(graph, merge)
     edges = _cross_edges(graph, groups, of)
-    v = _new_view("model", graph, title or _title(graph, "model", s), size)
+    v = _new_view("model", graph, title, size)
     v.graph["node_attrs"]["margin"] = "0.08,0.08"  # room above the op's name for a thick arrowhead
     anchor, cluster_w = {}, {}
     syn = {g.id: _synapse_stats(s, graph, g) for g in groups}
@@ -331,7 +332,7 @@ def _neuron(graph, s, merge, size, title, max_nodes, max_edges):
     if n > max_nodes:
         raise _too_big(graph, "neurons", n, max_nodes)
     edges = _neuron_edges(graph, groups, of, s, nodes, max_edges)
-    v = _new_view("neuron", graph, title or _title(graph, "neuron", s), size, rankdir="LR",
+    v = _new_view("neuron", graph, title, size, rankdir="LR",
                   nodesep="0.06", ranksep="0.9", compound="false")
     vmax = max([int(np.abs(c).max()) for idx, c in nodes.values() if len(c)] or [0])
     for g in groups:
@@ -404,7 +405,7 @@ def _auto_view(graph, s, other, max_nodes, max_edges):
 
 def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, merge=True, wrap=None,
                channels=True, size=(16, 10), title=None, names=("A", "B"), max_nodes=MAX_NODES,
-               max_edges=MAX_EDGES, min_scale=MIN_SCALE):
+               max_edges=MAX_EDGES, min_scale=MIN_SCALE, class_names=None):
     """The picture of ``obj`` as a networkx DiGraph, before it is written as DOT.
 
     Nodes and edges carry the DOT attributes (``label``, ``fillcolor``, ``penwidth``, ...) and
@@ -431,22 +432,25 @@ def view_graph(obj, view=None, *, other=None, graph=None, model=None, top_k=5, m
             f"The 'size' parameter must be (width, height) in inches. Got {size!r} instead.") from None
     if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(n, str) and n for n in names)):
         raise InvalidParameterError(f"The 'names' parameter must be two non-empty strings. Got {names!r} instead.")
-    if view == "diff":
-        if b is None:
-            raise InvalidParameterError("view='diff' compares two slices: pass other=the second Slice "
-                                        "(on the command line, --other SLICE2.npz).")
-        return _diff(g, a, b, top_k, merge, size, wrap, channels, title, tuple(names), min_scale)
-    if b is not None:
+    if view == "diff" and b is None:
+        raise InvalidParameterError("view='diff' compares two slices: pass other=the second Slice "
+                                    "(on the command line, --other SLICE2.npz).")
+    if view != "diff" and b is not None:
         raise InvalidParameterError(f"Two slices are shown with view='diff' (--view diff), not {view!r}.")
+    if view == "collapsed" and a is None:
+        raise InvalidParameterError("view='collapsed' shows a slice's top neurons: pass a Slice "
+                                    "(for a model or graph, use view='model' or 'neuron').")
+    if view == "attention" and a is None:
+        raise InvalidParameterError("view='attention' draws a slice's attention: pass a Slice.")
+    if class_names is not None:
+        class_names = datasets.class_names(class_names, g.num_outputs)
+    title = title or _title(g, view, a, b, tuple(names), class_names)
+    if view == "diff":
+        return _diff(g, a, b, top_k, merge, size, wrap, channels, title, tuple(names), min_scale)
     if view == "collapsed":
-        if a is None:
-            raise InvalidParameterError("view='collapsed' shows a slice's top neurons: pass a Slice "
-                                        "(for a model or graph, use view='model' or 'neuron').")
         return _collapsed(g, a, top_k, merge, size, wrap, channels, title, min_scale)
     if view == "model":
         return _model(g, a, merge, size, wrap, title, min_scale)
     if view == "attention":
-        if a is None:
-            raise InvalidParameterError("view='attention' draws a slice's attention: pass a Slice.")
         return _attention(g, a, size, title)
     return _neuron(g, a, merge, size, title, max_nodes, max_edges)

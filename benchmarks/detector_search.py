@@ -1,0 +1,310 @@
+"""The search for the best honest slice-based detector (issue 20, item 2).
+
+On the honest protocol of ``adversarial.py`` (same models, attacks, fit and test sets), each
+input is sliced once (channel granularity, its predicted class as the criterion) and read once
+(every convolution's activations); then every candidate feature set is scored by the same
+classifier detector (a random forest on clean fit samples labelled by class; the score is the
+margin of the model's class, :class:`analyses.adversarial.SliceDetector`'s own scorer):
+
+* ``slice/stage-k``: one stage's largest conv (``k=-1`` the paper's, ``-2`` the default so far);
+* ``slice/stages``: the channel-pair counts of every stage's largest conv at once;
+* ``slice/neurons``: per output channel, the counts of every weighted op (a few hundred numbers);
+* ``.../share``: each op's counts divided by its total in the slice (count normalisation);
+* ``slice+fm/...``: slices beside feature maps;
+* ``slice-class/...``: the class baseline (the authors' way: each class's own means);
+* references: ``fm/stage-2`` (FeatureMap, the library's default), ``fm/pooled`` (every conv's
+  channel means) and Mahalanobis (Lee et al., penultimate features).
+
+The AUROC of each attack (adversarial examples against their own clean sources) and the F1 at
+a 10% held-out false-alarm rate are averaged over the attacks. Inputs, slices and activations
+are cached in the temp folder (``--cache``), so a rerun only refits the forests.
+
+Usage::
+
+    python benchmarks/detector_search.py                         # all four models
+    python benchmarks/detector_search.py --models lenet/mnist_5k
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from adversarial import ATTACKS, MODELS, make_attacks, scores
+from common import RESULTS, load_data, machine, markdown_table, trained_model, write_results
+
+#: Channel-pair counts are kept for the stages with at most this many (ResNet10's last stage
+#: has 262,144: its counts enter through the per-channel sums only).
+MAX_PAIRS = 70_000
+#: The false-alarm rate of the F1 column: flag inputs below this quantile of held-out clean scores.
+RATE = 0.1
+
+
+def log(msg):
+    print(f"[detector_search] {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def stage_layers(graph):
+    """The largest conv of each stage, first stage first (or the last weighted op before the
+    logits, for a model without convolutions)."""
+    from analyses.adversarial import default_layer
+
+    n = len({graph[o].shape for o in graph.weighted_ops if graph[o].kind in ("conv2d", "depthwise_conv2d")})
+    return [default_layer(graph, -k) for k in range(max(n, 1), 0, -1)]
+
+
+def slice_features(slicer, x, predicted, pairs_of, chunk=256):
+    """Per input: the channel-pair counts of the ops ``pairs_of`` and, for every weighted op,
+    the counts summed per output channel (the op's last kernel axis)."""
+    pairs = {op: [] for op in pairs_of}
+    neurons = []
+    for start in range(0, len(x), chunk):
+        part = slicer.slice_many(x[start:start + chunk], [int(t) for t in predicted[start:start + chunk]])
+        for op in pairs_of:
+            pairs[op].append(np.stack([s.synapse_counts[op].reshape(-1) for s in part]).astype(np.float32))
+        neurons.append(np.stack([np.concatenate([s.synapse_counts[op].reshape(-1, s.synapse_counts[op].shape[-1])
+                                                 .sum(0) for op in slicer.graph_.weighted_ops]) for s in part])
+                       .astype(np.float32))
+        log(f"    sliced {min(start + chunk, len(x))}/{len(x)}")
+    widths = np.array([part[0].synapse_counts[op].shape[-1] for op in slicer.graph_.weighted_ops])
+    return {op: np.concatenate(v) for op, v in pairs.items()}, np.concatenate(neurons), widths
+
+
+def element_neurons(slicer, x, predicted, ops, chunk=256):
+    """Per input: the element-granularity neuron counts of the outputs of ``ops`` (one number
+    per position and channel, as a feature map has)."""
+    out = {op: [] for op in ops}
+    for start in range(0, len(x), chunk):
+        part = slicer.slice_many(x[start:start + chunk], [int(t) for t in predicted[start:start + chunk]])
+        for op in ops:
+            out[op].append(np.stack([s.neuron_counts[op].reshape(-1) for s in part]).astype(np.float32))
+        log(f"    sliced (element) {min(start + chunk, len(x))}/{len(x)}")
+    return {op: np.concatenate(v) for op, v in out.items()}
+
+
+def activation_features(model, graph, x, full_of, batch=256):
+    """Per input: every conv's (or weighted op's) channel means, and the full activations of
+    the op ``full_of``."""
+    import keras
+
+    ops = [o for o in graph.weighted_ops if o != graph.logits]
+    tensors = [model.get_layer(graph[o].layer).output for o in ops]
+    reader = keras.Model(model.inputs[0], tensors)
+    pooled, full = [], []
+    for i in range(0, len(x), batch):
+        outs = reader(x[i:i + batch], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        outs = [np.asarray(o) for o in outs]
+        pooled.append(np.concatenate([o.mean(axis=tuple(range(1, o.ndim - 1))) if o.ndim > 2 else o for o in outs], 1))
+        full.append(outs[ops.index(full_of)].reshape(len(outs[0]), -1))
+    return np.concatenate(pooled).astype(np.float32), np.concatenate(full).astype(np.float32)
+
+
+def gather(arch, dataset, epochs, args):
+    """Everything the candidates are built from, cached: the model's classes, slices (mean and
+    class baseline) and activations of the fit, clean and adversarial inputs."""
+    import nnslicer
+    from analyses.adversarial import MahalanobisDetector
+
+    path = os.path.join(args.cache, f"nnslicer-detsearch-{arch}-{dataset}-f{args.fit}-c{args.clean}-a{args.art}.npz")
+    if os.path.exists(path):
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    (x_tr, y_tr), (x_te, y_te) = load_data(dataset)
+    model, info = trained_model(arch, dataset, epochs)
+    adv = make_attacks(model, x_te[:args.clean], y_te[:args.clean], list(ATTACKS), args.art)
+    graph = nnslicer.lift(model)
+    stages = stage_layers(graph)
+    stage2 = stages[-2 if len(stages) > 1 else -1]
+    out = {"stages": np.array(stages), "weighted_ops": np.array(graph.weighted_ops),
+           "y_fit": y_tr[:args.fit], "attack_names": np.array([k for k, a in adv.items() if len(a)])}
+    sets = {"fit": x_tr[:args.fit], "clean": x_te[:args.clean]}
+    for k, a in adv.items():
+        if len(a):
+            sets[f"adv_{k}"] = a.x_adv
+            out[f"source_{k}"] = a.source_index
+    slicers = {"mean": nnslicer.Slicer(model, granularity="channel").fit(x_tr[:args.profile], y_tr[:args.profile])}
+    slicers["class"] = nnslicer.Slicer(model, granularity="channel", baseline="class").fit(
+        x_tr[:args.profile], y_tr[:args.profile])
+    element = nnslicer.Slicer(model).fit(profile=slicers["mean"].profile_)
+    maha = MahalanobisDetector(model)  # its features: the penultimate ones, pooled
+    for name, x in sets.items():
+        predicted = np.asarray(model.predict(x, batch_size=256, verbose=0)).argmax(-1)
+        out[f"{name}/predicted"] = predicted
+        log(f"  {name}: {len(x)} inputs")
+        for base, slicer in slicers.items():  # channel pairs of the stages small enough to keep
+            keep = [op for op in (stages if base == "mean" else [stage2])
+                    if slicer.graph_[op].n_synapses <= MAX_PAIRS]
+            pairs, neurons, out["channels"] = slice_features(slicer, x, predicted, keep)
+            out[f"{name}/{base}/neurons"] = neurons
+            for op, v in pairs.items():
+                out[f"{name}/{base}/pairs/{op}"] = v
+        for op, v in element_neurons(element, x, predicted, stages[-2:]).items():
+            out[f"{name}/element/{op}"] = v
+        out[f"{name}/penultimate"] = maha.features(x).values
+        out[f"{name}/fm_pooled"], out[f"{name}/fm_full"] = activation_features(model, graph, x, stage2)
+    np.savez(path, **out)
+    return out
+
+
+def candidates(d, name, base="mean"):
+    """Candidate name -> feature matrix of the input set ``name``."""
+    stages = [op for op in d["stages"] if f"{name}/{base}/pairs/{op}" in d]
+    ops, channels = list(d["weighted_ops"]), d["channels"]
+
+    def pairs(op, b=base):
+        return d[f"{name}/{b}/pairs/{op}"]
+
+    def share(v):
+        total = v.sum(1, keepdims=True)
+        return v / np.where(total == 0, 1, total)
+
+    neurons = d[f"{name}/{base}/neurons"]
+    bounds = np.cumsum([0, *channels])
+    neuron_share = np.concatenate([share(neurons[:, bounds[i]:bounds[i + 1]]) for i in range(len(ops))], 1)
+    all_pairs = np.concatenate([pairs(op) for op in stages], 1)
+    all_pairs_share = np.concatenate([share(pairs(op)) for op in stages], 1)
+    all_stages = list(d["stages"])
+    element = {f"slice-element/neurons/stage{all_stages.index(op) - len(all_stages)}": d[f"{name}/element/{op}"]
+               for op in all_stages[-2:]}
+    out = {f"slice/stage{all_stages.index(op) - len(all_stages)}": pairs(op) for op in stages}
+    out.update({"slice/stages": all_pairs, "slice/stages/share": all_pairs_share,
+                "slice/neurons": neurons, "slice/neurons/share": neuron_share,
+                "slice/stages+neurons/share": np.concatenate([all_pairs_share, neuron_share], 1),
+                "slice-class/stage-2": pairs(all_stages[-2 if len(all_stages) > 1 else -1], "class"),
+                "slice-class/neurons/share": np.concatenate(
+                    [share(d[f"{name}/class/neurons"][:, bounds[i]:bounds[i + 1]]) for i in range(len(ops))], 1),
+                "fm/stage-2": d[f"{name}/fm_full"], "fm/pooled": d[f"{name}/fm_pooled"],
+                "slice+fm/neurons/share+pooled": np.concatenate([neuron_share, d[f"{name}/fm_pooled"]], 1),
+                "slice+fm/stages/share+stage-2": np.concatenate([all_pairs_share, d[f"{name}/fm_full"]], 1),
+                "slice+fm/neurons/share+stage-2": np.concatenate([neuron_share, d[f"{name}/fm_full"]], 1),
+                **element, "slice-element/neurons/stages-2,-1": np.concatenate(list(element.values()), 1),
+                "slice+fm/element-neurons+stage-2": np.concatenate([*element.values(), d[f"{name}/fm_full"]], 1)})
+    return out
+
+
+def forest_scores(fit, y_fit, predicted_fit, tests, seed=0):
+    """The SliceDetector scorer (forest margin of the model's class) fit on the correctly
+    classified fit rows; returns held-out (out-of-bag) clean scores and the scores of ``tests``."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    keep = y_fit == predicted_fit
+    clf = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=-1, oob_score=True)
+    clf.fit(fit[keep], y_fit[keep])
+
+    def margin(proba, predicted):
+        full = np.zeros((len(proba), 10))
+        full[:, clf.classes_] = proba
+        mine = full[np.arange(len(full)), predicted].copy()
+        full[np.arange(len(full)), predicted] = -np.inf
+        return mine - full.max(1)
+
+    oob = clf.oob_decision_function_  # NaN rows: in every bootstrap sample, no held-out vote
+    held_out = np.where(np.isnan(oob).any(1), np.nan, margin(np.nan_to_num(oob), y_fit[keep]))
+    return held_out, {k: margin(clf.predict_proba(x), p) for k, (x, p) in tests.items()}
+
+
+def mahalanobis_scores(fit, y_fit, predicted_fit, tests):
+    keep = y_fit == predicted_fit
+    f, y = fit[keep].astype(np.float64), y_fit[keep]
+    classes = np.unique(y)
+    means = np.stack([f[y == k].mean(0) for k in classes])
+    centred = f - means[np.searchsorted(classes, y)]
+    precision = np.linalg.pinv(centred.T @ centred / len(f), hermitian=True)
+
+    def score(x):
+        dlt = x[:, None, :] - means[None]
+        return -np.einsum("nkd,de,nke->nk", dlt, precision, dlt).min(1)
+
+    return score(f), {k: score(x.astype(np.float64)) for k, (x, p) in tests.items()}
+
+
+def percentile(held_out, values):
+    """Where ``values`` fall in the held-out clean scores (0: below all of them, 1: above)."""
+    ref = np.sort(held_out[~np.isnan(held_out)])
+    return np.searchsorted(ref, values, side="right") / len(ref)
+
+
+def ensemble(parts):
+    """The mean of each part's percentile among its own held-out clean scores."""
+    held = np.mean([np.where(np.isnan(h), np.nan, percentile(h, h)) for h, _ in parts], axis=0)
+    return held, {k: np.mean([percentile(h, out[k]) for h, out in parts], axis=0) for k in parts[0][1]}
+
+
+#: Score-level ensembles: the mean percentile of their members' scores.
+ENSEMBLES = {"ensemble/fm/stage-2+slice/neurons/share": ("fm/stage-2", "slice/neurons/share"),
+             "ensemble/fm/stage-2+slice/stages+neurons/share": ("fm/stage-2", "slice/stages+neurons/share"),
+             "ensemble/fm/stage-2+mahalanobis/penultimate": ("fm/stage-2", "mahalanobis/penultimate"),
+             "ensemble/fm/stage-2+mahalanobis/penultimate+slice/neurons/share":
+                 ("fm/stage-2", "mahalanobis/penultimate", "slice/neurons/share")}
+
+
+def evaluate(model_key, d):
+    rows, results = [], {}
+    attacks = list(d["attack_names"])
+    sets = ["clean", *(f"adv_{a}" for a in attacks)]
+    feats = {s: candidates(d, s) for s in ["fit", *sets]}
+    names = list(feats["fit"])
+    for cand in [*names, "mahalanobis/penultimate", "mahalanobis/slice-neurons-share", *ENSEMBLES]:
+        start = time.perf_counter()
+        tests = {}
+        if cand in ENSEMBLES:
+            held_out, out = ensemble([results[m] for m in ENSEMBLES[cand]])
+        elif cand.startswith("mahalanobis"):
+            key = "penultimate" if cand.endswith("penultimate") else "slice/neurons/share"
+            fit = d["fit/penultimate"] if key == "penultimate" else feats["fit"][key]
+            tests = {s: (d[f"{s}/penultimate"] if key == "penultimate" else feats[s][key], d[f"{s}/predicted"])
+                     for s in sets}
+            held_out, out = mahalanobis_scores(fit, d["y_fit"], d["fit/predicted"], tests)
+        else:
+            tests = {s: (feats[s][cand], d[f"{s}/predicted"]) for s in sets}
+            held_out, out = forest_scores(feats["fit"][cand], d["y_fit"], d["fit/predicted"], tests)
+        results[cand] = held_out, out
+        threshold = float(np.nanquantile(held_out, RATE))
+        per_attack = []
+        for a in attacks:
+            src = d[f"source_{a}"]
+            per_attack.append(scores(out["clean"][src], out[f"adv_{a}"], threshold))
+        row = {"model": model_key, "candidate": cand, "dims": int(feats["fit"][cand].shape[1]) if cand in feats["fit"] else None,
+               "auroc": float(np.mean([r["auroc"] for r in per_attack])),
+               "f1_at_10": float(np.mean([r["f1"] for r in per_attack])),
+               "clean_flagged": float(np.mean(out["clean"] < threshold)),
+               "per_attack_auroc": {a: r["auroc"] for a, r in zip(attacks, per_attack)},
+               "seconds": round(time.perf_counter() - start, 1)}
+        log(f"  {model_key} {cand}: AUROC {row['auroc']:.3f}, F1@10% {row['f1_at_10']:.3f}, "
+            f"clean flagged {row['clean_flagged']:.3f}")
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(f"{a}/{d}" for a, d, _ in MODELS))
+    parser.add_argument("--fit", type=int, default=5000)
+    parser.add_argument("--profile", type=int, default=10000)
+    parser.add_argument("--clean", type=int, default=500)
+    parser.add_argument("--art", type=int, default=100)
+    parser.add_argument("--cache", default=tempfile.gettempdir())
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args(argv)
+    epochs = {f"{a}/{d}": e for a, d, e in MODELS}
+    rows = []
+    for key in args.models.split(","):
+        arch, dataset = key.split("/")
+        log(f"{key} ...")
+        rows += evaluate(key, gather(arch, dataset, epochs[key], args))
+    md = "# Detector search\n\n" + markdown_table(
+        ["model", "candidate", "dims", "AUROC", "F1 at 10%", "clean flagged"],
+        [[r["model"], r["candidate"], r["dims"], r["auroc"], r["f1_at_10"], r["clean_flagged"]] for r in rows])
+    write_results(args.out, "detector_search", {"rows": rows, "machine": machine()}, md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
