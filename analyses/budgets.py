@@ -13,7 +13,7 @@ Which way eq. 12 points. Read literally, ``gamma_l = alpha * gamma * C_l`` prune
 important layers hardest. ``direction="paper"`` does that; ``direction="inverse"`` uses
 ``1 / C_l`` instead, so that the least important layers lose the most.
 ``benchmarks/compression.py`` measures both; the default is the one that measured better there
-(see the README).
+(see docs/analyses.md).
 
 >>> rates = pruning_rates({"a": 3.0, "b": 1.0}, {"a": 100, "b": 100}, 0.4, direction="paper")
 >>> {k: round(v, 3) for k, v in rates.items()}

@@ -160,8 +160,8 @@ def candidates(d, name, base="mean"):
     def pairs(op, b=base):
         return d[f"{name}/{b}/pairs/{op}"]
 
-    def share(v):
-        total = v.sum(1, keepdims=True)
+    def share(v):  # each row over its sum of |count|
+        total = np.abs(v).sum(1, keepdims=True)
         return v / np.where(total == 0, 1, total)
 
     neurons = d[f"{name}/{base}/neurons"]
@@ -183,6 +183,7 @@ def candidates(d, name, base="mean"):
                 "slice+fm/neurons/share+pooled": np.concatenate([neuron_share, d[f"{name}/fm_pooled"]], 1),
                 "slice+fm/stages/share+stage-2": np.concatenate([all_pairs_share, d[f"{name}/fm_full"]], 1),
                 "slice+fm/neurons/share+stage-2": np.concatenate([neuron_share, d[f"{name}/fm_full"]], 1),
+                "slice+fm/neurons+stage-2": np.concatenate([neurons, d[f"{name}/fm_full"]], 1),
                 **element, "slice-element/neurons/stages-2,-1": np.concatenate(list(element.values()), 1),
                 "slice+fm/element-neurons+stage-2": np.concatenate([*element.values(), d[f"{name}/fm_full"]], 1)})
     return out
@@ -244,40 +245,56 @@ ENSEMBLES = {"ensemble/fm/stage-2+slice/neurons/share": ("fm/stage-2", "slice/ne
                  ("fm/stage-2", "mahalanobis/penultimate", "slice/neurons/share")}
 
 
-def evaluate(model_key, d):
+def evaluate(model_key, d, pattern=None, seeds=1):
+    """One row per candidate (those matching the regular expression ``pattern``): AUROC and F1
+    at a 10% false-alarm rate averaged over the attacks (and over ``seeds`` forests)."""
+    import re
+
     rows, results = [], {}
     attacks = list(d["attack_names"])
     sets = ["clean", *(f"adv_{a}" for a in attacks)]
     feats = {s: candidates(d, s) for s in ["fit", *sets]}
     names = list(feats["fit"])
-    for cand in [*names, "mahalanobis/penultimate", "mahalanobis/slice-neurons-share", *ENSEMBLES]:
+    chosen = [c for c in [*names, "mahalanobis/penultimate", "mahalanobis/slice-neurons-share", *ENSEMBLES]
+              if pattern is None or re.search(pattern, c)]
+    for cand in chosen:
         start = time.perf_counter()
-        tests = {}
+        runs = []  # (held-out clean scores, test scores) of each seed
         if cand in ENSEMBLES:
-            held_out, out = ensemble([results[m] for m in ENSEMBLES[cand]])
+            if not all(m in results for m in ENSEMBLES[cand]):
+                continue
+            runs.append(ensemble([results[m] for m in ENSEMBLES[cand]]))
         elif cand.startswith("mahalanobis"):
             key = "penultimate" if cand.endswith("penultimate") else "slice/neurons/share"
             fit = d["fit/penultimate"] if key == "penultimate" else feats["fit"][key]
             tests = {s: (d[f"{s}/penultimate"] if key == "penultimate" else feats[s][key], d[f"{s}/predicted"])
                      for s in sets}
-            held_out, out = mahalanobis_scores(fit, d["y_fit"], d["fit/predicted"], tests)
+            runs.append(mahalanobis_scores(fit, d["y_fit"], d["fit/predicted"], tests))
         else:
             tests = {s: (feats[s][cand], d[f"{s}/predicted"]) for s in sets}
-            held_out, out = forest_scores(feats["fit"][cand], d["y_fit"], d["fit/predicted"], tests)
-        results[cand] = held_out, out
-        threshold = float(np.nanquantile(held_out, RATE))
-        per_attack = []
-        for a in attacks:
-            src = d[f"source_{a}"]
-            per_attack.append(scores(out["clean"][src], out[f"adv_{a}"], threshold))
-        row = {"model": model_key, "candidate": cand, "dims": int(feats["fit"][cand].shape[1]) if cand in feats["fit"] else None,
-               "auroc": float(np.mean([r["auroc"] for r in per_attack])),
-               "f1_at_10": float(np.mean([r["f1"] for r in per_attack])),
-               "clean_flagged": float(np.mean(out["clean"] < threshold)),
-               "per_attack_auroc": {a: r["auroc"] for a, r in zip(attacks, per_attack)},
+            runs += [forest_scores(feats["fit"][cand], d["y_fit"], d["fit/predicted"], tests, seed)
+                     for seed in range(seeds)]
+        results[cand] = runs[0]
+        per_seed = []
+        for held_out, out in runs:
+            threshold = float(np.nanquantile(held_out, RATE))
+            per_attack = [scores(out["clean"][d[f"source_{a}"]], out[f"adv_{a}"], threshold) for a in attacks]
+            per_seed.append({"auroc": float(np.mean([r["auroc"] for r in per_attack])),
+                             "f1_at_10": float(np.mean([r["f1"] for r in per_attack])),
+                             "clean_flagged": float(np.mean(out["clean"] < threshold)),
+                             # a classifier's own rule: flag where it names another class (margin < 0)
+                             "clean_flagged_rule": float(np.mean(out["clean"] < 0)),
+                             "per_attack_auroc": {a: r["auroc"] for a, r in zip(attacks, per_attack)}})
+        row = {"model": model_key, "candidate": cand,
+               "dims": int(feats["fit"][cand].shape[1]) if cand in feats["fit"] else None,
+               **{k: float(np.mean([p[k] for p in per_seed]))
+                  for k in ("auroc", "f1_at_10", "clean_flagged", "clean_flagged_rule")},
+               "auroc_seeds": [p["auroc"] for p in per_seed],
+               "per_attack_auroc": per_seed[0]["per_attack_auroc"],
                "seconds": round(time.perf_counter() - start, 1)}
-        log(f"  {model_key} {cand}: AUROC {row['auroc']:.3f}, F1@10% {row['f1_at_10']:.3f}, "
-            f"clean flagged {row['clean_flagged']:.3f}")
+        log(f"  {model_key} {cand}: AUROC {row['auroc']:.3f} (seeds {', '.join(f'{a:.3f}' for a in row['auroc_seeds'])}), "
+            f"F1@10% {row['f1_at_10']:.3f}, clean flagged {row['clean_flagged']:.3f} "
+            f"(own rule {row['clean_flagged_rule']:.3f})")
         rows.append(row)
     return rows
 
@@ -291,6 +308,8 @@ def main(argv=None):
     parser.add_argument("--clean", type=int, default=500)
     parser.add_argument("--art", type=int, default=100)
     parser.add_argument("--cache", default=tempfile.gettempdir())
+    parser.add_argument("--candidates", default=None, help="only the candidates matching this regular expression")
+    parser.add_argument("--seeds", type=int, default=1, help="forests of this many seeds per candidate (mean)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     epochs = {f"{a}/{d}": e for a, d, e in MODELS}
@@ -298,7 +317,7 @@ def main(argv=None):
     for key in args.models.split(","):
         arch, dataset = key.split("/")
         log(f"{key} ...")
-        rows += evaluate(key, gather(arch, dataset, epochs[key], args))
+        rows += evaluate(key, gather(arch, dataset, epochs[key], args), args.candidates, args.seeds)
     md = "# Detector search\n\n" + markdown_table(
         ["model", "candidate", "dims", "AUROC", "F1 at 10%", "clean flagged"],
         [[r["model"], r["candidate"], r["dims"], r["auroc"], r["f1_at_10"], r["clean_flagged"]] for r in rows])

@@ -2,7 +2,7 @@
 
 The networkx graph holds one node per *op* (a Keras layer, or the activation fused into
 one) and one edge per tensor flowing from its producer to a consumer. Neurons and synapses
-are not nodes: they are array indices of each op (see the README's "Design" section).
+are not nodes: they are array indices of each op (see docs/design.md).
 A neuron-level networkx graph is built on demand for small models
 (:meth:`DataFlowGraph.to_networkx` with ``level="neuron"``) and for slices.
 """

@@ -47,7 +47,7 @@ def slicer(model, digits):
 
 def detectors(model, slicer):
     return {
-        "slice": SliceDetector(slicer),  # defaults: the stage before the last (conv1), a forest
+        "slice": SliceDetector(slicer),  # defaults: a two-stage model's last stage (conv2), a forest
         "slice_paper": SliceDetector(slicer, layer=-1, classifier="tree"),
         "effective_path": SliceDetector(nnslicer.Slicer(model, rule="effective_path").fit(profile=slicer.profile_)),
         "feature_map": FeatureMapDetector(model),
@@ -99,7 +99,8 @@ def test_slice_features_are_the_layer_counts(fitted, slicer, digits):
     _, (x, _) = digits
     feats = det.features(x[:5])
     assert det.layer_ == default_layer(slicer.graph_) == "conv2"
-    assert fitted["slice"].layer_ == "conv1" and fitted["slice"].classifier == "forest"
+    assert fitted["slice"].layer_ == "conv2" and fitted["slice"].classifier == "forest"
+    assert fitted["feature_map"].layer_ == "conv1"  # activations: the stage before the last from two stages
     for i in range(5):
         s = slicer.slice(x[i])
         assert s.targets == [int(feats.predicted[i])]
@@ -113,6 +114,21 @@ def test_default_layers_by_stage(slicer):
     mlp = nnslicer.lift(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
                                           keras.layers.Dense(2, name="out")]))
     assert default_layer(mlp) == "h"
+
+
+def test_a_deep_model_slices_the_stage_before_the_last():
+    """A slice detector reads stage -2 from three stages of convolutions on (ResNet10: block 3),
+    the last stage below (benchmarks/detector_search.py)."""
+    from analyses.adversarial import _check_layer
+
+    from nnslicer.models import resnet10
+
+    deep = nnslicer.lift(resnet10((16, 16, 1), 4))
+    assert _check_layer(deep, None, deep=3) == default_layer(deep, -2) != default_layer(deep, -1)
+    convs = [keras.layers.Conv2D(2, 3, strides=s, padding="same", name=f"c{i}") for i, s in enumerate((1, 2, 2))]
+    three = nnslicer.lift(keras.Sequential([keras.Input((8, 8, 1)), *convs, keras.layers.Flatten(),
+                                            keras.layers.Dense(3)]))
+    assert _check_layer(three, None, deep=3) == "c1" and _check_layer(three, None, deep=4) == "c2"
 
 
 def test_stage_layer(slicer, digits):

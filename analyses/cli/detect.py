@@ -118,7 +118,8 @@ def add_commands(subparsers):
                         "registered detector (analyses.adversarial.register_detector)")
     f.add_argument("--layer", help="the op whose synapses (or activations) are the features, or a stage "
                                    "counted from the end: -1 the largest convolution of the last stage (the "
-                                   "paper), -2 of the stage before (default) ('nnslicer info MODEL' lists ops)")
+                                   "paper), -2 of the stage before (default; for slices, only in a model of "
+                                   "3 or more stages, else -1) ('nnslicer info MODEL' lists ops)")
     f.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=CLASSIFIERS,
                    help="random forest (default) or decision tree (the paper)")
     f.add_argument("--contamination", type=float, default=None, metavar="RATE",
