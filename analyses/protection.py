@@ -437,7 +437,7 @@ def _main_path_convolutions(model):
 
 
 def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-3, momentum=0.5,
-          batch_size=256, seed=0, batchnorm="train", attacker="full", weight_decay=0.0, score=None):
+          batch_size=256, seed=0, batchnorm="train", attacker="full", weight_decay=0.0, score=None, progress=None):
     """An attacker who retrains the protected model on victim-labelled data.
 
     ``attacker="full"`` (SPEC.md): the attacker knows the published weights and which positions
@@ -473,6 +473,8 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
     score : callable, optional
         ``score(model) -> float``, called after each epoch; the returned model then has the
         weights of the epoch that scored highest (the authors report the best epoch).
+    progress : callable, optional
+        Called with the number of epochs done, after each.
 
     Returns
     -------
@@ -496,15 +498,18 @@ def steal(protected_model, secret, x_attacker, y_victim_labels, epochs=5, lr=5e-
         masks = secret.masks() if isinstance(secret, ProtectionSecret) else dict(secret)
     best = {"score": -np.inf, "weights": None}
 
-    def keep_best(epoch, loss):
-        value = float(score(model))
-        log.info("steal: epoch %d, score %.4f", epoch + 1, value)
-        if value > best["score"]:
-            best.update(score=value, weights=model.get_weights())
+    def epoch_end(epoch, loss):
+        if score is not None:
+            value = float(score(model))
+            log.info("steal: epoch %d, score %.4f", epoch + 1, value)
+            if value > best["score"]:
+                best.update(score=value, weights=model.get_weights())
+        if progress is not None:
+            progress(epoch + 1)
 
     train_masked(model, masks, x_attacker, y_victim_labels, epochs, optimizer="sgd", lr=lr,
                  momentum=momentum, batch_size=batch_size, seed=seed, batchnorm=batchnorm,
-                 weight_decay=weight_decay, on_epoch_end=None if score is None else keep_best)
+                 weight_decay=weight_decay, on_epoch_end=epoch_end)
     if best["weights"] is not None:
         model.set_weights(best["weights"])
     return model

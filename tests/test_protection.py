@@ -183,8 +183,10 @@ def test_steal_changes_only_hidden_positions(model, data, protected):
     assert moved > 0
     assert all(np.array_equal(a, b) for a, b in zip(before, prot.get_weights()))  # protected untouched
     # a plain mask dict works too
-    again = steal(prot, masks, x, y, epochs=3, lr=0.05, batch_size=16)
+    epochs = []
+    again = steal(prot, masks, x, y, epochs=3, lr=0.05, batch_size=16, progress=epochs.append)
     assert same_weights(again, stolen)  # same seed, same result
+    assert epochs == [1, 2, 3]
 
 
 def test_steal_with_batch_norm_keeps_parameters_moves_only_statistics(data, classes):
