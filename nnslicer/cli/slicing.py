@@ -8,7 +8,8 @@ import numpy as np
 
 from ..datasets import class_label
 from ..errors import InvalidInputError
-from .options import add_class_names_option, add_slicing_options, class_names, load_array, load_model, make_slicer, progress
+from .options import (add_class_names_option, add_slicing_options, class_names, load_array, load_model, make_slicer,
+                      progress)
 
 __all__ = ["add_commands"]
 
