@@ -1,23 +1,28 @@
 """The search for the best honest slice-based detector (issue 20, item 2).
 
 On the honest protocol of ``adversarial.py`` (same models, attacks, fit and test sets), each
-input is sliced once (channel granularity, its predicted class as the criterion) and read once
-(every convolution's activations); then every candidate feature set is scored by the same
-classifier detector (a random forest on clean fit samples labelled by class; the score is the
-margin of the model's class, :class:`analyses.adversarial.SliceDetector`'s own scorer):
+input is sliced once per slicer (channel granularity with the global and with the class
+baseline, element granularity; its predicted class as the criterion) and read once (every
+weighted op's activations); then every candidate feature set is scored by the same classifier
+detector (a random forest on clean fit samples labelled by class; the score is the margin of
+the model's class, :class:`analyses.adversarial.SliceDetector`'s own scorer):
 
-* ``slice/stage-k``: one stage's largest conv (``k=-1`` the paper's, ``-2`` the default so far);
-* ``slice/stages``: the channel-pair counts of every stage's largest conv at once;
-* ``slice/neurons``: per output channel, the counts of every weighted op (a few hundred numbers);
-* ``.../share``: each op's counts divided by its total in the slice (count normalisation);
-* ``slice+fm/...``: slices beside feature maps;
+* ``slice/stage-k``: the channel-pair counts of one stage's largest conv (``-1`` the paper's);
+* ``slice/stages``: those of every stage at once (stages of at most ``MAX_PAIRS`` pairs);
+* ``slice/neurons``: per output channel, the counts of every weighted op but the logits;
+* ``.../share``: each op's counts divided by its sum of |count| (count normalisation);
+* ``slice-element/...``: element-granularity neuron counts of the last two stages' outputs;
 * ``slice-class/...``: the class baseline (the authors' way: each class's own means);
-* references: ``fm/stage-2`` (FeatureMap, the library's default), ``fm/pooled`` (every conv's
-  channel means) and Mahalanobis (Lee et al., penultimate features).
+* ``slice+fm/...``: slices beside feature maps; ``mahalanobis/slice-...``: Lee et al.'s
+  detector on slice counts; ``ensemble/...``: the mean of members' percentiles among their
+  held-out clean scores;
+* references: ``fm/stage-2`` (FeatureMap at the library's default layer), ``fm/pooled`` (every
+  op's channel means) and ``mahalanobis/penultimate`` (Lee et al.).
 
 The AUROC of each attack (adversarial examples against their own clean sources) and the F1 at
-a 10% held-out false-alarm rate are averaged over the attacks. Inputs, slices and activations
-are cached in the temp folder (``--cache``), so a rerun only refits the forests.
+a 10% held-out false-alarm rate are averaged over the attacks (and over ``--seeds`` forests).
+Inputs' slices and activations are cached in the temp folder (``--cache``), so a rerun only
+refits the forests. Writes ``results/detector_search.{json,md}``.
 
 Usage::
 

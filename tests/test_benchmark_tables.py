@@ -176,3 +176,38 @@ def test_protection_class_subsets_are_the_first_of_each_size():
 
     assert protection.class_subsets([2, 3], 2) == [(0, 1), (0, 2), (0, 1, 2), (0, 1, 3)]
     assert len(protection.class_subsets(range(2, 8), 10)) == 60
+
+
+def test_detector_search_counts_a_win_only_beyond_the_seed_spread():
+    import detector_search
+
+    def row(model, cand, auroc, seeds=None):
+        return {"model": model, "candidate": cand, "auroc": auroc, "auroc_seeds": seeds or [auroc]}
+
+    rows = [row(m, "fm/stage-2", 0.90) for m in ("a", "b")] + [row(m, "mahalanobis/penultimate", 0.80)
+                                                              for m in ("a", "b")]
+    rows += [row("a", "slice/x", 0.95, [0.94, 0.96]),  # beats both by more than its spread (0.02)
+             row("b", "slice/x", 0.91, [0.89, 0.93])]  # within its spread of FeatureMap: no win
+    summary = detector_search.summarise(rows)
+    assert summary["wins_over_references"] == {"slice/x": 1}
+    assert summary["best_slice_candidate"] == "slice/x" and summary["best_slice_candidate_wins"] == 1
+    assert "Best: `slice/x`, on 1 model(s)" in detector_search.markdown(
+        {"rows": [{**r, "f1_at_10": 0.5, "clean_flagged_rule": 0.1} for r in rows], "summary": summary,
+         "machine": "m", "command": "c", "settings": {}})
+
+
+def test_detector_search_features_leave_the_logits_out_and_share_by_abs():
+    """Per-channel counts of every weighted op but the logits (which only say the class sliced
+    for); shares divide by the layer's sum of |count|."""
+    import numpy as np
+
+    import detector_search
+
+    neurons = np.array([[2.0, -2.0, 4.0, 9.0, 0.0]])  # op a: 2 channels, op b: 1, logits: 2
+    d = {"stages": np.array(["b"]), "weighted_ops": np.array(["a", "b", "logits"]), "channels": np.array([2, 1, 2]),
+         "s/mean/neurons": neurons, "s/class/neurons": neurons, "s/mean/pairs/b": np.ones((1, 3)),
+         "s/class/pairs/b": np.ones((1, 3)), "s/fm_full": np.zeros((1, 4)), "s/fm_pooled": np.zeros((1, 2)),
+         "s/element/b": np.zeros((1, 6))}
+    feats = detector_search.candidates(d, "s")
+    np.testing.assert_array_equal(feats["slice/neurons"], [[2.0, -2.0, 4.0]])
+    np.testing.assert_array_equal(feats["slice/neurons/share"], [[0.5, -0.5, 1.0]])
