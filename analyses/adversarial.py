@@ -42,7 +42,8 @@ from nnslicer.validation import Interval, check_param
 from .detector_files import _check_classes, _check_classifier, _damaged, load_detector
 
 __all__ = ["SliceDetector", "FeatureMapDetector", "MahalanobisDetector", "Detection", "Features", "load_detector",
-           "default_layer", "Detector", "DETECTORS", "register_detector"]
+           "default_layer", "Detector", "DETECTORS", "register_detector", "class_margin", "class_gaussians",
+           "mahalanobis_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,38 @@ def _check_contamination(contamination, owner, optional):
     """``contamination`` as a float in (0, 0.5), or None where ``optional``."""
     return check_param(contamination, "contamination", owner, Interval(float, 0, 0.5, "neither"),
                        *((None,) if optional else ()))
+
+
+# --------------------------------------------------------------------------- scores
+def class_margin(proba, classes, predicted, n_classes):
+    """``p(model's class) - max p(other class)`` of each row of a classifier's ``proba`` (over
+    its ``classes``), in [-1, 1]: >= 0 when the classifier agrees with the model's ``predicted``
+    class. A class the classifier never saw scores -1. The score of the classifier detectors."""
+    full = np.zeros((len(proba), n_classes), dtype=np.float64)
+    full[:, classes] = proba
+    mine = full[np.arange(len(full)), predicted]
+    full[np.arange(len(full)), predicted] = -np.inf
+    return mine - full.max(axis=1)
+
+
+def class_gaussians(feats, labels, n_classes):
+    """Lee et al.'s class-conditional Gaussians with one shared covariance: ``(means, classes,
+    precision)``, the means ``[n_classes, d]`` (rows of classes absent from ``labels`` zero),
+    the classes present and the pseudo-inverse of the covariance around each sample's class mean."""
+    feats = feats.astype(np.float64)
+    classes = np.unique(labels)
+    means = np.zeros((n_classes, feats.shape[1]))
+    for k in classes:
+        means[k] = feats[labels == k].mean(axis=0)
+    centred = feats - means[labels]
+    return means, classes, np.linalg.pinv(centred.T @ centred / len(feats), hermitian=True)
+
+
+def mahalanobis_scores(feats, means, classes, precision):
+    """Minus the Mahalanobis distance of each row of ``feats`` to the closest mean of ``classes``
+    (:func:`class_gaussians`): higher is more normal."""
+    d = feats[:, None, :] - means[classes][None]
+    return -np.einsum("nkd,de,nke->nk", d, precision, d).min(axis=1)
 
 
 # --------------------------------------------------------------------------- base class
@@ -356,13 +389,7 @@ class _ClassifierDetector(Detector):
         return self._margin(self.classifier_.predict_proba(feats), predicted)
 
     def _margin(self, proba, predicted):
-        """``p(model's class) - max p(other class)`` under the classifier, in [-1, 1]: >= 0 when
-        the classifier agrees with the model. A class the classifier never saw scores -1."""
-        full = np.zeros((len(proba), self._n_classes()), dtype=np.float64)
-        full[:, self.classifier_.classes_] = proba
-        mine = full[np.arange(len(full)), predicted]
-        full[np.arange(len(full)), predicted] = -np.inf
-        return mine - full.max(axis=1)
+        return class_margin(proba, self.classifier_.classes_, predicted, self._n_classes())
 
     def _classifier_state(self):
         from skops.io import dumps
@@ -722,22 +749,12 @@ class MahalanobisDetector(_ActivationDetector):
 
     def _fit(self, feats, labels):
         """Class means and the shared covariance; ``offset_`` at the contamination quantile."""
-        feats = feats.astype(np.float64)
-        classes = np.unique(labels)
-        means = np.zeros((self._n_classes(), feats.shape[1]))
-        for k in classes:
-            means[k] = feats[labels == k].mean(axis=0)
-        centred = feats - means[labels]
-        cov = centred.T @ centred / len(feats)
-        self.means_, self.classes_ = means, classes
-        self.precision_ = np.linalg.pinv(cov, hermitian=True)
+        self.means_, self.classes_, self.precision_ = class_gaussians(feats, labels, self._n_classes())
         self.clean_scores_ = self._score(feats, labels)  # in-sample: the Gaussians saw them
         self.offset_ = _offset(self.clean_scores_, self.contamination)
 
     def _score(self, feats, predicted):
-        d = feats[:, None, :] - self.means_[self.classes_][None]
-        dist = np.einsum("nkd,de,nke->nk", d, self.precision_, d)
-        return -dist.min(axis=1)
+        return mahalanobis_scores(feats, self.means_, self.classes_, self.precision_)
 
     def _state(self):
         return {"layer": self.layer_, "contamination": self.contamination}, \

@@ -175,7 +175,7 @@ def compress(model, x, y=None, criterion="fit", reduction="linf", prune=None, bi
     ranking : dict, optional
         A ready ranking (layer -> score, most important first) instead of computing one.
     **options
-        Passed to ``layer_importance``.
+        Passed to ``layer_importance`` when it ranks the layers (``progress=`` among them).
 
     Returns
     -------

@@ -47,6 +47,8 @@ from common import RESULTS, load_data, machine, markdown_table, trained_model, w
 #: Channel-pair counts are kept for the stages with at most this many (ResNet10's last stage
 #: has 262,144: its counts enter through the per-channel sums only).
 MAX_PAIRS = 70_000
+#: Classes of every model here (Fashion-MNIST, MNIST).
+CLASSES = 10
 #: The false-alarm rate of the F1 column: flag inputs below this quantile of held-out clean scores.
 RATE = 0.1
 
@@ -203,35 +205,28 @@ def forest_scores(fit, y_fit, predicted_fit, tests, seed=0):
     classified fit rows; returns held-out (out-of-bag) clean scores and the scores of ``tests``."""
     from sklearn.ensemble import RandomForestClassifier
 
+    from analyses.adversarial import class_margin
+
     keep = y_fit == predicted_fit
     clf = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=-1, oob_score=True)
     clf.fit(fit[keep], y_fit[keep])
-
-    def margin(proba, predicted):
-        full = np.zeros((len(proba), 10))
-        full[:, clf.classes_] = proba
-        mine = full[np.arange(len(full)), predicted].copy()
-        full[np.arange(len(full)), predicted] = -np.inf
-        return mine - full.max(1)
-
     oob = clf.oob_decision_function_  # NaN rows: in every bootstrap sample, no held-out vote
-    held_out = np.where(np.isnan(oob).any(1), np.nan, margin(np.nan_to_num(oob), y_fit[keep]))
-    return held_out, {k: margin(clf.predict_proba(x), p) for k, (x, p) in tests.items()}
+    held_out = np.where(np.isnan(oob).any(1), np.nan,
+                        class_margin(np.nan_to_num(oob), clf.classes_, y_fit[keep], CLASSES))
+    return held_out, {k: class_margin(clf.predict_proba(x), clf.classes_, p, CLASSES)
+                      for k, (x, p) in tests.items()}
 
 
-def mahalanobis_scores(fit, y_fit, predicted_fit, tests):
+def mahalanobis_on(fit, y_fit, predicted_fit, tests):
+    """Lee et al.'s detector (:class:`analyses.adversarial.MahalanobisDetector`'s Gaussians and
+    score) on the correctly classified fit rows; returns in-sample clean scores and the scores of
+    ``tests``."""
+    from analyses.adversarial import class_gaussians, mahalanobis_scores
+
     keep = y_fit == predicted_fit
-    f, y = fit[keep].astype(np.float64), y_fit[keep]
-    classes = np.unique(y)
-    means = np.stack([f[y == k].mean(0) for k in classes])
-    centred = f - means[np.searchsorted(classes, y)]
-    precision = np.linalg.pinv(centred.T @ centred / len(f), hermitian=True)
-
-    def score(x):
-        dlt = x[:, None, :] - means[None]
-        return -np.einsum("nkd,de,nke->nk", dlt, precision, dlt).min(1)
-
-    return score(f), {k: score(x.astype(np.float64)) for k, (x, p) in tests.items()}
+    gaussians = class_gaussians(fit[keep], y_fit[keep], CLASSES)
+    return mahalanobis_scores(fit[keep].astype(np.float64), *gaussians), \
+        {k: mahalanobis_scores(x.astype(np.float64), *gaussians) for k, (x, p) in tests.items()}
 
 
 def percentile(held_out, values):
@@ -278,7 +273,7 @@ def evaluate(model_key, d, pattern=None, seeds=1):
             fit = d["fit/penultimate"] if key == "penultimate" else feats["fit"][key]
             tests = {s: (d[f"{s}/penultimate"] if key == "penultimate" else feats[s][key], d[f"{s}/predicted"])
                      for s in sets}
-            runs.append(mahalanobis_scores(fit, d["y_fit"], d["fit/predicted"], tests))
+            runs.append(mahalanobis_on(fit, d["y_fit"], d["fit/predicted"], tests))
         else:
             tests = {s: (feats[s][cand], d[f"{s}/predicted"]) for s in sets}
             runs += [forest_scores(feats["fit"][cand], d["y_fit"], d["fit/predicted"], tests, seed)

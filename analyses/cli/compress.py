@@ -35,7 +35,7 @@ def cmd_compress(args):
         out, info = compress(model, x, y, criterion=criterion, reduction=args.reduction or "linf",
                              prune=args.prune, bits=args.bits, ranking=ranking,
                              activation_bits=None if args.activation_bits == 0 else args.activation_bits,
-                             direction=args.direction, **({"progress": update} if ranks else {}))
+                             direction=args.direction, progress=update)
     save_model(out, args.output)
     names = list(info["ranking"] or info.get("bits") or info.get("rates"))
     width = max(len("layer"), *(len(n) for n in names))
