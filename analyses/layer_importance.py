@@ -118,7 +118,9 @@ class Context:
     (``model.trainable_variables``) and ``values`` (their values, tensors), ``index`` (layer
     name -> indices into ``variables``), ``probabilities`` (whether the output is a softmax),
     ``seed``; ``progress``, when given, is called with the number of layers scored so far (a
-    criterion that scores one layer at a time calls :meth:`layer_done` after each).
+    criterion that scores one layer at a time calls :meth:`layer_done` after each). ``loss``,
+    when given, is the loss of ``kind="loss"`` (``loss(y_true, y_pred)``, one value per sample;
+    ``target`` then holds ``y_true`` as given); default: the cross-entropy of ``target``.
     """
 
     model: object
@@ -134,6 +136,7 @@ class Context:
     compiled: dict = None  # (kind, per_sample) -> traced gradient function
     progress: object = None
     done: int = 0
+    loss: object = None  # callable(y_true, y_pred) -> per-sample loss; default cross-entropy
 
     def layer_done(self):
         """Count one more layer scored (and report it to ``progress``)."""
@@ -154,7 +157,10 @@ def ranked_layers(model):
     return [layer for layer in model.layers if layer.trainable_weights]
 
 
-def _context(model, x, y, seed):
+def _context(model, x, y, seed, loss=None):
+    """The :class:`Context` of a model and its calibration data; with ``loss`` (a callable of
+    ``(y_true, y_pred)``), ``y`` is that loss's ``y_true`` (any shape, one row per sample) and the
+    model's output may be anything of shape ``(batch, outputs)``."""
     import tensorflow as tf
 
     if not hasattr(model, "layers") or not hasattr(model, "count_params"):
@@ -176,22 +182,29 @@ def _context(model, x, y, seed):
     if out.ndim != 2:
         raise InvalidInputError(f"layer_importance needs a classifier with outputs shaped "
                                 f"(batch, classes); got {out.shape}.")
-    target = out.argmax(1) if y is None else check_labels(y, len(x), out.shape[1])
+    if loss is not None:
+        if not callable(loss):
+            raise InvalidParameterError(f"loss must be a callable loss(y_true, y_pred); got {loss!r}.")
+        if y is None or len(y) != len(x):
+            raise InvalidInputError("A custom loss needs y, one target per sample of x.")
+        target = np.asarray(y)
+    else:
+        target = (out.argmax(1) if y is None else check_labels(y, len(x), out.shape[1])).astype(np.int64)
     variables = list(model.trainable_variables)
     ids = {id(v): i for i, v in enumerate(variables)}
     index = {layer.name: [ids[id(v)] for v in layer.trainable_weights] for layer in layers}
     probabilities = bool(np.all(out >= 0) and np.allclose(out.sum(1), 1.0, atol=1e-4))
-    return Context(model, graph, xt, target.astype(np.int64), layers, variables,
-                    [tf.convert_to_tensor(v.value) for v in variables], index, probabilities, seed)
+    return Context(model, graph, xt, target, layers, variables,
+                   [tf.convert_to_tensor(v.value) for v in variables], index, probabilities, seed, loss=loss)
 
 
-def _evaluate(ctx, values=None, hook=None, x=None):
-    """The model's output with variables replaced by ``values`` and each ranked layer's output
-    passed through ``hook(layer_name, output)``."""
+def _evaluate(ctx, values=None, hook=None, x=None, names=None):
+    """The model's output with variables replaced by ``values`` and the output of each ranked
+    layer (of each layer in ``names``, when given) passed through ``hook(layer_name, output)``."""
     import keras
     import tensorflow as tf
 
-    names = set(ctx.index)
+    names = set(ctx.index if names is None else names)
 
     def wrap(op):
         if hook is None or getattr(op, "name", None) not in names:
@@ -208,10 +221,15 @@ def _evaluate(ctx, values=None, hook=None, x=None):
 
 
 def _objective(ctx, out, kind="score", per_sample=False, target=None):
-    """``f``: the target class's output (``score``) or the cross-entropy (``loss``)."""
+    """``f``: the target class's output (``score``) or the loss (``loss``: the context's, else
+    the cross-entropy)."""
     import tensorflow as tf
 
     target = ctx.target if target is None else target
+    if kind == "loss" and ctx.loss is not None:
+        vals = tf.reshape(tf.cast(ctx.loss(tf.cast(target, out.dtype), out), out.dtype), (tf.shape(out)[0], -1))
+        vals = tf.reduce_mean(vals, axis=1)
+        return vals if per_sample else tf.reduce_mean(vals)
     picked = tf.gather(out, target, axis=1, batch_dims=1)
     if kind == "score":
         vals = picked
@@ -556,32 +574,117 @@ def _permutations(units, count, rng):
     return [rng.permutation(units) for _ in range(count)]
 
 
+#: Rows (coalitions x samples) of one restarted forward pass, and samples recorded at a time
+#: (:func:`coalition_values`).
+RESTART_ROWS, RESTART_SAMPLES = 4096, 512
+
+
+def _recorded(ctx, x):
+    """Every operation's output, in the order the functional graph calls them, on ``x``."""
+    outputs = []
+
+    def wrap(op):
+        def call(*args, **kwargs):
+            outputs.append(op(*args, **kwargs))
+            return outputs[-1]
+        return call
+
+    run_with_hooks(ctx.graph, [x], wrap)
+    return outputs
+
+
+def _restarted(ctx, name, recorded, masks, x):
+    """The model's output when layer ``name``'s output, recorded on ``x``, is multiplied by each
+    of ``masks`` (rows: coalition-major, ``len(masks) * len(x)``): every operation that does not
+    depend on that layer returns its recorded output, and only those after it run."""
+    import tensorflow as tf
+
+    n, copies = len(x), len(masks)
+    tainted, calls = set(), iter(recorded)
+
+    def tiled(t):
+        if id(t) in tainted or not hasattr(t, "shape") or not len(t.shape) or t.shape[0] != n:
+            return t
+        return tf.tile(t, [copies] + [1] * (len(t.shape) - 1))
+
+    def wrap(op):
+        def call(*args, **kwargs):
+            cached = next(calls)
+            if op.name == name:
+                m = masks.reshape((copies, 1) + (1,) * (len(cached.shape) - 2) + (masks.shape[-1],))
+                out = tf.reshape(cached[None] * tf.constant(m, cached.dtype), (copies * n,) + tuple(cached.shape[1:]))
+            elif any(id(t) in tainted for t in tf.nest.flatten((args, kwargs))):
+                args, kwargs = tf.nest.map_structure(tiled, (args, kwargs))
+                out = op(*args, **kwargs)
+            else:
+                return cached
+            tainted.update(id(t) for t in tf.nest.flatten(out))
+            return out
+        return call
+
+    return tf.nest.flatten(run_with_hooks(ctx.graph, [x], wrap))[0]
+
+
+def coalition_values(ctx, name, masks, kind="score"):
+    """Per-sample ``f`` (``kind="score"``) or loss (``"loss"``) when the output of layer ``name``
+    is multiplied by each row of ``masks`` (``(coalitions, units)``, units on the output's last
+    axis). The forward restarts at the layer's output (Ancona et al. 2020, section 3.2): what
+    comes before it runs once (:data:`RESTART_SAMPLES` samples at a time), and only the
+    operations after it run for the coalitions, :data:`RESTART_ROWS` rows at a time. Returns
+    ``(coalitions, samples)``."""
+    masks = np.asarray(masks, np.float32)
+    values = np.empty((len(masks), len(ctx.target)))
+    for a in range(0, len(ctx.target), RESTART_SAMPLES):
+        x, target = ctx.x[a:a + RESTART_SAMPLES], ctx.target[a:a + RESTART_SAMPLES]
+        n = len(target)
+        recorded = _recorded(ctx, x)
+        step = max(1, RESTART_ROWS // n)
+        for i in range(0, len(masks), step):
+            part = masks[i:i + step]
+            out = _restarted(ctx, name, recorded, part, x)
+            rows = np.tile(target, (len(part),) + (1,) * (np.ndim(target) - 1))
+            values[i:i + len(part), a:a + n] = _objective(ctx, out, kind, per_sample=True,
+                                                          target=rows).numpy().reshape(len(part), n)
+    return values
+
+
+def shapley_contributions(ctx, name, units, permutations, rng, kind="score"):
+    """Marginal contributions of each unit of layer ``name`` along ``permutations`` sampled
+    orders (all orders when there are at most that many): ``(orders, samples, units)``. The
+    game's value of a coalition is ``f`` (``kind="score"``) or minus the loss (``"loss"``) with
+    only the coalition's units kept (the others' outputs zeroed), per sample; each order adds
+    the units one at a time. Averaged over orders, a unit's contributions are its Shapley value
+    per sample (exact with every order), and they sum to the value of all units minus that of
+    none."""
+    orders = _permutations(units, permutations, rng)
+    prefixes = np.zeros((len(orders), units + 1, units), np.float32)
+    for j, perm in enumerate(orders):
+        for k in range(1, units + 1):
+            prefixes[j, k] = prefixes[j, k - 1]
+            prefixes[j, k, perm[k - 1]] = 1.0
+    v = coalition_values(ctx, name, prefixes.reshape(-1, units), kind).reshape(len(orders), units + 1, -1)
+    if kind == "loss":
+        v = -v
+    out = np.empty((len(orders), v.shape[-1], units))
+    for j, perm in enumerate(orders):
+        out[j][:, perm] = np.diff(v[j], axis=0).T
+    return out
+
+
 def _criterion_shapley(ctx, permutations=8, std=2.0, samples=64):
     """Shapley values of each unit of a layer (Ancona et al. 2020), one layer at a time: the
     game's value is ``f`` with only a coalition of the layer's units kept (the others' outputs
-    zeroed); ``permutations`` sampled orders (all orders when the layer has few units) give
-    marginal contributions, aggregated as ``mean + std * standard deviation``. Scores
-    **activations** (units); uses the first ``samples`` calibration samples."""
-    import tensorflow as tf
-
+    zeroed; :func:`shapley_contributions`); ``permutations`` sampled orders (all orders when the
+    layer has few units) give marginal contributions to ``f`` averaged over the samples,
+    aggregated over the orders as ``mean + std * standard deviation``. Scores **activations**
+    (units); uses the first ``samples`` calibration samples."""
     permutations = _check_steps("permutations", permutations)
     samples = _check_steps("samples", samples)
     rng = np.random.default_rng(ctx.seed)
     sub = _subset(ctx, samples)
-    n = len(sub.target)
     out = {}
     for name, u in _units(ctx).items():
-        contrib = []
-        for perm in _permutations(u, permutations, rng):
-            prefix = np.zeros((u + 1, u), np.float32)
-            for k in range(1, u + 1):
-                prefix[k] = prefix[k - 1]
-                prefix[k, perm[k - 1]] = 1.0
-            v = _masked_scores(sub, {name: np.repeat(prefix, n, axis=0)}, tf.constant(sub.x), u + 1).mean(1)
-            marg = np.empty(u)
-            marg[perm] = np.diff(v)
-            contrib.append(marg)
-        contrib = np.array(contrib)
+        contrib = shapley_contributions(sub, name, u, permutations, rng).mean(1)
         out[name] = contrib.mean(0) + std * contrib.std(0)
         ctx.layer_done()
     return out

@@ -62,8 +62,8 @@ from nnslicer.validation import Interval, check_param
 
 from .synapse_scores import METHODS, check_classes, rank_mask, synapse_scores
 
-__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "editable_ops", "maskable_ops",
-           "rebuild"]
+__all__ = ["class_focused_prune", "PruneReport", "LayerReport", "prune_masks", "removal_plans", "editable_ops",
+           "maskable_ops", "rebuild", "prunable_units", "remove_units"]
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,6 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=N
     rewritten (:func:`editable_ops`; default all): a plan cuts only those.
     """
     names = graph.weighted_ops if layers is None else [n for n in graph.weighted_ops if n in set(layers)]
-    editable = {op.name for op in graph.ops} if editable is None else set(editable)
     calls = {}  # kernel -> its ops (a layer called twice is two ops with one kernel)
     for name in graph.weighted_ops:
         calls.setdefault(_kernel(graph[name]), []).append(name)
@@ -250,6 +249,17 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=N
             drop = rank_mask(sum(scores[n] for n in calls[_kernel(graph[name])]), ratio, largest=False, tie=np.abs(w))
         kept[name] = ~drop
         by_rank[name] = int(drop.sum())
+    return kept, by_rank, removal_plans(graph, kept, editable)
+
+
+def removal_plans(graph, kept, editable=None):
+    """Which weighted ops' dead units (output units none of whose synapses are ``kept``) can
+    be removed for real: ``{name: (path, readers, dead)}`` (the channel-wise ops on the way,
+    the weighted ops reading the units, and the dead units). The readers' synapses of dead
+    units are set to False in ``kept`` (in place), so that the masked model computes what the
+    smaller one will. ``editable``: the ops whose layers can be rewritten (:func:`editable_ops`;
+    default all)."""
+    editable = {op.name for op in graph.ops} if editable is None else set(editable)
     # layers called more than once (the lift names a layer's later calls "layer#k")
     shared_layers = {op.layer for op in graph.ops if "#" in op.name.split("/")[0]}
     shared = {op.name for op in graph.ops if op.layer in shared_layers}
@@ -270,7 +280,61 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=N
         if dead.any():
             for reader, layout in readers:
                 kept[reader][_reader_index(kept[reader].shape, layout, dead)] = False
-    return kept, by_rank, plans
+    return plans
+
+
+def prunable_units(model, graph):
+    """The weighted ops whose output units pruning can remove for real, in model order:
+    ``{name: (units, at)}``. ``at`` is the op after which a unit is still a channel of its own:
+    from the op, along the channel-wise ops that follow it one after the other (its activation,
+    batch norm, pooling), up to a Flatten, a branch or the weighted ops that read it. Zeroing a
+    unit's channel at ``at``'s output is what removing the unit does (the ops between ``at`` and
+    the readers, pooling, padding and Flatten, keep a zero channel zero).
+
+    >>> import keras, nnslicer
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"),
+    ...                       keras.layers.Dense(2, name="out")])
+    >>> prunable_units(m, nnslicer.lift(m))
+    {'h': (3, 'h/relu')}
+    """
+    kept = {name: np.ones(_kernel_array(graph[name]).shape, bool) for name in graph.weighted_ops}
+    out = {}
+    for name, (path, _, dead) in removal_plans(graph, kept, editable_ops(model, graph)).items():
+        at = name
+        while len(graph.consumers(at)) == 1:
+            nxt = graph.consumers(at)[0]
+            if nxt not in path or graph[nxt].handler.flattened_channels(graph[nxt]):
+                break
+            at = nxt
+        out[name] = (len(dead), at)
+    return out
+
+
+def _kernel_array(op):
+    return op.weights[op.handler.synapse_weight]
+
+
+def remove_units(model, graph, drop, remove=True):
+    """``model`` without the units ``drop`` (``{op name: bool array over its output units}``,
+    ops of :func:`prunable_units`): their synapses and the synapses that read them are zeros
+    (mean compensation does not apply) and, with ``remove``, they are cut out of the layers.
+    Returns ``(new model, {op name: units removed})``; ``model`` is never modified."""
+    kept = {}
+    for name in graph.weighted_ops:
+        op = graph[name]
+        kept[name] = np.ones(_kernel_array(op).shape, bool)
+        if name in drop:
+            index = [slice(None)] * kept[name].ndim
+            index[_out_axis(op)] = np.asarray(drop[name], bool)
+            kept[name][tuple(index)] = False
+    editable = editable_ops(model, graph)
+    plans = removal_plans(graph, kept, editable)
+    weights, _ = _new_weights(model, graph, kept, None, False, editable)
+    masked = rebuild(model, weights)
+    if not remove:
+        return masked, {}
+    weights, configs, removed = _remove(model, graph, weights, plans)
+    return (rebuild(masked, weights, configs) if removed else masked), removed
 
 
 # --------------------------------------------------------------------------- weights

@@ -38,7 +38,7 @@ from keras import layers
 from .errors import InvalidInputError, InvalidParameterError
 from .keras import run_with_hooks
 
-__all__ = ["small_cnn", "lenet", "resnet10", "resnet18", "vit", "lstm_reader", "text_cnn", "calibrate_batch_norm"]
+__all__ = ["small_cnn", "vgg", "lenet", "resnet10", "resnet18", "vit", "lstm_reader", "text_cnn", "calibrate_batch_norm"]
 
 
 def _check_shape(input_shape, num_classes, builder):
@@ -91,6 +91,32 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10):
     x = layers.Dense(32, activation="relu", name="fc1")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def vgg(input_shape=(28, 28, 1), num_classes=10, widths=((16, 16), (32, 32), (64, 64), (128, 128)), dense=128):
+    """A VGG-style CNN (Simonyan and Zisserman): blocks of 3x3 convolutions (same padding, ReLU),
+    2x2 max pooling after every block but the last, ``flatten``, ``fc1`` (``dense`` units, ReLU)
+    and ``predictions`` (softmax). Convolutions are named ``conv1``, ``conv2``, ... in order,
+    pools ``pool1``, ... With the defaults (VGG16's pattern at an eighth of its width, four blocks
+    of two) it has 442,106 parameters; ``benchmarks/unit_pruning.py`` prunes its units.
+
+    >>> from nnslicer.models import vgg
+    >>> vgg().count_params()
+    442106
+    """
+    shape = _check_shape(input_shape, num_classes, "vgg")
+    inputs = keras.Input(shape=shape, name="input")
+    x, k = inputs, 0
+    for b, block in enumerate(widths):
+        for filters in block:
+            k += 1
+            x = layers.Conv2D(int(filters), 3, padding="same", activation="relu", name=f"conv{k}")(x)
+        if b < len(widths) - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{b + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(int(dense), activation="relu", name="fc1")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="vgg")
 
 
 def lenet(input_shape=(28, 28, 1), num_classes=10, variant="paper"):

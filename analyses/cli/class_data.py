@@ -35,16 +35,17 @@ def load_class_data(args, caller):
         raise InvalidInputError(f"--data has {len(x)} samples and --labels {len(y)}.")
     num_classes = int(model.output_shape[-1])
     y = check_labels(y, len(x), num_classes)
-    classes = check_classes(parse_classes(args.classes), y, num_classes, caller)
+    classes = None if args.classes is None else check_classes(parse_classes(args.classes), y, num_classes, caller)
     return model, x, y, classes, class_names(args, model)
 
 
-def add_class_data_options(p, verb):
+def add_class_data_options(p, verb, classes_required=True):
     """The model, data, classes and slicing options shared by ``prune`` and ``protect``."""
     p.add_argument("model", help="a .keras or .h5 model")
     p.add_argument("--data", required=True, help="samples (.npy/.npz)")
     p.add_argument("--labels", required=True, help="their integer labels (.npy/.npz)")
-    p.add_argument("--classes", required=True, help=f"classes to {verb}, comma-separated (e.g. 0,1,5)")
+    p.add_argument("--classes", required=classes_required, default=None,
+                   help=f"classes to {verb}, comma-separated (e.g. 0,1,5)")
     p.add_argument("--max-per-class", type=int, default=None, help="slice at most this many samples per class")
     add_slicing_options(p)
     add_class_names_option(p)

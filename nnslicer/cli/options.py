@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import FileFormatError, InvalidInputError
 
 __all__ = ["MODEL_FILES", "load_model", "load_array", "save_model", "check_outputs", "input_files", "progress",
-           "fitted_slicer", "add_slicing_options", "make_slicer", "quiet_tensorflow", "refuse_unread",
+           "fitted_slicer", "add_slicing_options", "make_slicer", "slicer_options", "quiet_tensorflow", "refuse_unread",
            "add_class_names_option", "class_names"]
 
 log = logging.getLogger("nnslicer")
@@ -213,13 +213,17 @@ def add_slicing_options(p, granularity="element"):
                    help="how ReLU, batch norm and max pooling pass counts back (default: code)")
 
 
+def slicer_options(args):
+    """The Slicer's options (keyword arguments) from those of :func:`add_slicing_options`."""
+    return dict(theta=args.theta, rule=args.rule, granularity=args.granularity, baseline=args.baseline,
+                propagation=args.propagation, batch_size=getattr(args, "batch_size", 256))
+
+
 def make_slicer(model, args):
     """An unfitted Slicer of ``model`` from the options of :func:`add_slicing_options`."""
     from ..slicer import Slicer
 
-    return Slicer(model, theta=args.theta, rule=args.rule, granularity=args.granularity,
-                  baseline=args.baseline, propagation=args.propagation,
-                  batch_size=getattr(args, "batch_size", 256))
+    return Slicer(model, **slicer_options(args))
 
 
 def refuse_unread(args, method, readers, defaults):
