@@ -237,7 +237,7 @@ def prune_masks(graph, scores, ratio, method="nnslicer", layers=None, editable=N
         calls.setdefault(_kernel(graph[name]), []).append(name)
     kept, by_rank = {}, {}
     for name in graph.weighted_ops:
-        w = graph[name].weights[graph[name].handler.synapse_weight]
+        w = _kernel_array(graph[name])
         if name not in names:
             kept[name] = np.ones(w.shape, dtype=bool)
             by_rank[name] = 0
@@ -288,8 +288,10 @@ def prunable_units(model, graph):
     ``{name: (units, at)}``. ``at`` is the op after which a unit is still a channel of its own:
     from the op, along the channel-wise ops that follow it one after the other (its activation,
     batch norm, pooling), up to a Flatten, a branch or the weighted ops that read it. Zeroing a
-    unit's channel at ``at``'s output is what removing the unit does (the ops between ``at`` and
-    the readers, pooling, padding and Flatten, keep a zero channel zero).
+    unit's channel at ``at``'s output is what removing the unit does, as long as the channel-wise
+    ops between ``at`` and the readers (pooling or Flatten, after a branch or a Flatten) keep a
+    zero channel zero; a layer whose units pass an op that does not (a batch norm after a
+    branch) is left out.
 
     >>> import keras, nnslicer
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="relu", name="h"),
@@ -300,17 +302,28 @@ def prunable_units(model, graph):
     kept = {name: np.ones(_kernel_array(graph[name]).shape, bool) for name in graph.weighted_ops}
     out = {}
     for name, (path, _, dead) in removal_plans(graph, kept, editable_ops(model, graph)).items():
-        at = name
-        while len(graph.consumers(at)) == 1:
-            nxt = graph.consumers(at)[0]
+        chain = [name]
+        while len(graph.consumers(chain[-1])) == 1:
+            nxt = graph.consumers(chain[-1])[0]
             if nxt not in path or graph[nxt].handler.flattened_channels(graph[nxt]):
                 break
-            at = nxt
-        out[name] = (len(dead), at)
+            chain.append(nxt)
+        if all(_keeps_zero(graph[p]) for p in path if p not in chain):
+            out[name] = (len(dead), chain[-1])
     return out
 
 
+def _keeps_zero(op):
+    """Whether ``op`` (as its handler computes it) maps an input of zeros to zeros."""
+    import tensorflow as tf
+
+    with tf.device("/CPU:0"):
+        out = op.handler.forward(op, [tf.zeros((1,) + tuple(op.input_shapes[0]))])
+    return not np.any(np.asarray(out))
+
+
 def _kernel_array(op):
+    """The op's synapses (its handler's synapse weight)."""
     return op.weights[op.handler.synapse_weight]
 
 
@@ -435,7 +448,7 @@ def _flops(graph):
     total, nonzero = 0, 0
     for name in graph.weighted_ops:
         op = graph[name]
-        kernel = op.weights[op.handler.synapse_weight]
+        kernel = _kernel_array(op)
         positions = int(np.prod(op.shape[:-1]))  # 1 for a vector
         total += 2 * positions * kernel.size
         nonzero += 2 * positions * int(np.count_nonzero(kernel))

@@ -120,6 +120,7 @@ def _slice_counts(model, graph, x, y, at, how, slicer_options):
 
 
 def _filter_l1(op):
+    """Each output unit's L1 norm of the synapses producing it."""
     kernel = op.weights[op.handler.synapse_weight]
     kernel = np.moveaxis(np.asarray(kernel, np.float64), op.handler.channel_axes(op)[1], -1)
     return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(0)

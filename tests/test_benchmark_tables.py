@@ -211,3 +211,46 @@ def test_detector_search_features_leave_the_logits_out_and_share_by_abs():
     feats = detector_search.candidates(d, "s")
     np.testing.assert_array_equal(feats["slice/neurons"], [[2.0, -2.0, 4.0]])
     np.testing.assert_array_equal(feats["slice/neurons/share"], [[0.5, -0.5, 1.0]])
+
+
+def test_unit_pruning_summary_compares_shapley_with_the_best_heuristic():
+    import unit_pruning
+
+    def auc(value):
+        return {"auc": value, "auc_std": 0.0, "seconds": 1.0, "runs": [{}]}
+
+    def low(acc):
+        run = {"accuracy_before": 0.9, "layers": [{"name": "fc1", "accuracy": acc, "seconds": 1.0}]}
+        return {"accuracy": acc, "accuracy_std": 0.0, "seconds": 1.0, "runs": [run]}
+
+    methods = {"shapley": 0.2, "shapley_mean": 0.21, "taylor": 0.3, "weight": 0.25, "random": 0.4, "slice": 0.1,
+               "slice_signed": 0.15}
+    accs = {"shapley": 0.7, "shapley_mean": 0.95, "taylor": 0.8, "slice": 0.9, "random": 0.5}
+    results = {"machine": "m", "model": {"epochs": 5, "test_accuracy": 0.9},
+               "auc": {"units": 10, "layers": {"fc1": 10}, "score_samples": 5, "eval_samples": 5,
+                       "methods": {k: auc(v) for k, v in methods.items()}},
+               "lowdata": {"eval_samples": 9900, "keep_first": 4, "accuracy_before": 0.9,
+                           "ratios": {"0.5": {k: low(v) for k, v in accs.items()}}},
+               "negative": {"mnist_5k": {"samples": 10, "permutations": 5, "best_accuracy": 0.45, "mean_accuracy": 0.4,
+                                         "runs": [{"accuracy_before": 0.1, "negative_units": {"h1": 3, "h2": 4}}]}}}
+    s = results["summary"] = unit_pruning.summary(results)
+    # slices are not "another heuristic" of the paper's: the best other is weight (0.25), not slice
+    assert (s["auc_best_other_name"], s["auc_best_other"], s["auc_slice"]) == ("weight", 0.25, 0.1)
+    assert s["auc_ratio_shapley_to_best_other"] == pytest.approx(0.8)
+    assert (s["lowdata_50_best_other_name"], s["lowdata_50_best_other_acc"], s["lowdata_50_shapley_acc"],
+            s["lowdata_50_slice_acc"]) == ("taylor", 0.8, 0.7, 0.9)
+    assert s["negative_units_mnist_acc"] == 0.45
+    text = unit_pruning.markdown(results)
+    assert "| slice | 0.100 | - | - | 1.0 |" in text and "| shapley | 0.200 | 0.110 | 0.310 | 1.0 |" in text
+    assert "| mnist_5k | 10 | 5 | 1 | 10.00% | 45.00% | 40.00% | 3+4 |" in text
+
+
+def test_unit_pruning_mlp_is_initialised_as_pytorch_does():
+    import numpy as np
+    import unit_pruning
+
+    model = unit_pruning.random_mlp(0, inputs=30, width=40)
+    for layer, fan_in in (("h1", 30), ("h2", 40), ("out", 40)):
+        w, b = model.get_layer(layer).get_weights()
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(w).max() <= bound and np.abs(b).max() <= bound and np.abs(w).max() > 0.9 * bound

@@ -164,6 +164,29 @@ def test_which_units_can_be_pruned(residual):
     assert prunable_units(model, lift(model)) == {"b": (5, "r")}
 
 
+@pytest.mark.parametrize("with_bn", [False, True])
+def test_a_branch_that_does_not_keep_zero_leaves_the_layer_out(with_bn):
+    """c's ReLU feeds two branches; a batch norm on one of them would turn a zeroed channel into
+    its shift, so zeroing at the ReLU would not be removing the unit: c is then not prunable."""
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((6, 6, 2))
+    r = L.Conv2D(3, 3, padding="same", activation="relu", name="c")(inp)
+    a = L.Conv2D(4, 1, name="ra")(L.MaxPooling2D(name="p")(r))
+    b = L.BatchNormalization(name="bn")(r) if with_bn else r
+    b = L.Conv2D(4, 2, strides=2, name="rb")(b)
+    model = keras.Model(inp, L.Dense(2, name="out")(L.Flatten(name="f")(L.Add(name="add")([a, b]))))
+    if with_bn:
+        model.get_layer("bn").set_weights([np.ones(3), np.full(3, 0.5), np.zeros(3), np.ones(3)])
+    graph = lift(model)
+    assert prunable_units(model, graph) == ({} if with_bn else {"c": (3, "c/relu")})
+    if not with_bn:
+        x = np.random.default_rng(8).normal(size=(5, 6, 6, 2)).astype("float32")
+        y = np.zeros((5, 2), "float32")
+        small, _ = remove_units(model, graph, {"c": np.array([False, True, False])})
+        curve = removal_losses(model, x, y, "c", [1, 0, 2], loss=MSE)
+        assert np.mean((small.predict(x, verbose=0) - y) ** 2) == pytest.approx(curve[1], rel=1e-5)
+
+
 def test_zeroing_at_the_units_end_is_removing_them(residual):
     model, x, y = residual
     graph = lift(model)
@@ -286,17 +309,31 @@ def test_cli_prunes_units(cli_files, tmp_path, capsys, argv):
     assert (pruned.get_layer("conv").filters, pruned.get_layer("d").units) == want
 
 
+def test_cli_prunes_units_below_a_value(cli_files, tmp_path, capsys):
+    paths, model = cli_files
+    out = tmp_path / "p.keras"
+    x, y = np.load(paths["x"]), np.load(paths["y"])
+    values = unit_scores(model, x, y, "weight")
+    assert main(["prune", paths["model"], "--data", paths["x"], "--labels", paths["y"], "--method", "weight",
+                 "--below", str(float(np.median(values["d"]))), "-o", str(out)]) == 0
+    assert "below=" in capsys.readouterr().out
+    pruned = keras.models.load_model(out, compile=False)
+    assert pruned.get_layer("d").units == int(np.sum(values["d"] >= np.median(values["d"])))
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--method", "shapley", "--fine-tune-epochs", "1"], "--fine-tune-epochs has no effect when pruning units (--method shapley)"),
-    (["--method", "nnslicer", "--classes", "0", "--keep-first", "1"], "--keep-first has no effect"),
-    (["--method", "nnslicer"], "prunes for target classes: give --classes"),
-    (["--method", "magnitude", "--units"], "--units prunes units by"),
-    (["--method", "weight", "--layers", "out"], "['out'] are not layers whose units can be pruned"),
+    (["--method", "shapley"], "Give --ratio R (or, pruning units, --below V instead of it), not both."),
+    (["--method", "shapley", "--ratio", "0.5", "--below", "0"], "not both"),
+    (["--method", "nnslicer", "--classes", "0", "--below", "0"], "--below has no effect when pruning synapses"),
+    (["--method", "shapley", "--ratio", "0.5", "--fine-tune-epochs", "1"], "--fine-tune-epochs has no effect when pruning units (--method shapley)"),
+    (["--method", "nnslicer", "--ratio", "0.5", "--classes", "0", "--keep-first", "1"], "--keep-first has no effect"),
+    (["--method", "nnslicer", "--ratio", "0.5"], "prunes for target classes: give --classes"),
+    (["--method", "magnitude", "--ratio", "0.5", "--units"], "--units prunes units by"),
+    (["--method", "weight", "--ratio", "0.5", "--layers", "out"], "['out'] are not layers whose units can be pruned"),
 ])
 def test_cli_unit_misuse(cli_files, tmp_path, capsys, argv, message):
     paths, _ = cli_files
     out = tmp_path / "p.keras"
-    assert main(["prune", paths["model"], "--data", paths["x"], "--labels", paths["y"], "--ratio", "0.5", *argv,
-                 "-o", str(out)]) == 2
+    assert main(["prune", paths["model"], "--data", paths["x"], "--labels", paths["y"], *argv, "-o", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()

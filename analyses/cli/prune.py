@@ -23,7 +23,7 @@ READERS = {"--fine-tune-epochs": ("fine_tune_epochs", 0, "synapses"),
            "--max-per-class": ("max_per_class", None, "synapses"),
            "--keep-first": ("keep_first", 0, "units"), "--layers": ("layers", None, "units"),
            "--permutations": ("permutations", 5, "units"), "--aggregation": ("aggregation", "conservative", "units"),
-           "--samples": ("samples", None, "units")}
+           "--samples": ("samples", None, "units"), "--below": ("below", None, "units")}
 
 
 def _prune_synapses(args, model, x, y, classes):
@@ -52,7 +52,7 @@ def _prune_units(args, model, x, y, classes):
         options.update(permutations=args.permutations, aggregation=args.aggregation)
     with progress(None, "layers pruned", unit="layer") as update:
         return prune_units(model, xs, ys, args.method, args.ratio, layers=layers, keep_first=args.keep_first,
-                           progress=update, **options)
+                           below=args.below, progress=update, **options)
 
 
 def cmd_prune(args):
@@ -64,6 +64,8 @@ def cmd_prune(args):
         if reader != kind and getattr(args, dest) != default:
             raise InvalidParameterError(f"{option} has no effect when pruning {kind} (--method {args.method}); "
                                         f"it is an option of pruning {reader}.")
+    if (args.ratio is None) == (args.below is None or kind == "synapses"):
+        raise InvalidInputError("Give --ratio R (or, pruning units, --below V instead of it), not both.")
     model, x, y, classes, names = load_class_data(args, "prune")
     prune = _prune_units if kind == "units" else _prune_synapses
     pruned, report = prune(args, model, x, y, classes)
@@ -96,10 +98,15 @@ def add_commands(subparsers):
                "  nnslicer prune model.keras --data x.npy --labels y.npy --classes 3 --ratio 0.7 \\\n"
                "      --method magnitude --fine-tune-epochs 1 -o pruned.keras\n"
                "  nnslicer prune model.keras --data x.npy --labels y.npy --method shapley --samples 100 \\\n"
-               "      --ratio 0.25 --keep-first 2 -o pruned.keras")
+               "      --ratio 0.25 --keep-first 2 -o pruned.keras\n"
+               "  nnslicer prune model.keras --data x.npy --labels y.npy --method shapley --aggregation mean \\\n"
+               "      --below 0 -o pruned.keras")
     add_class_data_options(p, "focus on", classes_required=False)
-    p.add_argument("--ratio", type=float, required=True,
+    p.add_argument("--ratio", type=float, default=None,
                    help="fraction of each layer's synapses (or units) pruned, in (0, 1)")
+    p.add_argument("--below", type=float, default=None,
+                   help="units, instead of --ratio: prune every unit scoring below this (with --method shapley "
+                        "--aggregation mean --below 0: the units that raise the loss)")
     p.add_argument("--method", default="nnslicer", choices=tuple(dict.fromkeys(METHODS + UNIT_METHODS)),
                    help="how synapses or units are ranked (default nnslicer)")
     p.add_argument("--units", action="store_true", help="prune units (implied by the methods that only rank units)")
