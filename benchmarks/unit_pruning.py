@@ -33,7 +33,8 @@ Usage::
 
     python benchmarks/unit_pruning.py                    # all three; writes results/unit_pruning.{json,md}
     python benchmarks/unit_pruning.py --experiments auc --seeds 1 --out /tmp/bench
-    python benchmarks/unit_pruning.py --experiments auc --methods shapley --permutations 20 --out /tmp/k20
+    python benchmarks/unit_pruning.py --experiments auc --methods shapley shapley_mean --seeds 1 \\
+        --permutations 20 --stem unit_pruning_k20         # does K = 20 close the gap? (no)
 """
 
 from __future__ import annotations
@@ -243,7 +244,8 @@ def markdown(results):
         lines += ["## 1. Layer-wise pruning AUC (Table 2; lower is better)", "",
                   markdown_table(["method", "AUC (ours)", "paper FMNIST", "paper CIFAR-10 VGG16", "scoring s"], rows),
                   "", f"{auc['units']} units in {len(auc['layers'])} layers; scores on {auc['score_samples']} training "
-                      f"images, test loss on {auc['eval_samples']} test images; +- is the std over seeds.", ""]
+                      f"images, test loss on {auc['eval_samples']} test images; Shapley values from "
+                      f"{results['args'].get('permutations', 5)} sampled orders; +- is the std over seeds.", ""]
     low = results.get("lowdata")
     if low:
         lines += ["## 2. Low-data pruning (Figure 3; higher is better)", "",
@@ -296,16 +298,17 @@ def main(argv=None):
     p.add_argument("--negative-permutations", type=int, default=5, help="negative units: sampled orders (5)")
     p.add_argument("--inits", type=int, default=5, help="negative units: random initialisations")
     p.add_argument("--out", default=RESULTS)
+    p.add_argument("--stem", default="unit_pruning", help="the result files' name (default unit_pruning)")
     p.add_argument("--rewrite", action="store_true",
                    help="only rewrite the summary and the table from --out's unit_pruning.json (no run)")
     args = p.parse_args(argv)
     if args.rewrite:
         import json
 
-        with open(os.path.join(args.out, "unit_pruning.json")) as f:
+        with open(os.path.join(args.out, f"{args.stem}.json")) as f:
             results = json.load(f)
         results["summary"] = summary(results)
-        write_results(args.out, "unit_pruning", results, markdown(results))
+        write_results(args.out, args.stem, results, markdown(results))
         return
     results = {"machine": machine(), "args": vars(args)}
     start = time.perf_counter()
@@ -321,7 +324,7 @@ def main(argv=None):
         results["negative"] = experiment_negative(args)
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["summary"] = summary(results)
-    write_results(args.out, "unit_pruning", results, markdown(results))
+    write_results(args.out, args.stem, results, markdown(results))
 
 
 if __name__ == "__main__":
