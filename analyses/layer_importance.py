@@ -600,7 +600,7 @@ def _restarted(ctx, name, recorded, masks, x):
     import tensorflow as tf
 
     n, copies = len(x), len(masks)
-    tainted, calls = set(), iter(recorded)
+    tainted, calls, alive = set(), iter(recorded), []  # alive: no tainted id is reused while it runs
 
     def tiled(t):
         if id(t) in tainted or not hasattr(t, "shape") or not len(t.shape) or t.shape[0] != n:
@@ -618,6 +618,7 @@ def _restarted(ctx, name, recorded, masks, x):
                 out = op(*args, **kwargs)
             else:
                 return cached
+            alive.append(out)
             tainted.update(id(t) for t in tf.nest.flatten(out))
             return out
         return call

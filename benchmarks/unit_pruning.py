@@ -245,7 +245,7 @@ def markdown(results):
                   markdown_table(["method", "AUC (ours)", "paper FMNIST", "paper CIFAR-10 VGG16", "scoring s"], rows),
                   "", f"{auc['units']} units in {len(auc['layers'])} layers; scores on {auc['score_samples']} training "
                       f"images, test loss on {auc['eval_samples']} test images; Shapley values from "
-                      f"{results['args'].get('permutations', 5)} sampled orders; +- is the std over seeds.", ""]
+                      f"{results.get('args', {}).get('permutations', 5)} sampled orders; +- is the std over seeds.", ""]
     low = results.get("lowdata")
     if low:
         lines += ["## 2. Low-data pruning (Figure 3; higher is better)", "",
