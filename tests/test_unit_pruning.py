@@ -329,6 +329,7 @@ def test_cli_prunes_units_below_a_value(cli_files, tmp_path, capsys):
     (["--method", "nnslicer", "--ratio", "0.5", "--classes", "0", "--keep-first", "1"], "--keep-first has no effect"),
     (["--method", "nnslicer", "--ratio", "0.5"], "prunes for target classes: give --classes"),
     (["--method", "magnitude", "--ratio", "0.5", "--units"], "--units prunes units by"),
+    (["--method", "taylor", "--ratio", "0.5", "--permutations", "9"], "--permutations has no effect with --method taylor"),
     (["--method", "weight", "--ratio", "0.5", "--layers", "out"], "['out'] are not layers whose units can be pruned"),
 ])
 def test_cli_unit_misuse(cli_files, tmp_path, capsys, argv, message):

@@ -64,6 +64,9 @@ def cmd_prune(args):
         if reader != kind and getattr(args, dest) != default:
             raise InvalidParameterError(f"{option} has no effect when pruning {kind} (--method {args.method}); "
                                         f"it is an option of pruning {reader}.")
+    for option, dest in (("--permutations", "permutations"), ("--aggregation", "aggregation")):
+        if kind == "units" and args.method != "shapley" and getattr(args, dest) != READERS[option][1]:
+            raise InvalidParameterError(f"{option} has no effect with --method {args.method} (only with shapley).")
     if (args.ratio is None) == (args.below is None or kind == "synapses"):
         raise InvalidInputError("Give --ratio R (or, pruning units, --below V instead of it), not both.")
     model, x, y, classes, names = load_class_data(args, "prune")
