@@ -121,6 +121,7 @@ class Context:
     criterion that scores one layer at a time calls :meth:`layer_done` after each). ``loss``,
     when given, is the loss of ``kind="loss"`` (``loss(y_true, y_pred)``, one value per sample;
     ``target`` then holds ``y_true`` as given); default: the cross-entropy of ``target``.
+    ``output`` is the model's output on ``x`` (computed once, when the context is made).
     """
 
     model: object
@@ -137,6 +138,7 @@ class Context:
     progress: object = None
     done: int = 0
     loss: object = None  # callable(y_true, y_pred) -> per-sample loss; default cross-entropy
+    output: np.ndarray = None  # the model's output on x
 
     def layer_done(self):
         """Count one more layer scored (and report it to ``progress``)."""
@@ -195,7 +197,8 @@ def _context(model, x, y, seed, loss=None):
     index = {layer.name: [ids[id(v)] for v in layer.trainable_weights] for layer in layers}
     probabilities = bool(np.all(out >= 0) and np.allclose(out.sum(1), 1.0, atol=1e-4))
     return Context(model, graph, xt, target, layers, variables,
-                   [tf.convert_to_tensor(v.value) for v in variables], index, probabilities, seed, loss=loss)
+                   [tf.convert_to_tensor(v.value) for v in variables], index, probabilities, seed, loss=loss,
+                   output=out)
 
 
 def _evaluate(ctx, values=None, hook=None, x=None, names=None):
@@ -563,7 +566,7 @@ def _criterion_fit(ctx, bits=8, samples=None):
 def _subset(ctx, samples):
     """The context restricted to the first ``samples`` calibration samples."""
     return Context(**{**ctx.__dict__, "x": ctx.x[:samples], "target": ctx.target[:samples],
-                       "compiled": None})
+                       "output": ctx.output[:samples], "compiled": None})
 
 
 def _permutations(units, count, rng):
@@ -649,6 +652,18 @@ def coalition_values(ctx, name, masks, kind="score"):
     return values
 
 
+def order_prefixes(order):
+    """``(units + 1, units)`` masks: row ``k`` keeps the first ``k`` units of ``order``.
+
+    >>> order_prefixes([2, 0, 1]).astype(int).tolist()
+    [[0, 0, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1]]
+    """
+    order = np.asarray(order)
+    rank = np.empty(len(order), int)
+    rank[order] = np.arange(len(order))
+    return (rank[None, :] < np.arange(len(order) + 1)[:, None]).astype(np.float32)
+
+
 def shapley_contributions(ctx, name, units, permutations, rng, kind="score"):
     """Marginal contributions of each unit of layer ``name`` along ``permutations`` sampled
     orders (all orders when there are at most that many): ``(orders, samples, units)``. The
@@ -658,12 +673,8 @@ def shapley_contributions(ctx, name, units, permutations, rng, kind="score"):
     per sample (exact with every order), and they sum to the value of all units minus that of
     none."""
     orders = _permutations(units, permutations, rng)
-    prefixes = np.zeros((len(orders), units + 1, units), np.float32)
-    for j, perm in enumerate(orders):
-        for k in range(1, units + 1):
-            prefixes[j, k] = prefixes[j, k - 1]
-            prefixes[j, k, perm[k - 1]] = 1.0
-    v = coalition_values(ctx, name, prefixes.reshape(-1, units), kind).reshape(len(orders), units + 1, -1)
+    prefixes = np.concatenate([order_prefixes(perm) for perm in orders])
+    v = coalition_values(ctx, name, prefixes, kind).reshape(len(orders), units + 1, -1)
     if kind == "loss":
         v = -v
     out = np.empty((len(orders), v.shape[-1], units))

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnslicer.errors import InvalidParameterError
-from nnslicer.validation import Interval, check_param
+from nnslicer.validation import Interval, Options, check_param
 
-from .layer_importance import _context, _evaluate, _objective
+from .layer_importance import _context, _objective
 from .pruning import prunable_units, remove_units
 from .unit_scores import UNIT_METHODS, _check_layers, unit_scores
 
@@ -116,11 +116,12 @@ def lowest_units(scores, ratio=None, below=None):
 
 def _evaluation(model, data, loss):
     """``(accuracy, mean loss)`` of ``model`` on ``data = (x, y)`` (accuracy None with ``loss``)."""
+    import tensorflow as tf
+
     x, y = data
     ctx = _context(model, x, y, 0, loss=loss)
-    out = _evaluate(ctx)
-    mean_loss = float(_objective(ctx, out, "loss").numpy())
-    accuracy = None if loss is not None else float(np.mean(np.asarray(out).argmax(1) == ctx.target))
+    mean_loss = float(_objective(ctx, tf.constant(ctx.output), "loss").numpy())
+    accuracy = None if loss is not None else float(np.mean(ctx.output.argmax(1) == ctx.target))
     return accuracy, mean_loss
 
 
@@ -170,9 +171,7 @@ def prune_units(model, x, y=None, method="shapley", ratio=0.5, layers=None, keep
     from nnslicer import lift
 
     caller = "prune_units"
-    if method not in UNIT_METHODS:
-        raise InvalidParameterError(f"The 'method' parameter of {caller} must be one of "
-                                    f"{', '.join(map(repr, UNIT_METHODS))}. Got {method!r} instead.")
+    check_param(method, "method", caller, Options(UNIT_METHODS))
     if below is None:
         ratio = check_param(ratio, "ratio", caller, Interval(float, 0, 1, "neither"))
     elif ratio is not None:

@@ -52,7 +52,8 @@ import numpy as np
 from nnslicer.errors import InvalidParameterError
 from nnslicer.validation import Interval, Options, check_param
 
-from .layer_importance import _context, _evaluate, _objective, coalition_values, shapley_contributions
+from .layer_importance import (_context, _evaluate, _objective, coalition_values, order_prefixes,
+                               shapley_contributions)
 
 __all__ = ["unit_scores", "removal_losses", "UNIT_METHODS", "AGGREGATIONS"]
 
@@ -221,9 +222,5 @@ def removal_losses(model, x, y, layer, order, loss=None):
     order = np.asarray(order)
     if sorted(order.tolist()) != list(range(u)):
         raise InvalidParameterError(f"order must be a permutation of the {u} units of {layer!r}.")
-    masks = np.ones((u + 1, u), np.float32)
-    for k in range(1, u + 1):
-        masks[k] = masks[k - 1]
-        masks[k, order[k - 1]] = 0.0
     ctx = _context(model, x, y, 0, loss=loss)
-    return coalition_values(ctx, graph[at].layer, masks, kind="loss").mean(1)
+    return coalition_values(ctx, graph[at].layer, 1.0 - order_prefixes(order), kind="loss").mean(1)

@@ -9,7 +9,8 @@ MODULES = ["nnslicer.backward.rules", "nnslicer.slice", "nnslicer.graph", "nnsli
            "nnslicer.keras.run", "nnslicer.slicer", "nnslicer.models", "nnslicer.pictures.dot",
            "analyses.layer_importance", "analyses.budgets", "analyses.quantization", "analyses.faults",
            "analyses.compression", "analyses.compression_report", "nnslicer.profiling", "nnslicer.datasets",
-           "analyses.adversarial", "nnslicer.validation"]
+           "analyses.adversarial", "nnslicer.validation", "analyses.pruning", "analyses.unit_scores",
+           "analyses.unit_pruning"]
 
 
 @pytest.mark.parametrize("name", MODULES)

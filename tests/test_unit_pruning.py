@@ -255,6 +255,7 @@ def test_lowest_units_keeps_one():
     (lambda m, x, y: unit_scores(m, x, y, "shapley", aggregation="median"), "'aggregation' parameter"),
     (lambda m, x, y: unit_scores(m, x, y, "shapley", permutations=0), "'permutations' parameter"),
     (lambda m, x, y: unit_scores(m, x, y, layers=["out"]), "['out'] are not layers whose units can be pruned"),
+    (lambda m, x, y: unit_scores(m, x, y, "random", seed=0.5), "'seed' parameter of unit_scores must be an int"),
     (lambda m, x, y: unit_scores(m, x, y, loss="mse"), "loss must be a callable"),
     (lambda m, x, y: unit_scores(m, x, None, loss=MSE), "A custom loss needs y"),
     (lambda m, x, y: prune_units(m, x, y, "shapley", 1.0), "'ratio' parameter of prune_units"),
@@ -330,6 +331,7 @@ def test_cli_prunes_units_below_a_value(cli_files, tmp_path, capsys):
     (["--method", "nnslicer", "--ratio", "0.5"], "prunes for target classes: give --classes"),
     (["--method", "magnitude", "--ratio", "0.5", "--units"], "--units prunes units by"),
     (["--method", "taylor", "--ratio", "0.5", "--permutations", "9"], "--permutations has no effect with --method taylor"),
+    (["--method", "taylor", "--ratio", "0.5", "--samples", "0"], "--samples must be >= 1; got 0."),
     (["--method", "weight", "--ratio", "0.5", "--layers", "out"], "['out'] are not layers whose units can be pruned"),
 ])
 def test_cli_unit_misuse(cli_files, tmp_path, capsys, argv, message):

@@ -43,8 +43,6 @@ def _prune_synapses(args, model, x, y, classes):
 def _prune_units(args, model, x, y, classes):
     xs, ys = (x, y) if classes is None else (x[np.isin(y, classes)], y[np.isin(y, classes)])
     if args.samples is not None:
-        if args.samples < 1:
-            raise InvalidInputError(f"--samples must be >= 1; got {args.samples}.")
         xs, ys = xs[:args.samples], ys[:args.samples]
     layers = None if args.layers is None else [name.strip() for name in args.layers.split(",")]
     options = {"slicer_options": slicer_options(args)} if args.method.startswith("slice") else {}
@@ -67,6 +65,8 @@ def cmd_prune(args):
     for option, dest in (("--permutations", "permutations"), ("--aggregation", "aggregation")):
         if kind == "units" and args.method != "shapley" and getattr(args, dest) != READERS[option][1]:
             raise InvalidParameterError(f"{option} has no effect with --method {args.method} (only with shapley).")
+    if args.samples is not None and args.samples < 1:
+        raise InvalidInputError(f"--samples must be >= 1; got {args.samples}.")
     if (args.ratio is None) == (args.below is None or kind == "synapses"):
         raise InvalidInputError("Give --ratio R (or, pruning units, --below V instead of it), not both.")
     model, x, y, classes, names = load_class_data(args, "prune")
