@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -153,10 +154,19 @@ class DataFlowGraph:
         if not nx.is_directed_acyclic_graph(self.nx):  # pragma: no cover - Keras forbids cycles
             raise InvalidParameterError("The model's graph has a cycle.")
 
-    def __getstate__(self):  # TensorFlow functions stay behind (Ray workers need arrays only)
+    def __getstate__(self):  # TensorFlow functions and memos stay behind (Ray workers need arrays only)
         state = self.__dict__.copy()
         state.pop("_tf", None)
+        state.pop("_memo", None)
         return state
+
+    def memo(self, key, make):
+        """``make()``, computed once for this graph and ``key`` (what backward steps derive from
+        an op alone: kernel layouts, receptive fields). Ops are not changed after lifting."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
 
     # ------------------------------------------------------------------ structure
     @property
@@ -208,6 +218,10 @@ class DataFlowGraph:
     def neuron_shape(self, name: str) -> tuple:
         """Shape of the neurons of tensor ``name`` at this graph's granularity."""
         return neuron_shape(self[name].shape, self.granularity)
+
+    def neuron_size(self, name: str) -> int:
+        """Number of neurons of tensor ``name`` at this graph's granularity."""
+        return math.prod(self.neuron_shape(name))
 
     def n_neurons(self, name: str | None = None) -> int:
         names = self._order if name is None else [name]

@@ -153,6 +153,24 @@ def test_special_rows(row):
                     break
 
 
+def test_nnslicer_bands_and_their_fallback():
+    """rule="nnslicer" orders the largest candidates by bands of |c| (halvings of the largest)
+    and takes the bucketed scan when a band is too large: rows that stop in the first band, in a
+    later one, in the rest, or never; bands of ties, candidates on a band's bound, and a band
+    too large, each against numpy."""
+    rng = np.random.default_rng(12)
+    k = 96
+    rows = [rng.normal(size=k),  # stops in the first band
+            rng.choice([-1.0, 1.0], k) * 2.0 ** -rng.uniform(0, 30, k),  # spread over 30 halvings
+            rng.choice([-1.0, 1.0], k) * 2.0 ** -rng.integers(0, 6, k),  # on the bands' bounds, tied
+            rng.choice([-1.0, 1.0], k),  # one band of k ties: too large, the bucketed scan
+            np.r_[rng.normal(size=10) * 8.0, rng.choice([-1.0, 1.0], 86)]]  # a small band, then a large one
+    for row in rows:
+        for theta in (0.2, 0.05, 1e-3, 1e-9, 0.9):
+            _same(np.array([row]), "nnslicer", theta)
+            _same(np.array([row]), "nnslicer", theta, bar=0.3)
+
+
 def test_effective_path_that_never_reaches_theta():
     """theta just below 1: the sequential prefix can stay below theta * (pairwise) total, and
     numpy then keeps only the largest candidate."""

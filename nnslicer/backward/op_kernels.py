@@ -35,7 +35,8 @@ from numba import prange
 from .rule_kernels import (keep_effective_path_into, keep_nnslicer_into, keep_paper_into,
                            row_positive_total_into, row_total_into, scratch)
 
-__all__ = ["window_backward", "product_backward", "pair_backward", "CONV", "DEPTHWISE", "POOL", "RULE_CODES"]
+__all__ = ["window_arrays", "window_backward", "product_backward", "pair_backward", "CONV", "DEPTHWISE", "POOL",
+           "RULE_CODES"]
 
 CONV, DEPTHWISE, POOL = 0, 1, 2
 RULE_CODES = {"nnslicer": 0, "paper": 1, "effective_path": 2}
@@ -184,24 +185,32 @@ def _dispatch(by_sample, by_part, args, b, batch, n_ins, n_syn):
     return [o[:, :n] for o, n in zip(outs, n_ins + [n_syn])]
 
 
-def window_backward(X, W, taps, valid, mode, b, o, n_q, direction, y, rule, theta, bar, n_in, n_syn,
-                    mult=1, to_channel=False):
+def window_arrays(W, taps, valid, mode):
+    """The op's own arrays of :func:`window_backward`, laid out for the kernel (once an op):
+    ``(W, taps, valid)``, the weights of a ``CONV`` as ``[Q, T, C]`` (an output neuron's weights
+    contiguous), a placeholder for ``POOL``."""
+    if W is None:
+        W = np.zeros((1, 1, 1), np.float32)
+    elif mode == CONV:
+        W = np.asarray(W).transpose(2, 0, 1)
+    return (np.ascontiguousarray(W), np.ascontiguousarray(taps, dtype=np.int64),
+            np.ascontiguousarray(valid, dtype=np.bool_))
+
+
+def window_backward(X, arrays, mode, b, o, n_q, direction, y, rule, theta, bar, n_in, n_syn, mult=1,
+                    to_channel=False):
     """Counts ``(inputs [B, n_in], synapses [B, n_syn])`` from the active neurons ``(b, o)``
-    (``b`` sorted), as :class:`~nnslicer.ops.base.LinearHandler` defines them.
+    (``b`` sorted), as :class:`~nnslicer.ops.base.LinearHandler` defines them; ``arrays`` are
+    the op's :func:`window_arrays`.
 
     ``direction[n] = sign(delta_y_n) * sign(count_n)``; ``y[n]`` the activation (rule "paper").
     Samples run in parallel; a batch with fewer samples than threads splits its rows into
     parts that count apart and are added up (integers: the same counts in any order).
     """
     batch = X.shape[0]
-    if W is None:
-        W = np.zeros((1, 1, 1), np.float32)
-    elif mode == CONV:  # [Q, T, C]: an output neuron's weights, contiguous
-        W = W.transpose(2, 0, 1)
     if y is None:
         y = np.zeros(len(b), np.float64)
-    args = (np.ascontiguousarray(X), np.ascontiguousarray(W), np.ascontiguousarray(taps, dtype=np.int64),
-            np.ascontiguousarray(valid, dtype=np.bool_), mode, to_channel, mult, b.astype(np.int64),
+    args = (np.ascontiguousarray(X), *arrays, mode, to_channel, mult, b.astype(np.int64),
             o.astype(np.int64), n_q, direction.astype(np.int64), y.astype(np.float64), RULE_CODES[rule],
             float(theta), 1.0 - float(bar))
     inputs, synapses = _dispatch(_by_sample, _by_part, args, b, batch, [n_in], n_syn)

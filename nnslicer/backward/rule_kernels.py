@@ -18,6 +18,10 @@ Design
   monotone), then each bucket reached is ordered on demand by an incremental quicksort over
   ``(key, position)`` pairs, a strict total order, so nothing depends on pivots.  A row costs
   ``O(K)`` plus the ordering of the part visited.
+* rule="nnslicer" first tries bands of ``|c|`` (:func:`_band_first`): the largest candidates
+  down to a halving of the largest that holds a few, ordered by counting each one's rank; then
+  the next halving, and so on. Most rows stop within the first band, at a cost of a few
+  branch-free passes over the row; a band too large for that takes the bucketed scan.
 * Prefix sums are sequential float64 adds in that order, exactly like ``np.cumsum``.
 * Zero candidates are never ordered: they come last (nnslicer, effective_path), where they
   cannot change the first hit, or first (paper), where their running sum is +-0 and they are
@@ -65,7 +69,7 @@ def _filled(x, positive_only):
     return x if x == x else 0.0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _total(c, positive_only, fst, vst):
     """``0.0 + pairwise_sum(filled(c))``: numpy's ``filled.sum(axis=1)`` of a C-contiguous row.
 
@@ -152,13 +156,13 @@ def row_positive_total(c):
     return _total(c, True, np.empty(192, np.int64), np.empty(64, np.float64))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def row_total_into(c, ws):
     """:func:`row_total` with the work arrays of :func:`scratch`."""
     return _total(c, False, ws[5], ws[6])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def row_positive_total_into(c, ws):
     """:func:`row_positive_total` with the work arrays of :func:`scratch`."""
     return _total(c, True, ws[5], ws[6])
@@ -183,6 +187,18 @@ def _bits(typingctx, x):
     return types.int64(types.float64), codegen
 
 
+@intrinsic
+def _float(typingctx, u):
+    """The float64 whose IEEE bit pattern is the int64 ``u``."""
+    if not isinstance(u, types.Integer) or u.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(u), codegen
+
+
 _MAX_BUCKETS = 4096
 _NNSLICER, _PAPER, _EFFECTIVE_PATH = 0, 1, 2
 
@@ -194,7 +210,7 @@ def scratch(k):
     ii = np.empty(max(k, 1), np.int64)
     kk2 = np.empty(max(k, 1), np.float64)
     ii2 = np.empty(max(k, 1), np.int64)
-    cnt = np.empty(_MAX_BUCKETS, np.int64)
+    cnt = np.empty(max(_MAX_BUCKETS, k), np.int64)
     st = np.empty(max(k + 1, 192), np.int64)
     vst = np.empty(64, np.float64)
     return kk, ii, kk2, ii2, cnt, st, vst
@@ -347,40 +363,116 @@ def _scan(mode, c, n, lo, hi, thr, total, limit, out, ws):
 # The rules, one row at a time
 # --------------------------------------------------------------------------------------------
 
-@nb.njit(cache=True)
+_INF_BITS = 0x7FF0000000000000
+_BINADE = 1 << 52
+#: The fast path of rule="nnslicer" orders the candidates by bands of ``|c|``: the first band
+#: holds the largest, down to the first halving of ``max |c|`` that takes at least
+#: ``_FIRST_BAND`` of them (of ``_HALVINGS``); then one halving a band, then the rest. A band of
+#: more than ``_BAND_MAX`` candidates sends the row to the bucketed scan.
+_FIRST_BAND, _HALVINGS, _BAND_MAX = 8, 4, 40
+
+
+@nb.njit(cache=True, inline="always")
+def _band_first(c, uu, nz, mxu, total, thr, gk, gi, order):
+    """Step 3 of rule="nnslicer" by bands: ``uu`` holds ``|c|``'s bit patterns (monotone in
+    ``|c|``; 0 for NaN and zeros), ``nz`` the nonzero ones, ``mxu`` the largest. A band is
+    gathered by position and each of its candidates placed at its rank, the number of larger ones
+    and of equal ones before it (``|c|`` descending, ties by position: a strict total order,
+    counted branch-free); every candidate of a band comes before those of the next, so the bands
+    in turn are the rule's order. Returns the bit pattern of ``|c|`` at the rank where the rule
+    stops, 0 when it never stops (the branch dies), or -1 when a band is too large (the caller
+    takes the bucketed scan). ``gk``, ``gi``, ``order``: work arrays of the row's length."""
+    n_cand = c.shape[0]
+    c1 = c2 = c3 = c4 = 0
+    t1 = max(mxu - _BINADE, 1)
+    t2 = max(mxu - 2 * _BINADE, 1)
+    t3 = max(mxu - 3 * _BINADE, 1)
+    t4 = max(mxu - 4 * _BINADE, 1)
+    for i in range(n_cand):
+        u = uu[i]
+        c1 += u >= t1
+        c2 += u >= t2
+        c3 += u >= t3
+        c4 += u >= t4
+    if c1 >= _FIRST_BAND:
+        h = 1
+    elif c2 >= _FIRST_BAND:
+        h = 2
+    elif c3 >= _FIRST_BAND:
+        h = 3
+    else:
+        h = 4
+    top = _INF_BITS + 1
+    run = 0.0
+    rank = 0
+    while True:
+        low = max(mxu - h * _BINADE, 1) if h <= _HALVINGS else 1
+        n = 0
+        for i in range(n_cand):  # the band's keys and positions, in position order
+            u = uu[i]
+            gk[n] = u
+            gi[n] = i
+            n += (u >= low) & (u < top)
+        if n > _BAND_MAX:
+            return -1
+        for a in range(n):  # each one's rank in the band: the larger, and the equal before it
+            ka = gk[a]
+            r = 0
+            for j in range(n):
+                kj = gk[j]
+                r += (kj > ka) | ((kj == ka) & (j < a))
+            order[r] = gi[a]
+        for j in range(n):
+            x = c[order[j]]
+            run = x if rank == 0 else run + x
+            rank += 1
+            if abs(run - total) < thr:
+                return uu[order[j]]
+        if rank >= nz:
+            return 0
+        top = low
+        h += 1
+
+
+@nb.njit(cache=True, inline="always")
 def keep_nnslicer_into(c, theta, one_minus_bar, total, out, ws):
     """rule="nnslicer" on one row; ``total`` = :func:`row_total`, ``one_minus_bar`` = 1 - bar."""
     kk, ii, kk2, ii2, cnt, st, vst = ws
     n_cand = c.shape[0]
     k = 0
-    single = -1
-    mn = np.inf
-    mx = 0.0
-    mnz = np.inf
-    n = 0
-    for i in range(n_cand):  # branch-free: count, min/max |c|, the nonzero ones to order
-        x = c[i]
-        v = x == x
-        m = abs(x)
-        nonzero = v & (m != 0.0)
+    nz = 0
+    mxu = 0
+    mnu = _INF_BITS
+    mnzu = _INF_BITS
+    for i in range(n_cand):  # branch-free on bit patterns (vectorised): counts, min/max |c|
+        u = _bits(c[i]) & _ABS
+        v = u <= _INF_BITS  # not NaN
+        nonzero = v & (u != 0)
         k += v
-        single = i if v else single
-        mn = min(mn, m if v else np.inf)
-        mx = max(mx, m if v else 0.0)
-        mnz = min(mnz, m if nonzero else np.inf)
-        kk[n] = -m
-        ii[n] = i
-        n += nonzero  # zeros come last and leave every later prefix sum unchanged
+        nz += nonzero
+        mxu = max(mxu, u if v else 0)
+        mnu = min(mnu, u if v else _INF_BITS)
+        mnzu = min(mnzu, u if nonzero else _INF_BITS)
+        cnt[i] = u if nonzero else 0
     if k == 1:  # step 1
         for i in range(n_cand):
-            out[i] = False
-        out[single] = True
+            out[i] = c[i] == c[i]
         return
     a = abs(total)
-    if n > 0 and not (a < mn or a < 1e-3 * mx):  # step 2 (otherwise the branch dies)
-        pos = _scan(_NNSLICER, c, n, mnz, mx, theta * a, total, n, out, ws)  # step 3
-        if pos >= 0:
-            lim = one_minus_bar * (-kk2[pos])  # step 4
+    mx = _float(mxu)
+    if nz > 0 and not (a < _float(mnu) or a < 1e-3 * mx):  # step 2 (otherwise the branch dies)
+        thr = theta * a
+        last = _band_first(c, cnt, nz, mxu, total, thr, ii, st, ii2)  # step 3
+        if last < 0:
+            n = 0
+            for i in range(n_cand):  # the nonzero ones to order; zeros come last and leave every later prefix sum unchanged
+                kk[n] = -abs(c[i])
+                ii[n] = i
+                n += cnt[i] != 0
+            pos = _scan(_NNSLICER, c, n, _float(mnzu), mx, thr, total, n, out, ws)
+            last = _bits(-kk2[pos]) if pos >= 0 else 0
+        if last > 0:
+            lim = one_minus_bar * _float(last)  # step 4
             for i in range(n_cand):
                 out[i] = abs(c[i]) > lim  # False for NaN
             return
@@ -388,7 +480,7 @@ def keep_nnslicer_into(c, theta, one_minus_bar, total, out, ws):
         out[i] = False
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def keep_paper_into(c, theta, y, out, ws):
     """rule="paper" on one row (``y`` the neuron's activation)."""
     kk, ii, kk2, ii2, cnt, st, vst = ws
@@ -433,7 +525,7 @@ def keep_paper_into(c, theta, y, out, ws):
     _scan(_PAPER, c, n, mnz, mx, thr, 0.0, n_nonzero, out, ws)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def keep_effective_path_into(c, theta, total, out, ws):
     """rule="effective_path" on one row; ``total`` = :func:`row_positive_total`."""
     kk, ii, kk2, ii2, cnt, st, vst = ws

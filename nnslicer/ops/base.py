@@ -77,7 +77,8 @@ class Step:
     def __init__(self, graph, op, tape, contrib, rule, theta, propagation, bar, kernels=None):
         self.graph, self.op, self.tape, self.contrib = graph, op, tape, contrib
         self.rule, self.theta, self.propagation, self.bar = rule, theta, propagation, bar
-        self.kernels = resolve_kernels(kernels)  # "numba" or "numpy" (None: the process default)
+        # "numba" or "numpy" (None: the process default); backward() passes its checked choice
+        self.kernels = kernels if kernels in KERNEL_CHOICES else resolve_kernels(kernels)
         self.granularity = graph.granularity
 
     @property
@@ -236,7 +237,7 @@ class LinearHandler(Handler):
         batch = step.batch
         counts = step.contrib.reshape(batch, -1)
         b, o = np.nonzero(counts)
-        in_sizes = [int(np.prod(graph.neuron_shape(t))) for t in op.inputs]
+        in_sizes = [graph.neuron_size(t) for t in op.inputs]
         direction = None
         if step.rule != "effective_path":
             direction = _sign(step.neuron_delta(op.name).reshape(batch, -1)[b, o]) * _sign(counts[b, o])
@@ -252,24 +253,28 @@ class LinearHandler(Handler):
         """``(inputs, synapses)`` from the fused numba kernels (:mod:`nnslicer.backward.op_kernels`) for the
         active neurons ``(b, o)``, or None to take the numpy path: an element-wise pair
         (:meth:`fused_pair`) or a window op (:meth:`fused_window`)."""
+        from ..backward.op_kernels import pair_backward, window_arrays, window_backward
+
         op, graph = step.op, step.graph
         batch = step.batch
-        pair = self.fused_pair(op, step.granularity)
+        pair = graph.memo(("fused_pair", op.name), lambda: self.fused_pair(op, step.granularity))
         if pair is not None:
-            from ..backward.op_kernels import pair_backward
-
             ins = pair_backward([self.values(step, j) for j in range(2)], pair, b, o, direction, y, step.rule,
                                 step.theta, step.bar, in_sizes)
             return [arr.reshape((batch,) + graph.neuron_shape(t)) for arr, t in zip(ins, op.inputs)], None
-        spec = self.fused_window(op, step.granularity)
+
+        def prepared():  # the spec, its arrays laid out for the kernel once
+            spec = self.fused_window(op, step.granularity)
+            return spec and dict(spec, arrays=window_arrays(spec["weights"], spec["taps"], spec["valid"],
+                                                            spec["mode"]))
+
+        spec = graph.memo(("fused_window", op.name), prepared)
         if spec is None:
             return None
-        from ..backward.op_kernels import window_backward
-
         values = self.values(step, 0).reshape(batch, -1, spec["channels"])
         ins, syn = window_backward(
-            values, spec["weights"], spec["taps"], spec["valid"], spec["mode"], b, o, spec["n_q"], direction, y,
-            step.rule, step.theta, step.bar, in_sizes[0], op.n_synapses, spec["mult"], spec["to_channel"])
+            values, spec["arrays"], spec["mode"], b, o, spec["n_q"], direction, y, step.rule, step.theta, step.bar,
+            in_sizes[0], op.n_synapses, spec["mult"], spec["to_channel"])
         inputs = [ins.reshape((batch,) + graph.neuron_shape(op.inputs[0]))]
         return inputs, syn.reshape((batch,) + op.synapse_shape) if op.n_synapses else None
 
@@ -364,7 +369,7 @@ class RouteHandler(Handler):
         b, o = np.nonzero(counts)
         result = []
         for j, t in enumerate(op.inputs):
-            size = int(np.prod(graph.neuron_shape(t)))
+            size = graph.neuron_size(t)
             result.append(np.zeros(batch * size, dtype=np.int64))
         for j, rows, dst in self.route(op, graph.granularity, o):
             vals = counts[b[rows], o[rows]]
