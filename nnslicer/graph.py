@@ -225,7 +225,7 @@ class DataFlowGraph:
 
     def n_neurons(self, name: str | None = None) -> int:
         names = self._order if name is None else [name]
-        return int(sum(np.prod(self.neuron_shape(n)) for n in names))
+        return sum(self.neuron_size(n) for n in names)
 
     def n_synapses(self, name: str | None = None) -> int:
         names = self._order if name is None else [name]

@@ -369,7 +369,7 @@ _BINADE = 1 << 52
 #: holds the largest, down to the first halving of ``max |c|`` that takes at least
 #: ``_FIRST_BAND`` of them (of ``_HALVINGS``); then one halving a band, then the rest. A band of
 #: more than ``_BAND_MAX`` candidates sends the row to the bucketed scan.
-_FIRST_BAND, _HALVINGS, _BAND_MAX = 8, 4, 40
+_FIRST_BAND, _HALVINGS, _BAND_MAX = 8, 4, 40  # _band_first counts halvings 1 to 3 for the first band
 
 
 @nb.njit(cache=True, inline="always")
@@ -383,17 +383,15 @@ def _band_first(c, uu, nz, mxu, total, thr, gk, gi, order):
     stops, 0 when it never stops (the branch dies), or -1 when a band is too large (the caller
     takes the bucketed scan). ``gk``, ``gi``, ``order``: work arrays of the row's length."""
     n_cand = c.shape[0]
-    c1 = c2 = c3 = c4 = 0
+    c1 = c2 = c3 = 0  # how many reach each of the first three halvings (else the first band ends at the fourth)
     t1 = max(mxu - _BINADE, 1)
     t2 = max(mxu - 2 * _BINADE, 1)
     t3 = max(mxu - 3 * _BINADE, 1)
-    t4 = max(mxu - 4 * _BINADE, 1)
     for i in range(n_cand):
         u = uu[i]
         c1 += u >= t1
         c2 += u >= t2
         c3 += u >= t3
-        c4 += u >= t4
     if c1 >= _FIRST_BAND:
         h = 1
     elif c2 >= _FIRST_BAND:
@@ -465,7 +463,7 @@ def keep_nnslicer_into(c, theta, one_minus_bar, total, out, ws):
         last = _band_first(c, cnt, nz, mxu, total, thr, ii, st, ii2)  # step 3
         if last < 0:
             n = 0
-            for i in range(n_cand):  # the nonzero ones to order; zeros come last and leave every later prefix sum unchanged
+            for i in range(n_cand):  # the nonzero ones to order (zeros come last: no later prefix sum changes)
                 kk[n] = -abs(c[i])
                 ii[n] = i
                 n += cnt[i] != 0
